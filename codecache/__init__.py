@@ -1,0 +1,3 @@
+"""codecache: signed, reproducible, replicated distribution of pilot code from Subversion."""
+
+__version__ = "0.1.0"

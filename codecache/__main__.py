@@ -1,0 +1,5 @@
+import sys
+
+from codecache.cli import main
+
+sys.exit(main())

@@ -1,0 +1,291 @@
+"""The ``codecache`` command line: parses argv, calls the library, prints, exits.
+
+The only module that prints or parses argv, and the one place errors become exit codes
+(DESIGN.md §6): 0 ok; 1 verification failed; 2 the request is wrong (usage, config,
+unknown name); 3 the state or environment refuses a valid request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from codecache.config import Config, Role, load_config
+from codecache.errors import (
+    CodecacheError,
+    ConfigError,
+    IntegrityError,
+    InvalidName,
+    NotFound,
+    Refused,
+    SignatureError,
+    UpstreamError,
+)
+from codecache.index import Index, format_time, to_payload
+from codecache.names import version_key
+from codecache.signing import (
+    generate_key,
+    load_public_key,
+    load_secret_key,
+    load_trusted_keys,
+    parse_minisig,
+    verify_minisig,
+    write_key_pair,
+)
+from codecache.store import Store, sha256_file
+from codecache.svn import Svn
+from codecache.sync import Origin
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
+log = logging.getLogger("codecache")
+
+
+def exit_code(err: BaseException) -> int:
+    """The one mapping from errors to exit codes."""
+    if isinstance(err, IntegrityError):
+        return EXIT_INVALID
+    if isinstance(err, ConfigError | InvalidName | NotFound):
+        return EXIT_USAGE
+    if isinstance(err, Refused | UpstreamError):
+        return EXIT_REFUSED
+    return EXIT_REFUSED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+                        stream=sys.stderr)
+    command: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return command(args)
+    except CodecacheError as err:
+        return _fail(args, err, exit_code(err))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # a bug: still one line unless --debug
+        return _fail(args, err, EXIT_REFUSED, prefix="internal error: ")
+
+
+def _fail(args: argparse.Namespace, err: BaseException, code: int, prefix: str = "") -> int:
+    if args.debug:
+        log.exception("failed")
+    print(f"codecache: error: {prefix}{err}", file=sys.stderr)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="codecache",
+                                     description="Signed, replicated pilot code distribution.")
+    parser.add_argument("--config", type=Path, help="config file (default: $CODECACHE_CONFIG, "
+                        "then ./codecache.toml)")
+    parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("keygen", help="create a new Ed25519 key pair (minisign format)")
+    p.add_argument("--secret-key", type=Path, required=True)
+    p.add_argument("--public-key", type=Path, required=True)
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("sync", help="poll Subversion and publish new tags")
+    p.add_argument("--once", action="store_true", help="one poll, then exit")
+    p.add_argument("--package", help="only this package")
+    p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("publish", help="point a channel at a release")
+    p.add_argument("package")
+    p.add_argument("version")
+    p.add_argument("--channel", required=True)
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("yank", help="withdraw a release")
+    p.add_argument("package")
+    p.add_argument("version")
+    p.add_argument("--reason", required=True)
+    p.set_defaults(func=cmd_yank)
+
+    p = sub.add_parser("status", help="packages, channels, releases, index serial and expiry")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("serve", help="HTTP front end")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("verify", help="verify a tarball against its minisign signature")
+    p.add_argument("file", type=Path)
+    p.add_argument("--sig", type=Path, help="signature file (default: FILE.minisig)")
+    p.add_argument("--key", type=Path, help="public key (default: the config's trusted_keys)")
+    p.set_defaults(func=cmd_verify)
+    return parser
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _config(args: argparse.Namespace) -> Config:
+    path: Path | None = args.config
+    if path is None:
+        env = os.environ.get("CODECACHE_CONFIG")
+        path = Path(env) if env else Path("codecache.toml")
+    return load_config(path)
+
+
+def _origin(config: Config) -> Origin:
+    if config.role is not Role.ORIGIN:
+        raise ConfigError("this command needs role = \"origin\" (it writes the store)")
+    if config.signing.secret_key is None:
+        raise ConfigError("signing.secret_key is not configured")
+    secret = load_secret_key(config.signing.secret_key)
+    trusted = load_trusted_keys(config.signing.trusted_keys) \
+        if config.signing.trusted_keys else {}
+    return Origin(config, Store(config.store.path), secret, trusted, Svn(config.svn))
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    secret = generate_key()
+    write_key_pair(secret, args.secret_key, args.public_key)
+    print(f"key {secret.public.keyid}: secret {args.secret_key} (mode 0600), "
+          f"public {args.public_key}")
+    return EXIT_OK
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    origin = _origin(_config(args))
+    if args.once:
+        report = origin.sync_once(args.package)
+        for line in report.published:
+            print(f"published {line}")
+        for line in report.skipped:
+            print(f"skipped {line}")
+        for m in report.mutated:
+            print(f"MUTATED {m.package} {m.version}: published at r{m.published_revision}, "
+                  f"tag now at r{m.current_revision} (not republished)")
+        print(f"index serial {report.serial}")
+        return EXIT_OK
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        origin.run(stop, args.package)
+    except KeyboardInterrupt:
+        stop.set()
+    return EXIT_OK
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    index = _origin(_config(args)).publish(args.package, args.version, args.channel)
+    print(f"{args.package} {args.channel} -> {args.version} (index serial {index.serial})")
+    return EXIT_OK
+
+
+def cmd_yank(args: argparse.Namespace) -> int:
+    index = _origin(_config(args)).yank(args.package, args.version, args.reason)
+    print(f"{args.package} {args.version} yanked (index serial {index.serial})")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = _config(args)
+    store = Store(config.store.path)
+    index = store.load_index(load_trusted_keys(config.signing.trusted_keys), allow_expired=True)
+    state = store.load_state()
+    now = int(time.time())
+    expired = index.expires <= now
+    local: dict[str, Any] = {
+        "store": str(store.root),
+        "role": config.role.value,
+        "index_age_seconds": max(0, now - index.generated),
+        "index_expired": expired,
+        "highest_serial": state.highest_serial,
+    }
+    mutated = [{"package": m.package, "version": m.version,
+                "published_revision": m.published_revision,
+                "current_revision": m.current_revision,
+                "detected_at": format_time(m.detected_at)} for m in state.mutated_tags]
+    if args.json:
+        print(json.dumps({**to_payload(index), "local": local, "mutated_tags": mutated},
+                         indent=2, sort_keys=True))
+    else:
+        _print_status(index, local, mutated)
+    if expired:
+        print(f"codecache: error: index serial {index.serial} expired at "
+              f"{format_time(index.expires)}", file=sys.stderr)
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def _print_status(index: Index, local: dict[str, Any], mutated: list[dict[str, Any]]) -> None:
+    print(f"index serial {index.serial}, generated {format_time(index.generated)} "
+          f"({local['index_age_seconds']}s ago), expires {format_time(index.expires)}"
+          + (" [EXPIRED]" if local["index_expired"] else ""))
+    for name in sorted(index.packages):
+        pkg = index.packages[name]
+        print(f"package {name}")
+        for channel in sorted(pkg.channels):
+            ch = pkg.channels[channel]
+            print(f"  channel {channel} -> {ch.version} (moved {format_time(ch.moved_at)})")
+        for version, r in sorted(pkg.releases.items(), key=lambda kv: version_key(kv[0])):
+            flag = f" YANKED ({r.yanked_reason})" if r.yanked else ""
+            print(f"  release {version} sha256={r.sha256} size={r.size} "
+                  f"svn={r.svn_url}@{r.revision}{flag}")
+    for m in mutated:
+        print(f"WARNING: tag {m['package']} {m['version']} changed after publishing "
+              f"(r{m['published_revision']} -> r{m['current_revision']}); not republished")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from codecache.server import serve  # aiohttp is only needed by this command
+
+    serve(_config(args))
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    sig_path: Path = args.sig or args.file.with_name(args.file.name + ".minisig")
+    if args.key is not None:
+        key = load_public_key(args.key)
+        keys = {key.keyid: key}
+    else:
+        keys = load_trusted_keys(_config(args).signing.trusted_keys)
+    try:
+        sig_text = sig_path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"signature file {sig_path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SignatureError(f"cannot read signature {sig_path}: {err}") from err
+    minisig = parse_minisig(sig_text)
+    try:
+        with args.file.open("rb") as fh:
+            verify_minisig(keys, minisig, fh)
+    except FileNotFoundError:
+        raise ConfigError(f"file {args.file} does not exist") from None
+    fields = _comment_fields(minisig.trusted_comment)
+    sha256, size = sha256_file(args.file)
+    if fields.get("sha256", sha256) != sha256 or fields.get("size", str(size)) != str(size):
+        raise SignatureError("the signature's trusted comment names other content")
+    print(f"OK {args.file}: package={fields.get('package', '?')} "
+          f"version={fields.get('version', '?')} sha256={fields.get('sha256', '?')} "
+          f"key={minisig.keyid}")
+    return EXIT_OK
+
+
+def _comment_fields(comment: str) -> dict[str, str]:
+    words = comment.split()
+    if not words or words[0] != "codecache":
+        return {}
+    return dict(w.split("=", 1) for w in words[1:] if "=" in w)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

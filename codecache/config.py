@@ -1,0 +1,383 @@
+"""The one configuration object: loaded from TOML, overridden from ``CODECACHE_*``, validated once.
+
+Nothing else reads the environment or the config file. Relative paths in the file are
+resolved against the file's directory, so a config can travel with its store and keys.
+
+Environment overrides: every scalar key as ``CODECACHE_<SECTION>_<KEY>`` (``CODECACHE_ROLE``
+for the top-level ``role``); list keys (``signing.trusted_keys``, ``server.listen``,
+``replica.upstreams``) take a comma-separated value. An unknown ``CODECACHE_*`` variable
+is an error, like an unknown key in the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from codecache.errors import ConfigError
+from codecache.names import is_channel, is_package
+
+DEFAULT_TAG_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
+_DURATION_RE = re.compile(r"(\d+)([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Variables that are not config keys but belong to codecache.
+_ENV_NOT_KEYS = frozenset({"CODECACHE_CONFIG"})
+
+
+class Role(Enum):
+    ORIGIN = "origin"
+    REPLICA = "replica"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    path: Path = Path("/var/lib/codecache")
+    # How often the server re-hashes every blob it serves (periodic scrub).
+    scrub_interval: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class SigningConfig:
+    secret_key: Path | None = None
+    trusted_keys: tuple[Path, ...] = ()
+    index_expiry: float = 7 * 86400.0
+    resign_interval: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    listen: tuple[str, ...] = ("127.0.0.1:8080",)
+    channel_max_age: int = 60
+    # Blobs up to this size are held in memory after one verified read.
+    memory_blob_max: int = 64 * 1024 * 1024
+    memory_total_max: int = 512 * 1024 * 1024
+    # How often the server looks for a new index or a changed/missing blob.
+    watch_interval: float = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class SyncConfig:
+    interval: float = 30.0
+    max_backoff: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class SvnConfig:
+    username: str | None = None
+    password: str | None = None
+    password_file: Path | None = None
+    timeout: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class PackageConfig:
+    name: str
+    svn_url: str
+    tag_pattern: re.Pattern[str] = re.compile(DEFAULT_TAG_PATTERN)
+    auto_channel: str | None = None
+    tar_prefix: str = ""
+
+    @property
+    def prefix(self) -> str:
+        return self.tar_prefix or self.name
+
+    def tag_url(self, tag: str) -> str:
+        return f"{self.svn_url.rstrip('/')}/tags/{tag}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaConfig:
+    upstreams: tuple[str, ...] = ()
+    interval: float = 5.0
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    role: Role = Role.ORIGIN
+    store: StoreConfig = field(default_factory=StoreConfig)
+    signing: SigningConfig = field(default_factory=SigningConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    svn: SvnConfig = field(default_factory=SvnConfig)
+    replica: ReplicaConfig = field(default_factory=ReplicaConfig)
+    packages: tuple[PackageConfig, ...] = ()
+    source: Path | None = None
+
+    def package(self, name: str) -> PackageConfig | None:
+        return next((p for p in self.packages if p.name == name), None)
+
+
+def parse_duration(value: object, key: str) -> float:
+    """``30s``/``5m``/``1h``/``7d`` (or a plain number of seconds) as seconds.
+
+    Raises:
+        ConfigError: for anything else.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a duration like 30s, 5m, 1h or 7d, got {value!r}")
+    if isinstance(value, int | float) and value > 0:
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION_RE.fullmatch(value.strip())
+        if match and int(match.group(1)) > 0:
+            return float(int(match.group(1)) * _UNITS[match.group(2)])
+    raise ConfigError(f"{key}: expected a duration like 30s, 5m, 1h or 7d, got {value!r}")
+
+
+def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
+    """Load ``path`` (None: no file, defaults only), apply env overrides, validate.
+
+    Raises:
+        ConfigError: unreadable or malformed file, unknown key, invalid value.
+    """
+    environ = os.environ if env is None else env
+    raw: dict[str, Any] = _read_toml(path) if path is not None else {}
+    _apply_env(raw, environ)
+    base = path.parent if path is not None else Path.cwd()
+    return _build(raw, base, path)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from err
+
+
+_LIST_KEYS = {("signing", "trusted_keys"), ("server", "listen"), ("replica", "upstreams")}
+_SECTIONS: dict[str, tuple[str, ...]] = {
+    "store": ("path", "scrub_interval"),
+    "signing": ("secret_key", "trusted_keys", "index_expiry", "resign_interval"),
+    "server": ("listen", "channel_max_age", "memory_blob_max", "memory_total_max",
+               "watch_interval"),
+    "sync": ("interval", "max_backoff"),
+    "svn": ("username", "password", "password_file", "timeout"),
+    "replica": ("upstreams", "interval", "timeout"),
+}
+_PACKAGE_KEYS = ("name", "svn_url", "tag_pattern", "auto_channel", "tar_prefix")
+_TOP_KEYS = ("role", "packages", *_SECTIONS)
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, value in env.items():
+        if not name.startswith("CODECACHE_") or name in _ENV_NOT_KEYS:
+            continue
+        section, key = _env_target(name)
+        if section is None:
+            raw["role"] = value
+            continue
+        parsed: object = value
+        if (section, key) in _LIST_KEYS:
+            parsed = [item.strip() for item in value.split(",") if item.strip()]
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"[{section}] must be a table")
+        raw[section][key] = parsed
+
+
+def _env_target(name: str) -> tuple[str | None, str]:
+    rest = name.removeprefix("CODECACHE_").lower()
+    if rest == "role":
+        return None, "role"
+    for section, keys in _SECTIONS.items():
+        if rest.startswith(section + "_") and rest[len(section) + 1:] in keys:
+            return section, rest[len(section) + 1:]
+    raise ConfigError(f"unknown environment variable {name} (no such config key)")
+
+
+def _check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown key {where}{unknown[0]!r} in config")
+
+
+def _table(raw: Mapping[str, Any], section: str) -> Mapping[str, Any]:
+    value = raw.get(section, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{section}] must be a table")
+    _check_keys(value, _SECTIONS[section], f"{section}.")
+    return value
+
+
+def _build(raw: dict[str, Any], base: Path, source: Path | None) -> Config:
+    _check_keys(raw, _TOP_KEYS, "")
+    role_text = raw.get("role", "origin")
+    try:
+        role = Role(role_text)
+    except ValueError:
+        raise ConfigError(f"role must be 'origin' or 'replica', got {role_text!r}") from None
+    packages = _packages(raw.get("packages", []))
+    return Config(
+        role=role,
+        store=_store(_table(raw, "store"), base),
+        signing=_signing(_table(raw, "signing"), base),
+        server=_server(_table(raw, "server")),
+        sync=_sync(_table(raw, "sync")),
+        svn=_svn(_table(raw, "svn"), base),
+        replica=_replica(_table(raw, "replica")),
+        packages=packages,
+        source=source,
+    )
+
+
+def _path(value: object, key: str, base: Path) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: expected a path, got {value!r}")
+    return base / Path(value).expanduser()
+
+
+def _str(value: object, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _int(value: object, key: str, minimum: int = 0) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _str_list(value: object, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _store(t: Mapping[str, Any], base: Path) -> StoreConfig:
+    d = StoreConfig()
+    return StoreConfig(
+        path=_path(t["path"], "store.path", base) if "path" in t else d.path,
+        scrub_interval=parse_duration(t.get("scrub_interval", d.scrub_interval),
+                                      "store.scrub_interval"),
+    )
+
+
+def _signing(t: Mapping[str, Any], base: Path) -> SigningConfig:
+    d = SigningConfig()
+    keys = _str_list(t.get("trusted_keys", []), "signing.trusted_keys")
+    return SigningConfig(
+        secret_key=_path(t["secret_key"], "signing.secret_key", base) if "secret_key" in t
+        else None,
+        trusted_keys=tuple(_path(k, "signing.trusted_keys", base) for k in keys),
+        index_expiry=parse_duration(t.get("index_expiry", d.index_expiry),
+                                    "signing.index_expiry"),
+        resign_interval=parse_duration(t.get("resign_interval", d.resign_interval),
+                                       "signing.resign_interval"),
+    )
+
+
+def _server(t: Mapping[str, Any]) -> ServerConfig:
+    d = ServerConfig()
+    listen = _str_list(t.get("listen", list(d.listen)), "server.listen")
+    for address in listen:
+        split_listen(address)
+    return ServerConfig(
+        listen=listen,
+        channel_max_age=_int(t.get("channel_max_age", d.channel_max_age),
+                             "server.channel_max_age"),
+        memory_blob_max=_int(t.get("memory_blob_max", d.memory_blob_max),
+                             "server.memory_blob_max"),
+        memory_total_max=_int(t.get("memory_total_max", d.memory_total_max),
+                              "server.memory_total_max"),
+        watch_interval=parse_duration(t.get("watch_interval", d.watch_interval),
+                                      "server.watch_interval"),
+    )
+
+
+def split_listen(address: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` as (host, port).
+
+    Raises:
+        ConfigError: for anything else.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"server.listen: expected host:port, got {address!r}")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def _sync(t: Mapping[str, Any]) -> SyncConfig:
+    d = SyncConfig()
+    return SyncConfig(
+        interval=parse_duration(t.get("interval", d.interval), "sync.interval"),
+        max_backoff=parse_duration(t.get("max_backoff", d.max_backoff), "sync.max_backoff"),
+    )
+
+
+def _svn(t: Mapping[str, Any], base: Path) -> SvnConfig:
+    d = SvnConfig()
+    return SvnConfig(
+        username=_str(t["username"], "svn.username") if "username" in t else None,
+        password=_str(t["password"], "svn.password") if "password" in t else None,
+        password_file=_path(t["password_file"], "svn.password_file", base)
+        if "password_file" in t else None,
+        timeout=parse_duration(t.get("timeout", d.timeout), "svn.timeout"),
+    )
+
+
+def _replica(t: Mapping[str, Any]) -> ReplicaConfig:
+    d = ReplicaConfig()
+    upstreams = _str_list(t.get("upstreams", []), "replica.upstreams")
+    for url in upstreams:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"replica.upstreams: expected an http(s) URL, got {url!r}")
+    return ReplicaConfig(
+        upstreams=tuple(u.rstrip("/") for u in upstreams),
+        interval=parse_duration(t.get("interval", d.interval), "replica.interval"),
+        timeout=parse_duration(t.get("timeout", d.timeout), "replica.timeout"),
+    )
+
+
+def _packages(value: object) -> tuple[PackageConfig, ...]:
+    if not isinstance(value, list) or not all(isinstance(p, dict) for p in value):
+        raise ConfigError("packages: expected [[packages]] tables")
+    packages = tuple(_package(p, i) for i, p in enumerate(value))
+    names = [p.name for p in packages]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"package {duplicates[0]!r} is configured twice")
+    return packages
+
+
+def _package(t: Mapping[str, Any], index: int) -> PackageConfig:
+    where = f"packages[{index}]."
+    _check_keys(t, _PACKAGE_KEYS, where)
+    for required in ("name", "svn_url"):
+        if required not in t:
+            raise ConfigError(f"{where}{required} is required")
+    name = _str(t["name"], where + "name")
+    if not is_package(name):
+        raise ConfigError(f"{where}name: invalid package name {name!r}")
+    pattern_text = _str(t.get("tag_pattern", DEFAULT_TAG_PATTERN), where + "tag_pattern")
+    try:
+        pattern = re.compile(pattern_text)
+    except re.error as err:
+        raise ConfigError(f"{where}tag_pattern: invalid regular expression: {err}") from err
+    auto = t.get("auto_channel")
+    if auto is not None and (not isinstance(auto, str) or not is_channel(auto)):
+        raise ConfigError(f"{where}auto_channel: invalid channel name {auto!r}")
+    prefix = _str(t.get("tar_prefix", name), where + "tar_prefix")
+    if "/" in prefix or prefix in (".", "..") or "\0" in prefix:
+        raise ConfigError(f"{where}tar_prefix: must be a single directory name, got {prefix!r}")
+    return PackageConfig(
+        name=name,
+        svn_url=_str(t["svn_url"], where + "svn_url").rstrip("/"),
+        tag_pattern=pattern,
+        auto_channel=auto,
+        tar_prefix=prefix,
+    )

@@ -1,0 +1,162 @@
+"""The one error hierarchy of codecache.
+
+Every failure a user can see is one of these. Each class carries a stable ``code``
+(used verbatim in HTTP error bodies and logs). The mapping to HTTP status lives in
+``codecache.server`` (one middleware), the mapping to exit codes in ``codecache.cli``
+(one function); nothing else decides either.
+
+    CodecacheError
+    ├── ConfigError            bad config file, key or value; bad command-line input
+    ├── InvalidName            a package/channel/version name outside its charset
+    ├── NotFound               unknown package, release, channel or blob
+    │   ├── PackageNotFound
+    │   ├── ReleaseNotFound
+    │   ├── ChannelNotFound
+    │   └── BlobNotFound
+    ├── IntegrityError         never retried: the bytes are not what was signed
+    │   ├── SignatureError     bad, missing or untrusted signature
+    │   ├── HashMismatch       content does not match its sha256/size
+    │   ├── IndexExpired       the signed index is past its ``expires``
+    │   └── RollbackError      an index older than one already accepted
+    ├── Refused                valid request, but the state or environment refuses it
+    │   ├── ReleaseYanked      publishing a withdrawn release
+    │   ├── ChannelInUse       yanking a release a channel still points to
+    │   ├── InsecureKeyFile    secret key readable by group/world
+    │   ├── StoreError         the store cannot be read/written (disk full, permissions)
+    │   └── StoreBusy          another writer holds the store lock
+    └── UpstreamError          retryable: Subversion or an upstream is unreachable
+        └── SvnError
+"""
+
+from __future__ import annotations
+
+
+class CodecacheError(Exception):
+    """Base of every codecache error; ``str(err)`` is a one-line message for users."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(CodecacheError):
+    code = "config_error"
+
+
+class InvalidName(CodecacheError):
+    code = "invalid_name"
+
+    def __init__(self, kind: str, value: str) -> None:
+        super().__init__(f"invalid {kind} name {value!r}")
+        self.kind = kind
+        self.value = value
+
+
+class NotFound(CodecacheError):
+    code = "not_found"
+
+
+class PackageNotFound(NotFound):
+    code = "package_not_found"
+
+    def __init__(self, package: str) -> None:
+        super().__init__(f"unknown package {package!r}")
+        self.package = package
+
+
+class ReleaseNotFound(NotFound):
+    code = "release_not_found"
+
+    def __init__(self, package: str, version: str) -> None:
+        super().__init__(f"package {package!r} has no release {version!r}")
+        self.package = package
+        self.version = version
+
+
+class ChannelNotFound(NotFound):
+    code = "channel_not_found"
+
+    def __init__(self, package: str, channel: str) -> None:
+        super().__init__(f"package {package!r} has no channel {channel!r}")
+        self.package = package
+        self.channel = channel
+
+
+class BlobNotFound(NotFound):
+    code = "blob_not_found"
+
+    def __init__(self, sha256: str) -> None:
+        super().__init__(f"no blob sha256:{sha256}")
+        self.sha256 = sha256
+
+
+class IntegrityError(CodecacheError):
+    code = "integrity_error"
+
+
+class SignatureError(IntegrityError):
+    code = "bad_signature"
+
+
+class HashMismatch(IntegrityError):
+    code = "hash_mismatch"
+
+
+class IndexExpired(IntegrityError):
+    code = "index_expired"
+
+
+class RollbackError(IntegrityError):
+    code = "rollback"
+
+
+class Refused(CodecacheError):
+    code = "refused"
+
+
+class ReleaseYanked(Refused):
+    code = "release_yanked"
+
+    def __init__(self, package: str, version: str) -> None:
+        super().__init__(f"release {package} {version} is yanked; no channel may point to it")
+        self.package = package
+        self.version = version
+
+
+class ChannelInUse(Refused):
+    code = "channel_in_use"
+
+    def __init__(self, package: str, version: str, channels: list[str]) -> None:
+        names = ", ".join(channels)
+        super().__init__(
+            f"release {package} {version} is still published on channel(s) {names}; "
+            "move them to another release first"
+        )
+        self.package = package
+        self.version = version
+        self.channels = channels
+
+
+class InsecureKeyFile(Refused):
+    code = "insecure_key_file"
+
+
+class StoreError(Refused):
+    code = "store_error"
+
+
+class StoreBusy(Refused):
+    code = "store_busy"
+
+
+class UpstreamError(CodecacheError):
+    code = "upstream_error"
+
+
+class SvnError(UpstreamError):
+    code = "svn_error"

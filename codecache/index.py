@@ -1,0 +1,272 @@
+"""The index model: releases, channels and the rules that change them.
+
+Pure values and pure functions: parsing the signed payload (strictly, so a malformed index
+is refused, not half-read), serialising it, and the release-manager rules (a yanked release
+cannot be published, a release a channel points to cannot be yanked, a channel move always
+advances ``moved_at``). Signing and files live in ``signing`` and ``store``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from codecache.errors import (
+    ChannelInUse,
+    ChannelNotFound,
+    IntegrityError,
+    PackageNotFound,
+    ReleaseNotFound,
+    ReleaseYanked,
+)
+from codecache.names import highest, is_channel, is_package, is_sha256, is_version
+
+FORMAT_VERSION = 1
+
+
+def format_time(seconds: int) -> str:
+    """RFC 3339 UTC with second precision, e.g. ``2026-11-25T20:51:31Z``."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> int:
+    """Seconds since the epoch of an RFC 3339 timestamp.
+
+    Raises:
+        ValueError: not a timestamp with a time zone.
+    """
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp without time zone: {text!r}")
+    return int(parsed.timestamp())
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    version: str
+    sha256: str
+    size: int
+    tar_sha256: str
+    svn_url: str
+    revision: int
+    author: str
+    date: int            # commit time of the tag's last-changed revision
+    minisig: str
+    yanked: bool = False
+    yanked_reason: str | None = None
+
+    def trusted_comment(self, package: str) -> str:
+        return release_comment(package, self.version, self.sha256, self.size,
+                               self.svn_url, self.revision)
+
+
+def release_comment(package: str, version: str, sha256: str, size: int, svn_url: str,
+                    revision: int) -> str:
+    """The trusted comment that binds a signature to exactly one release (DESIGN.md §3)."""
+    return (f"codecache package={package} version={version} sha256={sha256} size={size} "
+            f"svn={svn_url}@{revision}")
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    version: str
+    moved_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Package:
+    releases: dict[str, Release] = field(default_factory=dict)
+    channels: dict[str, Channel] = field(default_factory=dict)
+
+    def highest_live(self) -> str | None:
+        """The highest version in natural order that is not yanked."""
+        return highest([v for v, r in self.releases.items() if not r.yanked])
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    serial: int
+    generated: int
+    expires: int
+    packages: dict[str, Package] = field(default_factory=dict)
+
+    def package(self, name: str) -> Package:
+        try:
+            return self.packages[name]
+        except KeyError:
+            raise PackageNotFound(name) from None
+
+    def release(self, package: str, version: str) -> Release:
+        try:
+            return self.package(package).releases[version]
+        except KeyError:
+            raise ReleaseNotFound(package, version) from None
+
+    def channel(self, package: str, channel: str) -> tuple[Channel, Release]:
+        try:
+            pointer = self.package(package).channels[channel]
+        except KeyError:
+            raise ChannelNotFound(package, channel) from None
+        return pointer, self.release(package, pointer.version)
+
+    def blobs(self) -> set[str]:
+        return {r.sha256 for p in self.packages.values() for r in p.releases.values()}
+
+
+EMPTY = Index(serial=0, generated=0, expires=0)
+
+
+# --- rules ----------------------------------------------------------------------------------
+
+
+def _with_package(index: Index, name: str, package: Package) -> Index:
+    return dataclasses.replace(index, packages={**index.packages, name: package})
+
+
+def add_release(index: Index, package: str, release: Release) -> Index:
+    """The index with ``release`` added (an existing version is never replaced)."""
+    current = index.packages.get(package, Package())
+    if release.version in current.releases:
+        return index
+    updated = dataclasses.replace(current, releases={**current.releases,
+                                                     release.version: release})
+    return _with_package(index, package, updated)
+
+
+def move_channel(index: Index, package: str, channel: str, version: str, now: int) -> Index:
+    """Point ``channel`` at ``version``; a rollback to an older release is allowed.
+
+    ``moved_at`` always advances by at least a second, so HTTP date validators
+    (``wget -N``, ``If-Modified-Since``) see every move, even two in one second.
+
+    Raises:
+        ReleaseNotFound, ReleaseYanked.
+    """
+    release = index.release(package, version)
+    if release.yanked:
+        raise ReleaseYanked(package, version)
+    current = index.package(package)
+    previous = current.channels.get(channel)
+    if previous is not None and previous.version == version:
+        return index
+    moved_at = max(now, previous.moved_at + 1) if previous else now
+    channels = {**current.channels, channel: Channel(version, moved_at)}
+    return _with_package(index, package, dataclasses.replace(current, channels=channels))
+
+
+def yank(index: Index, package: str, version: str, reason: str) -> Index:
+    """Withdraw a release; refused while any channel points to it. Idempotent.
+
+    Raises:
+        ReleaseNotFound, ChannelInUse.
+    """
+    release = index.release(package, version)
+    current = index.package(package)
+    using = sorted(name for name, ch in current.channels.items() if ch.version == version)
+    if using:
+        raise ChannelInUse(package, version, using)
+    if release.yanked:
+        return index
+    yanked = dataclasses.replace(release, yanked=True, yanked_reason=reason)
+    updated = dataclasses.replace(current, releases={**current.releases, version: yanked})
+    return _with_package(index, package, updated)
+
+
+# --- (de)serialisation ----------------------------------------------------------------------
+
+
+def to_payload(index: Index) -> dict[str, Any]:
+    """The ``signed`` part of the index document (DESIGN.md §3, ``status --json``)."""
+    return {
+        "format": FORMAT_VERSION,
+        "serial": index.serial,
+        "generated": format_time(index.generated),
+        "expires": format_time(index.expires),
+        "packages": {
+            name: {
+                "releases": {v: _release_payload(r) for v, r in pkg.releases.items()},
+                "channels": {c: {"version": ch.version, "moved_at": format_time(ch.moved_at)}
+                             for c, ch in pkg.channels.items()},
+            }
+            for name, pkg in index.packages.items()
+        },
+    }
+
+
+def _release_payload(r: Release) -> dict[str, Any]:
+    return {
+        "version": r.version, "sha256": r.sha256, "size": r.size, "tar_sha256": r.tar_sha256,
+        "svn_url": r.svn_url, "revision": r.revision, "author": r.author,
+        "date": format_time(r.date), "yanked": r.yanked, "yanked_reason": r.yanked_reason,
+        "minisig": r.minisig,
+    }
+
+
+def from_payload(payload: object) -> Index:
+    """Parse a signed payload strictly.
+
+    Raises:
+        IntegrityError: anything malformed (wrong type, bad name, bad hash, dangling channel).
+    """
+    try:
+        return _parse(payload)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise IntegrityError(f"malformed index: {err}") from err
+
+
+def _parse(payload: object) -> Index:
+    if not isinstance(payload, dict):
+        raise TypeError("payload is not an object")
+    if payload.get("format", FORMAT_VERSION) != FORMAT_VERSION:
+        raise ValueError(f"unsupported index format {payload.get('format')!r}")
+    packages = {}
+    for name, pkg in _dict(payload["packages"]).items():
+        if not is_package(name):
+            raise ValueError(f"bad package name {name!r}")
+        releases = {v: _parse_release(v, r) for v, r in _dict(pkg["releases"]).items()}
+        channels = {c: _parse_channel(c, ch, releases) for c, ch in _dict(pkg["channels"]).items()}
+        packages[name] = Package(releases, channels)
+    return Index(serial=_int(payload["serial"]), generated=parse_time(payload["generated"]),
+                 expires=parse_time(payload["expires"]), packages=packages)
+
+
+def _dict(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError("expected an object")
+    return value
+
+
+def _int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a non-negative integer, got {value!r}")
+    return value
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {value!r}")
+    return value
+
+
+def _parse_release(version: str, r: object) -> Release:
+    d = _dict(r)
+    if not is_version(version) or d["version"] != version:
+        raise ValueError(f"bad version {version!r}")
+    if not is_sha256(d["sha256"]) or not is_sha256(d["tar_sha256"]):
+        raise ValueError(f"bad sha256 in release {version!r}")
+    reason = d.get("yanked_reason")
+    return Release(
+        version=version, sha256=d["sha256"], size=_int(d["size"]),
+        tar_sha256=d["tar_sha256"], svn_url=_str(d["svn_url"]), revision=_int(d["revision"]),
+        author=_str(d["author"]), date=parse_time(d["date"]), minisig=_str(d["minisig"]),
+        yanked=bool(d["yanked"]), yanked_reason=None if reason is None else _str(reason),
+    )
+
+
+def _parse_channel(name: str, ch: object, releases: dict[str, Release]) -> Channel:
+    d = _dict(ch)
+    if not is_channel(name) or d["version"] not in releases:
+        raise ValueError(f"bad channel {name!r}")
+    return Channel(version=_str(d["version"]), moved_at=parse_time(d["moved_at"]))

@@ -1,0 +1,273 @@
+"""The origin's writer: the sync worker and the release-manager operations.
+
+Owns: turning Subversion tags into signed releases in the store (export, tarball, sign,
+file the blob), moving auto channels, publishing/yanking on request, re-signing the index
+before it grows stale, and noticing tags that changed after they were published. Every
+change is one locked, atomic store transaction that ends with a new index serial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from codecache.config import Config, PackageConfig
+from codecache.errors import (
+    CodecacheError,
+    ConfigError,
+    NotFound,
+    PackageNotFound,
+    ReleaseNotFound,
+    UpstreamError,
+)
+from codecache.index import (
+    EMPTY,
+    Index,
+    Package,
+    Release,
+    add_release,
+    move_channel,
+    release_comment,
+    yank,
+)
+from codecache.names import check_channel, check_package, check_version, is_version, version_key
+from codecache.signing import PublicKey, SecretKey, blake2b_file, sign_prehashed
+from codecache.store import LocalState, MutatedTag, Store
+from codecache.svn import Svn, Tag
+from codecache.tarball import build_tarball
+
+log = logging.getLogger("codecache.sync")
+
+
+@dataclass(slots=True)
+class SyncReport:
+    published: list[str] = field(default_factory=list)     # "package version"
+    skipped: list[str] = field(default_factory=list)       # "package tag: reason"
+    mutated: list[MutatedTag] = field(default_factory=list)
+    serial: int = 0
+
+
+class Origin:
+    """Writes the store of an origin. Construct once per process, pass explicitly."""
+
+    def __init__(self, config: Config, store: Store, secret: SecretKey,
+                 trusted: dict[str, PublicKey], svn: Svn,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._config = config
+        self._store = store
+        self._secret = secret
+        self._keys = {**trusted, secret.public.keyid: secret.public}
+        self._svn = svn
+        self._clock = clock
+
+    # --- public operations ----------------------------------------------------------------
+
+    def sync_once(self, only: str | None = None) -> SyncReport:
+        """Poll every configured package (or ``only``) once and publish new tags.
+
+        Raises:
+            PackageNotFound: ``only`` is not configured.
+            UpstreamError: Subversion could not be listed; the store is untouched.
+        """
+        packages = self._packages(only)
+        listings = {pkg.name: self._svn.list_tags(pkg.svn_url) for pkg in packages}
+        report = SyncReport()
+        with self._store.locked():
+            index = self._load()
+            if index is EMPTY:
+                index = self._commit(index)
+            for pkg in packages:
+                index = self._sync_package(index, pkg, listings[pkg.name], report)
+            self._record_mutations(report.mutated)
+            index = self._resign_if_due(index)
+            report.serial = index.serial
+        return report
+
+    def publish(self, package: str, version: str, channel: str) -> Index:
+        """Point ``channel`` at ``version``, importing the tag first if needed.
+
+        Raises:
+            InvalidName, PackageNotFound, ReleaseNotFound, ReleaseYanked, UpstreamError.
+        """
+        check_package(package)
+        check_version(version)
+        check_channel(channel)
+        with self._store.locked():
+            index = self._load()
+            if version not in index.packages.get(package, Package()).releases:
+                index = self._import_one(index, package, version)
+            moved = move_channel(index, package, channel, version, self._now())
+            if moved is not index:
+                index = self._commit(moved)
+                log.info("channel moved package=%s channel=%s version=%s serial=%d",
+                         package, channel, version, index.serial)
+            return index
+
+    def yank(self, package: str, version: str, reason: str) -> Index:
+        """Withdraw a release (it stays downloadable by its exact version URL).
+
+        Raises:
+            InvalidName, PackageNotFound, ReleaseNotFound, ChannelInUse.
+        """
+        check_package(package)
+        check_version(version)
+        with self._store.locked():
+            index = self._load()
+            changed = yank(index, package, version, reason)
+            if changed is not index:
+                index = self._commit(changed)
+                log.warning("release yanked package=%s version=%s reason=%r serial=%d",
+                            package, version, reason, index.serial)
+            return index
+
+    def run(self, stop: threading.Event, only: str | None = None) -> None:
+        """Poll every ``sync.interval`` until ``stop`` is set; back off while svn is away."""
+        delay = self._config.sync.interval
+        while not stop.is_set():
+            try:
+                report = self.sync_once(only)
+                delay = self._config.sync.interval
+                log.debug("sync done serial=%d published=%d", report.serial,
+                          len(report.published))
+            except UpstreamError as err:
+                delay = min(max(delay, 1.0) * 2, self._config.sync.max_backoff)
+                log.error("sync failed, retrying in %.0fs: %s", delay, err)
+            stop.wait(delay)
+
+    # --- steps ----------------------------------------------------------------------------
+
+    def _packages(self, only: str | None) -> list[PackageConfig]:
+        if only is None:
+            return list(self._config.packages)
+        pkg = self._config.package(only)
+        if pkg is None:
+            raise PackageNotFound(only)
+        return [pkg]
+
+    def _sync_package(self, index: Index, pkg: PackageConfig, tags: list[Tag],
+                      report: SyncReport) -> Index:
+        known = index.packages.get(pkg.name, Package()).releases
+        for tag in sorted(tags, key=lambda t: version_key(t.name)):
+            if tag.name in known:
+                mutation = self._check_mutation(pkg, known[tag.name], tag)
+                if mutation is not None:
+                    report.mutated.append(mutation)
+                continue
+            reason = _skip_reason(pkg, tag.name)
+            if reason is not None:
+                report.skipped.append(f"{pkg.name} {tag.name}: {reason}")
+                log.warning("tag skipped package=%s tag=%r: %s", pkg.name, tag.name, reason)
+                continue
+            try:
+                index = self._commit(self._add_tag(index, pkg, tag))
+            except (UpstreamError, ConfigError):
+                raise
+            except CodecacheError as err:
+                report.skipped.append(f"{pkg.name} {tag.name}: {err}")
+                log.error("tag not published package=%s tag=%r: %s", pkg.name, tag.name, err)
+                continue
+            report.published.append(f"{pkg.name} {tag.name}")
+            log.info("release published package=%s version=%s revision=%d serial=%d",
+                     pkg.name, tag.name, tag.revision, index.serial)
+        return index
+
+    def _import_one(self, index: Index, package: str, version: str) -> Index:
+        pkg = self._config.package(package)
+        if pkg is None:
+            raise PackageNotFound(package)
+        reason = _skip_reason(pkg, version)
+        if reason is not None:
+            raise ConfigError(f"cannot publish {package} {version}: {reason}")
+        tag = next((t for t in self._svn.list_tags(pkg.svn_url) if t.name == version), None)
+        if tag is None:
+            raise ReleaseNotFound(package, version)
+        return self._commit(self._add_tag(index, pkg, tag))
+
+    def _add_tag(self, index: Index, pkg: PackageConfig, tag: Tag) -> Index:
+        release = self._build_release(pkg, tag)
+        index = add_release(index, pkg.name, release)
+        auto = pkg.auto_channel
+        if auto and index.packages[pkg.name].highest_live() == tag.name:
+            index = move_channel(index, pkg.name, auto, tag.name, self._now())
+        return index
+
+    def _build_release(self, pkg: PackageConfig, tag: Tag) -> Release:
+        """Export, archive, sign and file one tag; returns its release record."""
+        url = pkg.tag_url(tag.name)
+        scratch = self._store.scratch_dir(f"export-{pkg.name}-")
+        tree = scratch / "tree"
+        self._svn.export(url, tag.revision, tree)
+        archive = scratch / "archive.tar.gz"
+        with archive.open("wb") as out:
+            info = build_tarball(tree, pkg.prefix, tag.date, out)
+        with archive.open("rb") as fh:
+            prehash = blake2b_file(fh)
+        self._store.add_blob(archive, info.sha256)
+        comment = release_comment(pkg.name, tag.name, info.sha256, info.size, url, tag.revision)
+        return Release(version=tag.name, sha256=info.sha256, size=info.size,
+                       tar_sha256=info.tar_sha256, svn_url=url, revision=tag.revision,
+                       author=tag.author, date=tag.date,
+                       minisig=sign_prehashed(self._secret, prehash, comment))
+
+    def _check_mutation(self, pkg: PackageConfig, release: Release, tag: Tag) -> MutatedTag | None:
+        if tag.revision == release.revision:
+            return None
+        return MutatedTag(pkg.name, tag.name, release.revision, tag.revision, self._now())
+
+    def _record_mutations(self, found: list[MutatedTag]) -> None:
+        state = self._store.load_state()
+        known = {(m.package, m.version): m for m in state.mutated_tags}
+        changed = False
+        for m in found:
+            old = known.get((m.package, m.version))
+            if old is not None and old.current_revision == m.current_revision:
+                continue
+            log.error("MUTATED TAG package=%s version=%s published_revision=%d now=%d: the "
+                      "tag changed after it was published; it is NOT republished, make a "
+                      "new tag", m.package, m.version, m.published_revision, m.current_revision)
+            known[(m.package, m.version)] = m if old is None else dataclasses.replace(
+                old, current_revision=m.current_revision)
+            changed = True
+        if changed:
+            self._store.save_state(LocalState(state.highest_serial,
+                                              tuple(known.values()), state.extra))
+
+    def _resign_if_due(self, index: Index) -> Index:
+        now = self._now()
+        interval = self._config.signing.resign_interval
+        if index.generated + interval <= now or index.expires - interval <= now:
+            index = self._commit(index)
+            log.info("index re-signed serial=%d", index.serial)
+        return index
+
+    # --- store transactions ---------------------------------------------------------------
+
+    def _load(self) -> Index:
+        try:
+            return self._store.load_index(self._keys, allow_expired=True)
+        except NotFound:
+            return EMPTY
+
+    def _commit(self, index: Index) -> Index:
+        """Sign ``index`` under the next serial and swap it in."""
+        now = self._now()
+        serial = max(index.serial, self._store.load_state().highest_serial) + 1
+        new = dataclasses.replace(index, serial=serial, generated=now,
+                                  expires=now + int(self._config.signing.index_expiry))
+        self._store.write_index(self._secret, new)
+        return new
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+
+def _skip_reason(pkg: PackageConfig, tag: str) -> str | None:
+    if not is_version(tag):
+        return "not a valid version name"
+    if not pkg.tag_pattern.search(tag):
+        return f"does not match tag_pattern {pkg.tag_pattern.pattern!r}"
+    return None

@@ -1,0 +1,121 @@
+"""Byte-for-byte reproducible ``tar.gz`` of an exported tree (DESIGN.md §3).
+
+Owns the archive rules only: what goes in, in which order, with which metadata, and how it
+is compressed. Whatever the order files come back from disk, their mtimes, owners, the
+umask or the machine, the same tree gives the same bytes:
+
+* entries sorted by the byte order of their full path (``prefix/...``, no trailing slash),
+  under one top-level directory ``prefix``;
+* mtime of every entry = the given commit time; uid/gid 0; empty user/group names;
+* mode 0755 for directories and files with an owner-executable bit (``svn:executable``),
+  0644 for other files, 0777 for symlinks (stored as symlinks, target kept verbatim);
+* POSIX.1-2001 (PAX) format; a PAX header only where a name needs it, never atime/ctime;
+* gzip level 9, header without file name and with mtime 0.
+
+Anything that is not a directory, regular file or symlink is refused.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import stat
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from codecache.errors import CodecacheError
+
+_CHUNK = 1 << 20
+
+
+class UnsupportedFile(CodecacheError):
+    code = "unsupported_file"
+
+
+@dataclass(frozen=True, slots=True)
+class TarballInfo:
+    sha256: str       # of the .tar.gz bytes
+    size: int         # of the .tar.gz bytes
+    tar_sha256: str   # of the uncompressed tar stream, independent of the zlib build
+
+
+class _HashingWriter(io.RawIOBase):
+    """Write-through file object that hashes and counts what passes."""
+
+    def __init__(self, target: BinaryIO) -> None:
+        self._target = target
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self.digest.update(data)
+        self.size += len(data)
+        self._target.write(data)
+        return len(data)
+
+
+def build_tarball(tree: Path, prefix: str, mtime: int, output: BinaryIO) -> TarballInfo:
+    """Write the reproducible archive of ``tree`` (as ``prefix/``) to ``output``.
+
+    Raises:
+        UnsupportedFile: the tree holds a device, fifo or socket.
+    """
+    compressed = _HashingWriter(output)
+    with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, compresslevel=9,
+                       mtime=0) as gz:
+        plain = _HashingWriter(gz)  # type: ignore[arg-type]
+        with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for relative in _sorted_entries(tree):
+                _add_entry(tar, tree, relative, prefix, mtime)
+    return TarballInfo(compressed.digest.hexdigest(), compressed.size, plain.digest.hexdigest())
+
+
+def _sorted_entries(tree: Path) -> list[str]:
+    """Every path below ``tree`` relative to it ('' is the tree), in byte order."""
+    found = [""]
+    for root, dirs, files in os.walk(tree, followlinks=False):
+        rel_root = os.path.relpath(root, tree)
+        for name in dirs + files:
+            found.append(name if rel_root == "." else f"{rel_root}/{name}")
+    return sorted(found, key=lambda p: os.fsencode(p))
+
+
+def _add_entry(tar: tarfile.TarFile, tree: Path, relative: str, prefix: str,
+               mtime: int) -> None:
+    path = tree / relative if relative else tree
+    st = path.lstat()
+    info = tarfile.TarInfo(f"{prefix}/{relative}" if relative else prefix)
+    info.mtime = mtime
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if stat.S_ISDIR(st.st_mode):
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(info)
+    elif stat.S_ISLNK(st.st_mode):
+        info.type, info.mode = tarfile.SYMTYPE, 0o777
+        info.linkname = os.readlink(path)  # noqa: PTH115 - Path would normalise the target
+        tar.addfile(info)
+    elif stat.S_ISREG(st.st_mode):
+        info.type = tarfile.REGTYPE
+        info.mode = 0o755 if st.st_mode & stat.S_IXUSR else 0o644
+        info.size = st.st_size
+        with path.open("rb") as fh:
+            tar.addfile(info, fh)
+    else:
+        raise UnsupportedFile(f"cannot archive {relative!r}: not a file, directory or symlink")
+
+
+def tar_sha256_of(tarball: BinaryIO) -> str:
+    """sha256 of the uncompressed tar inside a ``.tar.gz`` stream."""
+    digest = hashlib.sha256()
+    with gzip.GzipFile(fileobj=tarball, mode="rb") as gz:
+        while chunk := gz.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -100,7 +101,7 @@ class Origin:
             index = self._load()
             if version not in index.packages.get(package, Package()).releases:
                 index = self._import_one(index, package, version)
-            moved = move_channel(index, package, channel, version, self._now())
+            moved = self._move(index, package, channel, version)
             if moved is not index:
                 index = self._commit(moved)
                 log.info("channel moved package=%s channel=%s version=%s serial=%d",
@@ -151,6 +152,7 @@ class Origin:
     def _sync_package(self, index: Index, pkg: PackageConfig, tags: list[Tag],
                       report: SyncReport) -> Index:
         known = index.packages.get(pkg.name, Package()).releases
+        new: list[Tag] = []
         for tag in sorted(tags, key=lambda t: version_key(t.name)):
             if tag.name in known:
                 mutation = self._check_mutation(pkg, known[tag.name], tag)
@@ -162,8 +164,13 @@ class Origin:
                 report.skipped.append(f"{pkg.name} {tag.name}: {reason}")
                 log.warning("tag skipped package=%s tag=%r: %s", pkg.name, tag.name, reason)
                 continue
+            new.append(tag)
+        for position, tag in enumerate(new, start=1):
+            # The auto channel moves once, with the last (highest) new tag, in the same
+            # commit: a crash before it leaves that tag unsynced, so the next pass moves it.
+            is_last = position == len(new)
             try:
-                index = self._commit(self._add_tag(index, pkg, tag))
+                index = self._commit(self._add_tag(index, pkg, tag, move_auto=is_last))
             except (UpstreamError, ConfigError):
                 raise
             except CodecacheError as err:
@@ -185,28 +192,43 @@ class Origin:
         tag = next((t for t in self._svn.list_tags(pkg.svn_url) if t.name == version), None)
         if tag is None:
             raise ReleaseNotFound(package, version)
-        return self._commit(self._add_tag(index, pkg, tag))
+        return self._commit(self._add_tag(index, pkg, tag, move_auto=True))
 
-    def _add_tag(self, index: Index, pkg: PackageConfig, tag: Tag) -> Index:
+    def _add_tag(self, index: Index, pkg: PackageConfig, tag: Tag, *, move_auto: bool) -> Index:
         release = self._build_release(pkg, tag)
         index = add_release(index, pkg.name, release)
         auto = pkg.auto_channel
-        if auto and index.packages[pkg.name].highest_live() == tag.name:
-            index = move_channel(index, pkg.name, auto, tag.name, self._now())
+        if move_auto and auto and index.packages[pkg.name].highest_live() == tag.name:
+            index = self._move(index, pkg.name, auto, tag.name)
         return index
+
+    def _move(self, index: Index, package: str, channel: str, version: str) -> Index:
+        """``move_channel`` at a time after the channel's previous move.
+
+        HTTP date validators have one-second resolution and must never lie in the future
+        (RFC 9110 §8.8.2.1), so a second move within a second waits for the next second.
+        """
+        previous = index.packages.get(package, Package()).channels.get(channel)
+        while previous is not None and previous.version != version \
+                and self._now() <= previous.moved_at:
+            time.sleep(0.05)
+        return move_channel(index, package, channel, version, self._now())
 
     def _build_release(self, pkg: PackageConfig, tag: Tag) -> Release:
         """Export, archive, sign and file one tag; returns its release record."""
         url = pkg.tag_url(tag.name)
         scratch = self._store.scratch_dir(f"export-{pkg.name}-")
-        tree = scratch / "tree"
-        self._svn.export(url, tag.revision, tree)
-        archive = scratch / "archive.tar.gz"
-        with archive.open("wb") as out:
-            info = build_tarball(tree, pkg.prefix, tag.date, out)
-        with archive.open("rb") as fh:
-            prehash = blake2b_file(fh)
-        self._store.add_blob(archive, info.sha256)
+        try:
+            tree = scratch / "tree"
+            self._svn.export(url, tag.revision, tree)
+            archive = scratch / "archive.tar.gz"
+            with archive.open("wb") as out:
+                info = build_tarball(tree, pkg.prefix, tag.date, out)
+            with archive.open("rb") as fh:
+                prehash = blake2b_file(fh)
+            self._store.add_blob(archive, info.sha256)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         comment = release_comment(pkg.name, tag.name, info.sha256, info.size, url, tag.revision)
         return Release(version=tag.name, sha256=info.sha256, size=info.size,
                        tar_sha256=info.tar_sha256, svn_url=url, revision=tag.revision,

@@ -1,0 +1,238 @@
+"""Shared fixtures: a real Subversion repository behind a real svnserve, keys, configs.
+
+Nothing here is mocked: ``svnadmin`` creates the repository, ``svnserve`` serves it on a
+free loopback port and the ``svn`` client commits the sample pilot tree and its tags.
+In CI (``CI=true``) a missing binary fails the run; ``scripts/test`` installs them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SVN_USER, SVN_PASSWORD = "releasemgr", "not-a-real-secret"
+REQUIRED_BINARIES = ("svn", "svnadmin", "svnserve", "minisign", "wget", "curl", "nginx")
+
+
+def _which(name: str) -> str | None:
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+
+
+def require(name: str) -> str:
+    """Path of a binary; a failure in CI, a skip on a developer machine without it."""
+    path = _which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed; scripts/test must install it")
+        pytest.skip(f"{name} is not installed (run scripts/test to install it)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@dataclass
+class SvnRepo:
+    """A served repository plus a working copy to change it with."""
+
+    root: Path
+    url: str           # svn://127.0.0.1:PORT (repository root)
+    wc: Path
+    process: subprocess.Popen[bytes]
+    _counter = itertools.count()
+
+    def svn(self, *args: str) -> str:
+        result = subprocess.run(
+            [require("svn"), "--non-interactive", "--no-auth-cache", "--username", SVN_USER,
+             "--password", SVN_PASSWORD, *args],
+            capture_output=True, text=True, check=True, cwd=self.wc,
+            env={**os.environ, "LC_ALL": "C.UTF-8"})
+        return result.stdout
+
+    def new_package(self, name: str) -> str:
+        """Create ``/name/{trunk,tags}`` with the sample pilot tree; return the package URL."""
+        url = f"{self.url}/{name}"
+        self.svn("mkdir", "--parents", "-m", f"create {name}", f"{url}/trunk", f"{url}/tags")
+        checkout = self.wc / name
+        self.svn("checkout", "-q", f"{url}/trunk", str(checkout))
+        write_sample_tree(checkout)
+        self.svn("add", "-q", "--force", str(checkout))
+        self.svn("propset", "-q", "svn:executable", "on", str(checkout / "bin" / "pilot.sh"))
+        self.svn("propset", "-q", "svn:eol-style", "native", str(checkout / "etc" / "pilot.cfg"))
+        self.svn("commit", "-q", "-m", "sample pilot", str(checkout))
+        return url
+
+    def change(self, package: str, relpath: str, content: str, message: str = "change") -> None:
+        """Change (or add) a file in trunk and commit."""
+        path = self.wc / package / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists()
+        path.write_text(content)
+        if not existed:
+            self.svn("add", "-q", "--parents", str(path))
+        self.svn("commit", "-q", "-m", message, str(self.wc / package))
+        self.svn("update", "-q", str(self.wc / package))
+
+    def tag(self, package: str, tag: str) -> None:
+        url = f"{self.url}/{package}"
+        self.svn("copy", "-q", "-m", f"tag {tag}", f"{url}/trunk", f"{url}/tags/{tag}")
+
+    def commit_to_tag(self, package: str, tag: str, relpath: str, content: str) -> None:
+        """Mutate an existing tag (what release managers must not do)."""
+        checkout = self.wc / f"{package}-tag-{tag}-{next(self._counter)}"
+        self.svn("checkout", "-q", f"{self.url}/{package}/tags/{tag}", str(checkout))
+        (checkout / relpath).write_text(content)
+        self.svn("commit", "-q", "-m", f"mutate tag {tag}", str(checkout))
+
+
+def write_sample_tree(root: Path) -> None:
+    """A small pilot: executable script, symlink, nested dirs, a native-eol file."""
+    (root / "bin").mkdir(parents=True, exist_ok=True)
+    (root / "lib" / "pilot" / "plugins").mkdir(parents=True, exist_ok=True)
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    script = root / "bin" / "pilot.sh"
+    script.write_text("#!/bin/sh\n# $Id$\nexec python3 \"$(dirname \"$0\")/../lib/pilot/main.py\"\n")
+    script.chmod(0o755)
+    (root / "lib" / "pilot" / "__init__.py").write_text("")
+    (root / "lib" / "pilot" / "main.py").write_text("print('pilot running')\n" * 50)
+    (root / "lib" / "pilot" / "plugins" / "zeta.py").write_text("Z = 1\n")
+    (root / "lib" / "pilot" / "plugins" / "alpha.py").write_text("A = 1\n")
+    (root / "etc" / "pilot.cfg").write_text("[pilot]\nretries = 3\n")
+    (root / "run").symlink_to("bin/pilot.sh")
+
+
+@pytest.fixture(scope="session")
+def svn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SvnRepo]:
+    svnadmin, svnserve = require("svnadmin"), require("svnserve")
+    require("svn")
+    base = tmp_path_factory.mktemp("svn")
+    repo = base / "repo"
+    subprocess.run([svnadmin, "create", str(repo)], check=True)
+    (repo / "conf" / "svnserve.conf").write_text(
+        "[general]\nanon-access = read\nauth-access = write\npassword-db = passwd\n")
+    (repo / "conf" / "passwd").write_text(f"[users]\n{SVN_USER} = {SVN_PASSWORD}\n")
+    port = free_port()
+    process = subprocess.Popen(
+        [svnserve, "--daemon", "--foreground", "--listen-host", "127.0.0.1",
+         "--listen-port", str(port), "--root", str(repo)])
+    try:
+        wait_for_port(port)
+        wc = base / "wc"
+        wc.mkdir()
+        yield SvnRepo(repo, f"svn://127.0.0.1:{port}", wc, process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+
+
+_package_names = itertools.count()
+
+
+@pytest.fixture
+def svn_package(svn_server: SvnRepo) -> tuple[SvnRepo, str, str]:
+    """A fresh package (own name, sample tree committed, no tags yet): (repo, name, url)."""
+    name = f"pilot{next(_package_names)}"
+    return svn_server, name, svn_server.new_package(name)
+
+
+def run_cli(*args: str, config: Path | None = None, check: bool = False,
+            env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real ``codecache`` CLI in a subprocess."""
+    command = [sys.executable, "-m", "codecache"]
+    if config is not None:
+        command += ["--config", str(config)]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CODECACHE_")}
+    result = subprocess.run([*command, *args], capture_output=True, text=True,
+                            timeout=timeout, env={**environ, **(env or {})}, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"codecache {' '.join(args)} exited {result.returncode}:\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
+
+
+@dataclass
+class Origin:
+    """A configured origin: keys, config file and store directory."""
+
+    dir: Path
+    config: Path
+    store: Path
+    secret_key: Path
+    public_key: Path
+    package: str
+    svn_url: str
+
+    def cli(self, *args: str, check: bool = False,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, config=self.config, check=check, env=env)
+
+
+def write_config(directory: Path, package: str, svn_url: str, *, store: str = "store",
+                 extra: str = "", package_extra: str = "") -> Path:
+    config = directory / "codecache.toml"
+    config.write_text(f"""\
+role = "origin"
+[store]
+path = "{store}"
+[signing]
+secret_key = "keys/codecache.key"
+trusted_keys = ["keys/codecache.pub"]
+{extra}
+[[packages]]
+name = "{package}"
+svn_url = "{svn_url}"
+auto_channel = "latest"
+{package_extra}
+""")
+    return config
+
+
+def make_origin(directory: Path, package: str, svn_url: str, *,
+                keys_from: Path | None = None) -> Origin:
+    """An origin directory; ``keys_from`` reuses another origin's key pair."""
+    (directory / "keys").mkdir(parents=True, exist_ok=True)
+    secret, public = directory / "keys" / "codecache.key", directory / "keys" / "codecache.pub"
+    if keys_from is None:
+        run_cli("keygen", "--secret-key", str(secret), "--public-key", str(public), check=True)
+    else:
+        shutil.copy2(keys_from / "keys" / "codecache.key", secret)
+        shutil.copy2(keys_from / "keys" / "codecache.pub", public)
+        secret.chmod(0o600)
+    config = write_config(directory, package, svn_url)
+    return Origin(directory, config, directory / "store", secret, public, package, svn_url)
+
+
+@pytest.fixture
+def origin(tmp_path: Path, svn_package: tuple[SvnRepo, str, str]) -> Origin:
+    """An origin for a fresh package with tags 1.0.0 and 1.2.0 (not yet synced)."""
+    repo, name, url = svn_package
+    repo.tag(name, "1.0.0")
+    repo.change(name, "lib/pilot/main.py", "print('pilot 1.2')\n")
+    repo.tag(name, "1.2.0")
+    return make_origin(tmp_path / "origin", name, url)

@@ -23,6 +23,7 @@ Every failure a user can see is one of these. Each class carries a stable ``code
     │   ├── ChannelInUse       yanking a release a channel still points to
     │   ├── InsecureKeyFile    secret key readable by group/world
     │   ├── StoreError         the store cannot be read/written (disk full, permissions)
+    │   ├── BlobUnavailable    a blob the index lists is missing or corrupt on disk
     │   └── StoreBusy          another writer holds the store lock
     └── UpstreamError          retryable: Subversion or an upstream is unreachable
         └── SvnError
@@ -148,6 +149,15 @@ class InsecureKeyFile(Refused):
 
 class StoreError(Refused):
     code = "store_error"
+
+
+class BlobUnavailable(Refused):
+    code = "blob_unavailable"
+
+    def __init__(self, sha256: str, reason: str) -> None:
+        super().__init__(f"blob {sha256} is unavailable: {reason}")
+        self.sha256 = sha256
+        self.reason = reason
 
 
 class StoreBusy(Refused):

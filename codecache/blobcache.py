@@ -1,0 +1,179 @@
+"""Verified blob bytes for the front end: loaded once, hashed once, watched on disk.
+
+Owns the rule that a blob is served only after its bytes hashed to its name: when it is
+first loaded, whenever its file changes on disk (size, mtime or inode), and on every
+periodic scrub. Small (hot) blobs are kept in memory so the request path does no file I/O;
+larger ones are verified here and streamed from the file by the server. A blob that is
+missing or fails its hash is evicted and reported until its file is good again.
+
+Blocking code (stat, read, sha256): the server calls it through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from codecache.errors import BlobUnavailable
+from codecache.store import Store
+
+log = logging.getLogger("codecache.blobs")
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class _FileId:
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+def _file_id(path: Path) -> _FileId | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return _FileId(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+class BlobCache:
+    """Thread-safe: request threads load, the watcher thread checks and scrubs."""
+
+    def __init__(self, store: Store, blob_max: int, total_max: int) -> None:
+        self._store = store
+        self._blob_max = blob_max
+        self._total_max = total_max
+        self._lock = threading.Lock()
+        self._memory: OrderedDict[str, bytes] = OrderedDict()
+        self._memory_bytes = 0
+        self._verified: dict[str, _FileId] = {}     # file identity that last hashed right
+        self._problems: dict[str, str] = {}         # sha256 → why it cannot be served
+
+    # --- request path ---------------------------------------------------------------------
+
+    def cached(self, sha256: str) -> bytes | None:
+        """Bytes already verified and held in memory (no I/O; safe on the event loop)."""
+        data = self._memory.get(sha256)
+        if data is not None:
+            with self._lock:
+                if sha256 in self._memory:
+                    self._memory.move_to_end(sha256)
+        return data
+
+    def load(self, sha256: str, size: int) -> bytes | Path:
+        """Verified bytes (small blobs, now cached) or the verified file's path (large ones).
+
+        Raises:
+            BlobUnavailable: missing, or its bytes do not hash to its name.
+        """
+        problem = self._problems.get(sha256)
+        if problem is not None:
+            raise BlobUnavailable(sha256, problem)
+        path = self._store.blob_path(sha256)
+        if size > self._blob_max:
+            self._verify(sha256, size)
+            return path
+        data = self._read_verified(sha256, size, path)
+        self._remember(sha256, data)
+        return data
+
+    # --- watcher --------------------------------------------------------------------------
+
+    def check(self, blobs: dict[str, int]) -> dict[str, str]:
+        """Re-verify every listed blob whose file changed; return the problems found."""
+        for sha256, size in blobs.items():
+            current = _file_id(self._store.blob_path(sha256))
+            if current is None:
+                self._fail(sha256, "missing from disk")
+            elif current != self._verified.get(sha256):
+                self._refresh(sha256, size)
+        with self._lock:
+            for sha256 in set(self._problems) - set(blobs):
+                del self._problems[sha256]
+            for sha256 in set(self._memory) - set(blobs):
+                self._memory_bytes -= len(self._memory.pop(sha256))
+            return dict(self._problems)
+
+    def scrub(self, blobs: dict[str, int]) -> dict[str, str]:
+        """Re-hash every listed blob, changed or not (periodic scrub)."""
+        for sha256, size in blobs.items():
+            self._refresh(sha256, size, force=True)
+        return dict(self._problems)
+
+    @property
+    def memory_bytes(self) -> int:
+        return self._memory_bytes
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _refresh(self, sha256: str, size: int, *, force: bool = False) -> None:
+        """Hash the file again; small blobs are (re)loaded into memory on the way."""
+        try:
+            if size > self._blob_max:
+                self._verify(sha256, size, force=force)
+            else:
+                self._remember(sha256, self._read_verified(sha256, size,
+                                                           self._store.blob_path(sha256)))
+        except BlobUnavailable:
+            pass  # recorded in self._problems by _fail
+
+    def _verify(self, sha256: str, size: int, *, force: bool = False) -> None:
+        path = self._store.blob_path(sha256)
+        before = _file_id(path)
+        if before is None:
+            self._fail(sha256, "missing from disk")
+        if not force and before == self._verified.get(sha256) and sha256 not in self._problems:
+            return
+        digest, length = hashlib.sha256(), 0
+        try:
+            with path.open("rb") as fh:
+                while chunk := fh.read(_CHUNK):
+                    digest.update(chunk)
+                    length += len(chunk)
+        except FileNotFoundError:
+            self._fail(sha256, "missing from disk")
+        self._judge(sha256, size, digest.hexdigest(), length, before)
+
+    def _read_verified(self, sha256: str, size: int, path: Path) -> bytes:
+        before = _file_id(path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            self._fail(sha256, "missing from disk")
+        self._judge(sha256, size, hashlib.sha256(data).hexdigest(), len(data), before)
+        return data
+
+    def _judge(self, sha256: str, size: int, actual: str, length: int,
+               file_id: _FileId | None) -> None:
+        if actual != sha256 or length != size:
+            self._fail(sha256, f"corrupt on disk (sha256 {actual}, {length} bytes)")
+        with self._lock:
+            if file_id is not None:
+                self._verified[sha256] = file_id
+            if self._problems.pop(sha256, None) is not None:
+                log.warning("blob good again sha256=%s", sha256)
+
+    def _fail(self, sha256: str, reason: str) -> None:
+        with self._lock:
+            if self._problems.get(sha256) != reason:
+                log.error("blob unavailable sha256=%s: %s", sha256, reason)
+            self._problems[sha256] = reason
+            self._verified.pop(sha256, None)
+            data = self._memory.pop(sha256, None)
+            if data is not None:
+                self._memory_bytes -= len(data)
+        raise BlobUnavailable(sha256, reason)
+
+    def _remember(self, sha256: str, data: bytes) -> None:
+        with self._lock:
+            if sha256 in self._memory:
+                return
+            self._memory[sha256] = data
+            self._memory_bytes += len(data)
+            while self._memory_bytes > self._total_max and len(self._memory) > 1:
+                _, evicted = self._memory.popitem(last=False)
+                self._memory_bytes -= len(evicted)

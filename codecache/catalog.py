@@ -1,0 +1,188 @@
+"""What the HTTP front end can serve: a read-only routing table built from a verified index.
+
+Owns the URL space of DESIGN.md §4 and the validators of every representation: which
+path names which bytes, their strong ETag (from the sha256, so every replica agrees),
+Last-Modified, Cache-Control and the version served. Paths are parsed segment by segment
+from the raw request path, each segment percent-decoded once and then matched against
+the name patterns; a path never becomes a file name, so nothing outside the store can be
+named, encoded or not. No I/O and no aiohttp here.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from codecache.errors import BlobNotFound, CodecacheError, NotFound
+from codecache.index import Index, Release
+from codecache.names import is_channel, is_package, is_sha256, is_version
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+MAX_PATH_LENGTH = 1024
+_SUFFIXES = {".tar.gz": "tarball", ".tar.gz.minisig": "minisig", ".tar.gz.sha256": "sha256"}
+
+
+class BadRequest(CodecacheError):
+    """A request path that is not even well-formed (bad encoding, NUL, too long)."""
+
+    code = "bad_request"
+
+
+class Route(enum.Enum):
+    """What a path names; also the ``route`` label of the request metrics."""
+
+    STATUS_PAGE = "status_page"
+    HEALTHZ = "healthz"
+    READYZ = "readyz"
+    METRICS = "metrics"
+    INDEX = "index"
+    BLOB = "blob"
+    CHANNEL = "channel"
+    RELEASE = "release"
+    SIGNATURE = "signature"
+    CHECKSUM = "checksum"
+
+
+@dataclass(frozen=True, slots=True)
+class Representation:
+    """One servable body: either a blob (by sha256) or bytes held inline."""
+
+    route: Route
+    etag: str
+    last_modified: int
+    size: int
+    content_type: str
+    cache_control: str
+    version: str | None = None
+    blob: str | None = None        # sha256 of the blob holding the body
+    inline: bytes | None = None    # the body itself (signatures, checksums, index)
+
+
+def etag_for(sha256: str) -> str:
+    return f'"sha256-{sha256}"'
+
+
+def _inline(route: Route, body: bytes, last_modified: int, content_type: str,
+            cache_control: str, version: str | None) -> Representation:
+    return Representation(route, etag_for(hashlib.sha256(body).hexdigest()), last_modified,
+                          len(body), content_type, cache_control, version, inline=body)
+
+
+class Catalog:
+    """Every representation of one index, looked up by parsed path."""
+
+    def __init__(self, index: Index, document: bytes, channel_max_age: int) -> None:
+        self.index = index
+        self._channel_cache = f"public, max-age={channel_max_age}"
+        self.document = _inline(Route.INDEX, document, index.generated, "application/json",
+                                "no-cache", None)
+        # sha256 → (Last-Modified, size); the first release holding a blob dates it.
+        self._blobs: dict[str, tuple[int, int]] = {}
+        for pkg in index.packages.values():
+            for r in pkg.releases.values():
+                self._blobs.setdefault(r.sha256, (r.date, r.size))
+
+    def blob_sizes(self) -> dict[str, int]:
+        """Every blob the index lists, with its size."""
+        return {sha256: size for sha256, (_, size) in self._blobs.items()}
+
+    def lookup(self, raw_path: str) -> tuple[Route, Representation | None]:
+        """The route a raw request path names, with its representation if it has one.
+
+        Raises:
+            BadRequest: malformed path.
+            NotFound: well-formed but names nothing (or an unknown package/version).
+        """
+        segments = split_path(raw_path)
+        if segments == [""]:
+            return Route.STATUS_PAGE, None
+        if len(segments) == 1 and segments[0] in _PLAIN_ROUTES:
+            route = _PLAIN_ROUTES[segments[0]]
+            return route, self.document if route is Route.INDEX else None
+        if len(segments) == 3 and segments[:2] == ["blobs", "sha256"]:
+            return Route.BLOB, self._blob(segments[2])
+        if len(segments) == 3 and segments[1] == "releases" and is_package(segments[0]):
+            return self._release_file(segments[0], segments[2])
+        if len(segments) == 2 and is_package(segments[0]):
+            return self._channel_file(segments[0], segments[1])
+        raise NotFound("no such path")
+
+    def _blob(self, sha256: str) -> Representation:
+        if not is_sha256(sha256) or sha256 not in self._blobs:
+            raise BlobNotFound(sha256 if is_sha256(sha256) else "(malformed)")
+        release_date, size = self._blobs[sha256]
+        return Representation(Route.BLOB, etag_for(sha256), release_date, size,
+                              "application/octet-stream", IMMUTABLE, blob=sha256)
+
+    def _release_file(self, package: str, name: str) -> tuple[Route, Representation]:
+        version, kind = _split_suffix(name)
+        if not is_version(version):
+            raise NotFound("no such path")
+        release = self.index.release(package, version)
+        return self._file(kind, release, f"{version}.tar.gz", release.date, IMMUTABLE,
+                          Route.RELEASE)
+
+    def _channel_file(self, package: str, name: str) -> tuple[Route, Representation]:
+        channel, kind = _split_suffix(name)
+        if not is_channel(channel):
+            raise NotFound("no such path")
+        pointer, release = self.index.channel(package, channel)
+        return self._file(kind, release, f"{channel}.tar.gz", pointer.moved_at,
+                          self._channel_cache, Route.CHANNEL)
+
+    def _file(self, kind: str, release: Release, file_name: str, last_modified: int,
+              cache_control: str, route: Route) -> tuple[Route, Representation]:
+        if kind == "minisig":
+            return Route.SIGNATURE, _inline(Route.SIGNATURE, release.minisig.encode(),
+                                            last_modified, "text/plain; charset=utf-8",
+                                            cache_control, release.version)
+        if kind == "sha256":
+            # A `sha256sum -c` line naming the URL's own file, so a plain wget of the
+            # channel URL (saved as latest.tar.gz) checks against it.
+            line = f"{release.sha256}  {file_name}\n".encode()
+            return Route.CHECKSUM, _inline(Route.CHECKSUM, line, last_modified,
+                                           "text/plain; charset=utf-8", cache_control,
+                                           release.version)
+        return route, Representation(route, etag_for(release.sha256), last_modified,
+                                     release.size, "application/gzip", cache_control,
+                                     release.version, blob=release.sha256)
+
+
+_PLAIN_ROUTES = {"healthz": Route.HEALTHZ, "readyz": Route.READYZ, "metrics": Route.METRICS,
+                 "index.json": Route.INDEX}
+
+
+def _split_suffix(name: str) -> tuple[str, str]:
+    for suffix in (".tar.gz.minisig", ".tar.gz.sha256", ".tar.gz"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)], _SUFFIXES[suffix]
+    raise NotFound("no such path")
+
+
+def split_path(raw_path: str) -> list[str]:
+    """Decoded segments of an absolute raw path ('/' → ['']).
+
+    Each segment is percent-decoded exactly once; a decoded segment holding a slash,
+    backslash or control character, or one that is not UTF-8, is refused.
+
+    Raises:
+        BadRequest: not an absolute path, too long, bad encoding, NUL or control chars.
+    """
+    path = raw_path.split("?", 1)[0]
+    if len(path) > MAX_PATH_LENGTH:
+        raise BadRequest("request path too long")
+    if not path.startswith("/"):
+        raise BadRequest("request target must be an absolute path")
+    segments = []
+    for raw in path[1:].split("/"):
+        try:
+            segment = unquote(raw, errors="strict")
+        except UnicodeDecodeError:
+            raise BadRequest("request path is not UTF-8") from None
+        if any(ch in segment for ch in "/\\") or any(ord(ch) < 0x20 or ord(ch) == 0x7F
+                                                     for ch in segment):
+            raise BadRequest("request path holds a forbidden character")
+        segments.append(segment)
+    return segments

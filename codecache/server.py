@@ -1,0 +1,377 @@
+"""The HTTP front end (``codecache serve``): aiohttp glue around catalog, conditional, blobcache.
+
+Owns: the application factory, the one middleware that maps errors to HTTP status and the
+documented JSON error body, the request handler, the store watcher (a new index, a changed
+or missing blob is reflected within ``server.watch_interval``), the periodic scrub,
+readiness, metrics and the access log. Read-only: GET and HEAD, anything else 405.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiofiles
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Handler
+
+from codecache.blobcache import BlobCache
+from codecache.catalog import BadRequest, Catalog, Representation, Route
+from codecache.conditional import Outcome, evaluate, format_http_date
+from codecache.config import Config, split_listen
+from codecache.errors import CodecacheError, IntegrityError, NotFound, Refused
+from codecache.metrics import CONTENT_TYPE, Metrics, create_metrics
+from codecache.signing import load_trusted_keys
+from codecache.statuspage import render_status_page
+from codecache.store import Store, parse_document
+
+log = logging.getLogger("codecache.server")
+access_log = logging.getLogger("codecache.access")
+
+_NO_STORE = "no-store"
+_ROUTE = "codecache.route"  # request-local: the route label for metrics
+_STREAM_CHUNK = 256 * 1024
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+               406: "not_acceptable", 408: "request_timeout", 412: "precondition_failed",
+               413: "payload_too_large", 414: "uri_too_long", 416: "range_not_satisfiable",
+               431: "request_header_fields_too_large", 500: "internal_error",
+               503: "unavailable"}
+
+
+class ServerState:
+    """What one running server knows; replaced piecewise by the watcher, read by handlers."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = Store(config.store.path)
+        self.keys = load_trusted_keys(config.signing.trusted_keys)
+        self.blobs = BlobCache(self.store, config.server.memory_blob_max,
+                               config.server.memory_total_max)
+        self.metrics: Metrics = create_metrics()
+        self.catalog: Catalog | None = None
+        self.index_problem: str | None = None     # the index on disk is refused
+        self.blob_problems: dict[str, str] = {}
+        self.confirmed_at: float = 0.0             # last time the index was confirmed current
+        self.mutated_tags = 0
+        self._index_id: tuple[int, int, int] | None = None
+        self.metrics.index_age.set_function(self._index_age)
+
+    def _index_age(self) -> float:
+        return time.time() - self.catalog.index.generated if self.catalog else float("nan")
+
+    def refresh(self) -> None:
+        """Pick up a new index and re-check blobs (blocking: run in a thread)."""
+        self._refresh_index()
+        if self.catalog is not None:
+            self.blob_problems = self.blobs.check(self.catalog.blob_sizes())
+        self._update_gauges()
+
+    def scrub(self) -> None:
+        if self.catalog is not None:
+            self.blob_problems = self.blobs.scrub(self.catalog.blob_sizes())
+
+    def _refresh_index(self) -> None:
+        try:
+            st = self.store.index_path.stat()
+        except FileNotFoundError:
+            self.index_problem = "the store has no index yet" if self.catalog is None else \
+                "index.json disappeared from the store"
+            return
+        identity = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if identity == self._index_id:
+            self.confirmed_at = time.time()
+            return
+        raw = self.store.read_document() or b""
+        try:
+            index = parse_document(raw, self.keys)
+        except IntegrityError as err:
+            if self.index_problem != str(err):
+                log.error("index on disk refused, still serving serial %s: %s",
+                          self.catalog.index.serial if self.catalog else None, err)
+            self.index_problem = f"index on disk refused: {err}"
+            self._index_id = identity
+            return
+        self.catalog = Catalog(index, raw, self.config.server.channel_max_age)
+        self._index_id, self.index_problem, self.confirmed_at = identity, None, time.time()
+        self.mutated_tags = len(self.store.load_state().mutated_tags)
+        log.info("serving index serial=%d", index.serial)
+
+    def _update_gauges(self) -> None:
+        m = self.metrics
+        if self.catalog is not None:
+            m.index_serial.set(self.catalog.index.serial)
+            m.index_generated.set(self.catalog.index.generated)
+            m.index_expires.set(self.catalog.index.expires)
+        m.index_confirmed.set(self.confirmed_at)
+        m.blobs_unavailable.set(len(self.blob_problems))
+        m.memory_bytes.set(self.blobs.memory_bytes)
+        m.mutated_tags.set(self.mutated_tags)
+
+    def readiness(self) -> tuple[int, dict[str, object]]:
+        """/readyz: 200 with a verified index and every blob; 503 and the reason otherwise."""
+        body: dict[str, object] = {"serial": None, "index_age_seconds": None}
+        if self.catalog is not None:
+            index = self.catalog.index
+            now = time.time()
+            body.update(serial=index.serial, generated=index.generated,
+                        expires=index.expires, index_age_seconds=int(now - index.generated),
+                        last_confirmed=int(self.confirmed_at),
+                        seconds_since_confirmed=int(now - self.confirmed_at))
+        if self.catalog is None:
+            return 503, {**body, "ready": False, "status": self.index_problem or "no index"}
+        if self.blob_problems:
+            sha256, reason = sorted(self.blob_problems.items())[0]
+            return 503, {**body, "ready": False, "status": f"blob {sha256} {reason}",
+                         "blobs_unavailable": len(self.blob_problems)}
+        if self.index_problem:
+            return 503, {**body, "ready": False, "status": self.index_problem}
+        if self.catalog.index.expires <= time.time():
+            # Pilots must not stop because the origin is away: keep serving, say so.
+            return 200, {**body, "ready": True, "status": "degraded: index expired"}
+        return 200, {**body, "ready": True, "status": "ok"}
+
+
+STATE = web.AppKey("state", ServerState)
+
+
+# --- errors: the one mapping to HTTP ------------------------------------------------------
+
+
+def error_status(err: CodecacheError) -> int:
+    if isinstance(err, BadRequest):
+        return 400
+    if isinstance(err, NotFound):
+        return 404
+    if isinstance(err, Refused | IntegrityError):
+        return 503
+    return 500
+
+
+def error_response(status: int, code: str, message: str,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    body = {"error": {"status": status, "code": code, "message": message}}
+    return web.json_response(body, status=status,
+                             headers={"Cache-Control": _NO_STORE, **(headers or {})})
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except CodecacheError as err:
+        return error_response(error_status(err), err.code, err.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"),
+                              exc.reason, headers)
+    except Exception:
+        log.exception("internal error serving %s", request.raw_path)
+        return error_response(500, "internal_error", "internal server error")
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    metrics = request.app[STATE].metrics
+    metrics.in_flight.inc()
+    try:
+        response = await handler(request)
+    finally:
+        metrics.in_flight.dec()
+    route = request.get(_ROUTE, "other")
+    metrics.requests.labels(route, str(response.status)).inc()
+    if request.method == "GET" and response.body_length:
+        metrics.response_bytes.labels(route).inc(response.body_length)
+    return response
+
+
+# --- handlers -----------------------------------------------------------------------------
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    if request.method not in ("GET", "HEAD"):
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
+    state = request.app[STATE]
+    if state.catalog is None:
+        route, rep = _catalogless_route(request.raw_path)
+    else:
+        route, rep = state.catalog.lookup(request.raw_path)
+    request[_ROUTE] = route.value
+    return await _dispatch(request, state, route, rep)
+
+
+def _catalogless_route(raw_path: str) -> tuple[Route, None]:
+    plain = {"/": Route.STATUS_PAGE, "/healthz": Route.HEALTHZ, "/readyz": Route.READYZ,
+             "/metrics": Route.METRICS}
+    route = plain.get(raw_path.split("?", 1)[0])
+    if route is None:
+        raise Refused("the server holds no verified index yet")
+    return route, None
+
+
+async def _dispatch(request: web.Request, state: ServerState, route: Route,
+                    rep: Representation | None) -> web.StreamResponse:
+    if rep is not None:
+        return await serve_representation(request, state, rep)
+    if route is Route.HEALTHZ:
+        return web.json_response({"status": "ok"}, headers={"Cache-Control": _NO_STORE})
+    if route is Route.READYZ:
+        status, body = state.readiness()
+        return web.json_response(body, status=status, headers={"Cache-Control": _NO_STORE})
+    if route is Route.METRICS:
+        return web.Response(body=state.metrics.render(), headers={
+            "Cache-Control": _NO_STORE, "Content-Type": CONTENT_TYPE})
+    html = render_status_page(state.catalog.index if state.catalog else None,
+                              state.readiness()[1], state.blob_problems)
+    return web.Response(text=html, content_type="text/html",
+                        headers={"Cache-Control": "public, max-age=5"})
+
+
+async def serve_representation(request: web.Request, state: ServerState,
+                               rep: Representation) -> web.StreamResponse:
+    h = request.headers
+    decision = evaluate(method=request.method, etag=rep.etag, last_modified=rep.last_modified,
+                        size=rep.size, if_match=h.get("If-Match"),
+                        if_none_match=h.get("If-None-Match"),
+                        if_modified_since=h.get("If-Modified-Since"),
+                        if_unmodified_since=h.get("If-Unmodified-Since"),
+                        range_header=h.get("Range"), if_range=h.get("If-Range"))
+    headers = {"ETag": rep.etag, "Last-Modified": format_http_date(rep.last_modified),
+               "Cache-Control": rep.cache_control}
+    if rep.version is not None:
+        headers["X-Codecache-Version"] = rep.version
+    if decision.outcome is Outcome.NOT_MODIFIED:
+        return web.Response(status=304, headers=headers)
+    if decision.outcome is Outcome.PRECONDITION_FAILED:
+        return error_response(412, "precondition_failed", "a precondition failed", headers)
+    headers["Accept-Ranges"] = "bytes"
+    if decision.outcome is Outcome.NOT_SATISFIABLE:
+        headers["Content-Range"] = decision.content_range(rep.size) or ""
+        return error_response(416, "range_not_satisfiable",
+                              f"range not satisfiable for {rep.size} bytes", headers)
+    body = await _body(state, rep)
+    start, end, status = 0, rep.size - 1, 200
+    if decision.outcome is Outcome.PARTIAL:
+        start, end, status = decision.start, decision.end, 206
+        headers["Content-Range"] = decision.content_range(rep.size) or ""
+    headers["Content-Type"] = rep.content_type
+    if isinstance(body, Path):
+        return await _stream_file(request, body, start, end, status, headers)
+    return web.Response(status=status, body=body[start:end + 1] if status == 206 else body,
+                        headers=headers)
+
+
+async def _body(state: ServerState, rep: Representation) -> bytes | Path:
+    if rep.inline is not None:
+        return rep.inline
+    assert rep.blob is not None  # noqa: S101 - a Representation holds inline bytes or a blob
+    cached = state.blobs.cached(rep.blob)
+    if cached is not None:
+        return cached
+    return await asyncio.to_thread(state.blobs.load, rep.blob, rep.size)
+
+
+async def _stream_file(request: web.Request, path: Path, start: int, end: int, status: int,
+                       headers: dict[str, str]) -> web.StreamResponse:
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = end - start + 1
+    await response.prepare(request)
+    if request.method == "HEAD":
+        return response
+    remaining = end - start + 1
+    async with aiofiles.open(path, "rb") as fh:
+        await fh.seek(start)
+        while remaining > 0:
+            chunk = await fh.read(min(_STREAM_CHUNK, remaining))
+            if not chunk:
+                break
+            await response.write(chunk)
+            remaining -= len(chunk)
+    await response.write_eof()
+    return response
+
+
+# --- background work ----------------------------------------------------------------------
+
+
+def _periodic(interval: float, work: Callable[[], Awaitable[None]], name: str) -> Callable[
+        [web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        async def loop() -> None:
+            while True:
+                try:
+                    await work()
+                except Exception:
+                    log.exception("%s failed", name)
+                await asyncio.sleep(interval)
+
+        task = asyncio.create_task(loop(), name=name)
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return context
+
+
+def create_app(config: Config) -> web.Application:
+    """The aiohttp application for ``config`` (no globals; state under ``STATE``)."""
+    app = web.Application(middlewares=[metrics_middleware, error_middleware],
+                          client_max_size=1024)
+    state = ServerState(config)
+    app[STATE] = state
+    state.refresh()  # serve at once what the store holds
+    app.cleanup_ctx.append(_periodic(config.server.watch_interval,
+                                     lambda: asyncio.to_thread(state.refresh), "store-watch"))
+    app.cleanup_ctx.append(_periodic(config.store.scrub_interval,
+                                     lambda: asyncio.to_thread(state.scrub), "scrub"))
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One structured line per request, with the version served."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(json.dumps({
+            "remote": request.remote, "method": request.method, "path": request.raw_path,
+            "status": response.status, "bytes": response.body_length,
+            "version": response.headers.get("X-Codecache-Version"),
+            "ms": round(time * 1000, 2), "agent": request.headers.get("User-Agent"),
+        }, separators=(",", ":")))
+
+
+async def run(config: Config, stop: asyncio.Event) -> None:
+    runner = web.AppRunner(create_app(config), access_log_class=AccessLogger,
+                           access_log=access_log, max_line_size=4096, max_field_size=8190,
+                           handler_cancellation=True)
+    await runner.setup()
+    try:
+        for address in config.server.listen:
+            host, port = split_listen(address)
+            await web.TCPSite(runner, host, port, shutdown_timeout=5.0).start()
+            log.info("listening on http://%s", address)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def serve(config: Config) -> None:
+    """Run the front end until SIGINT/SIGTERM."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run(config, stop)
+
+    asyncio.run(main())

@@ -11,6 +11,7 @@ Blocking code (stat, read, sha256): the server calls it through ``asyncio.to_thr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -88,7 +89,10 @@ class BlobCache:
         for sha256, size in blobs.items():
             current = _file_id(self._store.blob_path(sha256))
             if current is None:
-                self._fail(sha256, "missing from disk")
+                # _fail records the problem and raises for the request path; here the
+                # pass must go on to the other blobs and report what it found.
+                with contextlib.suppress(BlobUnavailable):
+                    self._fail(sha256, "missing from disk")
             elif current != self._verified.get(sha256):
                 self._refresh(sha256, size)
         with self._lock:

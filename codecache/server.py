@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiofiles
-from aiohttp import web
+from aiohttp import HttpVersion10, web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
@@ -36,6 +36,7 @@ log = logging.getLogger("codecache.server")
 access_log = logging.getLogger("codecache.access")
 
 _NO_STORE = "no-store"
+_METHODS = ("GET", "HEAD")  # read-only
 _ROUTE = "codecache.route"  # request-local: the route label for metrics
 _STREAM_CHUNK = 256 * 1024
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
@@ -164,6 +165,10 @@ def error_response(status: int, code: str, message: str,
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
+        # Checked here, before routing: a CONNECT's authority-form target matches no
+        # route and would otherwise be a 404 (DESIGN.md §4: anything but GET/HEAD is 405).
+        if request.method not in _METHODS:
+            raise web.HTTPMethodNotAllowed(request.method, list(_METHODS))
         return await handler(request)
     except CodecacheError as err:
         return error_response(error_status(err), err.code, err.message)
@@ -197,8 +202,10 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
-    if request.method not in ("GET", "HEAD"):
-        raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
+    if request.version < HttpVersion10:
+        # RFC 9112 §2.3: an HTTP/0.9 response has no status line or headers, so such a
+        # client would take ours for body bytes (a corrupt tarball): refuse, never serve.
+        raise BadRequest("HTTP/0.9 requests are not supported")
     state = request.app[STATE]
     if state.catalog is None:
         route, rep = _catalogless_route(request.raw_path)

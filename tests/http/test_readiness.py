@@ -1,0 +1,103 @@
+"""/readyz and downloads follow the blobs on disk: a missing or corrupt blob is never served.
+
+DESIGN.md §4: /readyz is 200 only while the server holds a verified index and every blob it
+lists; a blob missing from disk is reflected within 1 s. §8: a blob that fails its hash is
+never served as valid. Each test damages its own store (``fresh_site``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from tests.http.helpers import Server, blob_path, curl_fetch, release_bytes, release_info
+
+DEADLINE = 2.0
+
+
+def _ready_status(site: Server) -> int:
+    return site.request("/readyz").status
+
+
+def test_readyz_is_200_with_verified_index_and_all_blobs(site: Server, workdir: Path) -> None:
+    got = curl_fetch(site.url("/readyz"), cwd=workdir)
+    body = json.loads(got.body)
+    assert got.status == 200
+    assert body["ready"] is True
+    assert body["status"] == "ok"
+    assert body["serial"] == json.loads(site.request("/index.json").body)["signed"]["serial"]
+
+
+def test_missing_blob_makes_readyz_503_and_its_download_a_503_until_restored(
+        damage_site: Server, workdir: Path) -> None:
+    site, origin = damage_site, damage_site.origin
+    sha256 = release_info(origin, "1.0.0")["sha256"]
+    good = release_bytes(origin, "1.0.0")
+    url = site.url(f"/{site.package}/releases/1.0.0.tar.gz")
+    assert curl_fetch(url, cwd=workdir).body == good  # now also held in memory
+    path = blob_path(origin, sha256)
+    aside = origin.dir / "blob-aside"
+    path.rename(aside)
+
+    site.wait_for("/readyz 503 after the blob went missing",
+                  lambda: _ready_status(site) == 503, DEADLINE)
+    ready = curl_fetch(site.url("/readyz"), cwd=workdir)
+    reason = json.loads(ready.body)
+    assert ready.status == 503
+    assert reason["ready"] is False
+    assert sha256 in reason["status"]
+    assert "missing" in reason["status"]
+
+    for target in (url, site.url(f"/blobs/sha256/{sha256}")):
+        got = curl_fetch(target, cwd=workdir)
+        assert got.status == 503, target
+        assert got.headers["content-type"].startswith("application/json")
+        error = json.loads(got.body)["error"]
+        assert error["status"] == 503
+        assert error["code"] == "blob_unavailable"
+        assert sha256 in error["message"]
+    # The other release is unaffected.
+    assert curl_fetch(site.url(f"/{site.package}/latest.tar.gz"), cwd=workdir).body == \
+        release_bytes(origin, "1.2.0")
+
+    aside.rename(path)
+    site.wait_for("/readyz 200 after the blob came back",
+                  lambda: _ready_status(site) == 200, DEADLINE)
+    got = curl_fetch(url, cwd=workdir)
+    assert got.status == 200
+    assert got.body == good
+
+
+def test_corrupt_blob_makes_readyz_503_and_is_never_served_until_restored(
+        damage_site: Server, workdir: Path) -> None:
+    site, origin = damage_site, damage_site.origin
+    sha256 = release_info(origin, "1.2.0")["sha256"]
+    path = blob_path(origin, sha256)
+    good = path.read_bytes()
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0x01
+    url = site.url(f"/{site.package}/releases/1.2.0.tar.gz")
+    assert curl_fetch(url, cwd=workdir).body == good
+    path.write_bytes(bytes(bad))
+
+    site.wait_for("/readyz 503 after a flipped byte",
+                  lambda: _ready_status(site) == 503, DEADLINE)
+    reason = json.loads(curl_fetch(site.url("/readyz"), cwd=workdir).body)
+    assert sha256 in reason["status"]
+    assert "corrupt" in reason["status"]
+    for target in (url, site.url(f"/{site.package}/latest.tar.gz"),
+                   site.url(f"/blobs/sha256/{sha256}")):
+        got = curl_fetch(target, cwd=workdir)
+        assert got.status == 503, target
+        assert json.loads(got.body)["error"]["code"] == "blob_unavailable"
+        assert got.body != bytes(bad)
+        ranged = curl_fetch(target, "-r", "0-99", cwd=workdir)
+        assert ranged.status == 503, target
+
+    path.write_bytes(good)
+    site.wait_for("/readyz 200 after the blob was restored",
+                  lambda: _ready_status(site) == 200, DEADLINE)
+    got = curl_fetch(url, cwd=workdir)
+    assert got.status == 200
+    assert hashlib.sha256(got.body).hexdigest() == sha256

@@ -20,6 +20,7 @@ from pathlib import Path
 import aiofiles
 from aiohttp import HttpVersion10, web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from codecache.blobcache import BlobCache
@@ -258,12 +259,14 @@ async def serve_representation(request: web.Request, state: ServerState,
     if decision.outcome is Outcome.NOT_MODIFIED:
         return web.Response(status=304, headers=headers)
     if decision.outcome is Outcome.PRECONDITION_FAILED:
-        return error_response(412, "precondition_failed", "a precondition failed", headers)
-    headers["Accept-Ranges"] = "bytes"
+        return error_response(412, "precondition_failed", "a precondition failed")
     if decision.outcome is Outcome.NOT_SATISFIABLE:
-        headers["Content-Range"] = decision.content_range(rep.size) or ""
+        # An error must not be cached like the file (an "immutable" 416 in a squid).
         return error_response(416, "range_not_satisfiable",
-                              f"range not satisfiable for {rep.size} bytes", headers)
+                              f"range not satisfiable for {rep.size} bytes",
+                              {"Content-Range": decision.content_range(rep.size) or "",
+                               "Accept-Ranges": "bytes"})
+    headers["Accept-Ranges"] = "bytes"
     body = await _body(state, rep)
     start, end, status = 0, rep.size - 1, 200
     if decision.outcome is Outcome.PARTIAL:
@@ -288,20 +291,24 @@ async def _body(state: ServerState, rep: Representation) -> bytes | Path:
 
 async def _stream_file(request: web.Request, path: Path, start: int, end: int, status: int,
                        headers: dict[str, str]) -> web.StreamResponse:
+    """Send a large verified blob with sendfile(2); chunked reads where that is impossible."""
     response = web.StreamResponse(status=status, headers=headers)
-    response.content_length = end - start + 1
-    await response.prepare(request)
-    if request.method == "HEAD":
-        return response
-    remaining = end - start + 1
+    response.content_length = count = end - start + 1
     async with aiofiles.open(path, "rb") as fh:
-        await fh.seek(start)
-        while remaining > 0:
-            chunk = await fh.read(min(_STREAM_CHUNK, remaining))
-            if not chunk:
-                break
-            await response.write(chunk)
-            remaining -= len(chunk)
+        writer = await response.prepare(request)
+        if request.method == "HEAD" or writer is None:
+            return response
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("client went away")
+        try:
+            await writer.drain()
+            await asyncio.get_running_loop().sendfile(transport, fh.raw, start, count)
+        except NotImplementedError:  # e.g. a TLS transport
+            await fh.seek(start)
+            while count > 0 and (chunk := await fh.read(min(_STREAM_CHUNK, count))):
+                await response.write(chunk)
+                count -= len(chunk)
     await response.write_eof()
     return response
 
@@ -356,7 +363,24 @@ class AccessLogger(AbstractAccessLogger):
         }, separators=(",", ":")))
 
 
+class _QuietParseErrors(logging.Filter):
+    """aiohttp logs every unparsable request with a traceback; one line is enough.
+
+    Garbage on the port is the client's fault and must not flood the log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = "refused unparsable request: %s"
+            record.args = (" ".join(str(exc.message).split()),)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 async def run(config: Config, stop: asyncio.Event) -> None:
+    logging.getLogger("aiohttp.server").addFilter(_QuietParseErrors())
     runner = web.AppRunner(create_app(config), access_log_class=AccessLogger,
                            access_log=access_log, max_line_size=4096, max_field_size=8190,
                            handler_cancellation=True)

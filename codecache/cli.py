@@ -270,6 +270,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             verify_minisig(keys, minisig, fh)
     except FileNotFoundError:
         raise ConfigError(f"file {args.file} does not exist") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read {args.file}: {err.strerror}") from err
     fields = _comment_fields(minisig.trusted_comment)
     sha256, size = sha256_file(args.file)
     if fields.get("sha256", sha256) != sha256 or fields.get("size", str(size)) != str(size):

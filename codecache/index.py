@@ -250,6 +250,12 @@ def _str(value: object) -> str:
     return value
 
 
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {value!r}")
+    return value
+
+
 def _parse_release(version: str, r: object) -> Release:
     d = _dict(r)
     if not is_version(version) or d["version"] != version:
@@ -261,7 +267,7 @@ def _parse_release(version: str, r: object) -> Release:
         version=version, sha256=d["sha256"], size=_int(d["size"]),
         tar_sha256=d["tar_sha256"], svn_url=_str(d["svn_url"]), revision=_int(d["revision"]),
         author=_str(d["author"]), date=parse_time(d["date"]), minisig=_str(d["minisig"]),
-        yanked=bool(d["yanked"]), yanked_reason=None if reason is None else _str(reason),
+        yanked=_bool(d["yanked"]), yanked_reason=None if reason is None else _str(reason),
     )
 
 

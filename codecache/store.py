@@ -184,7 +184,16 @@ class Store:
                 leftover.unlink(missing_ok=True)
 
     def scratch_dir(self, prefix: str) -> Path:
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=self.tmp_dir))
+        """A new private directory under ``tmp/``.
+
+        Raises:
+            StoreError: the file system refuses (disk full, permissions).
+        """
+        try:
+            return Path(tempfile.mkdtemp(prefix=prefix, dir=self.tmp_dir))
+        except OSError as err:
+            raise StoreError(f"cannot create scratch space in {self.tmp_dir}: "
+                             f"{err.strerror}") from err
 
     # --- blobs ----------------------------------------------------------------------------
 

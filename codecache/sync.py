@@ -23,6 +23,8 @@ from codecache.errors import (
     NotFound,
     PackageNotFound,
     ReleaseNotFound,
+    StoreBusy,
+    StoreError,
     UpstreamError,
 )
 from codecache.index import (
@@ -73,6 +75,7 @@ class Origin:
         Raises:
             PackageNotFound: ``only`` is not configured.
             UpstreamError: Subversion could not be listed; the store is untouched.
+            StoreError, StoreBusy: the store cannot be written (what was committed stays).
         """
         packages = self._packages(only)
         listings = {pkg.name: self._svn.list_tags(pkg.svn_url) for pkg in packages}
@@ -126,7 +129,7 @@ class Origin:
             return index
 
     def run(self, stop: threading.Event, only: str | None = None) -> None:
-        """Poll every ``sync.interval`` until ``stop`` is set; back off while svn is away."""
+        """Poll every ``sync.interval`` until ``stop`` is set; back off while svn/store fail."""
         delay = self._config.sync.interval
         while not stop.is_set():
             try:
@@ -134,7 +137,9 @@ class Origin:
                 delay = self._config.sync.interval
                 log.debug("sync done serial=%d published=%d", report.serial,
                           len(report.published))
-            except UpstreamError as err:
+            except (UpstreamError, StoreError, StoreBusy) as err:
+                # Conditions that clear by themselves (svn away, disk full, a long publish
+                # holding the lock): the worker backs off instead of exiting.
                 delay = min(max(delay, 1.0) * 2, self._config.sync.max_backoff)
                 log.error("sync failed, retrying in %.0fs: %s", delay, err)
             stop.wait(delay)
@@ -171,8 +176,8 @@ class Origin:
             is_last = position == len(new)
             try:
                 index = self._commit(self._add_tag(index, pkg, tag, move_auto=is_last))
-            except (UpstreamError, ConfigError):
-                raise
+            except (UpstreamError, ConfigError, StoreError):
+                raise  # the environment, not this tag: end the pass (disk full is exit 3)
             except CodecacheError as err:
                 report.skipped.append(f"{pkg.name} {tag.name}: {err}")
                 log.error("tag not published package=%s tag=%r: %s", pkg.name, tag.name, err)
@@ -222,10 +227,14 @@ class Origin:
             tree = scratch / "tree"
             self._svn.export(url, tag.revision, tree)
             archive = scratch / "archive.tar.gz"
-            with archive.open("wb") as out:
-                info = build_tarball(tree, pkg.prefix, tag.date, out)
-            with archive.open("rb") as fh:
-                prehash = blake2b_file(fh)
+            try:
+                with archive.open("wb") as out:
+                    info = build_tarball(tree, pkg.prefix, tag.date, out)
+                with archive.open("rb") as fh:
+                    prehash = blake2b_file(fh)
+            except OSError as err:
+                raise StoreError(f"cannot write the tarball of {pkg.name} {tag.name}: "
+                                 f"{err.strerror}") from err
             self._store.add_blob(archive, info.sha256)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

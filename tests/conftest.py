@@ -8,6 +8,7 @@ In CI (``CI=true``) a missing binary fails the run; ``scripts/test`` installs th
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,13 +112,29 @@ class SvnRepo:
         self.svn("commit", "-q", "-m", f"mutate tag {tag}", str(checkout))
 
 
+_random_files = itertools.count()
+
+
+def commit_random_files(repo: SvnRepo, package: str, count: int, size: int) -> None:
+    """Commit ``count`` incompressible files of ``size`` bytes to the package's trunk."""
+    directory = repo.wc / package / "data"
+    directory.mkdir(exist_ok=True)
+    for _ in range(count):
+        path = directory / f"blob{next(_random_files)}.bin"
+        path.write_bytes(os.urandom(size))
+        repo.svn("add", "-q", "--parents", str(path))
+    repo.svn("commit", "-q", "-m", f"{count} random files", str(repo.wc / package))
+    repo.svn("update", "-q", str(repo.wc / package))
+
+
 def write_sample_tree(root: Path) -> None:
     """A small pilot: executable script, symlink, nested dirs, a native-eol file."""
     (root / "bin").mkdir(parents=True, exist_ok=True)
     (root / "lib" / "pilot" / "plugins").mkdir(parents=True, exist_ok=True)
     (root / "etc").mkdir(parents=True, exist_ok=True)
     script = root / "bin" / "pilot.sh"
-    script.write_text("#!/bin/sh\n# $Id$\nexec python3 \"$(dirname \"$0\")/../lib/pilot/main.py\"\n")
+    script.write_text("#!/bin/sh\n# $Id$\n"
+                      "exec python3 \"$(dirname \"$0\")/../lib/pilot/main.py\"\n")
     script.chmod(0o755)
     (root / "lib" / "pilot" / "__init__.py").write_text("")
     (root / "lib" / "pilot" / "main.py").write_text("print('pilot running')\n" * 50)
@@ -153,23 +171,53 @@ def svn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SvnRepo]:
 _package_names = itertools.count()
 
 
+def new_package(repo: SvnRepo) -> tuple[str, str]:
+    """A fresh package in ``repo`` (sample tree committed, no tags yet): (name, url)."""
+    name = f"pilot{next(_package_names)}"
+    return name, repo.new_package(name)
+
+
 @pytest.fixture
 def svn_package(svn_server: SvnRepo) -> tuple[SvnRepo, str, str]:
     """A fresh package (own name, sample tree committed, no tags yet): (repo, name, url)."""
-    name = f"pilot{next(_package_names)}"
-    return svn_server, name, svn_server.new_package(name)
+    return (svn_server, *new_package(svn_server))
 
 
-def run_cli(*args: str, config: Path | None = None, check: bool = False,
-            env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the real ``codecache`` CLI in a subprocess."""
+def cli_command(*args: str, config: Path | None = None, umask: int | None = None) -> list[str]:
+    """argv of the real ``codecache`` CLI; ``umask`` runs it under that umask (via sh)."""
     command = [sys.executable, "-m", "codecache"]
     if config is not None:
         command += ["--config", str(config)]
+    if umask is not None:
+        command = ["sh", "-c", f'umask {umask:03o} && exec "$@"', "sh", *command]
+    return [*command, *args]
+
+
+def with_file_size_limit(command: list[str], limit: int) -> list[str]:
+    """``command`` under RLIMIT_FSIZE: a write past ``limit`` bytes fails with EFBIG.
+
+    A real write fault (like a full disk) without root: Python ignores SIGXFSZ, so the
+    write returns an error instead of killing the process.
+    """
+    return [sys.executable, "-c",
+            "import os, resource, sys; "
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
+            "os.execv(sys.argv[1], sys.argv[1:])", *command]
+
+
+def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The test process's environment without any ``CODECACHE_*`` variable, plus ``env``."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CODECACHE_")}
-    result = subprocess.run([*command, *args], capture_output=True, text=True,
-                            timeout=timeout, env={**environ, **(env or {})}, check=False)
+    return {**environ, **(env or {})}
+
+
+def run_cli(*args: str, config: Path | None = None, check: bool = False,
+            env: dict[str, str] | None = None, timeout: float = 120,
+            umask: int | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real ``codecache`` CLI in a subprocess."""
+    result = subprocess.run(cli_command(*args, config=config, umask=umask),
+                            capture_output=True, text=True, timeout=timeout, env=cli_env(env),
+                            check=False)
     if check and result.returncode != 0:
         raise AssertionError(f"codecache {' '.join(args)} exited {result.returncode}:\n"
                              f"{result.stdout}\n{result.stderr}")
@@ -191,6 +239,16 @@ class Origin:
     def cli(self, *args: str, check: bool = False,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return run_cli(*args, config=self.config, check=check, env=env)
+
+    def status_json(self) -> dict[str, Any]:
+        """The payload ``status --json`` prints (the command must succeed)."""
+        result: dict[str, Any] = json.loads(self.cli("status", "--json", check=True).stdout)
+        return result
+
+    def index_bytes(self) -> bytes | None:
+        """The stored ``index.json`` as bytes, None before the first sync."""
+        path = self.store / "index.json"
+        return path.read_bytes() if path.exists() else None
 
 
 def write_config(directory: Path, package: str, svn_url: str, *, store: str = "store",
@@ -232,7 +290,72 @@ def make_origin(directory: Path, package: str, svn_url: str, *,
 def origin(tmp_path: Path, svn_package: tuple[SvnRepo, str, str]) -> Origin:
     """An origin for a fresh package with tags 1.0.0 and 1.2.0 (not yet synced)."""
     repo, name, url = svn_package
+    tag_sample_releases(repo, name)
+    return make_origin(tmp_path / "origin", name, url)
+
+
+@pytest.fixture
+def synced_origin(origin: Origin) -> Origin:
+    """``origin`` after one successful ``sync --once`` (releases 1.0.0, 1.2.0; latest=1.2.0)."""
+    origin.cli("sync", "--once", check=True)
+    return origin
+
+
+def snapshot(root: Path) -> dict[str, bytes | str | None]:
+    """Every path below ``root``: file bytes, ``-> target`` for symlinks, None for dirs."""
+    found: dict[str, bytes | str | None] = {}
+    if not root.exists():
+        return found
+    for path in sorted(root.rglob("*")):
+        key = str(path.relative_to(root))
+        if path.is_symlink():
+            found[key] = f"-> {path.readlink()}"
+        elif path.is_dir():
+            found[key] = None
+        else:
+            found[key] = path.read_bytes()
+    return found
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
+    """The CLI failed with ``code`` and exactly one ``codecache: error:`` line; returns it."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("codecache: error: "), lines[0]
+    return lines[0]
+
+
+def tag_sample_releases(repo: SvnRepo, name: str) -> None:
+    """Tags 1.0.0 and (after a change to main.py) 1.2.0, as the ``origin`` fixture has them."""
     repo.tag(name, "1.0.0")
     repo.change(name, "lib/pilot/main.py", "print('pilot 1.2')\n")
     repo.tag(name, "1.2.0")
-    return make_origin(tmp_path / "origin", name, url)
+
+
+def copy_origin(template: Origin, directory: Path) -> Origin:
+    """A private copy of an origin (config, keys, store); it shares the svn package."""
+    shutil.copytree(template.dir, directory, symlinks=True)
+    return Origin(directory, directory / template.config.name, directory / "store",
+                  directory / "keys" / "codecache.key", directory / "keys" / "codecache.pub",
+                  template.package, template.svn_url)
+
+
+@pytest.fixture(scope="module")
+def synced_template(svn_server: SvnRepo, tmp_path_factory: pytest.TempPathFactory) -> Origin:
+    """One synced origin per test module (1.0.0, 1.2.0, latest=1.2.0), to be copied only."""
+    name, url = new_package(svn_server)
+    tag_sample_releases(svn_server, name)
+    template = make_origin(tmp_path_factory.mktemp("template") / "origin", name, url)
+    template.cli("sync", "--once", check=True)
+    return template
+
+
+@pytest.fixture
+def store_copy(synced_template: Origin, tmp_path: Path) -> Origin:
+    """Like ``synced_origin`` but cheap: a copy of the module's template.
+
+    Its svn package is shared with the other tests of the module, so do not tag it.
+    """
+    return copy_origin(synced_template, tmp_path / "copy")

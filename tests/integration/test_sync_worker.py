@@ -1,0 +1,88 @@
+"""``codecache sync`` without ``--once``: the long-running worker (DESIGN.md §6)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import (
+    Origin,
+    SvnRepo,
+    cli_command,
+    cli_env,
+    commit_random_files,
+    with_file_size_limit,
+    write_config,
+)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def index_versions(origin: Origin) -> set[str]:
+    raw = origin.index_bytes()
+    if raw is None:
+        return set()
+    packages = json.loads(raw)["signed"]["packages"]
+    return set(packages.get(origin.package, {}).get("releases", {}))
+
+
+def test_sync_worker_publishes_new_tags_and_stops_on_sigterm(
+        origin: Origin, svn_package: tuple[SvnRepo, str, str], tmp_path: Path) -> None:
+    repo, name, _ = svn_package
+    write_config(origin.dir, name, origin.svn_url, extra='[sync]\ninterval = "1s"')
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(cli_command("sync", config=origin.config), env=cli_env(),
+                                   stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: index_versions(origin) == {"1.0.0", "1.2.0"}, 15)
+        repo.tag(name, "1.3.0")
+        assert wait_for(lambda: "1.3.0" in index_versions(origin), 15)
+        assert process.poll() is None  # still running
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    output = log_path.read_text()
+    assert "Traceback" not in output
+    assert origin.status_json()["packages"][name]["channels"]["latest"]["version"] == "1.3.0"
+
+
+def test_sync_worker_backs_off_when_the_store_cannot_be_written(
+        origin: Origin, svn_package: tuple[SvnRepo, str, str], tmp_path: Path) -> None:
+    repo, name, _ = svn_package
+    write_config(origin.dir, name, origin.svn_url, extra='[sync]\ninterval = "1s"')
+    origin.cli("sync", "--once", check=True)
+    before = origin.index_bytes()
+    commit_random_files(repo, name, 3, 20_000)
+    repo.tag(name, "1.3.0")
+    log_path = tmp_path / "worker.log"
+    command = with_file_size_limit(cli_command("sync", config=origin.config), 50_000)
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, env=cli_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: log_path.read_text().count("sync failed, retrying") >= 2, 15), \
+            log_path.read_text()
+        assert process.poll() is None  # still running, backing off
+        assert origin.index_bytes() == before
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "File too large" in log_path.read_text()
+    assert "Traceback" not in log_path.read_text()

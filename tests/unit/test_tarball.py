@@ -1,0 +1,176 @@
+"""Unit tests for codecache.tarball: byte-for-byte reproducible archives (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from codecache.errors import CodecacheError
+from codecache.tarball import TarballInfo, UnsupportedFile, build_tarball, tar_sha256_of
+
+MTIME = 1_700_000_000
+FILES = {
+    "bin/pilot.sh": b"#!/bin/sh\necho pilot\n",
+    "lib/pilot/__init__.py": b"",
+    "lib/pilot/main.py": b"print('pilot')\n" * 200,
+    "lib/pilot/plugins/zeta.py": b"Z = 1\n",
+    "lib/pilot/plugins/alpha.py": b"A = 1\n",
+    "lib-extra/x.py": b"X = 1\n",
+    "lib.cfg": b"[lib]\n",
+    "etc/pilot.cfg": b"[pilot]\nretries = 3\n",
+    "empty/.keep": b"",
+    "caf\u00e9/r\u00e9sum\u00e9.txt": b"non-ASCII name\n",
+    "deep/" + "d" * 60 + "/" + "f" * 80 + ".txt": b"long path needs a PAX record\n",
+}
+EXECUTABLE = "bin/pilot.sh"
+SYMLINKS = {"run": "bin/pilot.sh", "lib/pilot/up": "../.."}
+
+
+@pytest.fixture
+def umask() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def make_tree(root: Path, *, reverse: bool, file_mode: int, dir_mode: int, exec_mode: int,
+              mtime: int, umask: int) -> Path:
+    """The same tree every time, created in a chosen order with chosen modes and mtimes."""
+    old = os.umask(umask)
+    try:
+        order = sorted(FILES, reverse=reverse)
+        for relative in order:
+            path = root / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(FILES[relative])
+            path.chmod(exec_mode if relative == EXECUTABLE else file_mode)
+        for link, target in sorted(SYMLINKS.items(), reverse=reverse):
+            (root / link).symlink_to(target)
+        for path in [root, *root.rglob("*")]:
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(dir_mode)
+            os.utime(path, (mtime, mtime), follow_symlinks=False)
+    finally:
+        os.umask(old)
+    return root
+
+
+def archive(tree: Path, prefix: str = "pilot",
+            mtime: int = MTIME) -> tuple[bytes, TarballInfo]:
+    out = io.BytesIO()
+    info = build_tarball(tree, prefix, mtime, out)
+    return out.getvalue(), info
+
+
+@pytest.fixture
+def tree(tmp_path: Path, umask: None) -> Path:
+    return make_tree(tmp_path / "a", reverse=False, file_mode=0o644, dir_mode=0o755,
+                     exec_mode=0o755, mtime=1_000_000_000, umask=0o022)
+
+
+def test_same_tree_gives_identical_bytes_regardless_of_order_mtime_and_umask(
+        tmp_path: Path, tree: Path) -> None:
+    other = make_tree(tmp_path / "b", reverse=True, file_mode=0o600, dir_mode=0o700,
+                      exec_mode=0o700, mtime=1_500_000_000, umask=0o077)
+    first, first_info = archive(tree)
+    second, second_info = archive(other)
+    assert first == second
+    assert first_info == second_info
+
+
+def test_info_hashes_the_compressed_and_the_uncompressed_bytes(tree: Path) -> None:
+    data, info = archive(tree)
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
+    assert info.size == len(data)
+    tar_sha = hashlib.sha256(gzip.decompress(data)).hexdigest()
+    assert info.tar_sha256 == tar_sha
+    assert tar_sha256_of(io.BytesIO(data)) == tar_sha
+
+
+def test_archive_changes_with_content_prefix_and_mtime(tmp_path: Path, tree: Path) -> None:
+    base, _ = archive(tree)
+    assert archive(tree, prefix="other")[0] != base
+    assert archive(tree, mtime=MTIME + 1)[0] != base
+    (tree / "lib.cfg").write_bytes(b"[lib]\n#\n")
+    assert archive(tree)[0] != base
+
+
+def test_gzip_header_has_no_name_and_zero_mtime(tree: Path) -> None:
+    data, _ = archive(tree)
+    assert data[:3] == b"\x1f\x8b\x08"   # gzip, deflate
+    assert data[3] == 0                   # FLG: no FNAME, FCOMMENT, FEXTRA, FHCRC
+    assert data[4:8] == bytes(4)          # MTIME 0
+
+
+def test_entries_follow_the_archive_rules(tree: Path) -> None:
+    data, _ = archive(tree)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        members = tar.getmembers()
+        contents = {m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+                    for m in members if m.isfile()}
+    names = [m.name for m in members]
+    assert names[0] == "pilot"
+    assert all(n == "pilot" or n.startswith("pilot/") for n in names)
+    assert names == sorted(names, key=os.fsencode)
+    expected = {"pilot", *(f"pilot/{p}" for p in FILES), *(f"pilot/{p}" for p in SYMLINKS)}
+    for relative in FILES:
+        parts = relative.split("/")
+        expected.update("pilot/" + "/".join(parts[:i]) for i in range(1, len(parts)))
+    assert set(names) == expected
+    assert len(names) == len(expected)
+    for m in members:
+        assert (m.mtime, m.uid, m.gid, m.uname, m.gname) == (MTIME, 0, 0, "", ""), m.name
+        assert "atime" not in m.pax_headers and "ctime" not in m.pax_headers
+        if m.isdir():
+            assert m.mode == 0o755, m.name
+        elif m.issym():
+            assert m.mode == 0o777
+            assert m.linkname == SYMLINKS[m.name.removeprefix("pilot/")]
+        else:
+            assert m.isfile(), m.name
+            assert m.mode == (0o755 if m.name == f"pilot/{EXECUTABLE}" else 0o644), m.name
+            assert contents[m.name] == FILES[m.name.removeprefix("pilot/")]
+
+
+def test_byte_order_puts_dot_and_dash_siblings_before_the_directory_contents(
+        tree: Path) -> None:
+    data, _ = archive(tree)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        names = tar.getnames()
+    # '-' (0x2d) < '.' (0x2e) < '/' (0x2f): byte order of the full path.
+    assert names.index("pilot/lib") < names.index("pilot/lib-extra") \
+        < names.index("pilot/lib.cfg") < names.index("pilot/lib/pilot")
+
+
+def test_archive_is_pax_format(tree: Path) -> None:
+    raw = gzip.decompress(archive(tree)[0])
+    assert raw[257:265] == b"ustar\x0000"
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+        members = tar.getmembers()
+    long_name = next(m for m in members if m.name.endswith(".txt") and "deep" in m.name)
+    assert long_name.pax_headers == {"path": long_name.name}
+
+
+def test_a_fifo_is_refused(tree: Path) -> None:
+    os.mkfifo(tree / "lib" / "pipe")
+    with pytest.raises(UnsupportedFile, match="pipe") as info:
+        archive(tree)
+    assert isinstance(info.value, CodecacheError)
+
+
+def test_an_empty_tree_is_just_the_top_directory(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    data, _ = archive(tmp_path / "empty", prefix="p")
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        (member,) = tar.getmembers()
+    assert member.name == "p"
+    assert member.isdir()

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from codecache.config import Config, Role, load_config
 from codecache.errors import (
@@ -83,8 +83,15 @@ def _fail(args: argparse.Namespace, err: BaseException, code: int, prefix: str =
     return code
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"codecache: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="codecache",
+    parser = _Parser(prog="codecache",
                                      description="Signed, replicated pilot code distribution.")
     parser.add_argument("--config", type=Path, help="config file (default: $CODECACHE_CONFIG, "
                         "then ./codecache.toml)")

@@ -65,6 +65,18 @@ class LocalState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def make_dirs(path: Path) -> None:
+    """``mkdir -p`` whose new directories are 0755 whatever the umask.
+
+    Files are written 0644 for the same reason: operators serve and rsync the store with
+    plain tools, often as another user.
+    """
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    for directory in missing:
+        directory.chmod(0o755)
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -140,7 +152,7 @@ class Store:
         """
         try:
             for directory in (self.blob_dir, self.signature_dir, self.tmp_dir):
-                directory.mkdir(parents=True, exist_ok=True)
+                make_dirs(directory)
         except OSError as err:
             raise StoreError(f"cannot create store at {self.root}: {err.strerror}") from err
 
@@ -299,7 +311,7 @@ class Store:
         except FileNotFoundError:
             pass
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(path.parent)
         except OSError as err:
             raise StoreError(f"cannot create {path.parent}: {err.strerror}") from err
         atomic_write(path, data)

@@ -72,23 +72,38 @@ class Origin:
     def sync_once(self, only: str | None = None) -> SyncReport:
         """Poll every configured package (or ``only``) once and publish new tags.
 
+        One package whose Subversion cannot be listed does not hold up the others; its
+        error is raised after the rest of the pass is committed.
+
         Raises:
             PackageNotFound: ``only`` is not configured.
-            UpstreamError: Subversion could not be listed; the store is untouched.
+            UpstreamError: a package's Subversion could not be listed (nothing of it changed).
             StoreError, StoreBusy: the store cannot be written (what was committed stays).
         """
         packages = self._packages(only)
-        listings = {pkg.name: self._svn.list_tags(pkg.svn_url) for pkg in packages}
+        listings: dict[str, list[Tag]] = {}
+        failures: list[UpstreamError] = []
+        for pkg in packages:
+            try:
+                listings[pkg.name] = self._svn.list_tags(pkg.svn_url)
+            except UpstreamError as err:
+                if failures:  # the first failure is raised at the end; log the others
+                    log.error("cannot list tags package=%s: %s", pkg.name, err)
+                failures.append(err)
         report = SyncReport()
-        with self._store.locked():
-            index = self._load()
-            if index is EMPTY:
-                index = self._commit(index)
-            for pkg in packages:
-                index = self._sync_package(index, pkg, listings[pkg.name], report)
-            self._record_mutations(report.mutated)
-            index = self._resign_if_due(index)
-            report.serial = index.serial
+        if listings or not failures:
+            with self._store.locked():
+                index = self._load()
+                if index is EMPTY:
+                    index = self._commit(index)
+                for pkg in packages:
+                    if pkg.name in listings:
+                        index = self._sync_package(index, pkg, listings[pkg.name], report)
+                self._record_mutations(report.mutated)
+                index = self._resign_if_due(index)
+                report.serial = index.serial
+        if failures:
+            raise failures[0]
         return report
 
     def publish(self, package: str, version: str, channel: str) -> Index:
@@ -170,6 +185,7 @@ class Origin:
                 log.warning("tag skipped package=%s tag=%r: %s", pkg.name, tag.name, reason)
                 continue
             new.append(tag)
+        published: list[str] = []
         for position, tag in enumerate(new, start=1):
             # The auto channel moves once, with the last (highest) new tag, in the same
             # commit: a crash before it leaves that tag unsynced, so the next pass moves it.
@@ -182,10 +198,24 @@ class Origin:
                 report.skipped.append(f"{pkg.name} {tag.name}: {err}")
                 log.error("tag not published package=%s tag=%r: %s", pkg.name, tag.name, err)
                 continue
+            published.append(tag.name)
             report.published.append(f"{pkg.name} {tag.name}")
             log.info("release published package=%s version=%s revision=%d serial=%d",
                      pkg.name, tag.name, tag.revision, index.serial)
-        return index
+        return self._auto_move_after_failure(index, pkg, published)
+
+    def _auto_move_after_failure(self, index: Index, pkg: PackageConfig,
+                                 published: list[str]) -> Index:
+        """Move the auto channel when the last new tag failed but an earlier one is highest."""
+        if not pkg.auto_channel or not published:
+            return index
+        current = index.packages[pkg.name]
+        target = current.highest_live()
+        pointer = current.channels.get(pkg.auto_channel)
+        if target is None or target not in published or (
+                pointer is not None and pointer.version == target):
+            return index
+        return self._commit(self._move(index, pkg.name, pkg.auto_channel, target))
 
     def _import_one(self, index: Index, package: str, version: str) -> Index:
         pkg = self._config.package(package)

@@ -7,6 +7,7 @@ In CI (``CI=true``) a missing binary fails the run; ``scripts/test`` installs th
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -144,28 +145,38 @@ def write_sample_tree(root: Path) -> None:
     (root / "run").symlink_to("bin/pilot.sh")
 
 
-@pytest.fixture(scope="session")
-def svn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SvnRepo]:
-    svnadmin, svnserve = require("svnadmin"), require("svnserve")
-    require("svn")
-    base = tmp_path_factory.mktemp("svn")
-    repo = base / "repo"
-    subprocess.run([svnadmin, "create", str(repo)], check=True)
+@contextlib.contextmanager
+def served_repository(repo: Path, *, anon_access: str, user: str,
+                      password: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``svnadmin create`` a repository and serve it with svnserve on a free loopback port.
+
+    Yields the repository root URL and the svnserve process; stops it afterwards.
+    """
+    subprocess.run([require("svnadmin"), "create", str(repo)], check=True)
     (repo / "conf" / "svnserve.conf").write_text(
-        "[general]\nanon-access = read\nauth-access = write\npassword-db = passwd\n")
-    (repo / "conf" / "passwd").write_text(f"[users]\n{SVN_USER} = {SVN_PASSWORD}\n")
+        f"[general]\nanon-access = {anon_access}\nauth-access = write\npassword-db = passwd\n")
+    (repo / "conf" / "passwd").write_text(f"[users]\n{user} = {password}\n")
     port = free_port()
     process = subprocess.Popen(
-        [svnserve, "--daemon", "--foreground", "--listen-host", "127.0.0.1",
+        [require("svnserve"), "--daemon", "--foreground", "--listen-host", "127.0.0.1",
          "--listen-port", str(port), "--root", str(repo)])
     try:
         wait_for_port(port)
-        wc = base / "wc"
-        wc.mkdir()
-        yield SvnRepo(repo, f"svn://127.0.0.1:{port}", wc, process)
+        yield f"svn://127.0.0.1:{port}", process
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def svn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SvnRepo]:
+    require("svn")
+    base = tmp_path_factory.mktemp("svn")
+    with served_repository(base / "repo", anon_access="read", user=SVN_USER,
+                           password=SVN_PASSWORD) as (url, process):
+        wc = base / "wc"
+        wc.mkdir()
+        yield SvnRepo(base / "repo", url, wc, process)
 
 
 _package_names = itertools.count()
@@ -342,14 +353,19 @@ def copy_origin(template: Origin, directory: Path) -> Origin:
                   template.package, template.svn_url)
 
 
+def make_synced_origin(svn_server: SvnRepo, directory: Path) -> Origin:
+    """An origin of its own new package, tags 1.0.0 and 1.2.0 synced (latest=1.2.0)."""
+    name, url = new_package(svn_server)
+    tag_sample_releases(svn_server, name)
+    origin = make_origin(directory, name, url)
+    origin.cli("sync", "--once", check=True)
+    return origin
+
+
 @pytest.fixture(scope="module")
 def synced_template(svn_server: SvnRepo, tmp_path_factory: pytest.TempPathFactory) -> Origin:
     """One synced origin per test module (1.0.0, 1.2.0, latest=1.2.0), to be copied only."""
-    name, url = new_package(svn_server)
-    tag_sample_releases(svn_server, name)
-    template = make_origin(tmp_path_factory.mktemp("template") / "origin", name, url)
-    template.cli("sync", "--once", check=True)
-    return template
+    return make_synced_origin(svn_server, tmp_path_factory.mktemp("template") / "origin")
 
 
 @pytest.fixture

@@ -16,9 +16,7 @@ from tests.conftest import (
     SvnRepo,
     assert_one_line_error,
     copy_origin,
-    make_origin,
-    new_package,
-    tag_sample_releases,
+    make_synced_origin,
     write_config,
 )
 
@@ -127,11 +125,8 @@ TAMPER: dict[str, Callable[[str], str]] = {
 @pytest.fixture(scope="module")
 def pending_template(svn_server: SvnRepo, tmp_path_factory: pytest.TempPathFactory) -> Origin:
     """A synced origin (1.0.0, 1.2.0) of its own package, with tag 1.3.0 waiting in svn."""
-    name, url = new_package(svn_server)
-    tag_sample_releases(svn_server, name)
-    template = make_origin(tmp_path_factory.mktemp("pending") / "origin", name, url)
-    template.cli("sync", "--once", check=True)
-    svn_server.tag(name, "1.3.0")
+    template = make_synced_origin(svn_server, tmp_path_factory.mktemp("pending") / "origin")
+    svn_server.tag(template.package, "1.3.0")
     return template
 
 

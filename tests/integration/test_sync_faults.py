@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from tests.conftest import (
     make_origin,
     require,
     run_cli,
-    wait_for_port,
+    served_repository,
     write_config,
 )
 
@@ -90,19 +89,11 @@ def test_auto_channel_moves_to_highest_published_when_last_tag_fails(
 @pytest.fixture(scope="module")
 def auth_svn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A repository that refuses anonymous access, with one tagged package ``locked``."""
-    svnadmin, svnserve, svn = require("svnadmin"), require("svnserve"), require("svn")
-    base = tmp_path_factory.mktemp("authsvn")
-    repo = base / "repo"
-    subprocess.run([svnadmin, "create", str(repo)], check=True)
-    (repo / "conf" / "svnserve.conf").write_text(
-        "[general]\nanon-access = none\nauth-access = write\npassword-db = passwd\n")
-    (repo / "conf" / "passwd").write_text(f"[users]\n{AUTH_USER} = {AUTH_PASSWORD}\n")
-    port = free_port()
-    process = subprocess.Popen([svnserve, "--daemon", "--foreground", "--listen-host",
-                                "127.0.0.1", "--listen-port", str(port), "--root", str(repo)])
-    try:
-        wait_for_port(port)
-        url = f"svn://127.0.0.1:{port}/locked"
+    svn = require("svn")
+    repo = tmp_path_factory.mktemp("authsvn") / "repo"
+    with served_repository(repo, anon_access="none", user=AUTH_USER,
+                           password=AUTH_PASSWORD) as (root, _):
+        url = f"{root}/locked"
         auth = ["--non-interactive", "--no-auth-cache", "--username", AUTH_USER,
                 "--password", AUTH_PASSWORD]
         subprocess.run([svn, "mkdir", *auth, "--parents", "-m", "init", f"{url}/trunk",
@@ -110,9 +101,6 @@ def auth_svn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         subprocess.run([svn, "copy", *auth, "-m", "tag", f"{url}/trunk", f"{url}/tags/2.0"],
                        check=True, capture_output=True)
         yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=10)
 
 
 @pytest.fixture

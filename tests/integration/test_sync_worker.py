@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tests.conftest import (
@@ -29,6 +30,23 @@ def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
     return condition()
 
 
+@contextlib.contextmanager
+def worker(command: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The worker running with its output in ``log_path``; it must stop cleanly on SIGTERM."""
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, env=cli_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield process
+        assert process.poll() is None  # still running
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "Traceback" not in log_path.read_text()
+
+
 def index_versions(origin: Origin) -> set[str]:
     raw = origin.index_bytes()
     if raw is None:
@@ -42,22 +60,10 @@ def test_sync_worker_publishes_new_tags_and_stops_on_sigterm(
     repo, name, _ = svn_package
     write_config(origin.dir, name, origin.svn_url, extra='[sync]\ninterval = "1s"')
     log_path = tmp_path / "worker.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(cli_command("sync", config=origin.config), env=cli_env(),
-                                   stdout=log, stderr=subprocess.STDOUT)
-    try:
+    with worker(cli_command("sync", config=origin.config), log_path):
         assert wait_for(lambda: index_versions(origin) == {"1.0.0", "1.2.0"}, 15)
         repo.tag(name, "1.3.0")
         assert wait_for(lambda: "1.3.0" in index_versions(origin), 15)
-        assert process.poll() is None  # still running
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    output = log_path.read_text()
-    assert "Traceback" not in output
     assert origin.status_json()["packages"][name]["channels"]["latest"]["version"] == "1.3.0"
 
 
@@ -71,18 +77,8 @@ def test_sync_worker_backs_off_when_the_store_cannot_be_written(
     repo.tag(name, "1.3.0")
     log_path = tmp_path / "worker.log"
     command = with_file_size_limit(cli_command("sync", config=origin.config), 50_000)
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, env=cli_env(), stdout=log, stderr=subprocess.STDOUT)
-    try:
+    with worker(command, log_path):
         assert wait_for(lambda: log_path.read_text().count("sync failed, retrying") >= 2, 15), \
             log_path.read_text()
-        assert process.poll() is None  # still running, backing off
-        assert origin.index_bytes() == before
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        assert origin.index_bytes() == before  # still running (checked on exit), backing off
     assert "File too large" in log_path.read_text()
-    assert "Traceback" not in log_path.read_text()

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Origin, SvnRepo, require
-from tests.http.helpers import STREAMED, Server, clone_origin, new_origin, running
+from tests.conftest import Origin, SvnRepo, copy_origin, require
+from tests.http.helpers import STREAMED, Server, new_origin, running
 
 
 @pytest.fixture(scope="session")
@@ -32,14 +32,14 @@ def template_origin(svn_server: SvnRepo, tmp_path_factory: pytest.TempPathFactor
 @pytest.fixture(scope="module")
 def site(template_origin: Origin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A running server shared by one module's read-only tests."""
-    with running(clone_origin(template_origin, tmp_path_factory.mktemp("site") / "o")) as s:
+    with running(copy_origin(template_origin, tmp_path_factory.mktemp("site") / "o")) as s:
         yield s
 
 
 @pytest.fixture
 def fresh_site(template_origin: Origin, tmp_path: Path) -> Iterator[Server]:
     """A running server of its own, for a test that publishes or damages the store."""
-    with running(clone_origin(template_origin, tmp_path / "origin")) as s:
+    with running(copy_origin(template_origin, tmp_path / "origin")) as s:
         yield s
 
 
@@ -48,7 +48,7 @@ def damage_site(request: pytest.FixtureRequest, template_origin: Origin,
                 tmp_path: Path) -> Iterator[Server]:
     """Like ``fresh_site``, once serving blobs from memory and once streaming their files."""
     env = STREAMED if request.param == "streamed" else None
-    with running(clone_origin(template_origin, tmp_path / "origin"), env=env) as s:
+    with running(copy_origin(template_origin, tmp_path / "origin"), env=env) as s:
         yield s
 
 

@@ -15,7 +15,6 @@ import http.client
 import itertools
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -61,22 +60,6 @@ def new_origin(repo: SvnRepo, directory: Path, *, tags: tuple[str, ...] = ("1.0.
         time.sleep(max(0.0, int(tagged) + 1.05 - time.time()))
     origin.cli("sync", "--once", check=True)
     return origin
-
-
-def clone_origin(template: Origin, directory: Path) -> Origin:
-    """A copy of an origin directory: same keys, same store bytes, its own files."""
-    shutil.copytree(template.dir, directory, symlinks=True)
-    rel = {name: getattr(template, name).relative_to(template.dir)
-           for name in ("config", "store", "secret_key", "public_key")}
-    return Origin(directory, directory / rel["config"], directory / rel["store"],
-                  directory / rel["secret_key"], directory / rel["public_key"],
-                  template.package, template.svn_url)
-
-
-def status_json(origin: Origin) -> dict[str, Any]:
-    """``codecache status --json`` of an origin."""
-    result: dict[str, Any] = json.loads(origin.cli("status", "--json", check=True).stdout)
-    return result
 
 
 def release_info(origin: Origin, version: str) -> dict[str, Any]:

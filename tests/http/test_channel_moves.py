@@ -16,7 +16,6 @@ from tests.http.helpers import (
     release_bytes,
     release_info,
     rfc3339_seconds,
-    status_json,
 )
 
 DEADLINE = 1.5
@@ -37,7 +36,7 @@ def test_publish_is_served_on_the_channel_url_within_1_5_s(fresh_site: Server,
 
     after = curl_fetch(site.url(path), cwd=workdir)
     moved_at = rfc3339_seconds(
-        status_json(site.origin)["packages"][site.package]["channels"]["latest"]["moved_at"])
+        site.origin.status_json()["packages"][site.package]["channels"]["latest"]["moved_at"])
     assert after.status == 200
     assert after.body == release_bytes(site.origin, "1.0.0")
     assert after.headers["etag"] == f'"sha256-{release_info(site.origin, "1.0.0")["sha256"]}"'

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Origin
+from tests.conftest import Origin, copy_origin
 from tests.http.helpers import (
     STREAMED,
     Server,
-    clone_origin,
     curl_fetch,
     release_bytes,
     release_info,
@@ -32,7 +31,7 @@ COMPARED = ("etag", "last-modified", "content-length", "cache-control", "x-codec
 def served(request: pytest.FixtureRequest, template_origin: Origin,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = STREAMED if request.param == "streamed" else None
-    origin = clone_origin(template_origin, tmp_path_factory.mktemp("curl") / "o")
+    origin = copy_origin(template_origin, tmp_path_factory.mktemp("curl") / "o")
     with running(origin, env=env) as server:
         yield server
 

@@ -19,7 +19,6 @@ from tests.http.helpers import (
     http_date,
     release_info,
     rfc3339_seconds,
-    status_json,
 )
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -28,7 +27,7 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 @pytest.fixture(scope="module")
 def signed(site: Server) -> dict[str, Any]:
     """The origin's own view of the index (``status --json``)."""
-    return status_json(site.origin)
+    return site.origin.status_json()
 
 
 def test_channel_url_is_cached_60s_and_dated_by_the_channel_move(

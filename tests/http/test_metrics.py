@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from tests.http.helpers import Server, curl_fetch, status_json
+from tests.http.helpers import Server, curl_fetch
 
 _SAMPLE = re.compile(r'^codecache_http_requests_total\{route="([^"]*)",status="([0-9]+)"\} '
                      r"([0-9.e+]+)$", re.MULTILINE)
@@ -55,7 +55,7 @@ def test_index_serial_gauge_equals_the_index_serial(site: Server, workdir: Path)
     metrics = curl_fetch(site.url("/metrics"), cwd=workdir).body.decode()
     match = re.search(r"^codecache_index_serial ([0-9.e+]+)$", metrics, re.MULTILINE)
     assert match is not None
-    serial = status_json(site.origin)["serial"]
+    serial = site.origin.status_json()["serial"]
     assert float(match[1]) == serial
     assert json.loads(curl_fetch(site.url("/index.json"), cwd=workdir).body)["signed"][
         "serial"] == serial
@@ -64,9 +64,9 @@ def test_index_serial_gauge_equals_the_index_serial(site: Server, workdir: Path)
 
 def test_index_serial_gauge_follows_a_publish(fresh_site: Server, workdir: Path) -> None:
     site = fresh_site
-    old = status_json(site.origin)["serial"]
+    old = site.origin.status_json()["serial"]
     site.origin.cli("publish", site.package, "1.0.0", "--channel", "latest", check=True)
-    new = status_json(site.origin)["serial"]
+    new = site.origin.status_json()["serial"]
     assert new > old
 
     def gauge() -> float:

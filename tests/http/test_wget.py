@@ -20,7 +20,6 @@ from tests.http.helpers import (
     release_info,
     rfc3339_seconds,
     running,
-    status_json,
     wget,
 )
 
@@ -56,7 +55,7 @@ def test_wget_N_second_time_transfers_nothing(site: Server, workdir: Path) -> No
     before = saved.stat()
     body = saved.read_bytes()
     moved_at = rfc3339_seconds(
-        status_json(site.origin)["packages"][site.package]["channels"]["latest"]["moved_at"])
+        site.origin.status_json()["packages"][site.package]["channels"]["latest"]["moved_at"])
     # wget dates the file by Last-Modified: the channel's move, not the tag's commit.
     assert int(before.st_mtime) == moved_at
     assert moved_at != rfc3339_seconds(release_info(site.origin, "1.2.0")["date"])
@@ -84,7 +83,7 @@ def test_wget_N_fetches_again_after_rollback(fresh_site: Server, workdir: Path) 
     assert f"'{FILE}' saved" in result.stderr
     assert saved.read_bytes() == release_bytes(site.origin, "1.0.0")
     moved_at = rfc3339_seconds(
-        status_json(site.origin)["packages"][site.package]["channels"]["latest"]["moved_at"])
+        site.origin.status_json()["packages"][site.package]["channels"]["latest"]["moved_at"])
     assert saved.stat().st_mtime == moved_at > old_mtime
     assert f"Last-Modified: {http_date(moved_at)}" in result.stderr
 

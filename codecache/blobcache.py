@@ -16,29 +16,13 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 
 from codecache.errors import BlobUnavailable
-from codecache.store import Store
+from codecache.store import FileIdentity, Store, file_identity
 
 log = logging.getLogger("codecache.blobs")
 _CHUNK = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class _FileId:
-    size: int
-    mtime_ns: int
-    inode: int
-
-
-def _file_id(path: Path) -> _FileId | None:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return _FileId(st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 class BlobCache:
@@ -51,7 +35,7 @@ class BlobCache:
         self._lock = threading.Lock()
         self._memory: OrderedDict[str, bytes] = OrderedDict()
         self._memory_bytes = 0
-        self._verified: dict[str, _FileId] = {}     # file identity that last hashed right
+        self._verified: dict[str, FileIdentity] = {}     # file identity that last hashed right
         self._problems: dict[str, str] = {}         # sha256 → why it cannot be served
 
     # --- request path ---------------------------------------------------------------------
@@ -87,7 +71,7 @@ class BlobCache:
     def check(self, blobs: dict[str, int]) -> dict[str, str]:
         """Re-verify every listed blob whose file changed; return the problems found."""
         for sha256, size in blobs.items():
-            current = _file_id(self._store.blob_path(sha256))
+            current = file_identity(self._store.blob_path(sha256))
             if current is None:
                 # _fail records the problem and raises for the request path; here the
                 # pass must go on to the other blobs and report what it found.
@@ -127,7 +111,7 @@ class BlobCache:
 
     def _verify(self, sha256: str, size: int, *, force: bool = False) -> None:
         path = self._store.blob_path(sha256)
-        before = _file_id(path)
+        before = file_identity(path)
         if before is None:
             self._fail(sha256, "missing from disk")
         if not force and before == self._verified.get(sha256) and sha256 not in self._problems:
@@ -143,7 +127,7 @@ class BlobCache:
         self._judge(sha256, size, digest.hexdigest(), length, before)
 
     def _read_verified(self, sha256: str, size: int, path: Path) -> bytes:
-        before = _file_id(path)
+        before = file_identity(path)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -152,7 +136,7 @@ class BlobCache:
         return data
 
     def _judge(self, sha256: str, size: int, actual: str, length: int,
-               file_id: _FileId | None) -> None:
+               file_id: FileIdentity | None) -> None:
         if actual != sha256 or length != size:
             self._fail(sha256, f"corrupt on disk (sha256 {actual}, {length} bytes)")
         with self._lock:

@@ -27,11 +27,11 @@ from codecache.blobcache import BlobCache
 from codecache.catalog import BadRequest, Catalog, Representation, Route
 from codecache.conditional import Outcome, evaluate, format_http_date
 from codecache.config import Config, split_listen
-from codecache.errors import CodecacheError, IntegrityError, NotFound, Refused
+from codecache.errors import CodecacheError, IntegrityError, NotFound, Refused, RollbackError
 from codecache.metrics import CONTENT_TYPE, Metrics, create_metrics
 from codecache.signing import load_trusted_keys
 from codecache.statuspage import render_status_page
-from codecache.store import Store, parse_document
+from codecache.store import Store, file_identity, parse_document
 
 log = logging.getLogger("codecache.server")
 access_log = logging.getLogger("codecache.access")
@@ -63,14 +63,16 @@ class ServerState:
         self.confirmed_at: float = 0.0             # last time the index was confirmed current
         self.mutated_tags = 0
         self._index_id: tuple[int, int, int] | None = None
+        self._state_id: tuple[int, int, int] | None = None
         self.metrics.index_age.set_function(self._index_age)
 
     def _index_age(self) -> float:
         return time.time() - self.catalog.index.generated if self.catalog else float("nan")
 
     def refresh(self) -> None:
-        """Pick up a new index and re-check blobs (blocking: run in a thread)."""
+        """Pick up a new index and local state, re-check blobs (blocking: run in a thread)."""
         self._refresh_index()
+        self._refresh_state()
         if self.catalog is not None:
             self.blob_problems = self.blobs.check(self.catalog.blob_sizes())
         self._update_gauges()
@@ -80,19 +82,20 @@ class ServerState:
             self.blob_problems = self.blobs.scrub(self.catalog.blob_sizes())
 
     def _refresh_index(self) -> None:
-        try:
-            st = self.store.index_path.stat()
-        except FileNotFoundError:
+        identity = file_identity(self.store.index_path)
+        if identity is None:
             self.index_problem = "the store has no index yet" if self.catalog is None else \
                 "index.json disappeared from the store"
             return
-        identity = (st.st_mtime_ns, st.st_size, st.st_ino)
         if identity == self._index_id:
             self.confirmed_at = time.time()
             return
         raw = self.store.read_document() or b""
         try:
             index = parse_document(raw, self.keys)
+            if self.catalog is not None and index.serial < self.catalog.index.serial:
+                raise RollbackError(f"serial {index.serial} is older than the served "
+                                    f"{self.catalog.index.serial}")
         except IntegrityError as err:
             if self.index_problem != str(err):
                 log.error("index on disk refused, still serving serial %s: %s",
@@ -102,8 +105,13 @@ class ServerState:
             return
         self.catalog = Catalog(index, raw, self.config.server.channel_max_age)
         self._index_id, self.index_problem, self.confirmed_at = identity, None, time.time()
-        self.mutated_tags = len(self.store.load_state().mutated_tags)
         log.info("serving index serial=%d", index.serial)
+
+    def _refresh_state(self) -> None:
+        identity = file_identity(self.store.state_path)
+        if identity != self._state_id:
+            self._state_id = identity
+            self.mutated_tags = len(self.store.load_state().mutated_tags)
 
     def _update_gauges(self) -> None:
         m = self.metrics

@@ -119,6 +119,18 @@ def atomic_write(path: Path, data: bytes) -> None:
         fh.write(data)
 
 
+FileIdentity = tuple[int, int, int]
+
+
+def file_identity(path: Path) -> FileIdentity | None:
+    """What changes when a file is replaced or rewritten: (mtime_ns, size, inode)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
 def sha256_file(path: Path) -> tuple[str, int]:
     """(sha256 hex, size) of a file, read in chunks."""
     digest = hashlib.sha256()

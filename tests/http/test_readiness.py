@@ -11,7 +11,16 @@ import hashlib
 import json
 from pathlib import Path
 
-from tests.http.helpers import Server, blob_path, curl_fetch, release_bytes, release_info
+from tests.conftest import SvnRepo
+from tests.http.helpers import (
+    Server,
+    blob_path,
+    curl_fetch,
+    new_origin,
+    release_bytes,
+    release_info,
+    running,
+)
 
 DEADLINE = 2.0
 
@@ -101,3 +110,44 @@ def test_corrupt_blob_makes_readyz_503_and_is_never_served_until_restored(
     got = curl_fetch(url, cwd=workdir)
     assert got.status == 200
     assert hashlib.sha256(got.body).hexdigest() == sha256
+
+
+def _served_serial(site: Server) -> int:
+    serial: int = json.loads(site.request("/index.json").body)["signed"]["serial"]
+    return serial
+
+
+def test_older_index_put_on_disk_is_refused_and_the_newer_one_kept(fresh_site: Server) -> None:
+    site, origin = fresh_site, fresh_site.origin
+    old = (origin.store / "index.json").read_bytes()
+    origin.cli("publish", site.package, "1.0.0", "--channel", "production", check=True)
+    new_serial = json.loads((origin.store / "index.json").read_bytes())["signed"]["serial"]
+    site.wait_for("the new serial is served", lambda: _served_serial(site) == new_serial,
+                  DEADLINE)
+
+    (origin.store / "index.json").write_bytes(old)  # validly signed, but a rollback
+    site.wait_for("/readyz 503 after the rollback", lambda: _ready_status(site) == 503,
+                  DEADLINE)
+    reason = json.loads(site.request("/readyz").body)["status"]
+    assert "older than the served" in reason
+    assert _served_serial(site) == new_serial
+    assert site.request(f"/{site.package}/production.tar.gz").status == 200
+
+
+def test_mutated_tag_shows_in_metrics_without_a_new_index(
+        svn_server: SvnRepo, tmp_path: Path) -> None:
+    origin = new_origin(svn_server, tmp_path / "origin")
+    with running(origin) as site:
+
+        def mutated() -> float:
+            for line in site.request("/metrics").body.decode().splitlines():
+                if line.startswith("codecache_mutated_tags "):
+                    return float(line.split()[1])
+            raise AssertionError("codecache_mutated_tags missing from /metrics")
+
+        assert mutated() == 0
+        index_before = (origin.store / "index.json").read_bytes()
+        svn_server.commit_to_tag(origin.package, "1.0.0", "etc/pilot.cfg", "changed\n")
+        origin.cli("sync", "--once", check=True)
+        assert (origin.store / "index.json").read_bytes() == index_before
+        site.wait_for("codecache_mutated_tags 1", lambda: mutated() == 1, DEADLINE)

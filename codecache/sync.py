@@ -66,6 +66,7 @@ class Origin:
         self._keys = {**trusted, secret.public.keyid: secret.public}
         self._svn = svn
         self._clock = clock
+        self._warned: set[tuple[str, str]] = set()  # skipped tags already logged as warnings
 
     # --- public operations ----------------------------------------------------------------
 
@@ -182,7 +183,10 @@ class Origin:
             reason = _skip_reason(pkg, tag.name)
             if reason is not None:
                 report.skipped.append(f"{pkg.name} {tag.name}: {reason}")
-                log.warning("tag skipped package=%s tag=%r: %s", pkg.name, tag.name, reason)
+                # Once per worker process: a stray tag must not fill the log every poll.
+                level = logging.DEBUG if (pkg.name, tag.name) in self._warned else logging.WARNING
+                self._warned.add((pkg.name, tag.name))
+                log.log(level, "tag skipped package=%s tag=%r: %s", pkg.name, tag.name, reason)
                 continue
             new.append(tag)
         published: list[str] = []

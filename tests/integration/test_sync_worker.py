@@ -82,3 +82,21 @@ def test_sync_worker_backs_off_when_the_store_cannot_be_written(
             log_path.read_text()
         assert origin.index_bytes() == before  # still running (checked on exit), backing off
     assert "File too large" in log_path.read_text()
+
+
+def test_sync_worker_warns_about_a_skipped_tag_once(
+        origin: Origin, svn_package: tuple[SvnRepo, str, str], tmp_path: Path) -> None:
+    repo, name, _ = svn_package
+    repo.tag(name, "not-a-release")
+    write_config(origin.dir, name, origin.svn_url, extra='[sync]\ninterval = "1s"')
+    origin.cli("sync", "--once", check=True)
+    serial = origin.status_json()["serial"]
+    log_path = tmp_path / "worker.log"
+    command = cli_command("--debug", "sync", config=origin.config)
+    with worker(command, log_path):
+        assert wait_for(lambda: log_path.read_text().count("sync done") >= 3, 15)
+    output = log_path.read_text()
+    assert output.count("tag skipped") >= 3, output  # seen on every poll ...
+    assert output.count("WARNING codecache.sync tag skipped") == 1, output  # ... warned once
+    assert "'not-a-release'" in output
+    assert origin.status_json()["serial"] == serial  # nothing new, nothing re-signed

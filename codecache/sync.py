@@ -91,18 +91,20 @@ class Origin:
                 if failures:  # the first failure is raised at the end; log the others
                     log.error("cannot list tags package=%s: %s", pkg.name, err)
                 failures.append(err)
+        if failures and not listings and not self._store.index_path.exists():
+            raise failures[0]  # nothing to publish, nothing to re-sign: leave the store alone
         report = SyncReport()
-        if listings or not failures:
-            with self._store.locked():
-                index = self._load()
-                if index is EMPTY:
-                    index = self._commit(index)
-                for pkg in packages:
-                    if pkg.name in listings:
-                        index = self._sync_package(index, pkg, listings[pkg.name], report)
-                self._record_mutations(report.mutated)
-                index = self._resign_if_due(index)
-                report.serial = index.serial
+        with self._store.locked():
+            index = self._load()
+            if index is EMPTY:
+                index = self._commit(index)
+            for pkg in packages:
+                if pkg.name in listings:
+                    index = self._sync_package(index, pkg, listings[pkg.name], report)
+            self._record_mutations(report.mutated)
+            # Even while Subversion is away: pilots need an index that does not expire.
+            index = self._resign_if_due(index)
+            report.serial = index.serial
         if failures:
             raise failures[0]
         return report

@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -186,3 +187,17 @@ def test_store_is_world_readable_even_under_umask_077(origin: Origin) -> None:
         assert mode & 0o044 == 0o044, f"{path} is {mode:o}"
     index = json.loads((origin.store / "index.json").read_text())
     assert index["signed"]["serial"] >= 1
+
+
+def test_index_is_resigned_while_svn_is_away(synced_origin: Origin) -> None:
+    origin = synced_origin
+    serial = origin.status_json()["serial"]
+    write_config(origin.dir, origin.package, f"svn://127.0.0.1:{free_port()}/gone",
+                 extra='resign_interval = "1s"')
+    time.sleep(1.1)
+    result = origin.cli("sync", "--once")
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.splitlines()[-1].startswith("codecache: error: svn list failed")
+    status = origin.status_json()
+    assert status["serial"] == serial + 1
+    assert set(status["packages"][origin.package]["releases"]) == {"1.0.0", "1.2.0"}

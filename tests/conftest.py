@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 
 SVN_USER, SVN_PASSWORD = "releasemgr", "not-a-real-secret"
-REQUIRED_BINARIES = ("svn", "svnadmin", "svnserve", "minisign", "wget", "curl", "nginx")
 
 
 def _which(name: str) -> str | None:

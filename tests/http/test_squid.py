@@ -1,0 +1,147 @@
+"""Pilots behind a real site proxy: squid between wget/curl and ``codecache serve``.
+
+DESIGN.md §1: pilots often fetch through a squid. These tests run the Debian squid on a
+loopback port and read its access log to see what it did (MISS, HIT, REFRESH_UNMODIFIED).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Origin, copy_origin, free_port, require, wait_for_port
+from tests.http.helpers import Server, curl_fetch, release_bytes, running, wget
+
+MAX_AGE = 1  # channel_max_age of the servers here, so revalidation happens within a test
+
+
+@dataclass
+class Squid:
+    port: int
+    access_log: Path
+
+    @property
+    def proxy(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_lines(self, url: str) -> list[str]:
+        """Squid's result codes (e.g. TCP_MEM_HIT/200) for ``url``, oldest first."""
+        if not self.access_log.exists():
+            return []
+        return [line.split()[3] for line in self.access_log.read_text().splitlines()
+                if len(line.split()) > 6 and line.split()[6] == url]
+
+    def wait_logged(self, url: str, count: int) -> list[str]:
+        """Squid writes its log line after the reply: wait until ``count`` are there."""
+        deadline = time.monotonic() + 5
+        while len(self.log_lines(url)) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.log_lines(url)
+
+
+@pytest.fixture(scope="module")
+def squid() -> Iterator[Squid]:
+    binary = require("squid")
+    # squid drops root for its own user, which must reach and write this directory: pytest's
+    # tmp_path lives below a 0700 directory, so use one of our own directly in /tmp.
+    directory = Path(tempfile.mkdtemp(prefix="codecache-squid-"))
+    directory.chmod(0o777)
+    port = free_port()
+    config = directory / "squid.conf"
+    config.write_text(f"""\
+http_port 127.0.0.1:{port}
+pid_filename {directory}/squid.pid
+cache_log {directory}/cache.log
+access_log stdio:{directory}/access.log squid
+cache_store_log none
+coredump_dir {directory}
+cache_mem 32 MB
+maximum_object_size_in_memory 16 MB
+http_access allow localhost
+http_access deny all
+visible_hostname codecache-test
+shutdown_lifetime 1 seconds
+pinger_enable off
+""")
+    process = subprocess.Popen([binary, "-N", "-f", str(config)], cwd=directory,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, timeout=30)
+        yield Squid(port, directory / "access.log")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def proxied_site(template_origin: Origin, tmp_path: Path) -> Iterator[Server]:
+    env = {"CODECACHE_SERVER_CHANNEL_MAX_AGE": str(MAX_AGE)}
+    with running(copy_origin(template_origin, tmp_path / "origin"), env=env) as site:
+        yield site
+
+
+def _via(squid: Squid, url: str, cwd: Path, *args: str) -> bytes:
+    fetched = curl_fetch(url, "-x", squid.proxy, *args, cwd=cwd)
+    assert fetched.status in (200, 206), fetched
+    return fetched.body
+
+
+def test_squid_caches_the_channel_and_revalidates_it_with_a_304(
+        squid: Squid, proxied_site: Server, workdir: Path) -> None:
+    site = proxied_site
+    url = site.url(f"/{site.package}/latest.tar.gz")
+    expected = release_bytes(site.origin, "1.2.0")
+    assert _via(squid, url, workdir) == expected
+    assert _via(squid, url, workdir) == expected
+    first, second = squid.wait_logged(url, 2)
+    assert first.startswith("TCP_MISS/200")
+    assert "HIT/200" in second  # from squid's cache, within max-age
+    time.sleep(MAX_AGE + 1.2)
+    assert _via(squid, url, workdir) == expected
+    assert squid.wait_logged(url, 3)[2].startswith("TCP_REFRESH_UNMODIFIED")
+    assert '"status":304' in site.log_text()  # the revalidation cost no body
+
+
+def test_rollback_reaches_wget_N_behind_squid_after_max_age(
+        squid: Squid, proxied_site: Server, workdir: Path) -> None:
+    site, origin = proxied_site, proxied_site.origin
+    url = site.url(f"/{site.package}/latest.tar.gz")
+    proxy_args = ("-e", "use_proxy=yes", "-e", f"http_proxy={squid.proxy}", "-e", "no_proxy=")
+    assert wget("-N", *proxy_args, url, cwd=workdir).returncode == 0
+    assert (workdir / "latest.tar.gz").read_bytes() == release_bytes(origin, "1.2.0")
+
+    origin.cli("publish", site.package, "1.0.0", "--channel", "latest", check=True)
+    site.wait_for("the rollback is served",
+                  lambda: site.request(f"/{site.package}/latest.tar.gz").headers.get(
+                      "x-codecache-version") == "1.0.0", 2.0)
+    time.sleep(MAX_AGE + 1.2)  # squid's copy is stale now
+    result = wget("-N", *proxy_args, url, cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert (workdir / "latest.tar.gz").read_bytes() == release_bytes(origin, "1.0.0")
+
+
+def test_release_urls_are_served_from_squid_and_ranges_work(
+        squid: Squid, proxied_site: Server, workdir: Path) -> None:
+    site = proxied_site
+    url = site.url(f"/{site.package}/releases/1.0.0.tar.gz")
+    expected = release_bytes(site.origin, "1.0.0")
+    assert _via(squid, url, workdir) == expected
+    assert _via(squid, url, workdir, "-r", "0-99") == expected[:100]
+    assert _via(squid, url, workdir, "-r", "100-") == expected[100:]
+    results = squid.wait_logged(url, 3)
+    assert results[0].startswith("TCP_MISS/200")
+    assert all("HIT" in r for r in results[1:]), results

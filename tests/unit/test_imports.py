@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "codecache"
-CORE = ("errors", "config", "names", "conditional", "signing", "tarball", "index", "store")
+CORE = ("errors", "config", "names", "conditional", "signing", "tarball", "index", "store",
+        "catalog", "blobcache", "metrics", "statuspage")
 WORKERS = ("svn", "sync")
 EDGES = ("server", "replica", "loadgen", "cli")
 
@@ -65,6 +66,11 @@ def test_core_modules_import_neither_aiohttp_nor_io_edges(module: str) -> None:
 def test_svn_and_sync_do_not_import_the_http_or_cli_edges(module: str) -> None:
     forbidden = {"aiohttp", *(f"codecache.{m}" for m in EDGES)}
     assert imports_of(module) & forbidden == set()
+
+
+def test_only_the_http_edges_import_aiohttp() -> None:
+    users = {m for m in all_modules() if "aiohttp" in imports_of(m)}
+    assert users and users <= {"server", "replica", "loadgen"}
 
 
 def test_only_cli_parses_argv() -> None:

@@ -13,7 +13,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
-@dataclass(frozen=True, slots=True)
+# Routes that serve files, where a 304 saves a download.
+FILE_ROUTES = frozenset({"channel", "release", "signature", "checksum", "blob", "index"})
+
+
+@dataclass(slots=True)
 class Metrics:
     registry: CollectorRegistry
     requests: Counter
@@ -27,6 +31,18 @@ class Metrics:
     blobs_unavailable: Gauge
     memory_bytes: Gauge
     mutated_tags: Gauge
+    not_modified_ratio: Gauge
+    file_requests: int = 0
+    not_modified: int = 0
+
+    def count(self, route: str, status: int) -> None:
+        self.requests.labels(route, str(status)).inc()
+        if route in FILE_ROUTES:
+            self.file_requests += 1
+            self.not_modified += status == 304
+
+    def ratio_not_modified(self) -> float:
+        return self.not_modified / self.file_requests if self.file_requests else 0.0
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -34,7 +50,7 @@ class Metrics:
 
 def create_metrics() -> Metrics:
     r = CollectorRegistry(auto_describe=True)
-    return Metrics(
+    metrics = Metrics(
         registry=r,
         requests=Counter("codecache_http_requests", "HTTP requests by route and status "
                          "(304 ratio: status=\"304\" over all)", ["route", "status"],
@@ -59,4 +75,8 @@ def create_metrics() -> Metrics:
                            registry=r),
         mutated_tags=Gauge("codecache_mutated_tags",
                            "Published tags that changed in Subversion afterwards", registry=r),
+        not_modified_ratio=Gauge("codecache_http_not_modified_ratio",
+                                 "Share of file requests answered 304 since start", registry=r),
     )
+    metrics.not_modified_ratio.set_function(metrics.ratio_not_modified)
+    return metrics

@@ -201,9 +201,10 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         metrics.in_flight.dec()
     route = request.get(_ROUTE, "other")
-    metrics.requests.labels(route, str(response.status)).inc()
-    if request.method == "GET" and response.body_length:
-        metrics.response_bytes.labels(route).inc(response.body_length)
+    metrics.count(route, response.status)
+    # Body bytes; a Response is not sent yet here, so body_length would still be 0.
+    if request.method == "GET" and response.content_length:
+        metrics.response_bytes.labels(route).inc(response.content_length)
     return response
 
 

@@ -75,3 +75,24 @@ def test_index_serial_gauge_follows_a_publish(fresh_site: Server, workdir: Path)
         return float(match[1]) if match else -1.0
 
     site.wait_for("codecache_index_serial follows the publish", lambda: gauge() == new, 1.5)
+
+
+def _sample(text: str, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.MULTILINE)
+    assert match is not None, f"{name} missing"
+    return float(match[1])
+
+
+def test_bytes_sent_and_304_ratio(fresh_site: Server, workdir: Path) -> None:
+    site = fresh_site
+    url = site.url(f"/{site.package}/releases/1.2.0.tar.gz")
+    full = curl_fetch(url, cwd=workdir)
+    assert full.status == 200
+    for _ in range(3):
+        assert curl_fetch(url, "-H", f"If-None-Match: {full.headers['etag']}",
+                          cwd=workdir).status == 304
+    text = curl_fetch(site.url("/metrics"), cwd=workdir).body.decode()
+    assert _sample(text, 'codecache_http_response_bytes_total{route="release"}') == len(
+        full.body)
+    assert _sample(text, "codecache_http_not_modified_ratio") == 0.75
+    assert _sample(text, "codecache_http_in_flight_requests") == 1  # this scrape

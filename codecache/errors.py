@@ -24,6 +24,7 @@ Every failure a user can see is one of these. Each class carries a stable ``code
     │   ├── InsecureKeyFile    secret key readable by group/world
     │   ├── StoreError         the store cannot be read/written (disk full, permissions)
     │   ├── BlobUnavailable    a blob the index lists is missing or corrupt on disk
+    │   ├── NoIndex            the store holds no index yet
     │   └── StoreBusy          another writer holds the store lock
     └── UpstreamError          retryable: Subversion or an upstream is unreachable
         └── SvnError
@@ -158,6 +159,10 @@ class BlobUnavailable(Refused):
         super().__init__(f"blob {sha256} is unavailable: {reason}")
         self.sha256 = sha256
         self.reason = reason
+
+
+class NoIndex(Refused):
+    code = "no_index"
 
 
 class StoreBusy(Refused):

@@ -27,7 +27,14 @@ from codecache.blobcache import BlobCache
 from codecache.catalog import BadRequest, Catalog, Representation, Route
 from codecache.conditional import Outcome, evaluate, format_http_date
 from codecache.config import Config, split_listen
-from codecache.errors import CodecacheError, IntegrityError, NotFound, Refused, RollbackError
+from codecache.errors import (
+    CodecacheError,
+    IntegrityError,
+    NoIndex,
+    NotFound,
+    Refused,
+    RollbackError,
+)
 from codecache.metrics import CONTENT_TYPE, Metrics, create_metrics
 from codecache.signing import load_trusted_keys
 from codecache.statuspage import render_status_page
@@ -230,7 +237,7 @@ def _catalogless_route(raw_path: str) -> tuple[Route, None]:
              "/metrics": Route.METRICS}
     route = plain.get(raw_path.split("?", 1)[0])
     if route is None:
-        raise Refused("the server holds no verified index yet")
+        raise NoIndex("the server holds no verified index yet")
     return route, None
 
 

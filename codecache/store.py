@@ -36,7 +36,7 @@ from codecache.errors import (
     HashMismatch,
     IndexExpired,
     IntegrityError,
-    NotFound,
+    NoIndex,
     StoreBusy,
     StoreError,
 )
@@ -278,13 +278,13 @@ class Store:
         """The verified index.
 
         Raises:
-            NotFound: the store has no index yet.
+            NoIndex: the store has no index yet.
             IntegrityError: bad signature or malformed content.
             IndexExpired: past ``expires`` (unless ``allow_expired``).
         """
         raw = self.read_document()
         if raw is None:
-            raise NotFound(f"store {self.root} has no index yet (run codecache sync)")
+            raise NoIndex(f"store {self.root} has no index yet (run codecache sync)")
         index = parse_document(raw, keys)
         current = int(time.time()) if now is None else now
         if not allow_expired and index.expires <= current:

@@ -20,7 +20,7 @@ from codecache.config import Config, PackageConfig
 from codecache.errors import (
     CodecacheError,
     ConfigError,
-    NotFound,
+    NoIndex,
     PackageNotFound,
     ReleaseNotFound,
     StoreBusy,
@@ -316,7 +316,7 @@ class Origin:
     def _load(self) -> Index:
         try:
             return self._store.load_index(self._keys, allow_expired=True)
-        except NotFound:
+        except NoIndex:
             return EMPTY
 
     def _commit(self, index: Index) -> Index:

@@ -164,9 +164,10 @@ def test_sync_for_an_unconfigured_package_is_a_usage_error(store_copy: Origin) -
     assert snapshot(store_copy.store) == before
 
 
-def test_status_of_an_empty_store_is_a_usage_error(store_copy: Origin) -> None:
+def test_status_of_an_empty_store_is_refused_by_state(store_copy: Origin) -> None:
     shutil.rmtree(store_copy.store)
-    line = assert_one_line_error(store_copy.cli("status"), 2)
+    # A valid request the store's state refuses: exit 3 (DESIGN.md §6), not a usage error.
+    line = assert_one_line_error(store_copy.cli("status"), 3)
     assert "no index" in line
 
 

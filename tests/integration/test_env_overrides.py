@@ -18,7 +18,7 @@ def test_store_path_from_the_environment_moves_the_store(origin: Origin, tmp_pat
     assert result.returncode == 0, result.stderr
     assert str(moved) in result.stdout
     # Without the override the configured (empty) store is used.
-    assert_one_line_error(origin.cli("status"), 2)
+    assert "no index yet" in assert_one_line_error(origin.cli("status"), 3)
 
 
 def test_index_expiry_from_the_environment_sets_expires(origin: Origin) -> None:

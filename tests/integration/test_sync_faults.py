@@ -201,3 +201,9 @@ def test_index_is_resigned_while_svn_is_away(synced_origin: Origin) -> None:
     status = origin.status_json()
     assert status["serial"] == serial + 1
     assert set(status["packages"][origin.package]["releases"]) == {"1.0.0", "1.2.0"}
+
+
+def test_status_before_the_first_sync_says_so_with_exit_3(origin: Origin) -> None:
+    line = assert_one_line_error(origin.cli("status"), 3)
+    assert "no index yet" in line
+    assert not origin.store.exists()  # status never writes

@@ -15,7 +15,7 @@ from codecache.errors import (
     HashMismatch,
     IndexExpired,
     IntegrityError,
-    NotFound,
+    NoIndex,
     StoreBusy,
     StoreError,
 )
@@ -113,8 +113,8 @@ def test_index_round_trip_writes_signatures_first(store: Store, secret: SecretKe
     assert store.load_state().highest_serial == 3
 
 
-def test_index_without_a_file_is_not_found(store: Store, secret: SecretKey) -> None:
-    with pytest.raises(NotFound):
+def test_index_without_a_file_is_no_index(store: Store, secret: SecretKey) -> None:
+    with pytest.raises(NoIndex):
         store.load_index({secret.public.keyid: secret.public})
 
 

@@ -97,7 +97,8 @@ def proxied_site(template_origin: Origin, tmp_path: Path) -> Iterator[Server]:
 
 
 def _via(squid: Squid, url: str, cwd: Path, *args: str) -> bytes:
-    fetched = curl_fetch(url, "-x", squid.proxy, *args, cwd=cwd)
+    # --noproxy "": a NO_PROXY=127.0.0.1 in the environment must not bypass the squid.
+    fetched = curl_fetch(url, "-x", squid.proxy, "--noproxy", "", *args, cwd=cwd)
     assert fetched.status in (200, 206), fetched
     return fetched.body
 

@@ -1,0 +1,76 @@
+"""The main job, ``scripts/demo``, end to end: as a user runs it, then as a pilot uses it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.conftest import free_port, require
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _demo_env(demo_dir: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODECACHE_")}
+    return {**env, "DEMO_DIR": str(demo_dir), "DEMO_PORT": str(port)}
+
+
+def test_demo_without_serving_syncs_and_prints_status(tmp_path: Path) -> None:
+    result = subprocess.run([str(REPO / "scripts" / "demo"), "--no-serve"],
+                            env=_demo_env(tmp_path / "demo", free_port()), capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "published pilot 1.2.0" in out
+    assert "skipped pilot experimental" in out
+    assert "pilot production -> 1.1.0" in out
+    assert "channel latest -> 1.2.0" in out
+    assert "channel production -> 1.1.0" in out
+    assert not _svnserve_alive(tmp_path / "demo")  # the demo cleans up after itself
+
+
+def _svnserve_alive(demo_dir: Path) -> bool:
+    """Whether the demo's svnserve still runs (a zombie awaiting its reaper does not)."""
+    try:
+        pid = int((demo_dir / "svnserve.pid").read_text())
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ValueError):
+        return False
+    return "State:\tZ" not in status
+
+
+def test_demo_serves_what_a_pilot_downloads_until_interrupted(tmp_path: Path) -> None:
+    port = free_port()
+    demo_dir = tmp_path / "demo"
+    log = tmp_path / "demo.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([str(REPO / "scripts" / "demo")], env=_demo_env(demo_dir, port),
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while "Ctrl-C to stop" not in log.read_text() and time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()
+            time.sleep(0.2)
+        text = log.read_text()
+        assert "latest.tar.gz: OK" in text  # the demo's own sha256sum -c
+        assert "Signature and comment signature verified" in text  # and minisign -V
+        node = tmp_path / "node"
+        node.mkdir()
+        fetched = subprocess.run(
+            [require("wget"), "-q", f"http://127.0.0.1:{port}/pilot/production.tar.gz"],
+            cwd=node, timeout=30, check=False)
+        assert fetched.returncode == 0
+        listing = subprocess.run(["tar", "tzf", str(node / "production.tar.gz")],
+                                 capture_output=True, text=True, check=True).stdout
+        assert "pilot/bin/pilot.sh" in listing.splitlines()
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert not _svnserve_alive(demo_dir)

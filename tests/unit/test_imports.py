@@ -13,7 +13,7 @@ import pytest
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "codecache"
 CORE = ("errors", "config", "names", "conditional", "signing", "tarball", "index", "store",
-        "catalog", "blobcache", "metrics", "statuspage")
+        "catalog", "blobcache", "metrics", "statuspage", "storeview")
 WORKERS = ("svn", "sync")
 EDGES = ("server", "replica", "loadgen", "cli")
 

@@ -34,10 +34,10 @@ from codecache.index import Index, format_time, to_payload
 from codecache.names import version_key
 from codecache.signing import (
     generate_key,
+    load_minisig,
     load_public_key,
     load_secret_key,
     load_trusted_keys,
-    parse_minisig,
     verify_minisig,
     write_key_pair,
 )
@@ -265,13 +265,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         keys = {key.keyid: key}
     else:
         keys = load_trusted_keys(_config(args).signing.trusted_keys)
-    try:
-        sig_text = sig_path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"signature file {sig_path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise SignatureError(f"cannot read signature {sig_path}: {err}") from err
-    minisig = parse_minisig(sig_text)
+    minisig = load_minisig(sig_path)
     try:
         with args.file.open("rb") as fh:
             verify_minisig(keys, minisig, fh)

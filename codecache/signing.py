@@ -241,6 +241,21 @@ def parse_minisig(text: str) -> Minisig:
     return Minisig(sig[:2], sig[2:10], sig[10:], comment, global_sig)
 
 
+def load_minisig(path: Path) -> Minisig:
+    """Read and parse a ``.minisig`` file.
+
+    Raises:
+        ConfigError: the file does not exist.
+        SignatureError: unreadable or malformed signature.
+    """
+    try:
+        return parse_minisig(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"signature file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SignatureError(f"cannot read signature {path}: {err}") from err
+
+
 def verify_minisig(keys: Mapping[str, PublicKey], minisig: Minisig, stream: BinaryIO) -> None:
     """Verify a parsed signature over the bytes of ``stream`` with one of ``keys``.
 

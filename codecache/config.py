@@ -108,7 +108,6 @@ class Config:
     svn: SvnConfig = field(default_factory=SvnConfig)
     replica: ReplicaConfig = field(default_factory=ReplicaConfig)
     packages: tuple[PackageConfig, ...] = ()
-    source: Path | None = None
 
     def package(self, name: str) -> PackageConfig | None:
         return next((p for p in self.packages if p.name == name), None)
@@ -141,7 +140,7 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Conf
     raw: dict[str, Any] = _read_toml(path) if path is not None else {}
     _apply_env(raw, environ)
     base = path.parent if path is not None else Path.cwd()
-    return _build(raw, base, path)
+    return _build(raw, base)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -211,7 +210,7 @@ def _table(raw: Mapping[str, Any], section: str) -> Mapping[str, Any]:
     return value
 
 
-def _build(raw: dict[str, Any], base: Path, source: Path | None) -> Config:
+def _build(raw: dict[str, Any], base: Path) -> Config:
     _check_keys(raw, _TOP_KEYS, "")
     role_text = raw.get("role", "origin")
     try:
@@ -228,7 +227,6 @@ def _build(raw: dict[str, Any], base: Path, source: Path | None) -> Config:
         svn=_svn(_table(raw, "svn"), base),
         replica=_replica(_table(raw, "replica")),
         packages=packages,
-        source=source,
     )
 
 

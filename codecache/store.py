@@ -18,7 +18,6 @@ Writers (sync, publish, yank, replication) serialise on ``.lock``; readers never
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
@@ -367,6 +366,3 @@ def parse_document(raw: bytes, keys: Mapping[str, PublicKey]) -> Index:
         raise IntegrityError(f"index is not valid JSON: {err}") from err
     return from_payload(verify_document(keys, document))
 
-
-def is_disk_full(err: OSError) -> bool:
-    return err.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -32,7 +32,17 @@ def test_demo_without_serving_syncs_and_prints_status(tmp_path: Path) -> None:
     assert not _svnserve_alive(tmp_path / "demo")  # the demo cleans up after itself
 
 
-def _svnserve_alive(demo_dir: Path) -> bool:
+def _svnserve_alive(demo_dir: Path, patience: float = 5.0) -> bool:
+    """Whether the demo's svnserve still runs ``patience`` seconds from now at the latest."""
+    deadline = time.monotonic() + patience
+    while _svnserve_running(demo_dir):
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _svnserve_running(demo_dir: Path) -> bool:
     """Whether the demo's svnserve still runs (a zombie awaiting its reaper does not)."""
     try:
         pid = int((demo_dir / "svnserve.pid").read_text())

@@ -83,10 +83,12 @@ class Catalog:
         for pkg in index.packages.values():
             for r in pkg.releases.values():
                 self._blobs.setdefault(r.sha256, (r.date, r.size))
+        # Built once: the watcher asks for it several times a second.
+        self._blob_sizes = {sha256: size for sha256, (_, size) in self._blobs.items()}
 
     def blob_sizes(self) -> dict[str, int]:
-        """Every blob the index lists, with its size."""
-        return {sha256: size for sha256, (_, size) in self._blobs.items()}
+        """Every blob the index lists, with its size (do not modify)."""
+        return self._blob_sizes
 
     def lookup(self, raw_path: str) -> tuple[Route, Representation | None]:
         """The route a raw request path names, with its representation if it has one.
@@ -96,11 +98,11 @@ class Catalog:
             NotFound: well-formed but names nothing (or an unknown package/version).
         """
         segments = split_path(raw_path)
-        if segments == [""]:
-            return Route.STATUS_PAGE, None
-        if len(segments) == 1 and segments[0] in _PLAIN_ROUTES:
-            route = _PLAIN_ROUTES[segments[0]]
-            return route, self.document if route is Route.INDEX else None
+        service = _service_route(segments)
+        if service is not None:
+            return service, None
+        if segments == ["index.json"]:
+            return Route.INDEX, self.document
         if len(segments) == 3 and segments[:2] == ["blobs", "sha256"]:
             return Route.BLOB, self._blob(segments[2])
         if len(segments) == 3 and segments[1] == "releases" and is_package(segments[0]):
@@ -150,8 +152,21 @@ class Catalog:
                                      release.version, blob=release.sha256)
 
 
-_PLAIN_ROUTES = {"healthz": Route.HEALTHZ, "readyz": Route.READYZ, "metrics": Route.METRICS,
-                 "index.json": Route.INDEX}
+_SERVICE_ROUTES = {"": Route.STATUS_PAGE, "healthz": Route.HEALTHZ, "readyz": Route.READYZ,
+                   "metrics": Route.METRICS}
+
+
+def _service_route(segments: list[str]) -> Route | None:
+    return _SERVICE_ROUTES.get(segments[0]) if len(segments) == 1 else None
+
+
+def service_route(raw_path: str) -> Route | None:
+    """The route of a path that needs no index (status page, health, readiness, metrics).
+
+    Raises:
+        BadRequest: malformed path.
+    """
+    return _service_route(split_path(raw_path))
 
 
 def _split_suffix(name: str) -> tuple[str, str]:

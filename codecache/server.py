@@ -22,7 +22,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
-from codecache.catalog import BadRequest, Representation, Route
+from codecache.catalog import BadRequest, Representation, Route, service_route
 from codecache.conditional import Outcome, evaluate, format_http_date
 from codecache.config import Config, split_listen
 from codecache.errors import CodecacheError, IntegrityError, NoIndex, NotFound, Refused
@@ -122,9 +122,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
 
 def _catalogless_route(raw_path: str) -> tuple[Route, None]:
-    plain = {"/": Route.STATUS_PAGE, "/healthz": Route.HEALTHZ, "/readyz": Route.READYZ,
-             "/metrics": Route.METRICS}
-    route = plain.get(raw_path.split("?", 1)[0])
+    route = service_route(raw_path)
     if route is None:
         raise NoIndex("the server holds no verified index yet")
     return route, None

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from codecache.catalog import IMMUTABLE, BadRequest, Catalog, Route, split_path
+from codecache.catalog import IMMUTABLE, BadRequest, Catalog, Route, service_route, split_path
 from codecache.errors import (
     BlobNotFound,
     ChannelNotFound,
@@ -113,3 +113,14 @@ def test_split_path_decodes_each_segment_once() -> None:
     assert split_path("/pilot/releases/1.0.0%2Bhotfix.tar.gz") == [
         "pilot", "releases", "1.0.0+hotfix.tar.gz"]
     assert split_path("/a/%2541") == ["a", "%41"]
+
+
+def test_service_routes_need_no_index() -> None:
+    assert service_route("/") is Route.STATUS_PAGE
+    assert service_route("/healthz?probe=1") is Route.HEALTHZ
+    assert service_route("/readyz") is Route.READYZ
+    assert service_route("/metrics") is Route.METRICS
+    assert service_route("/index.json") is None
+    assert service_route("/pilot/latest.tar.gz") is None
+    with pytest.raises(BadRequest):
+        service_route("/%00")

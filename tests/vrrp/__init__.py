@@ -1,0 +1,1 @@
+"""VIP failover of the front tier: a keepalived VRRP pair in network namespaces."""

@@ -1,0 +1,177 @@
+"""The front tier on a private LAN: codecache backends, and front nodes running nginx plus
+keepalived with the shipped ``nginx/keepalived.conf``.
+
+The keepalived configuration is the example file itself: only the values of its
+``$PARAMETER=`` lines in the per-site block are replaced (the node-specific lines are
+selected by keepalived's own ``-i front1`` / ``-i front2``), so what the test runs is what
+operators copy.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Origin, require
+from tests.vrrp.netns import Lan, Node
+
+REPO = Path(__file__).resolve().parents[2]
+KEEPALIVED_EXAMPLE = REPO / "nginx" / "keepalived.conf"
+READY_TIMEOUT = 20.0
+
+
+def render_keepalived(values: dict[str, str]) -> str:
+    """The example file with the given ``$NAME=`` definitions changed (each must exist)."""
+    text = KEEPALIVED_EXAMPLE.read_text()
+    for name, value in values.items():
+        text, count = re.subn(rf"^\${name}=.*$", lambda _m, n=name, v=value: f"${n}={v}",
+                              text, flags=re.MULTILINE)
+        assert count == 1, f"nginx/keepalived.conf defines ${name} {count} times, not once"
+    return text
+
+
+def wait_until(what: str, check: object, timeout: float, logs: list[Path]) -> float:
+    """Poll ``check()`` every 20 ms until true; seconds it took; fail with log tails."""
+    start = time.monotonic()
+    while True:
+        if check():  # type: ignore[operator]
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            tails = "\n".join(f"--- {p.name}:\n" + "\n".join(
+                p.read_text(errors="replace").splitlines()[-25:]) for p in logs if p.exists())
+            pytest.fail(f"not within {timeout}s: {what}\n{tails}")
+        time.sleep(0.02)
+
+
+@dataclass
+class Backend:
+    """A ``codecache serve`` inside the LAN namespace, on the bridge address."""
+
+    url: str
+    log: Path
+
+
+def start_backend(lan: Lan, origin: Origin, port: int) -> Backend:
+    """Start ``codecache serve`` for ``origin`` on ``{gateway}:{port}``; wait for /readyz."""
+    name = f"backend-{port}.log"
+    lan.spawn(lan.ns, [sys.executable, "-m", "codecache", "--config", str(origin.config),
+                       "serve"], name, cwd=origin.dir,
+              env={"CODECACHE_SERVER_LISTEN": f"{lan.gateway}:{port}"})
+    backend = Backend(f"http://{lan.gateway}:{port}", lan.logs / name)
+    curl = require("curl")
+    wait_until(f"{backend.url}/readyz says 200",
+               lambda: lan.run(lan.ns, curl, "-fsS", "-o", "/dev/null", "--max-time", "1",
+                               f"{backend.url}/readyz", timeout=5).returncode == 0,
+               READY_TIMEOUT, [backend.log])
+    return backend
+
+
+def minimal_nginx_conf(prefix: Path, replicas: list[str], port: int) -> str:
+    """A bare proxy to the backends, used until scripts/cluster render-nginx exists."""
+    servers = "\n".join(f"        server {r.removeprefix('http://')} max_fails=2"
+                        " fail_timeout=5s;" for r in replicas)
+    return f"""\
+daemon off;
+user root;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log info;
+events {{ worker_connections 512; }}
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy_temp;
+    fastcgi_temp_path {prefix}/fastcgi_temp;
+    uwsgi_temp_path {prefix}/uwsgi_temp;
+    scgi_temp_path {prefix}/scgi_temp;
+    upstream codecache_replicas {{
+{servers}
+        keepalive 16;
+    }}
+    server {{
+        listen {port};
+        location / {{
+            proxy_pass http://codecache_replicas;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_next_upstream error timeout http_502 http_503 http_504;
+            proxy_connect_timeout 1s;
+        }}
+    }}
+}}
+"""
+
+
+@dataclass
+class FrontNode:
+    """One front node: nginx on port 80 and keepalived from the example, in its namespace."""
+
+    lan: Lan
+    node: Node
+    config_id: str               # front1 / front2: selects the @front1 / @front2 lines
+    keepalived_conf: Path
+    vip: str                     # A.B.C.D/P
+
+    @property
+    def dir(self) -> Path:
+        return self.lan.logs / self.config_id
+
+    @property
+    def keepalived_log(self) -> Path:
+        return self.lan.logs / f"{self.config_id}-keepalived.log"
+
+    @property
+    def nginx_log(self) -> Path:
+        return self.lan.logs / f"{self.config_id}-nginx.log"
+
+    def start_nginx(self, replicas: list[str]) -> None:
+        nginx = require("nginx")
+        self.dir.mkdir(exist_ok=True)
+        conf = self.dir / "nginx.conf"
+        conf.write_text(minimal_nginx_conf(self.dir, replicas, 80))
+        self.lan.spawn(self.node.ns, [nginx, "-p", str(self.dir), "-c", str(conf)],
+                       self.nginx_log.name)
+        curl = require("curl")
+        wait_until(f"nginx on {self.config_id} answers",
+                   lambda: self.lan.run(self.node.ns, curl, "-sS", "-o", "/dev/null",
+                                        "--max-time", "1", "http://127.0.0.1/healthz",
+                                        timeout=5).returncode == 0,
+                   READY_TIMEOUT, [self.nginx_log, self.dir / "error.log"])
+
+    def start_keepalived(self) -> None:
+        keepalived = require("keepalived")
+        self.dir.mkdir(exist_ok=True)
+        # -n: stay in the foreground (the Popen pid is the parent); -P: VRRP only, no LVS
+        # checker; own pid files so two instances on one host do not see each other.
+        self.lan.spawn(self.node.ns, [
+            keepalived, "-n", "-l", "-D", "-G", "-P", "-i", self.config_id,
+            "-f", str(self.keepalived_conf),
+            "-p", str(self.dir / "keepalived.pid"), "-r", str(self.dir / "vrrp.pid")],
+            self.keepalived_log.name)
+
+    def holds_vip(self) -> bool:
+        return self.vip in self.node.addresses()
+
+    def logs(self) -> list[Path]:
+        return [self.keepalived_log, self.nginx_log, self.dir / "error.log"]
+
+    def log_has(self, text: str) -> bool:
+        return self.keepalived_log.exists() and text in self.keepalived_log.read_text(
+            errors="replace")
+
+    def nginx_pids(self) -> list[int]:
+        """pids of this node's nginx master and workers."""
+        found = []
+        for pid in self.lan.pids(self.node.ns):
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                continue
+            if comm == "nginx":
+                found.append(pid)
+        return found

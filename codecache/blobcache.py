@@ -19,10 +19,9 @@ from collections import OrderedDict
 from pathlib import Path
 
 from codecache.errors import BlobUnavailable
-from codecache.store import FileIdentity, Store, file_identity
+from codecache.store import FileIdentity, Store, file_identity, sha256_file
 
 log = logging.getLogger("codecache.blobs")
-_CHUNK = 1 << 20
 
 
 class BlobCache:
@@ -116,15 +115,11 @@ class BlobCache:
             self._fail(sha256, "missing from disk")
         if not force and before == self._verified.get(sha256) and sha256 not in self._problems:
             return
-        digest, length = hashlib.sha256(), 0
         try:
-            with path.open("rb") as fh:
-                while chunk := fh.read(_CHUNK):
-                    digest.update(chunk)
-                    length += len(chunk)
+            actual, length = sha256_file(path)
         except FileNotFoundError:
             self._fail(sha256, "missing from disk")
-        self._judge(sha256, size, digest.hexdigest(), length, before)
+        self._judge(sha256, size, actual, length, before)
 
     def _read_verified(self, sha256: str, size: int, path: Path) -> bytes:
         before = file_identity(path)

@@ -15,19 +15,13 @@ import hashlib
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from codecache.errors import BlobNotFound, CodecacheError, NotFound
+from codecache.errors import BadRequest, BlobNotFound, NotFound
 from codecache.index import Index, Release
 from codecache.names import is_channel, is_package, is_sha256, is_version
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 MAX_PATH_LENGTH = 1024
 _SUFFIXES = {".tar.gz": "tarball", ".tar.gz.minisig": "minisig", ".tar.gz.sha256": "sha256"}
-
-
-class BadRequest(CodecacheError):
-    """A request path that is not even well-formed (bad encoding, NUL, too long)."""
-
-    code = "bad_request"
 
 
 class Route(enum.Enum):

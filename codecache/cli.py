@@ -25,10 +25,9 @@ from codecache.errors import (
     ConfigError,
     IntegrityError,
     InvalidName,
+    NoIndex,
     NotFound,
-    Refused,
     SignatureError,
-    UpstreamError,
 )
 from codecache.index import Index, format_time, to_payload
 from codecache.names import version_key
@@ -44,6 +43,7 @@ from codecache.signing import (
 from codecache.store import Store, sha256_file
 from codecache.svn import Svn
 from codecache.sync import Origin
+from codecache.trust import TrustState, evaluate, is_expired
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 log = logging.getLogger("codecache")
@@ -55,9 +55,7 @@ def exit_code(err: BaseException) -> int:
         return EXIT_INVALID
     if isinstance(err, ConfigError | InvalidName | NotFound):
         return EXIT_USAGE
-    if isinstance(err, Refused | UpstreamError):
-        return EXIT_REFUSED
-    return EXIT_REFUSED
+    return EXIT_REFUSED  # Refused, UpstreamError and anything unforeseen
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,6 +124,14 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="HTTP front end")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("replicate", help="a replica's pull loop on its own")
+    p.add_argument("--once", action="store_true", help="one pull, then exit (1 if no upstream "
+                   "confirmed or updated the index)")
+    p.add_argument("--accept-lower-serial", action="store_true",
+                   help="operator override after a restore or key compromise: accept an "
+                   "upstream's lower serial once (implies --once; logged)")
+    p.set_defaults(func=cmd_replicate)
 
     p = sub.add_parser("verify", help="verify a tarball against its minisign signature")
     p.add_argument("file", type=Path)
@@ -205,10 +211,16 @@ def cmd_yank(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     config = _config(args)
     store = Store(config.store.path)
-    index = store.load_index(load_trusted_keys(config.signing.trusted_keys), allow_expired=True)
+    keys = load_trusted_keys(config.signing.trusted_keys)
+    raw = store.read_document()
+    if raw is None:
+        raise NoIndex(f"store {store.root} has no index yet (run codecache sync)")
     state = store.load_state()
     now = int(time.time())
-    expired = index.expires <= now
+    _, signed = evaluate(raw, keys, TrustState(state.highest_serial), now=now,
+                         fresh_required=False)
+    index = signed.index
+    expired = is_expired(index, now)
     local: dict[str, Any] = {
         "store": str(store.root),
         "role": config.role.value,
@@ -216,6 +228,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         "index_expired": expired,
         "highest_serial": state.highest_serial,
     }
+    pull = store.load_pull_status()
+    if pull is not None:
+        local["replica"] = {
+            "upstream": pull.upstream, "serial": pull.serial,
+            "last_confirmed": format_time(int(pull.confirmed_at)) if pull.confirmed_at else None,
+            "seconds_since_confirmed": int(now - pull.confirmed_at) if pull.confirmed_at
+            else None,
+            "last_error": pull.last_error, "refusals": dict(pull.refusals)}
     mutated = [{"package": m.package, "version": m.version,
                 "published_revision": m.published_revision,
                 "current_revision": m.current_revision,
@@ -236,6 +256,11 @@ def _print_status(index: Index, local: dict[str, Any], mutated: list[dict[str, A
     print(f"index serial {index.serial}, generated {format_time(index.generated)} "
           f"({local['index_age_seconds']}s ago), expires {format_time(index.expires)}"
           + (" [EXPIRED]" if local["index_expired"] else ""))
+    replica = local.get("replica")
+    if replica is not None:
+        print(f"replica of {replica['upstream']}: serial {replica['serial']}, last confirmed "
+              f"{replica['last_confirmed']} ({replica['seconds_since_confirmed']}s ago)"
+              + (f", last error: {replica['last_error']}" if replica["last_error"] else ""))
     for name in sorted(index.packages):
         pkg = index.packages[name]
         print(f"package {name}")
@@ -255,6 +280,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from codecache.server import serve  # aiohttp is only needed by this command
 
     serve(_config(args))
+    return EXIT_OK
+
+
+def cmd_replicate(args: argparse.Namespace) -> int:
+    from codecache.replica import replicate  # aiohttp is only needed by this command
+
+    config = _config(args)
+    if config.role is not Role.REPLICA:
+        raise ConfigError("replicate needs role = \"replica\" (an origin writes its own store)")
+    once = args.once or args.accept_lower_serial
+    if args.accept_lower_serial:
+        log.warning("operator override: this pull may accept a lower serial than the "
+                    "highest accepted before")
+    ok = replicate(config, once=once, allow_lower=args.accept_lower_serial)
+    if once and not ok:
+        print("codecache: error: no upstream confirmed or updated the index (see the log)",
+              file=sys.stderr)
+        return EXIT_REFUSED
     return EXIT_OK
 
 

@@ -94,8 +94,13 @@ class PackageConfig:
 @dataclass(frozen=True, slots=True)
 class ReplicaConfig:
     upstreams: tuple[str, ...] = ()
-    interval: float = 5.0
+    # Poll period; with the server's 0.25 s watch a publish is served within ~1.5 s.
+    interval: float = 1.0
+    # Bound on connecting, and on any stall of a response body; an index fetch as a whole
+    # gets three times this, a blob this plus one second per MiB.
     timeout: float = 10.0
+    # An index larger than this is refused (``too_large``) without being read further.
+    max_index_size: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +168,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
                "watch_interval"),
     "sync": ("interval", "max_backoff"),
     "svn": ("username", "password", "password_file", "timeout"),
-    "replica": ("upstreams", "interval", "timeout"),
+    "replica": ("upstreams", "interval", "timeout", "max_index_size"),
 }
 _PACKAGE_KEYS = ("name", "svn_url", "tag_pattern", "auto_channel", "tar_prefix")
 _TOP_KEYS = ("role", "packages", *_SECTIONS)
@@ -218,7 +223,7 @@ def _build(raw: dict[str, Any], base: Path) -> Config:
     except ValueError:
         raise ConfigError(f"role must be 'origin' or 'replica', got {role_text!r}") from None
     packages = _packages(raw.get("packages", []))
-    return Config(
+    config = Config(
         role=role,
         store=_store(_table(raw, "store"), base),
         signing=_signing(_table(raw, "signing"), base),
@@ -228,6 +233,18 @@ def _build(raw: dict[str, Any], base: Path) -> Config:
         replica=_replica(_table(raw, "replica")),
         packages=packages,
     )
+    if role is Role.REPLICA:
+        _check_replica(config)
+    return config
+
+
+def _check_replica(config: Config) -> None:
+    """A replica must know where to pull from and whom to trust; nothing else is implied."""
+    if not config.replica.upstreams:
+        raise ConfigError("role = \"replica\" needs [replica] upstreams (at least one URL)")
+    if not config.signing.trusted_keys:
+        raise ConfigError("role = \"replica\" needs [signing] trusted_keys (it verifies "
+                          "every index it pulls)")
 
 
 def _path(value: object, key: str, base: Path) -> Path:
@@ -338,6 +355,8 @@ def _replica(t: Mapping[str, Any]) -> ReplicaConfig:
         upstreams=tuple(u.rstrip("/") for u in upstreams),
         interval=parse_duration(t.get("interval", d.interval), "replica.interval"),
         timeout=parse_duration(t.get("timeout", d.timeout), "replica.timeout"),
+        max_index_size=_int(t.get("max_index_size", d.max_index_size),
+                            "replica.max_index_size", minimum=1024),
     )
 
 

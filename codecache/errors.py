@@ -7,6 +7,7 @@ Every failure a user can see is one of these. Each class carries a stable ``code
 
     CodecacheError
     ├── ConfigError            bad config file, key or value; bad command-line input
+    ├── BadRequest             an HTTP request that is not even well-formed
     ├── InvalidName            a package/channel/version name outside its charset
     ├── NotFound               unknown package, release, channel or blob
     │   ├── PackageNotFound
@@ -16,12 +17,13 @@ Every failure a user can see is one of these. Each class carries a stable ``code
     ├── IntegrityError         never retried: the bytes are not what was signed
     │   ├── SignatureError     bad, missing or untrusted signature
     │   ├── HashMismatch       content does not match its sha256/size
-    │   ├── IndexExpired       the signed index is past its ``expires``
-    │   └── RollbackError      an index older than one already accepted
+    │   └── IndexRefused       a signed index this node will not accept; ``reason`` is one
+    │                          of ``Refusal`` (DESIGN.md §5's names)
     ├── Refused                valid request, but the state or environment refuses it
     │   ├── ReleaseYanked      publishing a withdrawn release
     │   ├── ChannelInUse       yanking a release a channel still points to
     │   ├── InsecureKeyFile    secret key readable by group/world
+    │   ├── UnsupportedFile    an exported tree holds a device, fifo or socket
     │   ├── StoreError         the store cannot be read/written (disk full, permissions)
     │   ├── BlobUnavailable    a blob the index lists is missing or corrupt on disk
     │   ├── NoIndex            the store holds no index yet
@@ -31,6 +33,8 @@ Every failure a user can see is one of these. Each class carries a stable ``code
 """
 
 from __future__ import annotations
+
+import enum
 
 
 class CodecacheError(Exception):
@@ -48,6 +52,12 @@ class CodecacheError(Exception):
 
 class ConfigError(CodecacheError):
     code = "config_error"
+
+
+class BadRequest(CodecacheError):
+    """A request path that is not even well-formed (bad encoding, NUL, too long)."""
+
+    code = "bad_request"
 
 
 class InvalidName(CodecacheError):
@@ -109,12 +119,29 @@ class HashMismatch(IntegrityError):
     code = "hash_mismatch"
 
 
-class IndexExpired(IntegrityError):
-    code = "index_expired"
+class Refusal(enum.Enum):
+    """Why a signed index was refused: the names logged and counted (DESIGN.md §5)."""
+
+    MALFORMED = "malformed"                     # not a signed index document at all
+    BAD_SIGNATURE = "bad_signature"             # no signature by a trusted key verifies
+    UNSUPPORTED_FORMAT = "unsupported_format"   # a ``format`` this version does not know
+    EXPIRED = "expired"                         # past ``expires`` (freeze protection)
+    ROLLBACK = "rollback"                       # lower than this source offered before
+    CONFLICT = "conflict"                       # same serial, other signed payload
+    STALE_UPSTREAM = "stale_upstream"           # merely behind what this node holds
+    BLOB_MISMATCH = "blob_mismatch"             # a blob it names has other bytes
+    TOO_LARGE = "too_large"                     # a body over its cap
+    BAD_ENCODING = "bad_encoding"               # a Content-Encoding we never decode
+    HISTORY_FORK = "history_fork"               # rewrites history entries already held
 
 
-class RollbackError(IntegrityError):
-    code = "rollback"
+class IndexRefused(IntegrityError):
+    """A signed index (or what an upstream sent in its place) that is not accepted."""
+
+    def __init__(self, reason: Refusal, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.code = reason.value
 
 
 class Refused(CodecacheError):
@@ -146,6 +173,10 @@ class ChannelInUse(Refused):
 
 class InsecureKeyFile(Refused):
     code = "insecure_key_file"
+
+
+class UnsupportedFile(Refused):
+    code = "unsupported_file"
 
 
 class StoreError(Refused):

@@ -111,8 +111,9 @@ class Index:
             raise ChannelNotFound(package, channel) from None
         return pointer, self.release(package, pointer.version)
 
-    def blobs(self) -> set[str]:
-        return {r.sha256 for p in self.packages.values() for r in p.releases.values()}
+    def blob_sizes(self) -> dict[str, int]:
+        """Every blob the index lists (sha256 → size)."""
+        return {r.sha256: r.size for p in self.packages.values() for r in p.releases.values()}
 
 
 EMPTY = Index(serial=0, generated=0, expires=0)

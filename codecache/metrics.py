@@ -5,10 +5,14 @@ Owns metric names and labels; the server updates them, ``/metrics`` renders them
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -46,6 +50,77 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class PullFacts(Protocol):
+    """What a replica's pull loop reports (``store.PullStatus``), as /metrics needs it."""
+
+    @property
+    def upstream(self) -> str | None: ...
+    @property
+    def serial(self) -> int: ...
+    @property
+    def confirmed_at(self) -> float: ...
+    @property
+    def attempted_at(self) -> float: ...
+    @property
+    def refusals(self) -> Mapping[str, int]: ...
+    @property
+    def errors(self) -> Mapping[str, int]: ...
+    @property
+    def pulls(self) -> Mapping[str, int]: ...
+    @property
+    def blobs_fetched(self) -> int: ...
+
+
+class ReplicaCollector(Collector):
+    """The pull loop's counters, read from its status file on every scrape.
+
+    The loop may run in another process (``codecache replicate``), so its counters travel
+    through ``replica.json`` rather than this process's registry; a restart of the loop
+    resets them, which Prometheus' ``rate()`` handles as any counter reset.
+    """
+
+    def __init__(self, facts: Callable[[], PullFacts | None], now: Callable[[], float]) -> None:
+        self._facts = facts
+        self._now = now
+
+    def collect(self) -> Iterator[Metric]:
+        facts = self._facts()
+        if facts is None:
+            return
+        yield _counter("codecache_replica_refusals", "Upstream indexes (or bodies in their "
+                       "place) refused, by reason", "reason", facts.refusals)
+        yield _counter("codecache_replica_upstream_errors", "Upstream transport failures, by "
+                       "kind", "reason", facts.errors)
+        yield _counter("codecache_replica_pulls", "Pulls, by result", "result", facts.pulls)
+        fetched = CounterMetricFamily("codecache_replica_blobs_fetched",
+                                      "Blobs fetched from upstreams")
+        fetched.add_metric([], facts.blobs_fetched)
+        yield fetched
+        info = GaugeMetricFamily("codecache_replica_upstream_info", "The upstream the held "
+                                 "index was last confirmed from", labels=["upstream"])
+        info.add_metric([facts.upstream or ""], 1)
+        yield info
+        yield _gauge("codecache_replica_serial", "Serial held by the pull loop", facts.serial)
+        yield _gauge("codecache_replica_last_pull_timestamp_seconds", "Last pull attempt",
+                     facts.attempted_at)
+        lag = self._now() - facts.confirmed_at if facts.confirmed_at else float("nan")
+        yield _gauge("codecache_replica_lag_seconds", "Seconds since a pull last confirmed "
+                     "the held index current", lag)
+
+
+def _counter(name: str, doc: str, label: str, values: Mapping[str, int]) -> Metric:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, value in sorted(values.items()):
+        family.add_metric([key], value)
+    return family
+
+
+def _gauge(name: str, doc: str, value: float) -> Metric:
+    family = GaugeMetricFamily(name, doc)
+    family.add_metric([], value)
+    return family
 
 
 def create_metrics() -> Metrics:

@@ -22,11 +22,19 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
-from codecache.catalog import BadRequest, Representation, Route, service_route
+from codecache.catalog import Representation, Route, service_route
 from codecache.conditional import Outcome, evaluate, format_http_date
-from codecache.config import Config, split_listen
-from codecache.errors import CodecacheError, IntegrityError, NoIndex, NotFound, Refused
+from codecache.config import Config, Role, split_listen
+from codecache.errors import (
+    BadRequest,
+    CodecacheError,
+    IntegrityError,
+    NoIndex,
+    NotFound,
+    Refused,
+)
 from codecache.metrics import CONTENT_TYPE
+from codecache.replica import Replica
 from codecache.statuspage import render_status_page
 from codecache.storeview import StoreView
 
@@ -135,8 +143,9 @@ async def _dispatch(request: web.Request, state: StoreView, route: Route,
     if route is Route.HEALTHZ:
         return web.json_response({"status": "ok"}, headers={"Cache-Control": _NO_STORE})
     if route is Route.READYZ:
-        status, body = state.readiness()
-        return web.json_response(body, status=status, headers={"Cache-Control": _NO_STORE})
+        verdict, body = state.readiness()
+        return web.json_response(body, status=200 if verdict.ready else 503,
+                                 headers={"Cache-Control": _NO_STORE})
     if route is Route.METRICS:
         return web.Response(body=state.metrics.render(), headers={
             "Cache-Control": _NO_STORE, "Content-Type": CONTENT_TYPE})
@@ -250,8 +259,26 @@ def create_app(config: Config) -> web.Application:
                                      lambda: asyncio.to_thread(state.refresh), "store-watch"))
     app.cleanup_ctx.append(_periodic(config.store.scrub_interval,
                                      lambda: asyncio.to_thread(state.scrub), "scrub"))
+    if config.role is Role.REPLICA:
+        app.cleanup_ctx.append(_pull_loop(config, state))
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
+
+
+def _pull_loop(config: Config, state: StoreView) -> Callable[
+        [web.Application], AsyncIterator[None]]:
+    """A replica's server runs its pull loop in-process (one per server)."""
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        replica = Replica(config, suspects=lambda: tuple(state.blob_problems))
+        stop = asyncio.Event()
+        task = asyncio.create_task(replica.run(stop), name="replica-pull")
+        yield
+        stop.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return context
 
 
 class AccessLogger(AbstractAccessLogger):

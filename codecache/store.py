@@ -18,6 +18,7 @@ Writers (sync, publish, yank, replication) serialise on ``.lock``; readers never
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -30,17 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from codecache.errors import (
-    BlobNotFound,
-    HashMismatch,
-    IndexExpired,
-    IntegrityError,
-    NoIndex,
-    StoreBusy,
-    StoreError,
-)
-from codecache.index import Index, from_payload, to_payload
-from codecache.signing import PublicKey, SecretKey, sign_document, verify_document
+from codecache.errors import BlobUnavailable, IndexRefused, NoIndex, StoreBusy, StoreError
+from codecache.index import Index
+from codecache.signing import PublicKey
+from codecache.trust import Mark, SignedIndex, TrustState, verify
 
 _CHUNK = 1 << 20
 _TMP_MARK = ".tmp-"
@@ -61,7 +55,28 @@ class LocalState:
 
     highest_serial: int = 0
     mutated_tags: tuple[MutatedTag, ...] = ()
+    marks: Mapping[str, Mark] = field(default_factory=dict)   # per upstream (trust.offered)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PullStatus:
+    """A replica's lag facts (``replica.json``), written by its pull loop after every pull.
+
+    Read by the server (``/readyz``, ``/metrics``, the status page) and ``status``, which
+    may run in other processes than the pull loop.
+    """
+
+    upstream: str | None = None        # the upstream the held index came from
+    serial: int = 0                    # the serial held
+    confirmed_at: float = 0.0          # last pull that confirmed it current
+    attempted_at: float = 0.0          # last pull, whatever its result
+    last_error: str | None = None      # why the last pull did not confirm, if it did not
+    # Counters since the pull loop started (exposed by /metrics as Prometheus counters).
+    refusals: Mapping[str, int] = field(default_factory=dict)   # refusal reason → count
+    errors: Mapping[str, int] = field(default_factory=dict)     # upstream error → count
+    pulls: Mapping[str, int] = field(default_factory=dict)      # result → count
+    blobs_fetched: int = 0
 
 
 def make_dirs(path: Path) -> None:
@@ -85,8 +100,10 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path) -> Iterator[BinaryIO]:
+def atomic_file(path: Path, *, durable: bool = True) -> Iterator[BinaryIO]:
     """Yield a temp file beside ``path``; on success fsync it and rename it over ``path``.
+
+    ``durable=False`` skips the fsyncs (still atomic: readers see old or new, never part).
 
     Raises:
         StoreError: the file system refuses (disk full, permissions).
@@ -100,10 +117,12 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         tmp.chmod(0o644)
         tmp.replace(path)
-        fsync_dir(path.parent)
+        if durable:
+            fsync_dir(path.parent)
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise StoreError(f"cannot write {path}: {err.strerror}") from err
@@ -112,9 +131,9 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
         raise
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` atomically (see ``atomic_file``)."""
-    with atomic_file(path) as fh:
+    with atomic_file(path, durable=durable) as fh:
         fh.write(data)
 
 
@@ -148,6 +167,7 @@ class Store:
         self.root = root
         self.index_path = root / "index.json"
         self.state_path = root / "state.json"
+        self.pull_status_path = root / "replica.json"
         self.blob_dir = root / "blobs" / "sha256"
         self.signature_dir = root / "signatures"
         self.tmp_dir = root / "tmp"
@@ -182,6 +202,20 @@ class Store:
         Raises:
             StoreBusy: another writer held it for ``wait`` seconds.
         """
+        fd = self.acquire_lock(wait)
+        try:
+            yield
+        finally:
+            os.close(fd)
+
+    def acquire_lock(self, wait: float = 30.0) -> int:
+        """``locked`` for callers that cannot use a ``with`` block (the async pull loop).
+
+        Returns the open lock file descriptor; closing it releases the lock.
+
+        Raises:
+            StoreBusy: another writer held it for ``wait`` seconds.
+        """
         self.init()
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -195,9 +229,10 @@ class Store:
                         raise StoreBusy(f"store {self.root} is locked by another writer") from None
                     time.sleep(0.05)
             self._clear_scratch()
-            yield
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        return fd
 
     def _clear_scratch(self) -> None:
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
@@ -220,16 +255,11 @@ class Store:
 
     # --- blobs ----------------------------------------------------------------------------
 
-    def has_blob(self, sha256: str, size: int) -> bool:
-        try:
-            return self.blob_path(sha256).stat().st_size == size
-        except FileNotFoundError:
-            return False
-
-    def add_blob(self, source: Path, sha256: str) -> None:
+    def add_blob(self, source: Path, sha256: str, *, replace: bool = False) -> None:
         """Move a complete temp file into place as blob ``sha256`` (caller checked the hash).
 
-        The temp file must be in the store's file system; an existing blob is kept.
+        The temp file must be in the store's file system; an existing blob is kept unless
+        ``replace`` (a replica repairing a blob that failed its hash on disk).
 
         Raises:
             StoreError: the file system refuses.
@@ -239,27 +269,13 @@ class Store:
             with source.open("rb+") as fh:
                 os.fsync(fh.fileno())
             source.chmod(0o644)
-            if target.exists():
+            if target.exists() and not replace:
                 source.unlink()
                 return
             source.replace(target)
             fsync_dir(self.blob_dir)
         except OSError as err:
             raise StoreError(f"cannot store blob {sha256}: {err.strerror}") from err
-
-    def verify_blob(self, sha256: str, size: int) -> None:
-        """Re-hash a stored blob.
-
-        Raises:
-            BlobNotFound: it is missing.
-            HashMismatch: its bytes are not the ones named.
-        """
-        try:
-            actual, actual_size = sha256_file(self.blob_path(sha256))
-        except FileNotFoundError:
-            raise BlobNotFound(sha256) from None
-        if actual != sha256 or actual_size != size:
-            raise HashMismatch(f"blob {sha256} is corrupted (sha256 {actual}, {actual_size} bytes)")
 
     # --- index ----------------------------------------------------------------------------
 
@@ -272,46 +288,63 @@ class Store:
         except OSError as err:
             raise StoreError(f"cannot read {self.index_path}: {err.strerror}") from err
 
-    def load_index(self, keys: Mapping[str, PublicKey], now: int | None = None,
-                   *, allow_expired: bool = False) -> Index:
-        """The verified index.
+    def read_signed(self, keys: Mapping[str, PublicKey]) -> SignedIndex:
+        """The index on disk, its signature verified (no acceptance decision: see ``trust``).
 
         Raises:
             NoIndex: the store has no index yet.
-            IntegrityError: bad signature or malformed content.
-            IndexExpired: past ``expires`` (unless ``allow_expired``).
+            IndexRefused: not a valid signed index.
         """
         raw = self.read_document()
         if raw is None:
             raise NoIndex(f"store {self.root} has no index yet (run codecache sync)")
-        index = parse_document(raw, keys)
-        current = int(time.time()) if now is None else now
-        if not allow_expired and index.expires <= current:
-            raise IndexExpired(f"index serial {index.serial} expired at {index.expires}")
-        return index
+        return verify(raw, keys)
 
-    def write_index(self, secret: SecretKey, index: Index) -> bytes:
-        """Sign and swap in ``index``; write its release signatures first.
+    def trust_state(self, keys: Mapping[str, PublicKey]) -> TrustState:
+        """What this store accepted before, with its index (None if absent or refused)."""
+        state = self.load_state()
+        try:
+            held: SignedIndex | None = self.read_signed(keys)
+        except (NoIndex, IndexRefused):
+            held = None
+        return TrustState(state.highest_serial, held, state.marks)
 
-        Returns the document bytes written.
+    def install(self, signed: SignedIndex, *, previous: Index | None = None,
+                marks: Mapping[str, Mark] | None = None, reset_serial: bool = False) -> None:
+        """Install a verified index with everything it names; the index is swapped last.
+
+        Every blob it lists must already be in the store (the origin's writer and the
+        replica's pull put them there first); each release's ``.minisig`` is written beside
+        them (from the index, so a replica's store is as complete as the origin's). Then
+        ``index.json``, then the local state: the highest serial accepted (``reset_serial``:
+        set to this one, the operator's explicit override) and the upstream ``marks``.
+        A crash at any point leaves the previous index in place, or this one complete.
 
         Raises:
+            BlobUnavailable: a blob the index lists is not in the store.
             StoreError: the file system refuses.
         """
+        index = signed.index
+        for sha256, size in sorted(index.blob_sizes().items()):
+            try:
+                actual = self.blob_path(sha256).stat().st_size
+            except FileNotFoundError:
+                raise BlobUnavailable(sha256, "missing from the store") from None
+            if actual != size:
+                raise BlobUnavailable(sha256, f"{actual} bytes on disk, {size} listed")
         for package, pkg in index.packages.items():
+            known = previous.packages.get(package) if previous is not None else None
             for version, release in pkg.releases.items():
+                before = known.releases.get(version) if known is not None else None
+                path = self.signature_path(package, version)
+                if before is not None and before.minisig == release.minisig and path.exists():
+                    continue  # written by an earlier install: no need to read it again
                 self._write_signature(package, version, release.minisig)
-        document = sign_document(secret, to_payload(index))
-        data = json.dumps(document, sort_keys=True, indent=1, ensure_ascii=False).encode() + b"\n"
-        self.write_document(data, index.serial)
-        return data
-
-    def write_document(self, data: bytes, serial: int) -> None:
-        """Swap in an already signed document (a replica's copy of its upstream's)."""
-        atomic_write(self.index_path, data)
+        atomic_write(self.index_path, signed.document)
         state = self.load_state()
-        if serial > state.highest_serial:
-            self.save_state(LocalState(serial, state.mutated_tags, state.extra))
+        highest = signed.serial if reset_serial else max(state.highest_serial, signed.serial)
+        new_marks = state.marks if marks is None else marks
+        self.save_state(dataclasses.replace(state, highest_serial=highest, marks=new_marks))
 
     def _write_signature(self, package: str, version: str, minisig: str) -> None:
         path = self.signature_path(package, version)
@@ -329,15 +362,43 @@ class Store:
 
     # --- local state ----------------------------------------------------------------------
 
+    def load_pull_status(self) -> PullStatus | None:
+        """The replica's lag facts, None where no pull loop ever wrote them (an origin)."""
+        try:
+            raw = json.loads(self.pull_status_path.read_bytes())
+            return PullStatus(
+                upstream=raw.get("upstream"), serial=int(raw.get("serial", 0)),
+                confirmed_at=float(raw.get("confirmed_at", 0.0)),
+                attempted_at=float(raw.get("attempted_at", 0.0)),
+                last_error=raw.get("last_error"),
+                refusals=_counts(raw.get("refusals", {})), errors=_counts(raw.get("errors", {})),
+                pulls=_counts(raw.get("pulls", {})), blobs_fetched=int(raw.get("blobs_fetched", 0)))
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError, AttributeError) as err:
+            raise StoreError(f"{self.pull_status_path} is malformed: {err}") from err
+
+    def save_pull_status(self, status: PullStatus) -> None:
+        data = {"upstream": status.upstream, "serial": status.serial,
+                "confirmed_at": status.confirmed_at, "attempted_at": status.attempted_at,
+                "last_error": status.last_error, "refusals": dict(status.refusals),
+                "errors": dict(status.errors), "pulls": dict(status.pulls),
+                "blobs_fetched": status.blobs_fetched}
+        # Advisory and rewritten every pull: atomic, but not worth an fsync each second.
+        atomic_write(self.pull_status_path, json.dumps(data, sort_keys=True).encode(),
+                     durable=False)
+
     def load_state(self) -> LocalState:
         try:
             raw = json.loads(self.state_path.read_bytes())
             mutated = tuple(MutatedTag(**m) for m in raw.get("mutated_tags", []))
-            return LocalState(int(raw.get("highest_serial", 0)), mutated,
+            marks = {url: Mark(int(m["serial"]), str(m["digest"]))
+                     for url, m in raw.get("marks", {}).items()}
+            return LocalState(int(raw.get("highest_serial", 0)), mutated, marks,
                               dict(raw.get("extra", {})))
         except FileNotFoundError:
             return LocalState()
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
             raise StoreError(f"{self.state_path} is malformed: {err}") from err
 
     def save_state(self, state: LocalState) -> None:
@@ -349,20 +410,14 @@ class Store:
                  "current_revision": m.current_revision, "detected_at": m.detected_at}
                 for m in state.mutated_tags
             ],
+            "marks": {url: {"serial": m.serial, "digest": m.digest}
+                      for url, m in sorted(state.marks.items())},
             "extra": state.extra,
         }
         atomic_write(self.state_path, json.dumps(data, indent=1, sort_keys=True).encode())
 
 
-def parse_document(raw: bytes, keys: Mapping[str, PublicKey]) -> Index:
-    """Verify and parse a signed index document.
-
-    Raises:
-        IntegrityError: not JSON, bad signature or malformed content.
-    """
-    try:
-        document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise IntegrityError(f"index is not valid JSON: {err}") from err
-    return from_payload(verify_document(keys, document))
-
+def _counts(value: object) -> dict[str, int]:
+    if not isinstance(value, dict):
+        raise TypeError("expected an object of counts")
+    return {str(k): int(v) for k, v in value.items()}

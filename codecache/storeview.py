@@ -1,23 +1,27 @@
-"""What a front end knows about its store: the verified index, blob health, readiness.
+"""What a front end knows about its store: the verified index, blob health, readiness, lag.
 
-Owns the rule that only a verified index is served (a refused or older one never replaces
-it), the blob checks (through ``BlobCache``), the readiness verdict of ``/readyz`` and the
-gauges that describe them. Blocking code (stat, read, hash): the server runs ``refresh``
-and ``scrub`` in a thread. No aiohttp here.
+Owns what the server serves: the index on disk is taken only through ``trust`` (a refused
+or older one never replaces the one served), blobs only through ``BlobCache``; the verdict
+of ``/readyz`` comes from ``readiness.judge``. On a replica, the lag facts come from the
+pull loop's ``replica.json`` (it may run in another process). Blocking code (stat, read,
+hash): the server runs ``refresh`` and ``scrub`` in a thread. No aiohttp here.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from codecache.blobcache import BlobCache
 from codecache.catalog import Catalog
 from codecache.config import Config
-from codecache.errors import IntegrityError, RollbackError
-from codecache.metrics import Metrics, create_metrics
+from codecache.errors import IndexRefused, StoreError
+from codecache.metrics import Metrics, ReplicaCollector, create_metrics
+from codecache.readiness import Readiness, judge
 from codecache.signing import load_trusted_keys
-from codecache.store import Store, file_identity, parse_document
+from codecache.store import PullStatus, Store, file_identity
+from codecache.trust import TrustState, evaluate
 
 log = logging.getLogger("codecache.server")
 
@@ -36,10 +40,13 @@ class StoreView:
         self.index_problem: str | None = None     # the index on disk is refused
         self.blob_problems: dict[str, str] = {}
         self.confirmed_at: float = 0.0             # last time the index was confirmed current
+        self.pull: PullStatus | None = None        # a replica's lag facts
         self.mutated_tags = 0
         self._index_id: tuple[int, int, int] | None = None
         self._state_id: tuple[int, int, int] | None = None
+        self._pull_id: tuple[int, int, int] | None = None
         self.metrics.index_age.set_function(self._index_age)
+        self.metrics.registry.register(ReplicaCollector(lambda: self.pull, time.time))
 
     def _index_age(self) -> float:
         return time.time() - self.catalog.index.generated if self.catalog else float("nan")
@@ -48,6 +55,7 @@ class StoreView:
         """Pick up a new index and local state, re-check blobs (blocking: run in a thread)."""
         self._refresh_index()
         self._refresh_state()
+        self._refresh_pull_status()
         if self.catalog is not None:
             self.blob_problems = self.blobs.check(self.catalog.blob_sizes())
         self._update_gauges()
@@ -66,21 +74,24 @@ class StoreView:
             self.confirmed_at = time.time()
             return
         raw = self.store.read_document() or b""
+        # The floor is the highest serial the store's writer recorded, not the serial served
+        # here, so an operator's explicit lower-serial override (after a restore) reaches
+        # the server, while an older index.json alone is refused.
+        floor = self.store.load_state().highest_serial
         try:
-            index = parse_document(raw, self.keys)
-            if self.catalog is not None and index.serial < self.catalog.index.serial:
-                raise RollbackError(f"serial {index.serial} is older than the served "
-                                    f"{self.catalog.index.serial}")
-        except IntegrityError as err:
-            if self.index_problem != str(err):
-                log.error("index on disk refused, still serving serial %s: %s",
-                          self.catalog.index.serial if self.catalog else None, err)
+            _, signed = evaluate(raw, self.keys, TrustState(floor), now=int(time.time()),
+                                 fresh_required=False)
+        except IndexRefused as err:
+            if self.index_problem != f"index on disk refused: {err}":
+                log.error("index on disk refused (%s), still serving serial %s: %s",
+                          err.reason.value, self.catalog.index.serial if self.catalog else None,
+                          err)
             self.index_problem = f"index on disk refused: {err}"
             self._index_id = identity
             return
-        self.catalog = Catalog(index, raw, self.config.server.channel_max_age)
+        self.catalog = Catalog(signed.index, raw, self.config.server.channel_max_age)
         self._index_id, self.index_problem, self.confirmed_at = identity, None, time.time()
-        log.info("serving index serial=%d", index.serial)
+        log.info("serving index serial=%d", signed.serial)
 
     def _refresh_state(self) -> None:
         identity = file_identity(self.store.state_path)
@@ -88,36 +99,56 @@ class StoreView:
             self._state_id = identity
             self.mutated_tags = len(self.store.load_state().mutated_tags)
 
+    def _refresh_pull_status(self) -> None:
+        identity = file_identity(self.store.pull_status_path)
+        if identity != self._pull_id:
+            self._pull_id = identity
+            try:
+                self.pull = self.store.load_pull_status()
+            except StoreError as err:
+                log.warning("cannot read the replica status: %s", err)
+
+    @property
+    def last_confirmed(self) -> float:
+        """When the index served was last confirmed current (by a pull, on a replica)."""
+        return self.pull.confirmed_at if self.pull is not None else self.confirmed_at
+
     def _update_gauges(self) -> None:
         m = self.metrics
         if self.catalog is not None:
             m.index_serial.set(self.catalog.index.serial)
             m.index_generated.set(self.catalog.index.generated)
             m.index_expires.set(self.catalog.index.expires)
-        m.index_confirmed.set(self.confirmed_at)
+        m.index_confirmed.set(self.last_confirmed)
         m.blobs_unavailable.set(len(self.blob_problems))
         m.memory_bytes.set(self.blobs.memory_bytes)
         m.mutated_tags.set(self.mutated_tags)
 
-    def readiness(self) -> tuple[int, dict[str, object]]:
-        """/readyz: 200 with a verified index and every blob; 503 and the reason otherwise."""
-        body: dict[str, object] = {"serial": None, "index_age_seconds": None}
+    def verdict(self) -> Readiness:
+        return judge(index=self.catalog.index if self.catalog else None,
+                     now=time.time(), index_problem=self.index_problem,
+                     blob_problems=self.blob_problems)
+
+    def readiness(self) -> tuple[Readiness, dict[str, Any]]:
+        """The verdict with the facts ``/readyz`` and the status page show beside it."""
+        verdict = self.verdict()
+        now = time.time()
+        body: dict[str, Any] = {"ready": verdict.ready, "status": verdict.status,
+                                "health": verdict.health.value, "reasons": list(verdict.reasons),
+                                "role": self.config.role.value, "serial": None,
+                                "index_age_seconds": None}
         if self.catalog is not None:
             index = self.catalog.index
-            now = time.time()
             body.update(serial=index.serial, generated=index.generated,
                         expires=index.expires, index_age_seconds=int(now - index.generated),
-                        last_confirmed=int(self.confirmed_at),
-                        seconds_since_confirmed=int(now - self.confirmed_at))
-        if self.catalog is None:
-            return 503, {**body, "ready": False, "status": self.index_problem or "no index"}
+                        last_confirmed=int(self.last_confirmed),
+                        seconds_since_confirmed=int(now - self.last_confirmed))
         if self.blob_problems:
-            sha256, reason = sorted(self.blob_problems.items())[0]
-            return 503, {**body, "ready": False, "status": f"blob {sha256} {reason}",
-                         "blobs_unavailable": len(self.blob_problems)}
-        if self.index_problem:
-            return 503, {**body, "ready": False, "status": self.index_problem}
-        if self.catalog.index.expires <= time.time():
-            # Pilots must not stop because the origin is away: keep serving, say so.
-            return 200, {**body, "ready": True, "status": "degraded: index expired"}
-        return 200, {**body, "ready": True, "status": "ok"}
+            body["blobs_unavailable"] = len(self.blob_problems)
+        if self.pull is not None:
+            body["upstream"] = self.pull.upstream
+            body["replica"] = {"upstream": self.pull.upstream, "serial": self.pull.serial,
+                               "last_pull": int(self.pull.attempted_at),
+                               "last_error": self.pull.last_error,
+                               "refusals": dict(self.pull.refusals)}
+        return verdict, body

@@ -13,14 +13,12 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from codecache.config import Config, PackageConfig
 from codecache.errors import (
     CodecacheError,
     ConfigError,
-    NoIndex,
     PackageNotFound,
     ReleaseNotFound,
     StoreBusy,
@@ -39,9 +37,10 @@ from codecache.index import (
 )
 from codecache.names import check_channel, check_package, check_version, is_version, version_key
 from codecache.signing import PublicKey, SecretKey, blake2b_file, sign_prehashed
-from codecache.store import LocalState, MutatedTag, Store
+from codecache.store import MutatedTag, Store
 from codecache.svn import Svn, Tag
 from codecache.tarball import build_tarball
+from codecache.trust import SignedIndex, TrustState, evaluate, sign_index
 
 log = logging.getLogger("codecache.sync")
 
@@ -58,14 +57,13 @@ class Origin:
     """Writes the store of an origin. Construct once per process, pass explicitly."""
 
     def __init__(self, config: Config, store: Store, secret: SecretKey,
-                 trusted: dict[str, PublicKey], svn: Svn,
-                 clock: Callable[[], float] = time.time) -> None:
+                 trusted: dict[str, PublicKey], svn: Svn) -> None:
         self._config = config
         self._store = store
         self._secret = secret
         self._keys = {**trusted, secret.public.keyid: secret.public}
         self._svn = svn
-        self._clock = clock
+        self._held: SignedIndex | None = None   # the index this writer installed last
         self._warned: set[tuple[str, str]] = set()  # skipped tags already logged as warnings
 
     # --- public operations ----------------------------------------------------------------
@@ -300,8 +298,8 @@ class Origin:
                 old, current_revision=m.current_revision)
             changed = True
         if changed:
-            self._store.save_state(LocalState(state.highest_serial,
-                                              tuple(known.values()), state.extra))
+            self._store.save_state(dataclasses.replace(state,
+                                                       mutated_tags=tuple(known.values())))
 
     def _resign_if_due(self, index: Index) -> Index:
         now = self._now()
@@ -314,22 +312,42 @@ class Origin:
     # --- store transactions ---------------------------------------------------------------
 
     def _load(self) -> Index:
-        try:
-            return self._store.load_index(self._keys, allow_expired=True)
-        except NoIndex:
+        """The store's index, taken through the same trust rules as every other role.
+
+        Expired is fine here (re-signing is how it stops being expired); a rollback or a
+        tampered index on disk is refused, so the writer never signs on top of it.
+
+        Raises:
+            IndexRefused: the index on disk is not acceptable.
+        """
+        raw = self._store.read_document()
+        if raw is None:
+            self._held = None
             return EMPTY
+        local = self._store.load_state()
+        _, signed = evaluate(raw, self._keys, TrustState(local.highest_serial),
+                             now=self._now(), fresh_required=False)
+        self._held = signed
+        return signed.index
 
     def _commit(self, index: Index) -> Index:
-        """Sign ``index`` under the next serial and swap it in."""
+        """Sign ``index`` under the next serial and install it.
+
+        Serials are time-based (DESIGN.md §5): ``max(highest written or accepted + 1, now)``,
+        so a promoted or restored origin that is behind never issues a serial below what
+        replicas hold.
+        """
         now = self._now()
-        serial = max(index.serial, self._store.load_state().highest_serial) + 1
-        new = dataclasses.replace(index, serial=serial, generated=now,
+        highest = max(index.serial, self._store.load_state().highest_serial)
+        new = dataclasses.replace(index, serial=max(highest + 1, now), generated=now,
                                   expires=now + int(self._config.signing.index_expiry))
-        self._store.write_index(self._secret, new)
+        signed = sign_index(self._secret, new)
+        self._store.install(signed, previous=self._held.index if self._held else None)
+        self._held = signed
         return new
 
     def _now(self) -> int:
-        return int(self._clock())
+        return int(time.time())
 
 
 def _skip_reason(pkg: PackageConfig, tag: str) -> str | None:

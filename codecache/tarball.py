@@ -27,13 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from codecache.errors import CodecacheError
+from codecache.errors import UnsupportedFile
 
 _CHUNK = 1 << 20
-
-
-class UnsupportedFile(CodecacheError):
-    code = "unsupported_file"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +106,3 @@ def _add_entry(tar: tarfile.TarFile, tree: Path, relative: str, prefix: str,
             tar.addfile(info, fh)
     else:
         raise UnsupportedFile(f"cannot archive {relative!r}: not a file, directory or symlink")
-
-
-def tar_sha256_of(tarball: BinaryIO) -> str:
-    """sha256 of the uncompressed tar inside a ``.tar.gz`` stream."""
-    digest = hashlib.sha256()
-    with gzip.GzipFile(fileobj=tarball, mode="rb") as gz:
-        while chunk := gz.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()

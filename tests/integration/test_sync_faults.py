@@ -199,7 +199,7 @@ def test_index_is_resigned_while_svn_is_away(synced_origin: Origin) -> None:
     assert result.returncode == 3, result.stderr
     assert result.stderr.splitlines()[-1].startswith("codecache: error: svn list failed")
     status = origin.status_json()
-    assert status["serial"] == serial + 1
+    assert status["serial"] > serial
     assert set(status["packages"][origin.package]["releases"]) == {"1.0.0", "1.2.0"}
 
 

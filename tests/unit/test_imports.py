@@ -1,7 +1,8 @@
 """Dependencies point one way (STYLE.md): a pure core, I/O at the edges, argv only in cli.
 
-An ast walk over every ``codecache/*.py`` file (function-level imports included), so the
-direction holds for modules added later too.
+An ast walk over every ``codecache/*.py`` file (function-level imports included). Every
+module has a layer rank and may import only modules of a strictly lower rank, so an
+``index -> store`` import fails here; a new module must be given its rank.
 """
 
 from __future__ import annotations
@@ -12,8 +13,22 @@ from pathlib import Path
 import pytest
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "codecache"
-CORE = ("errors", "config", "names", "conditional", "signing", "tarball", "index", "store",
-        "catalog", "blobcache", "metrics", "statuspage", "storeview")
+# Lower layers first; a module may import only from layers before its own.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("errors", "conditional", "metrics"),             # no codecache imports at all
+    ("names", "signing", "tarball"),
+    ("config", "index"),
+    ("trust",),                                       # the trust decision (pure)
+    ("store", "readiness", "catalog", "statuspage"),
+    ("blobcache", "svn"),
+    ("storeview", "sync"),                            # a server's view; the origin's writer
+    ("server", "replica"),                            # the network edges (aiohttp)
+    ("cli",),
+    ("__main__",),
+)
+RANK = {module: rank for rank, layer in enumerate(LAYERS) for module in layer}
+CORE = ("errors", "config", "names", "conditional", "signing", "tarball", "index", "trust",
+        "store", "readiness", "catalog", "blobcache", "metrics", "statuspage", "storeview")
 WORKERS = ("svn", "sync")
 EDGES = ("server", "replica", "loadgen", "cli")
 
@@ -48,6 +63,20 @@ def all_modules() -> list[str]:
 
 def test_the_core_and_worker_modules_exist() -> None:
     assert set(CORE) | set(WORKERS) | {"cli"} <= set(all_modules())
+
+
+def test_every_module_has_a_layer() -> None:
+    assert set(all_modules()) - {"__init__"} <= set(RANK)
+
+
+@pytest.mark.parametrize("module", sorted(RANK))
+def test_imports_point_only_to_lower_layers(module: str) -> None:
+    if not (PACKAGE_DIR / f"{module}.py").exists():
+        pytest.skip(f"{module} is not written yet")
+    upward = sorted(name for name in imports_of(module)
+                    if name.startswith("codecache.")
+                    and RANK.get(name.removeprefix("codecache."), 99) >= RANK[module])
+    assert upward == [], f"{module} (layer {RANK[module]}) imports {upward}"
 
 
 def test_the_walk_sees_function_level_imports() -> None:

@@ -11,19 +11,28 @@ from pathlib import Path
 import pytest
 
 from codecache.errors import (
-    BlobNotFound,
-    HashMismatch,
-    IndexExpired,
-    IntegrityError,
+    BlobUnavailable,
+    IndexRefused,
     NoIndex,
+    Refusal,
     StoreBusy,
     StoreError,
 )
 from codecache.index import EMPTY, Index, Release, add_release, move_channel
 from codecache.signing import SecretKey, generate_key
-from codecache.store import LocalState, MutatedTag, Store, atomic_write, sha256_file
+from codecache.store import (
+    LocalState,
+    MutatedTag,
+    PullStatus,
+    Store,
+    atomic_write,
+    sha256_file,
+)
+from codecache.trust import Mark, sign_index
 
 NOW = 1_800_000_000
+BLOB = b"abc"
+BLOB_SHA = hashlib.sha256(BLOB).hexdigest()
 
 
 @pytest.fixture
@@ -39,7 +48,7 @@ def secret() -> SecretKey:
 
 
 def sample_index(serial: int = 3) -> Index:
-    release = Release(version="1.0", sha256="a" * 64, size=3, tar_sha256="b" * 64,
+    release = Release(version="1.0", sha256=BLOB_SHA, size=3, tar_sha256="b" * 64,
                       svn_url="svn://x/pilot/tags/1.0", revision=4, author="rm", date=NOW,
                       minisig="untrusted comment: x\nAAAA\ntrusted comment: c\nBBBB\n")
     index = dataclasses.replace(EMPTY, serial=serial, generated=NOW, expires=NOW + 3600)
@@ -67,7 +76,7 @@ def test_atomic_write_into_a_missing_directory_is_a_store_error(tmp_path: Path) 
         atomic_write(tmp_path / "missing" / "f.json", b"x")
 
 
-def test_blob_is_named_by_its_hash_and_verified(store: Store) -> None:
+def test_blob_is_named_by_its_hash(store: Store) -> None:
     data = b"tarball bytes"
     digest = hashlib.sha256(data).hexdigest()
     source = store.scratch_dir("t-") / "archive"
@@ -75,9 +84,6 @@ def test_blob_is_named_by_its_hash_and_verified(store: Store) -> None:
     store.add_blob(source, digest)
     assert store.blob_path(digest).read_bytes() == data
     assert not source.exists()
-    assert store.has_blob(digest, len(data))
-    assert not store.has_blob(digest, len(data) + 1)
-    store.verify_blob(digest, len(data))
     assert sha256_file(store.blob_path(digest)) == (digest, len(data))
 
 
@@ -90,73 +96,95 @@ def test_adding_an_existing_blob_keeps_the_stored_one(store: Store) -> None:
     assert [p.name for p in store.blob_dir.iterdir()] == [digest]
 
 
-def test_flipped_byte_in_a_blob_is_detected(store: Store) -> None:
-    data = b"tarball bytes"
-    digest = hashlib.sha256(data).hexdigest()
-    store.blob_path(digest).write_bytes(b"tarball bytez")
-    with pytest.raises(HashMismatch):
-        store.verify_blob(digest, len(data))
-    with pytest.raises(BlobNotFound):
-        store.verify_blob("c" * 64, 1)
+def with_blob(store: Store) -> None:
+    store.blob_path(BLOB_SHA).write_bytes(BLOB)
 
 
-def test_index_round_trip_writes_signatures_first(store: Store, secret: SecretKey) -> None:
+def test_install_writes_signatures_then_the_index_then_the_state(store: Store,
+                                                                  secret: SecretKey) -> None:
     keys = {secret.public.keyid: secret.public}
-    index = sample_index()
-    raw = store.write_index(secret, index)
-    assert store.index_path.read_bytes() == raw
-    document = json.loads(raw)
-    assert set(document) == {"signed", "signatures"}
-    assert store.load_index(keys, now=NOW) == index
+    with_blob(store)
+    signed = sign_index(secret, sample_index())
+    store.install(signed)
+    assert store.index_path.read_bytes() == signed.document
+    assert set(json.loads(signed.document)) == {"signed", "signatures"}
+    assert store.read_signed(keys).index == sample_index()
     assert store.signature_path("pilot", "1.0").read_text() == \
-        index.packages["pilot"].releases["1.0"].minisig
+        sample_index().packages["pilot"].releases["1.0"].minisig
     assert store.load_state().highest_serial == 3
 
 
-def test_index_without_a_file_is_no_index(store: Store, secret: SecretKey) -> None:
+def test_install_refuses_an_index_whose_blob_is_not_in_the_store(store: Store,
+                                                                 secret: SecretKey) -> None:
+    with pytest.raises(BlobUnavailable):
+        store.install(sign_index(secret, sample_index()))
+    assert not store.index_path.exists()
+    store.blob_path(BLOB_SHA).write_bytes(BLOB + b"!")
+    with pytest.raises(BlobUnavailable, match="listed"):
+        store.install(sign_index(secret, sample_index()))
+    assert not store.index_path.exists()
+
+
+def test_reading_without_an_index_is_no_index(store: Store, secret: SecretKey) -> None:
     with pytest.raises(NoIndex):
-        store.load_index({secret.public.keyid: secret.public})
-
-
-def test_expired_index_is_refused_unless_allowed(store: Store, secret: SecretKey) -> None:
-    keys = {secret.public.keyid: secret.public}
-    store.write_index(secret, sample_index())
-    with pytest.raises(IndexExpired):
-        store.load_index(keys, now=NOW + 3600)
-    assert store.load_index(keys, now=NOW + 3600, allow_expired=True).serial == 3
+        store.read_signed({secret.public.keyid: secret.public})
+    assert store.trust_state({secret.public.keyid: secret.public}).held is None
 
 
 @pytest.mark.parametrize("edit", [
     lambda raw: raw.replace(b'"serial": 3', b'"serial": 4'),
-    lambda raw: raw.replace(b'"a' + b"a" * 63, b'"b' + b"a" * 63, 1),
+    lambda raw: raw.replace(BLOB_SHA.encode(), BLOB_SHA[::-1].encode(), 1),
     lambda raw: raw[:-10],
     lambda raw: b"\xff" + raw,
 ], ids=["serial", "sha256", "truncated", "not utf-8"])
-def test_edited_index_file_is_an_integrity_error(store: Store, secret: SecretKey,
-                                                 edit: Callable[[bytes], bytes]) -> None:
-    store.write_index(secret, sample_index())
+def test_edited_index_file_is_refused(store: Store, secret: SecretKey,
+                                      edit: Callable[[bytes], bytes]) -> None:
+    with_blob(store)
+    store.install(sign_index(secret, sample_index()))
     raw = store.index_path.read_bytes()
     edited = edit(raw)
     assert edited != raw
     store.index_path.write_bytes(edited)
-    with pytest.raises(IntegrityError):
-        store.load_index({secret.public.keyid: secret.public}, now=NOW)
+    with pytest.raises(IndexRefused):
+        store.read_signed({secret.public.keyid: secret.public})
+    assert store.trust_state({secret.public.keyid: secret.public}).held is None
 
 
 def test_index_signed_by_another_key_is_refused(store: Store, secret: SecretKey) -> None:
-    store.write_index(generate_key(), sample_index())
-    with pytest.raises(IntegrityError):
-        store.load_index({secret.public.keyid: secret.public}, now=NOW)
+    with_blob(store)
+    store.install(sign_index(generate_key(), sample_index()))
+    with pytest.raises(IndexRefused) as info:
+        store.read_signed({secret.public.keyid: secret.public})
+    assert info.value.reason is Refusal.BAD_SIGNATURE
 
 
-def test_highest_serial_never_goes_down(store: Store, secret: SecretKey) -> None:
-    store.write_index(secret, sample_index(serial=7))
-    store.write_index(secret, sample_index(serial=5))
+def test_highest_serial_never_goes_down_unless_reset(store: Store, secret: SecretKey) -> None:
+    with_blob(store)
+    store.install(sign_index(secret, sample_index(serial=7)))
+    store.install(sign_index(secret, sample_index(serial=5)))
     assert store.load_state().highest_serial == 7
+    store.install(sign_index(secret, sample_index(serial=4)), reset_serial=True)
+    assert store.load_state().highest_serial == 4
+
+
+def test_install_keeps_and_replaces_upstream_marks(store: Store, secret: SecretKey) -> None:
+    with_blob(store)
+    marks = {"http://a": Mark(3, "d" * 64)}
+    store.install(sign_index(secret, sample_index()), marks=marks)
+    store.install(sign_index(secret, sample_index(serial=4)))
+    assert store.load_state().marks == marks
+
+
+def test_pull_status_round_trip(store: Store) -> None:
+    assert store.load_pull_status() is None
+    status = PullStatus("http://a", 5, 10.5, 11.0, "timeout", {"expired": 2})
+    store.save_pull_status(status)
+    assert store.load_pull_status() == status
 
 
 def test_local_state_round_trip(store: Store) -> None:
-    state = LocalState(9, (MutatedTag("pilot", "1.0", 4, 6, NOW),), {"k": "v"})
+    state = LocalState(9, (MutatedTag("pilot", "1.0", 4, 6, NOW),),
+                       {"http://a": Mark(9, "e" * 64)}, {"k": "v"})
     store.save_state(state)
     assert store.load_state() == state
 

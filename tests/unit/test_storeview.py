@@ -7,6 +7,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from codecache.index import EMPTY, Index, Release, add_release, move_channel
 from codecache.signing import SecretKey, generate_key
 from codecache.store import Store
 from codecache.storeview import StoreView
+from codecache.trust import sign_index
 
 BLOB = b"pilot tarball bytes"
 SHA = hashlib.sha256(BLOB).hexdigest()
@@ -50,18 +52,28 @@ def _index(serial: int, expires_in: int = 3600) -> Index:
     return move_channel(add_release(index, "pilot", release), "pilot", "latest", "1.0", now)
 
 
+def install(store: Store, secret: SecretKey, index: Index) -> None:
+    store.install(sign_index(secret, index))
+
+
+def status_of(view: StoreView) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and body ``/readyz`` would give."""
+    verdict, body = view.readiness()
+    return (200 if verdict.ready else 503), body
+
+
 def test_no_index_is_not_ready(view: StoreView) -> None:
     view.refresh()
-    status, body = view.readiness()
+    status, body = status_of(view)
     assert status == 503
     assert body["status"] == "the store has no index yet"
 
 
 def test_verified_index_with_its_blobs_is_ready(view: StoreView, store: Store,
                                                 secret: SecretKey) -> None:
-    store.write_index(secret, _index(5))
+    install(store, secret, _index(5))
     view.refresh()
-    status, body = view.readiness()
+    status, body = status_of(view)
     assert (status, body["status"], body["serial"]) == (200, "ok", 5)
     assert view.blobs.cached(SHA) == BLOB  # verified and held at once
     assert view.metrics.registry.get_sample_value("codecache_index_serial") == 5
@@ -69,46 +81,46 @@ def test_verified_index_with_its_blobs_is_ready(view: StoreView, store: Store,
 
 def test_tampered_index_is_refused_and_the_last_good_one_kept(
         view: StoreView, store: Store, secret: SecretKey) -> None:
-    store.write_index(secret, _index(5))
+    install(store, secret, _index(5))
     view.refresh()
     document = json.loads(store.index_path.read_bytes())
     document["signed"]["serial"] = 99
     store.index_path.write_text(json.dumps(document))
     view.refresh()
-    status, body = view.readiness()
+    status, body = status_of(view)
     assert status == 503 and "refused" in str(body["status"])
     assert view.catalog is not None and view.catalog.index.serial == 5
 
 
 def test_older_index_is_refused(view: StoreView, store: Store, secret: SecretKey) -> None:
-    store.write_index(secret, _index(7))
+    install(store, secret, _index(7))
     view.refresh()
-    store.write_index(secret, _index(6))
+    install(store, secret, _index(6))
     view.refresh()
     assert view.catalog is not None and view.catalog.index.serial == 7
-    assert "older than the served 7" in str(view.readiness()[1]["status"])
-    store.write_index(secret, _index(8))
+    assert "older than the 7 already accepted" in str(status_of(view)[1]["status"])
+    install(store, secret, _index(8))
     view.refresh()
-    assert view.readiness()[0] == 200 and view.catalog.index.serial == 8
+    assert status_of(view)[0] == 200 and view.catalog.index.serial == 8
 
 
 def test_expired_index_is_served_but_degraded(view: StoreView, store: Store,
                                               secret: SecretKey) -> None:
-    store.write_index(secret, _index(5, expires_in=-10))
+    install(store, secret, _index(5, expires_in=-10))
     view.refresh()
-    status, body = view.readiness()
+    status, body = status_of(view)
     assert (status, body["status"], body["ready"]) == (200, "degraded: index expired", True)
 
 
 def test_missing_blob_is_not_ready_until_restored(view: StoreView, store: Store,
                                                   secret: SecretKey) -> None:
-    store.write_index(secret, _index(5))
+    install(store, secret, _index(5))
     view.refresh()
     store.blob_path(SHA).unlink()
     view.refresh()
-    status, body = view.readiness()
+    status, body = status_of(view)
     assert status == 503 and f"blob {SHA} missing from disk" == body["status"]
     assert view.metrics.registry.get_sample_value("codecache_blobs_unavailable") == 1
     store.blob_path(SHA).write_bytes(BLOB)
     view.refresh()
-    assert view.readiness()[0] == 200
+    assert status_of(view)[0] == 200

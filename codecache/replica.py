@@ -1,0 +1,396 @@
+"""The replica's pull loop (DESIGN.md §5): mirror a verified index and its blobs from upstreams.
+
+Owns the network side of replication: the HTTP client that cannot be pushed around
+(timeouts on connect and on a stalled body, a size cap, no transparent decompression, no
+redirects, no proxies or cookies from the environment), the failover order over
+``upstreams``, fetching blobs by hash with the index's size as a hard cap, and the lag
+facts in ``replica.json``. It decides nothing about trust itself (``trust`` does) and
+writes the store only through ``Store.install`` / ``Store.add_blob``, under the writers'
+lock, the index swapped last.
+
+One pull: ``GET /index.json`` from the first upstream with ``Cache-Control: no-cache`` and
+``If-None-Match`` of the index held (an unchanged index costs a 304). A 304, or the same
+index again, confirms the one held. A new index that ``trust`` accepts is installed once
+every blob it lists is on disk and hashed right. A network error, a timeout, a 5xx, a
+redirect or a refused index moves on to the next upstream; when none answers, the last
+good index keeps being served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from pathlib import Path
+
+import aiofiles
+import aiohttp
+
+from codecache.config import Config
+from codecache.errors import IndexRefused, Refusal, StoreError
+from codecache.signing import PublicKey, load_trusted_keys
+from codecache.store import FileIdentity, PullStatus, Store, file_identity, sha256_file
+from codecache.trust import Mark, Outcome, SignedIndex, TrustState, decide, offered, verify
+
+log = logging.getLogger("codecache.replica")
+_CHUNK = 256 * 1024
+_BLOB_SECONDS_PER_MIB = 1.0       # a blob fetch may take timeout + this per MiB
+_PARALLEL_BLOBS = 4
+
+
+class UpstreamFailure(Exception):
+    """A transport-level failure of one upstream (retryable on the next one)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason     # connect, timeout, http_5xx, http_status, redirect, ...
+
+
+@dataclasses.dataclass
+class _Counters:
+    refusals: Counter[str] = dataclasses.field(default_factory=Counter)
+    errors: Counter[str] = dataclasses.field(default_factory=Counter)
+    pulls: Counter[str] = dataclasses.field(default_factory=Counter)
+    blobs_fetched: int = 0
+
+
+class Replica:
+    """The pull loop of one replica store. Construct once per process; ``run`` or ``pull``."""
+
+    def __init__(self, config: Config, *, suspects: Callable[[], Collection[str]] = frozenset,
+                 ) -> None:
+        self._config = config
+        self._store = Store(config.store.path)
+        self._keys: dict[str, PublicKey] = load_trusted_keys(config.signing.trusted_keys)
+        # Blobs the server found bad on disk (its scrub), so the next pull fetches them again.
+        self._suspects = suspects
+        self._held: SignedIndex | None = None
+        self._held_id: FileIdentity | None = None
+        self._verified: dict[str, FileIdentity] = {}
+        self._counters = _Counters()
+        self._status = PullStatus()
+
+    # --- the loop -------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Pull every ``replica.interval`` until ``stop`` is set."""
+        async with self._session() as session:
+            while not stop.is_set():
+                try:
+                    await self.pull(session)
+                except StoreError as err:
+                    log.error("pull failed, store refuses: %s", err)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._config.replica.interval)
+
+    async def pull_once(self, *, allow_lower: bool = False) -> bool:
+        """One pull with a session of its own (``codecache replicate --once``)."""
+        async with self._session() as session:
+            return await self.pull(session, allow_lower=allow_lower)
+
+    async def pull(self, session: aiohttp.ClientSession, *, allow_lower: bool = False) -> bool:
+        """Try each upstream in order until one confirms or updates the index held.
+
+        ``allow_lower`` is the operator's explicit override (logged): accept a lower serial
+        once, after a restore or a key compromise.
+
+        Returns True when the index held is now confirmed current.
+        """
+        started = time.time()
+        errors: list[str] = []
+        confirmed_from: str | None = None
+        for upstream in self._config.replica.upstreams:
+            try:
+                if await self._pull_from(session, upstream, allow_lower=allow_lower):
+                    confirmed_from = upstream
+                    break
+            except UpstreamFailure as err:
+                self._counters.errors[err.reason] += 1
+                errors.append(f"{upstream}: {err}")
+                log.warning("upstream failed upstream=%s reason=%s: %s", upstream, err.reason,
+                            err)
+            except IndexRefused as err:
+                self._counters.refusals[err.reason.value] += 1
+                errors.append(f"{upstream}: refused ({err.reason.value}): {err}")
+                level = logging.INFO if err.reason is Refusal.STALE_UPSTREAM else logging.ERROR
+                log.log(level, "index refused upstream=%s reason=%s: %s", upstream,
+                        err.reason.value, err)
+        result = "confirmed" if confirmed_from else "failed"
+        self._counters.pulls[result] += 1
+        await asyncio.to_thread(self._save_status, started, confirmed_from, errors)
+        return confirmed_from is not None
+
+    # --- one upstream ---------------------------------------------------------------------
+
+    async def _pull_from(self, session: aiohttp.ClientSession, upstream: str, *,
+                         allow_lower: bool) -> bool:
+        state = await asyncio.to_thread(self._trust_state)
+        raw = await self._fetch_index(session, upstream, state.held)
+        if raw is None:  # 304: the upstream has exactly the index held
+            await self._repair(session, upstream, state.held)
+            return True
+        candidate = verify(raw, self._keys)
+        marks = offered(state, upstream, candidate)
+        try:
+            outcome = decide(candidate, state, now=int(time.time()), source=upstream,
+                             allow_lower=allow_lower)
+        except IndexRefused:
+            if marks is not state.marks:
+                await self._save_marks(marks)
+            raise
+        if outcome is Outcome.CURRENT:
+            if marks is not state.marks:
+                await self._save_marks(marks)
+            await self._repair(session, upstream, state.held)
+            return True
+        if allow_lower:
+            log.warning("OPERATOR OVERRIDE: accepting serial %d from %s below the highest "
+                        "serial accepted before (%d)", candidate.serial, upstream,
+                        state.highest_serial)
+            marks = {upstream: offered(TrustState(), upstream, candidate)[upstream]}
+        await self._install(session, upstream, candidate, state.held, marks, allow_lower)
+        log.info("index installed serial=%d upstream=%s", candidate.serial, upstream)
+        return True
+
+    async def _fetch_index(self, session: aiohttp.ClientSession, upstream: str,
+                           held: SignedIndex | None) -> bytes | None:
+        headers = {"Cache-Control": "no-cache"}
+        if held is not None:
+            headers["If-None-Match"] = f'"sha256-{hashlib.sha256(held.document).hexdigest()}"'
+        cap = self._config.replica.max_index_size
+        deadline = self._config.replica.timeout * 3
+        try:
+            async with asyncio.timeout(deadline), session.get(
+                    f"{upstream}/index.json", headers=headers) as response:
+                if response.status == 304 and held is not None:
+                    return None
+                _check_response(response, upstream)
+                return await _read_capped(response, cap, "index")
+        except TimeoutError:
+            raise UpstreamFailure("timeout", f"no complete index within {deadline:.0f}s") \
+                from None
+        except aiohttp.ClientError as err:
+            raise UpstreamFailure("connect", _one_line(err)) from None
+
+    # --- blobs ----------------------------------------------------------------------------
+
+    async def _install(self, session: aiohttp.ClientSession, upstream: str,
+                       candidate: SignedIndex, held: SignedIndex | None,
+                       marks: Mapping[str, Mark], reset_serial: bool) -> None:
+        async with self._writer_lock():
+            sizes = candidate.index.blob_sizes()
+            missing = await asyncio.to_thread(self._bad_blobs, sizes)
+            await self._fetch(session, upstream, {s: sizes[s] for s in missing})
+            await asyncio.to_thread(
+                self._store.install, candidate, previous=held.index if held else None,
+                marks=marks, reset_serial=reset_serial)
+
+    async def _repair(self, session: aiohttp.ClientSession, upstream: str,
+                      held: SignedIndex | None) -> None:
+        """Fetch again any held blob that is missing or failed its hash on disk."""
+        if held is None:
+            return
+        sizes = held.index.blob_sizes()
+        bad = await asyncio.to_thread(self._bad_blobs, sizes)
+        if not bad:
+            return
+        log.warning("fetching %d blob(s) again that are missing or corrupt on disk", len(bad))
+        async with self._writer_lock():
+            await self._fetch(session, upstream, {s: sizes[s] for s in bad}, replace=True)
+
+    async def _fetch(self, session: aiohttp.ClientSession, upstream: str,
+                     wanted: dict[str, int], *, replace: bool = False) -> None:
+        limit = asyncio.Semaphore(_PARALLEL_BLOBS)
+
+        async def one(sha256: str, size: int) -> None:
+            async with limit:
+                await self._fetch_blob(session, upstream, sha256, size, replace=replace)
+
+        await asyncio.gather(*(one(s, n) for s, n in sorted(wanted.items())))
+
+    async def _fetch_blob(self, session: aiohttp.ClientSession, upstream: str, sha256: str,
+                          size: int, *, replace: bool) -> None:
+        scratch = await asyncio.to_thread(self._store.scratch_dir, "blob-")
+        part = scratch / sha256
+        deadline = self._config.replica.timeout + size / (1 << 20) * _BLOB_SECONDS_PER_MIB
+        digest = hashlib.sha256()
+        try:
+            async with asyncio.timeout(deadline), session.get(
+                    f"{upstream}/blobs/sha256/{sha256}") as response:
+                _check_response(response, upstream)
+                declared = response.content_length
+                if declared is not None and declared != size:
+                    raise IndexRefused(Refusal.BLOB_MISMATCH, f"blob {sha256}: upstream "
+                                       f"announces {declared} bytes, the index {size}")
+                received = await _stream_to(response, part, digest, size)
+        except TimeoutError:
+            raise UpstreamFailure("timeout", f"blob {sha256} not complete within "
+                                  f"{deadline:.0f}s") from None
+        except aiohttp.ClientError as err:
+            raise UpstreamFailure("connect", _one_line(err)) from None
+        if received != size or digest.hexdigest() != sha256:
+            raise IndexRefused(Refusal.BLOB_MISMATCH, f"blob {sha256} from {upstream}: got "
+                               f"{received} bytes hashing to {digest.hexdigest()}")
+        await asyncio.to_thread(self._store.add_blob, part, sha256, replace=replace)
+        self._verified[sha256] = file_identity(self._store.blob_path(sha256)) or (0, 0, 0)
+        self._counters.blobs_fetched += 1
+
+    def _bad_blobs(self, sizes: dict[str, int]) -> set[str]:
+        """Blobs missing, of the wrong size, reported by the server, or re-hashed wrong."""
+        suspects = set(self._suspects())
+        bad = set()
+        for sha256, size in sizes.items():
+            path = self._store.blob_path(sha256)
+            identity = file_identity(path)
+            if identity is None or identity[1] != size or sha256 in suspects:
+                bad.add(sha256)
+                continue
+            if self._verified.get(sha256) == identity:
+                continue
+            if sha256_file(path) == (sha256, size):
+                self._verified[sha256] = identity
+            else:
+                log.error("blob corrupt on disk sha256=%s: fetching it again", sha256)
+                bad.add(sha256)
+        return bad
+
+    # --- local state ----------------------------------------------------------------------
+
+    def _trust_state(self) -> TrustState:
+        """What this store accepted before; the held index is re-read only when it changed."""
+        local = self._store.load_state()
+        identity = file_identity(self._store.index_path)
+        if identity != self._held_id:
+            self._held_id = identity
+            try:
+                self._held = self._store.read_signed(self._keys)
+            except (IndexRefused, StoreError) as err:
+                log.error("index on disk refused, will take the upstream's again: %s", err)
+                self._held = None
+        return TrustState(local.highest_serial, self._held, local.marks)
+
+    async def _save_marks(self, marks: Mapping[str, Mark]) -> None:
+        def save() -> None:
+            state = self._store.load_state()
+            self._store.save_state(dataclasses.replace(state, marks=marks))
+
+        async with self._writer_lock():
+            await asyncio.to_thread(save)
+
+    @contextlib.asynccontextmanager
+    async def _writer_lock(self) -> AsyncIterator[None]:
+        """The store's writers' lock, taken without blocking the event loop."""
+        fd = await asyncio.to_thread(self._store.acquire_lock)
+        try:
+            yield
+        finally:
+            os.close(fd)
+
+    def _save_status(self, started: float, confirmed_from: str | None,
+                     errors: list[str]) -> None:
+        previous = self._status
+        held = self._held
+        self._status = PullStatus(
+            upstream=confirmed_from or previous.upstream,
+            serial=held.serial if held is not None else 0,
+            confirmed_at=started if confirmed_from else previous.confirmed_at,
+            attempted_at=started,
+            last_error=None if confirmed_from else "; ".join(errors) or "no upstream",
+            refusals=dict(self._counters.refusals), errors=dict(self._counters.errors),
+            pulls=dict(self._counters.pulls), blobs_fetched=self._counters.blobs_fetched)
+        # The held index may just have been installed: read what is on disk now.
+        self._trust_state()
+        if self._held is not None:
+            self._status = dataclasses.replace(self._status, serial=self._held.serial)
+        self._store.save_pull_status(self._status)
+
+    def _session(self) -> aiohttp.ClientSession:
+        timeout = self._config.replica.timeout
+        return aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout),
+            # Never inflate what an upstream sends (a gzip bomb stays a few bytes of junk),
+            # never take proxies, .netrc or cookies from the environment.
+            auto_decompress=False, trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
+            headers={"Accept-Encoding": "identity", "User-Agent": "codecache-replica"},
+            connector=aiohttp.TCPConnector(limit=8, ttl_dns_cache=10))
+
+
+# --- response checks ----------------------------------------------------------------------
+
+
+def _check_response(response: aiohttp.ClientResponse, upstream: str) -> None:
+    """Only a plain 200 is read; anything else is this upstream's failure.
+
+    Raises:
+        UpstreamFailure: redirect, 5xx or another status.
+        IndexRefused: an encoded body (``bad_encoding``).
+    """
+    status = response.status
+    if 300 <= status < 400:
+        # Not followed: an upstream must not send the replica elsewhere.
+        raise UpstreamFailure("redirect", f"HTTP {status} to {response.headers.get('Location')}"
+                              " not followed")
+    if status >= 500:
+        raise UpstreamFailure("http_5xx", f"HTTP {status}")
+    if status != 200:
+        raise UpstreamFailure("http_status", f"HTTP {status}")
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise IndexRefused(Refusal.BAD_ENCODING, f"{upstream} sent Content-Encoding "
+                           f"{encoding!r}; only identity is accepted")
+
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: int, what: str) -> bytes:
+    declared = response.content_length
+    if declared is not None and declared > cap:
+        raise IndexRefused(Refusal.TOO_LARGE, f"{what} of {declared} bytes is over the "
+                           f"{cap}-byte cap")
+    data = bytearray()
+    async for chunk in response.content.iter_chunked(_CHUNK):
+        data += chunk
+        if len(data) > cap:
+            raise IndexRefused(Refusal.TOO_LARGE, f"{what} is over the {cap}-byte cap")
+    return bytes(data)
+
+
+async def _stream_to(response: aiohttp.ClientResponse, path: Path,
+                     digest: hashlib._Hash, cap: int) -> int:
+    received = 0
+    async with aiofiles.open(path, "wb") as out:
+        async for chunk in response.content.iter_chunked(_CHUNK):
+            received += len(chunk)
+            if received > cap:
+                raise IndexRefused(Refusal.BLOB_MISMATCH, f"blob {path.name} is longer than "
+                                   f"the {cap} bytes the index lists")
+            digest.update(chunk)
+            await out.write(chunk)
+    return received
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def replicate(config: Config, *, once: bool, allow_lower: bool = False) -> bool:
+    """``codecache replicate``: the pull loop on its own, until SIGINT/SIGTERM (or once)."""
+    import signal
+
+    replica = Replica(config)
+    if once:
+        return asyncio.run(replica.pull_once(allow_lower=allow_lower))
+
+    async def main() -> bool:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await replica.run(stop)
+        return True
+
+    return asyncio.run(main())

@@ -1,0 +1,175 @@
+"""The one home of the trust decision about a signed index (DESIGN.md §5).
+
+Pure: bytes, keys, what this node accepted before and the time go in; a verified index or a
+typed refusal (``IndexRefused`` with a ``Refusal`` reason) comes out. No files, no network:
+the server reading its own store, ``codecache status``, the origin's writer and the replica's
+pull loop all decide here, so the rules cannot drift apart (python-tuf keeps its
+``TrustedMetadataSet`` the same way).
+
+The rules, in the order they are applied:
+1. the document parses and one signature by a trusted key verifies (any one suffices, so
+   keys can rotate); its ``format`` is one this version knows; its payload is well-formed;
+2. per source (an upstream URL): a lower serial than that source offered before is
+   ``rollback``, the same serial with another payload ``conflict``;
+3. the same serial as the index held: the same payload is ``CURRENT`` (a confirmation),
+   another payload is ``conflict``;
+4. lower than the highest serial ever accepted: ``stale_upstream`` from an upstream (it is
+   merely behind, normal in a chain), ``rollback`` from the local store;
+5. where freshness is required (anything fetched from an upstream), past ``expires`` is
+   ``expired``: a frozen index cannot be replayed.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from codecache.errors import IndexRefused, IntegrityError, Refusal, SignatureError
+from codecache.index import FORMAT_VERSION, Index, from_payload, to_payload
+from codecache.signing import PublicKey, SecretKey, canonical_json, sign_document, verify_document
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIndex:
+    """An index whose signature verified, with the exact document bytes it came in."""
+
+    index: Index
+    document: bytes
+    digest: str          # sha256 of the canonical signed payload: what "same index" means
+
+    @property
+    def serial(self) -> int:
+        return self.index.serial
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """The highest serial one source has offered, and the payload it offered under it."""
+
+    serial: int
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrustState:
+    """What this node has accepted before: the input of every decision."""
+
+    highest_serial: int = 0
+    held: SignedIndex | None = None
+    marks: Mapping[str, Mark] = field(default_factory=dict)
+
+    @property
+    def floor(self) -> int:
+        return max(self.highest_serial, self.held.serial if self.held else 0)
+
+
+class Outcome(enum.Enum):
+    NEW = "new"            # accept: install it
+    CURRENT = "current"    # the index already held: a confirmation, nothing to install
+
+
+def verify(raw: bytes, keys: Mapping[str, PublicKey]) -> SignedIndex:
+    """Parse a signed index document and check its signature, format and payload.
+
+    Raises:
+        IndexRefused: ``malformed``, ``bad_signature`` or ``unsupported_format``.
+    """
+    try:
+        document = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise IndexRefused(Refusal.MALFORMED, f"index is not valid JSON: {err}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("signed"), dict):
+        raise IndexRefused(Refusal.MALFORMED, "index is not a signed document")
+    try:
+        payload = verify_document(keys, document)
+    except SignatureError as err:
+        raise IndexRefused(Refusal.BAD_SIGNATURE, str(err)) from None
+    fmt = payload.get("format", FORMAT_VERSION)
+    if fmt != FORMAT_VERSION:
+        raise IndexRefused(Refusal.UNSUPPORTED_FORMAT,
+                           f"index format {fmt!r} is not supported (this version reads "
+                           f"format {FORMAT_VERSION}); upgrade this node")
+    try:
+        index = from_payload(payload)
+    except IntegrityError as err:
+        raise IndexRefused(Refusal.MALFORMED, str(err)) from None
+    return SignedIndex(index, raw, payload_digest(payload))
+
+
+def decide(candidate: SignedIndex, state: TrustState, *, now: int, source: str | None = None,
+           fresh_required: bool = True, allow_lower: bool = False) -> Outcome:
+    """Whether ``candidate`` (from upstream ``source``, or None: the local store) is taken.
+
+    ``allow_lower`` is the operator's explicit override after a restore or a key
+    compromise: the serial floor and the source's mark are ignored once.
+
+    Raises:
+        IndexRefused: ``rollback``, ``conflict``, ``stale_upstream`` or ``expired``.
+    """
+    serial = candidate.serial
+    mark = state.marks.get(source) if source is not None else None
+    if mark is not None and not allow_lower:
+        if serial < mark.serial:
+            raise IndexRefused(Refusal.ROLLBACK, f"{source} offers serial {serial}, lower "
+                               f"than the {mark.serial} it offered before")
+        if serial == mark.serial and candidate.digest != mark.digest:
+            raise IndexRefused(Refusal.CONFLICT, f"{source} offers serial {serial} again "
+                               "with another signed payload")
+    held = state.held
+    if held is not None and serial == held.serial:
+        if candidate.digest == held.digest:
+            return Outcome.CURRENT
+        raise IndexRefused(Refusal.CONFLICT, f"serial {serial} is held with another signed "
+                           "payload (two writers?)")
+    if serial < state.floor and not allow_lower:
+        if source is None:
+            raise IndexRefused(Refusal.ROLLBACK, f"serial {serial} is older than the "
+                               f"{state.floor} already accepted")
+        raise IndexRefused(Refusal.STALE_UPSTREAM, f"{source} offers serial {serial}, behind "
+                           f"the {state.floor} held")
+    if fresh_required and is_expired(candidate.index, now):
+        raise IndexRefused(Refusal.EXPIRED, f"serial {serial} expired at "
+                           f"{candidate.index.expires} (now {now})")
+    return Outcome.NEW
+
+
+def evaluate(raw: bytes, keys: Mapping[str, PublicKey], state: TrustState, *, now: int,
+             source: str | None = None, fresh_required: bool = True,
+             allow_lower: bool = False) -> tuple[Outcome, SignedIndex]:
+    """``verify`` then ``decide``: the whole trust decision about one document.
+
+    Raises:
+        IndexRefused: for any reason of ``Refusal`` the two steps name.
+    """
+    candidate = verify(raw, keys)
+    return decide(candidate, state, now=now, source=source, fresh_required=fresh_required,
+                  allow_lower=allow_lower), candidate
+
+
+def offered(state: TrustState, source: str, candidate: SignedIndex) -> Mapping[str, Mark]:
+    """The marks after ``source`` offered ``candidate`` (verified, accepted or not)."""
+    mark = state.marks.get(source)
+    if mark is not None and mark.serial >= candidate.serial:
+        return state.marks
+    return {**state.marks, source: Mark(candidate.serial, candidate.digest)}
+
+
+def sign_index(secret: SecretKey, index: Index) -> SignedIndex:
+    """The origin's side: sign ``index`` into the document every node verifies."""
+    payload = to_payload(index)
+    document = sign_document(secret, payload)
+    data = json.dumps(document, sort_keys=True, indent=1, ensure_ascii=False).encode() + b"\n"
+    return SignedIndex(index, data, payload_digest(payload))
+
+
+def is_expired(index: Index, now: float) -> bool:
+    """Past ``expires``: refused from an upstream, served but degraded once held."""
+    return index.expires <= now
+
+
+def payload_digest(payload: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(payload)).hexdigest()

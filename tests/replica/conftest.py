@@ -1,0 +1,81 @@
+"""Fixtures for replication tests: a served origin and replicas pulling from it.
+
+Real processes only: the origin is a synced store (real svnserve, real ``sync --once``)
+served by ``codecache serve``; each replica is ``codecache serve`` with ``role =
+"replica"`` on a store of its own that starts empty.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Origin, SvnRepo, copy_origin, require, run_cli
+from tests.http.helpers import Server, new_origin, running, start_server
+
+
+def write_replica_config(directory: Path, public_key: Path, upstreams: list[str], *,
+                         interval: str = "1s", extra: str = "", role: str = "replica") -> Path:
+    """A replica directory with its config (store ``store``, trusting ``public_key``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "keys").mkdir(exist_ok=True)
+    pub = directory / "keys" / "codecache.pub"
+    pub.write_bytes(public_key.read_bytes())
+    config = directory / "codecache.toml"
+    config.write_text(f"""\
+role = "{role}"
+[store]
+path = "store"
+[signing]
+trusted_keys = ["keys/codecache.pub"]
+[replica]
+upstreams = {json.dumps(upstreams)}
+interval = "{interval}"
+timeout = "3s"
+{extra}
+""")
+    return config
+
+
+def replica_origin(directory: Path, template: Origin) -> Origin:
+    """An ``Origin`` record for a replica directory (the helpers start servers from it)."""
+    return Origin(directory, directory / "codecache.toml", directory / "store",
+                  directory / "keys" / "none", directory / "keys" / "codecache.pub",
+                  template.package, template.svn_url)
+
+
+def start_replica(directory: Path, template: Origin, upstreams: list[str], *,
+                  interval: str = "1s", extra: str = "",
+                  env: dict[str, str] | None = None, port: int | None = None) -> Server:
+    write_replica_config(directory, template.public_key, upstreams, interval=interval,
+                         extra=extra)
+    return start_server(replica_origin(directory, template), port=port, env=env)
+
+
+def readyz(server: Server) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(server.request("/readyz").body)
+    return body
+
+
+def replica_status(directory: Path) -> dict[str, Any]:
+    result = run_cli("status", "--json", config=directory / "codecache.toml", check=True)
+    payload: dict[str, Any] = json.loads(result.stdout)
+    return payload
+
+
+@pytest.fixture(scope="session")
+def replica_template(svn_server: SvnRepo, tmp_path_factory: pytest.TempPathFactory) -> Origin:
+    """A synced origin (1.0.0, 1.2.0; latest → 1.2.0), copied by each test that serves it."""
+    require("curl")
+    return new_origin(svn_server, tmp_path_factory.mktemp("rtemplate") / "origin", later=True)
+
+
+@pytest.fixture
+def served_origin(replica_template: Origin, tmp_path: Path) -> Iterator[Server]:
+    """A private copy of the template origin, served (its svn package is shared: no tags)."""
+    with running(copy_origin(replica_template, tmp_path / "origin")) as server:
+        yield server

@@ -1,0 +1,44 @@
+"""The readiness verdict: not ready only for what this node cannot serve."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from codecache.index import EMPTY
+from codecache.readiness import Health, judge
+
+NOW = 1_800_000_000
+FRESH = dataclasses.replace(EMPTY, serial=5, generated=NOW, expires=NOW + 60)
+
+
+def test_a_fresh_index_with_every_blob_is_ok() -> None:
+    verdict = judge(index=FRESH, now=NOW, index_problem=None, blob_problems={})
+    assert (verdict.health, verdict.ready, verdict.status) == (Health.OK, True, "ok")
+
+
+def test_no_index_is_not_ready_with_the_reason() -> None:
+    verdict = judge(index=None, now=NOW, index_problem="the store has no index yet",
+                    blob_problems={})
+    assert (verdict.ready, verdict.status) == (False, "the store has no index yet")
+
+
+def test_a_missing_blob_is_not_ready_even_when_expired() -> None:
+    expired = dataclasses.replace(FRESH, expires=NOW - 1)
+    verdict = judge(index=expired, now=NOW, index_problem=None,
+                    blob_problems={"b" * 64: "missing from disk", "a" * 64: "corrupt"})
+    assert verdict.health is Health.NOT_READY
+    assert verdict.status == f"blob {'a' * 64} corrupt"
+    assert len(verdict.reasons) == 2
+
+
+def test_expired_is_degraded_but_ready() -> None:
+    expired = dataclasses.replace(FRESH, expires=NOW)
+    verdict = judge(index=expired, now=NOW, index_problem=None, blob_problems={})
+    assert (verdict.health, verdict.ready, verdict.status) == \
+        (Health.DEGRADED, True, "degraded: index expired")
+
+
+def test_a_refused_index_on_disk_is_not_ready() -> None:
+    verdict = judge(index=FRESH, now=NOW, index_problem="index on disk refused: x",
+                    blob_problems={})
+    assert not verdict.ready and verdict.status == "index on disk refused: x"

@@ -1,0 +1,150 @@
+"""The trust decision about a signed index: every refusal reason of DESIGN.md §5, in order."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from codecache.errors import IndexRefused, Refusal
+from codecache.index import EMPTY, Index, Release, add_release
+from codecache.signing import SecretKey, generate_key, sign_document
+from codecache.trust import (
+    Mark,
+    Outcome,
+    SignedIndex,
+    TrustState,
+    decide,
+    evaluate,
+    offered,
+    sign_index,
+    verify,
+)
+
+NOW = 1_800_000_000
+UP = "http://origin-a:8080"
+
+
+@pytest.fixture
+def key() -> SecretKey:
+    return generate_key()
+
+
+def index(serial: int, *, author: str = "rm", expires: int = NOW + 3600) -> Index:
+    release = Release(version="1.0", sha256="a" * 64, size=3, tar_sha256="b" * 64,
+                      svn_url="svn://x/p/tags/1.0", revision=4, author=author, date=NOW,
+                      minisig="sig\n")
+    base = dataclasses.replace(EMPTY, serial=serial, generated=NOW, expires=expires)
+    return add_release(base, "pilot", release)
+
+
+def signed(key: SecretKey, serial: int, **kw: object) -> SignedIndex:
+    return sign_index(key, index(serial, **kw))  # type: ignore[arg-type]
+
+
+def keys(*secrets: SecretKey) -> dict[str, object]:
+    return {s.public.keyid: s.public for s in secrets}
+
+
+def reason(raw: bytes, key_set: dict[str, object], state: TrustState, **kw: object) -> Refusal:
+    with pytest.raises(IndexRefused) as info:
+        evaluate(raw, key_set, state, now=NOW, **kw)  # type: ignore[arg-type]
+    return info.value.reason
+
+
+def test_a_first_good_index_is_new_and_round_trips(key: SecretKey) -> None:
+    doc = signed(key, 5)
+    outcome, got = evaluate(doc.document, keys(key), TrustState(), now=NOW,  # type: ignore[arg-type]
+                            source=UP)
+    assert outcome is Outcome.NEW
+    assert got.index == index(5) and got.digest == doc.digest
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (b"<html>502 Bad Gateway</html>", Refusal.MALFORMED),
+    (b'{"signed": {"serial": 1', Refusal.MALFORMED),
+    (b"\x1f\x8b\x08\x00", Refusal.MALFORMED),
+    (b'{"signed": {}, "signatures": []}', Refusal.BAD_SIGNATURE),
+])
+def test_garbage_in_place_of_an_index(key: SecretKey, raw: bytes, expected: Refusal) -> None:
+    assert reason(raw, keys(key), TrustState()) is expected
+
+
+def test_tampered_payload_and_untrusted_key_are_bad_signatures(key: SecretKey) -> None:
+    doc = json.loads(signed(key, 5).document)
+    doc["signed"]["serial"] = 6
+    assert reason(json.dumps(doc).encode(), keys(key), TrustState()) is Refusal.BAD_SIGNATURE
+    other = generate_key()
+    assert reason(signed(other, 5).document, keys(key), TrustState()) is Refusal.BAD_SIGNATURE
+
+
+def test_any_one_trusted_signature_suffices(key: SecretKey) -> None:
+    old, new = generate_key(), key
+    payload = json.loads(signed(new, 5).document)["signed"]
+    both = sign_document(old, payload)
+    both["signatures"] += sign_document(new, payload)["signatures"]
+    raw = json.dumps(both).encode()
+    for trusted in (keys(old), keys(new)):
+        assert verify(raw, trusted).serial == 5  # type: ignore[arg-type]
+    assert reason(raw, keys(generate_key()), TrustState()) is Refusal.BAD_SIGNATURE
+
+
+def test_an_unknown_format_is_unsupported(key: SecretKey) -> None:
+    payload = json.loads(signed(key, 5).document)["signed"]
+    payload["format"] = 2
+    raw = json.dumps(sign_document(key, payload)).encode()
+    assert reason(raw, keys(key), TrustState()) is Refusal.UNSUPPORTED_FORMAT
+
+
+def test_expired_is_refused_from_an_upstream_but_read_from_the_store(key: SecretKey) -> None:
+    doc = signed(key, 5, expires=NOW - 1)
+    assert reason(doc.document, keys(key), TrustState(), source=UP) is Refusal.EXPIRED
+    assert decide(doc, TrustState(), now=NOW, fresh_required=False) is Outcome.NEW
+
+
+def test_the_index_held_again_is_current_even_when_expired(key: SecretKey) -> None:
+    doc = signed(key, 5, expires=NOW - 1)
+    state = TrustState(5, doc)
+    assert decide(doc, state, now=NOW, source=UP) is Outcome.CURRENT
+
+
+def test_same_serial_other_payload_is_a_conflict(key: SecretKey) -> None:
+    held = signed(key, 5)
+    other = signed(key, 5, author="someone else")
+    assert reason(other.document, keys(key), TrustState(5, held), source=UP) is Refusal.CONFLICT
+    marks = {UP: Mark(7, signed(key, 7).digest)}
+    assert reason(signed(key, 7, author="x").document, keys(key),
+                  TrustState(5, held, marks), source=UP) is Refusal.CONFLICT
+
+
+def test_lower_than_the_source_offered_is_rollback_else_stale(key: SecretKey) -> None:
+    held = signed(key, 9)
+    marks = {UP: Mark(9, held.digest)}
+    old = signed(key, 8).document
+    assert reason(old, keys(key), TrustState(9, held, marks), source=UP) is Refusal.ROLLBACK
+    assert reason(old, keys(key), TrustState(9, held, marks), source="http://b") \
+        is Refusal.STALE_UPSTREAM
+    assert reason(old, keys(key), TrustState(9, held)) is Refusal.ROLLBACK  # local store
+
+
+def test_the_floor_is_the_highest_serial_ever_accepted(key: SecretKey) -> None:
+    # A wiped index but a remembered serial: a lower one is still refused ...
+    assert reason(signed(key, 8).document, keys(key), TrustState(9), source=UP) \
+        is Refusal.STALE_UPSTREAM
+    # ... the same serial is taken again (repair), a higher one is new.
+    assert decide(signed(key, 9), TrustState(9), now=NOW, source=UP) is Outcome.NEW
+    assert decide(signed(key, 10), TrustState(9), now=NOW, source=UP) is Outcome.NEW
+
+
+def test_the_operator_override_accepts_a_lower_serial_once(key: SecretKey) -> None:
+    held = signed(key, 9)
+    state = TrustState(9, held, {UP: Mark(9, held.digest)})
+    assert decide(signed(key, 3), state, now=NOW, source=UP, allow_lower=True) is Outcome.NEW
+
+
+def test_offers_raise_the_sources_mark_only(key: SecretKey) -> None:
+    state = TrustState(marks={UP: Mark(5, "d")})
+    assert offered(state, UP, signed(key, 4)) == {UP: Mark(5, "d")}
+    higher = signed(key, 6)
+    assert offered(state, UP, higher) == {UP: Mark(6, higher.digest)}

@@ -85,6 +85,7 @@ class Stream:
         return self
 
     def _run(self, tool: str, url: str, extra: tuple[str, ...]) -> None:
+        # Also ends when the LAN is being torn down (a test that failed before stop()).
         while True:
             download = fetch(self.lan, tool, url, self.workdir, *extra)
             with self._lock:
@@ -94,7 +95,7 @@ class Stream:
                               f"{download.started:.3f}..{download.ended:.3f} "
                               f"exit {download.returncode} sha256 {download.sha256}\n"
                               f"{download.output}\n")
-            if not self.loop or self._stop.is_set():
+            if not self.loop or self._stop.is_set() or self.lan.closed:
                 return
 
     def stop(self, timeout: float) -> None:

@@ -9,7 +9,9 @@ operators copy.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -71,40 +73,23 @@ def start_backend(lan: Lan, origin: Origin, port: int) -> Backend:
     return backend
 
 
-def minimal_nginx_conf(prefix: Path, replicas: list[str], port: int) -> str:
-    """A bare proxy to the backends, used until scripts/cluster render-nginx exists."""
-    servers = "\n".join(f"        server {r.removeprefix('http://')} max_fails=2"
-                        " fail_timeout=5s;" for r in replicas)
-    return f"""\
-daemon off;
-user root;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log info;
-events {{ worker_connections 512; }}
-http {{
-    access_log {prefix}/access.log;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy_temp;
-    fastcgi_temp_path {prefix}/fastcgi_temp;
-    uwsgi_temp_path {prefix}/uwsgi_temp;
-    scgi_temp_path {prefix}/scgi_temp;
-    upstream codecache_replicas {{
-{servers}
-        keepalive 16;
-    }}
-    server {{
-        listen {port};
-        location / {{
-            proxy_pass http://codecache_replicas;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_next_upstream error timeout http_502 http_503 http_504;
-            proxy_connect_timeout 1s;
-        }}
-    }}
-}}
-"""
+def render_nginx(lan: Lan, prefix: Path, replicas: list[str]) -> Path:
+    """``scripts/cluster render-nginx``: nginx/codecache.conf as a complete nginx.conf.
+
+    Listening on port 80 of every address of the node, so both the VIP (whenever the node
+    holds it) and keepalived's check on 127.0.0.1 reach it. As root the renderer puts the
+    cache in a private directory its workers (``nobody``) can enter; the LAN removes it.
+    """
+    out = prefix / "nginx.conf"
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "cluster"), "render-nginx", "--out", str(out),
+         "--prefix", str(prefix), "--listen", "80", *(f"--replica={r}" for r in replicas)],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, f"render-nginx failed:\n{result.stdout}{result.stderr}"
+    rendered = json.loads(result.stdout)
+    if rendered["private_cache_dir"]:
+        lan.remove_after(Path(rendered["cache_dir"]))
+    return Path(rendered["conf"])
 
 
 @dataclass
@@ -132,16 +117,15 @@ class FrontNode:
     def start_nginx(self, replicas: list[str]) -> None:
         nginx = require("nginx")
         self.dir.mkdir(exist_ok=True)
-        conf = self.dir / "nginx.conf"
-        conf.write_text(minimal_nginx_conf(self.dir, replicas, 80))
-        self.lan.spawn(self.node.ns, [nginx, "-p", str(self.dir), "-c", str(conf)],
-                       self.nginx_log.name)
+        conf = render_nginx(self.lan, self.dir, replicas)
+        self.lan.spawn(self.node.ns, [nginx, "-p", str(self.dir), "-c", str(conf),
+                                      "-g", "daemon off;"], self.nginx_log.name)
         curl = require("curl")
         wait_until(f"nginx on {self.config_id} answers",
                    lambda: self.lan.run(self.node.ns, curl, "-sS", "-o", "/dev/null",
                                         "--max-time", "1", "http://127.0.0.1/healthz",
                                         timeout=5).returncode == 0,
-                   READY_TIMEOUT, [self.nginx_log, self.dir / "error.log"])
+                   READY_TIMEOUT, self.logs())
 
     def start_keepalived(self) -> None:
         keepalived = require("keepalived")
@@ -158,7 +142,7 @@ class FrontNode:
         return self.vip in self.node.addresses()
 
     def logs(self) -> list[Path]:
-        return [self.keepalived_log, self.nginx_log, self.dir / "error.log"]
+        return [self.keepalived_log, self.nginx_log, self.dir / "logs" / "error.log"]
 
     def log_has(self, text: str) -> bool:
         return self.keepalived_log.exists() and text in self.keepalived_log.read_text(

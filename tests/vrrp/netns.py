@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -92,6 +93,8 @@ class Lan:
     logs: Path
     nodes: dict[str, Node] = field(default_factory=dict)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    leftovers: list[Path] = field(default_factory=list)
+    closed: bool = False         # set when close() begins: clients stop starting downloads
 
     @property
     def ns(self) -> str:
@@ -107,6 +110,10 @@ class Lan:
 
     def ip_in(self, ns: str, *args: str) -> str:
         return ip("-n", ns, *args)
+
+    def remove_after(self, path: Path) -> None:
+        """Delete ``path`` (a directory) in close(), once every process is gone."""
+        self.leftovers.append(path)
 
     def create(self) -> None:
         ip("netns", "add", self.ns)
@@ -162,6 +169,7 @@ class Lan:
 
     def close(self) -> None:
         """Kill everything in the LAN's namespaces and delete them (bridge, veths go too)."""
+        self.closed = True
         for process in self.processes:
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -182,6 +190,8 @@ class Lan:
                 process.wait(timeout=10)
         for ns in reversed(self.namespaces()):
             ip("netns", "delete", ns, check=False)
+        for path in self.leftovers:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -24,8 +24,8 @@ from codecache.errors import ConfigError
 from codecache.names import is_channel, is_package
 
 DEFAULT_TAG_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
-_DURATION_RE = re.compile(r"(\d+)([smhd])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 # Variables that are not config keys but belong to codecache.
 _ENV_NOT_KEYS = frozenset({"CODECACHE_CONFIG"})
 
@@ -119,7 +119,7 @@ class Config:
 
 
 def parse_duration(value: object, key: str) -> float:
-    """``30s``/``5m``/``1h``/``7d`` (or a plain number of seconds) as seconds.
+    """``30s``/``5m``/``1h``/``7d``, ``0.5s``/``250ms`` (or a number of seconds) as seconds.
 
     Raises:
         ConfigError: for anything else.
@@ -130,8 +130,8 @@ def parse_duration(value: object, key: str) -> float:
         return float(value)
     if isinstance(value, str):
         match = _DURATION_RE.fullmatch(value.strip())
-        if match and int(match.group(1)) > 0:
-            return float(int(match.group(1)) * _UNITS[match.group(2)])
+        if match and float(match.group(1)) > 0:
+            return float(match.group(1)) * _UNITS[match.group(2)]
     raise ConfigError(f"{key}: expected a duration like 30s, 5m, 1h or 7d, got {value!r}")
 
 

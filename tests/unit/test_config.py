@@ -32,14 +32,14 @@ def write(tmp_path: Path, text: str) -> Path:
 
 @pytest.mark.parametrize(("text", "seconds"), [
     ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("7d", 604800.0), ("2d", 172800.0),
-    (" 1s ", 1.0), (45, 45.0), (0.5, 0.5),
+    (" 1s ", 1.0), (45, 45.0), (0.5, 0.5), ("0.5s", 0.5), ("250ms", 0.25), ("1.5h", 5400.0),
 ])
 def test_durations_accept_units_and_plain_seconds(text: object, seconds: float) -> None:
     assert parse_duration(text, "k") == seconds
 
 
-@pytest.mark.parametrize("text", ["", "30", "0s", "-1s", "1.5h", "1w", "1h30m", "7 days",
-                                  "s", True, 0, -5, None, [30]])
+@pytest.mark.parametrize("text", ["", "30", "0s", "-1s", ".5s", "1.s", "1w", "1h30m",
+                                  "7 days", "0ms", "s", True, 0, -5, None, [30]])
 def test_bad_durations_are_config_errors_naming_the_key(text: object) -> None:
     with pytest.raises(ConfigError, match=r"sync\.interval"):
         parse_duration(text, "sync.interval")
@@ -92,6 +92,8 @@ def test_env_overrides_scalar_keys(tmp_path: Path) -> None:
         "CODECACHE_SERVER_CHANNEL_MAX_AGE": "120",
         "CODECACHE_SYNC_INTERVAL": "5m",
         "CODECACHE_ROLE": "replica",
+        "CODECACHE_REPLICA_UPSTREAMS": "http://origin:8080",
+        "CODECACHE_SIGNING_TRUSTED_KEYS": "a.pub",
         "CODECACHE_CONFIG": "/ignored/because/it/names/the/file",
     }
     config = load_config(write(tmp_path, MINIMAL), env=env)
@@ -110,6 +112,16 @@ def test_env_overrides_list_keys_with_commas(tmp_path: Path) -> None:
     assert config.signing.trusted_keys == (tmp_path / "conf" / "a.pub", Path("/abs/b.pub"))
     assert config.server.listen == ("127.0.0.1:9000", "[::1]:9001")
     assert config.replica.upstreams == ("http://a:8080", "https://b")
+
+
+@pytest.mark.parametrize(("env", "missing"), [
+    ({"CODECACHE_SIGNING_TRUSTED_KEYS": "a.pub"}, "upstreams"),
+    ({"CODECACHE_REPLICA_UPSTREAMS": "http://o:8080"}, "trusted_keys"),
+])
+def test_a_replica_needs_upstreams_and_trusted_keys(tmp_path: Path, env: dict[str, str],
+                                                     missing: str) -> None:
+    with pytest.raises(ConfigError, match=missing):
+        load_config(None, env={"CODECACHE_ROLE": "replica", **env})
 
 
 def test_env_override_without_a_file(tmp_path: Path) -> None:

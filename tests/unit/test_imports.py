@@ -22,7 +22,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("store", "readiness", "catalog", "statuspage"),
     ("blobcache", "svn"),
     ("storeview", "sync"),                            # a server's view; the origin's writer
-    ("server", "replica"),                            # the network edges (aiohttp)
+    ("replica",),                                     # the pull loop (aiohttp client)
+    ("server",),                                      # HTTP front end; runs a replica's loop
     ("cli",),
     ("__main__",),
 )

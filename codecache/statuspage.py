@@ -21,7 +21,15 @@ def render_status_page(index: Index | None, readiness: dict[str, object],
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>codecache</title>"
              f"<style>{_STYLE}</style></head><body><h1>codecache</h1>"]
     status = escape(str(readiness.get("status", "")))
-    parts.append(f"<p>status: <b>{status}</b></p>")
+    role = escape(str(readiness.get("role", "")))
+    parts.append(f"<p>status: <b>{status}</b>; role: <b>{role}</b></p>")
+    replica = readiness.get("replica")
+    if isinstance(replica, dict):
+        error = replica.get("last_error")
+        parts.append(f"<p>upstream <code>{escape(str(replica.get('upstream')))}</code>, "
+                     f"serial {escape(str(replica.get('serial')))}"
+                     + (f"; <span class='bad'>last pull: {escape(str(error))}</span>"
+                        if error else "") + "</p>")
     if index is None:
         parts.append("<p class='bad'>no verified index yet</p></body></html>")
         return "".join(parts)

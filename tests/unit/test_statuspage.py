@@ -37,3 +37,13 @@ def test_status_page_without_an_index() -> None:
     html = render_status_page(None, {"status": "the store has no index yet"}, {})
     assert "no verified index yet" in html
     assert "the store has no index yet" in html
+
+
+def test_status_page_shows_a_replicas_role_upstream_and_pull_error() -> None:
+    readiness = {"status": "ok", "role": "replica", "seconds_since_confirmed": 3,
+                 "replica": {"upstream": "http://origin:8080", "serial": 42,
+                             "last_error": "http://origin:8080: <timeout>"}}
+    html = render_status_page(_index(), readiness, {})
+    assert "role: <b>replica</b>" in html
+    assert "http://origin:8080" in html and "&lt;timeout&gt;" in html
+    assert "last confirmed 3s ago" in html

@@ -7,6 +7,7 @@ bytes (a truncated body, a mangled resume) is caught as surely as one that faile
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import threading
@@ -44,9 +45,8 @@ class Download:
         return "Retrying" in self.output or "Will retry" in self.output
 
 
-def fetch(lan: Lan, tool: str, url: str, workdir: Path, *extra: str) -> Download:
+def fetch(lan: Lan, tool: str, url: str, target: Path, *extra: str) -> Download:
     """Download ``url`` once with ``tool`` (retrying as configured) in the LAN namespace."""
-    target = workdir / f"dl-{next(_names)}"
     if tool == "wget":
         argv = [require("wget"), "--no-config", "--progress=dot:mega", *WGET_RETRY, *extra,
                 "-O", str(target), url]
@@ -72,22 +72,26 @@ class Stream:
     workdir: Path
     jobs: list[tuple[str, str, tuple[str, ...]]]     # (tool, url, extra args) per thread
     loop: bool = True
+    name: str = "dl"             # output files are workdir/{name}{job}-{n}
+    pause: float = 0.05          # between one client's downloads: spare a shared CI machine
     downloads: list[Download] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> Stream:
-        for tool, url, extra in self.jobs:
-            thread = threading.Thread(target=self._run, args=(tool, url, extra), daemon=True)
+        for job, (tool, url, extra) in enumerate(self.jobs):
+            thread = threading.Thread(target=self._run, args=(job, tool, url, extra),
+                                      daemon=True)
             thread.start()
             self._threads.append(thread)
         return self
 
-    def _run(self, tool: str, url: str, extra: tuple[str, ...]) -> None:
+    def _run(self, job: int, tool: str, url: str, extra: tuple[str, ...]) -> None:
         # Also ends when the LAN is being torn down (a test that failed before stop()).
         while True:
-            download = fetch(self.lan, tool, url, self.workdir, *extra)
+            target = self.workdir / f"{self.name}{job}-{next(_names)}"
+            download = fetch(self.lan, tool, url, target, *extra)
             with self._lock:
                 self.downloads.append(download)
                 with (self.lan.logs / "clients.log").open("a") as log:
@@ -97,6 +101,16 @@ class Stream:
                               f"{download.output}\n")
             if not self.loop or self._stop.is_set() or self.lan.closed:
                 return
+            time.sleep(self.pause)
+
+    def receiving(self, minimum: int) -> bool:
+        """Every job is writing a download that has at least ``minimum`` bytes so far."""
+        sizes: dict[str, int] = {}
+        for path in self.workdir.glob(f"{self.name}*-*"):
+            job = path.name.removeprefix(self.name).partition("-")[0]
+            with contextlib.suppress(OSError):
+                sizes[job] = max(sizes.get(job, 0), path.stat().st_size)
+        return len(sizes) == len(self.jobs) and min(sizes.values()) >= minimum
 
     def stop(self, timeout: float) -> None:
         """Let every running download finish (they retry on their own), then return."""

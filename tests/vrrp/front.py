@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,11 +38,12 @@ def render_keepalived(values: dict[str, str]) -> str:
     return text
 
 
-def wait_until(what: str, check: object, timeout: float, logs: list[Path]) -> float:
+def wait_until(what: str, check: Callable[[], bool], timeout: float,
+               logs: list[Path]) -> float:
     """Poll ``check()`` every 20 ms until true; seconds it took; fail with log tails."""
     start = time.monotonic()
     while True:
-        if check():  # type: ignore[operator]
+        if check():
             return time.monotonic() - start
         if time.monotonic() - start > timeout:
             tails = "\n".join(f"--- {p.name}:\n" + "\n".join(

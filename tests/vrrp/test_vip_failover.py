@@ -134,9 +134,10 @@ def test_downloads_through_the_vip_complete_when_the_master_dies(
     # (wget only: curl 7.88's --limit-rate comes in bursts and may finish before the kill.)
     slow = Stream(lan, workdir, [("wget", latest, (f"--limit-rate={SLOW_RATE}",)),
                                  ("wget", release, (f"--limit-rate={SLOW_RATE}",))],
-                  loop=False).start()
-    time.sleep(1.0)
-    assert stream.downloads, "no download finished through the VIP before the kill"
+                  loop=False, name="slow").start()
+    wait_until("the slow downloads are mid-body and the stream flows",
+               lambda: slow.receiving(128 * 1024) and len(stream.downloads) >= 3, 15,
+               front1.logs())
 
     killed = time.monotonic()
     if death is Death.MACHINE:

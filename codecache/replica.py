@@ -166,8 +166,11 @@ class Replica:
         cap = self._config.replica.max_index_size
         deadline = self._config.replica.timeout * 3
         try:
+            # allow_redirects=False: aiohttp follows redirects unless told not to, and an
+            # upstream must not send the replica elsewhere (``_check_response``).
             async with asyncio.timeout(deadline), session.get(
-                    f"{upstream}/index.json", headers=headers) as response:
+                    f"{upstream}/index.json", headers=headers,
+                    allow_redirects=False) as response:
                 if response.status == 304 and held is not None:
                     return None
                 _check_response(response, upstream)
@@ -222,7 +225,7 @@ class Replica:
         digest = hashlib.sha256()
         try:
             async with asyncio.timeout(deadline), session.get(
-                    f"{upstream}/blobs/sha256/{sha256}") as response:
+                    f"{upstream}/blobs/sha256/{sha256}", allow_redirects=False) as response:
                 _check_response(response, upstream)
                 declared = response.content_length
                 if declared is not None and declared != size:

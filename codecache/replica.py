@@ -33,7 +33,7 @@ import aiofiles
 import aiohttp
 
 from codecache.config import Config
-from codecache.errors import IndexRefused, Refusal, StoreError
+from codecache.errors import CodecacheError, IndexRefused, Refusal, StoreError
 from codecache.signing import PublicKey, load_trusted_keys
 from codecache.store import FileIdentity, PullStatus, Store, file_identity, sha256_file
 from codecache.trust import Mark, Outcome, SignedIndex, TrustState, decide, offered, verify
@@ -84,8 +84,11 @@ class Replica:
             while not stop.is_set():
                 try:
                     await self.pull(session)
-                except StoreError as err:
-                    log.error("pull failed, store refuses: %s", err)
+                except CodecacheError as err:  # store full or busy, a blob gone meanwhile
+                    log.error("pull failed: %s", err)
+                except Exception:
+                    # A bug must not stop a replica from trying again: it keeps serving.
+                    log.exception("pull failed unexpectedly")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self._config.replica.interval)
 

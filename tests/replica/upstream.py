@@ -30,13 +30,13 @@ from codecache.index import EMPTY, Index, Release, add_release, move_channel, re
 from codecache.signing import SecretKey, generate_key, sign_document, sign_prehashed
 from codecache.trust import sign_index
 
-Responder = Callable[["_Handler"], None]
+Responder = Callable[["Handler"], None]
 
 
 # --- the server ---------------------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
+class Handler(BaseHTTPRequestHandler):
     server: _Server
     # HTTP/1.0 on our side: one request per connection, so a response a test cuts short
     # never leaves the replica a half-read connection to reuse.
@@ -45,7 +45,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.owner.dispatch(self)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib's name)
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -75,7 +75,7 @@ class FakeUpstream:
     """The fake upstream server; ``set`` replaces its routes (a new generation)."""
 
     def __init__(self) -> None:
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.owner = self
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
@@ -123,7 +123,7 @@ class FakeUpstream:
             return [h for h in self.hits
                     if h.generation >= since and (path is None or h.path == path)]
 
-    def dispatch(self, handler: _Handler) -> None:
+    def dispatch(self, handler: Handler) -> None:
         path = handler.path.split("?", 1)[0]
         with self._lock:
             self.hits.append(Hit(time.monotonic(), self.generation, path,
@@ -144,7 +144,7 @@ def fake_upstream() -> Iterator[FakeUpstream]:
 # --- responses (each a Responder, or a factory of one) ------------------------------------
 
 
-def send(handler: _Handler, status: int, body: bytes = b"", *,
+def send(handler: Handler, status: int, body: bytes = b"", *,
          headers: dict[str, str] | None = None, reason: str = "OK",
          length: int | None = None) -> None:
     """Write one raw response; ``length`` overrides the Content-Length announced."""
@@ -165,7 +165,7 @@ def index(document: bytes) -> Responder:
     """An index as the real server sends it: strong ETag, 304 on ``If-None-Match``."""
     etag = f'"sha256-{hashlib.sha256(document).hexdigest()}"'
 
-    def respond(h: _Handler) -> None:
+    def respond(h: Handler) -> None:
         if h.headers.get("If-None-Match") == etag:
             send(h, 304, headers={"ETag": etag}, reason="Not Modified", length=0)
         else:
@@ -177,7 +177,7 @@ def throttled(data: bytes, bytes_per_second: float, stop: threading.Event) -> Re
     """``data`` with its length, written in small pieces at about ``bytes_per_second``."""
     piece = 32 * 1024
 
-    def respond(h: _Handler) -> None:
+    def respond(h: Handler) -> None:
         send(h, 200, b"", length=len(data), headers={"Content-Type": "application/gzip"})
         start = time.monotonic()
         with contextlib.suppress(ConnectionError):
@@ -196,7 +196,7 @@ def endless_chunked(stop: threading.Event, limit: int = 1 << 30) -> Responder:
     """A 200 with ``Transfer-Encoding: chunked`` and no length, never ending (up to ``limit``)."""
     chunk = b"%x\r\n" % 65536 + b"[" * 65536 + b"\r\n"
 
-    def respond(h: _Handler) -> None:
+    def respond(h: Handler) -> None:
         head = ("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\n"
                 "Transfer-Encoding: chunked\r\n\r\n")
         with contextlib.suppress(ConnectionError):
@@ -210,7 +210,7 @@ def endless_chunked(stop: threading.Event, limit: int = 1 << 30) -> Responder:
 
 def stalled(stop: threading.Event, seconds: float = 30.0) -> Responder:
     """Headers announcing a body, then nothing until the client gives up (or ``seconds``)."""
-    def respond(h: _Handler) -> None:
+    def respond(h: Handler) -> None:
         with contextlib.suppress(ConnectionError):
             h.wfile.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 4096\r\n"
                           b"Content-Type: application/json\r\n\r\n{")

@@ -26,7 +26,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 
 import aiofiles
@@ -64,12 +64,15 @@ class Replica:
     """The pull loop of one replica store. Construct once per process; ``run`` or ``pull``."""
 
     def __init__(self, config: Config, *, suspects: Callable[[], Collection[str]] = frozenset,
-                 ) -> None:
+                 installed: Callable[[], Awaitable[None]] | None = None) -> None:
         self._config = config
         self._store = Store(config.store.path)
         self._keys: dict[str, PublicKey] = load_trusted_keys(config.signing.trusted_keys)
         # Blobs the server found bad on disk (its scrub), so the next pull fetches them again.
         self._suspects = suspects
+        # Called after an install, so a server in this process serves it without waiting
+        # for its next look at the store.
+        self._installed = installed
         self._held: SignedIndex | None = None
         self._held_id: FileIdentity | None = None
         self._verified: dict[str, FileIdentity] = {}
@@ -159,6 +162,8 @@ class Replica:
             marks = {upstream: offered(TrustState(), upstream, candidate)[upstream]}
         await self._install(session, upstream, candidate, state.held, marks, allow_lower)
         log.info("index installed serial=%d upstream=%s", candidate.serial, upstream)
+        if self._installed is not None:
+            await self._installed()
         return True
 
     async def _fetch_index(self, session: aiohttp.ClientSession, upstream: str,

@@ -269,7 +269,8 @@ def _pull_loop(config: Config, state: StoreView) -> Callable[
         [web.Application], AsyncIterator[None]]:
     """A replica's server runs its pull loop in-process (one per server)."""
     async def context(app: web.Application) -> AsyncIterator[None]:
-        replica = Replica(config, suspects=lambda: tuple(state.blob_problems))
+        replica = Replica(config, suspects=lambda: tuple(state.blob_problems),
+                          installed=lambda: asyncio.to_thread(state.refresh))
         stop = asyncio.Event()
         task = asyncio.create_task(replica.run(stop), name="replica-pull")
         yield

@@ -10,6 +10,7 @@ hash): the server runs ``refresh`` and ``scrub`` in a thread. No aiohttp here.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -45,6 +46,7 @@ class StoreView:
         self._index_id: tuple[int, int, int] | None = None
         self._state_id: tuple[int, int, int] | None = None
         self._pull_id: tuple[int, int, int] | None = None
+        self._refreshing = threading.Lock()
         self.metrics.index_age.set_function(self._index_age)
         self.metrics.registry.register(ReplicaCollector(lambda: self.pull, time.time))
 
@@ -52,13 +54,17 @@ class StoreView:
         return time.time() - self.catalog.index.generated if self.catalog else float("nan")
 
     def refresh(self) -> None:
-        """Pick up a new index and local state, re-check blobs (blocking: run in a thread)."""
-        self._refresh_index()
-        self._refresh_state()
-        self._refresh_pull_status()
-        if self.catalog is not None:
-            self.blob_problems = self.blobs.check(self.catalog.blob_sizes())
-        self._update_gauges()
+        """Pick up a new index and local state, re-check blobs (blocking: run in a thread).
+
+        The watcher and an in-process pull loop (right after an install) may both call it.
+        """
+        with self._refreshing:
+            self._refresh_index()
+            self._refresh_state()
+            self._refresh_pull_status()
+            if self.catalog is not None:
+                self.blob_problems = self.blobs.check(self.catalog.blob_sizes())
+            self._update_gauges()
 
     def scrub(self) -> None:
         if self.catalog is not None:

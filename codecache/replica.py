@@ -33,9 +33,16 @@ import aiofiles
 import aiohttp
 
 from codecache.config import Config
-from codecache.errors import CodecacheError, IndexRefused, Refusal, StoreError
+from codecache.errors import CodecacheError, IndexRefused, Refusal, StoreBusy, StoreError
 from codecache.signing import PublicKey, load_trusted_keys
-from codecache.store import FileIdentity, PullStatus, Store, file_identity, sha256_file
+from codecache.store import (
+    FileIdentity,
+    LocalState,
+    PullStatus,
+    Store,
+    file_identity,
+    sha256_file,
+)
 from codecache.trust import Mark, Outcome, SignedIndex, TrustState, decide, offered, verify
 
 log = logging.getLogger("codecache.replica")
@@ -284,7 +291,29 @@ class Replica:
             except (IndexRefused, StoreError) as err:
                 log.error("index on disk refused, will take the upstream's again: %s", err)
                 self._held = None
+        if self._held is not None and local.highest_serial < self._held.serial:
+            local = self._raise_floor(self._held.serial)
         return TrustState(local.highest_serial, self._held, local.marks)
+
+    def _raise_floor(self, serial: int) -> LocalState:
+        """Finish an install killed between the index swap and the state write.
+
+        ``Store.install`` swaps ``index.json`` first, then records the serial; a kill in
+        between left the rollback floor below the index served, and a confirmation (304)
+        never writes the state again.
+        """
+        try:
+            with self._store.locked(wait=1.0):
+                local = self._store.load_state()
+                if local.highest_serial < serial:
+                    log.warning("highest serial accepted was %d, below the index held (%d): "
+                                "an install was interrupted; recording %d",
+                                local.highest_serial, serial, serial)
+                    local = dataclasses.replace(local, highest_serial=serial)
+                    self._store.save_state(local)
+        except StoreBusy:
+            local = self._store.load_state()   # another writer is at work: next pull
+        return local
 
     async def _save_marks(self, marks: Mapping[str, Mark]) -> None:
         def save() -> None:

@@ -308,6 +308,8 @@ class Proc:
     starttime: int
     argv: list[str]
     log: str
+    cwd: str
+    env: dict[str, str] = field(default_factory=dict)   # extras over child_env()
 
     def same(self) -> bool:
         """Still the process we started (pid not reused) and running."""
@@ -444,14 +446,16 @@ class Launcher:
     def start(self, name: str, argv: list[str], *, env: dict[str, str] | None = None,
               cwd: Path | None = None) -> Proc:
         log = self.logs / f"{name}.log"
+        workdir = cwd or Path(self.state.dir)
         with log.open("ab") as out:
             popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                      stderr=subprocess.STDOUT, env=child_env(env),
-                                     cwd=cwd or Path(self.state.dir), start_new_session=True)
+                                     cwd=workdir, start_new_session=True)
         started = start_time(popen.pid)
-        proc = Proc(name, popen.pid, started if started is not None else -1, argv, str(log))
+        proc = Proc(name, popen.pid, started if started is not None else -1, argv, str(log),
+                    str(workdir), dict(env or {}))
         self.popens[name] = popen
-        self.state.processes.append(proc)
+        self.state.processes = [p for p in self.state.processes if p.name != name] + [proc]
         self.state.save()
         return proc
 
@@ -712,9 +716,7 @@ def down(directory: Path) -> list[str]:
     Raises:
         ClusterError: no cluster state in ``directory``.
     """
-    state = State.load(directory.resolve())
-    if state is None:
-        raise ClusterError(f"no cluster in {directory} ({STATE} not found)", code=2)
+    state = _loaded(directory)
     running = [p.name for p in state.processes if p.members()]
     stop(state.processes)
     remove_cache(state)
@@ -725,20 +727,93 @@ def down(directory: Path) -> list[str]:
     return running
 
 
+def node_url(state: State, name: str) -> str | None:
+    info = state.info
+    if name == "origin":
+        return str(info["origin"])
+    if name == "nginx":
+        return str(info["vip"])
+    if name.startswith("replica-"):
+        index = int(name.removeprefix("replica-")) - 1
+        replicas: list[str] = info.get("replicas", [])
+        return replicas[index] if 0 <= index < len(replicas) else None
+    return None
+
+
+def _loaded(directory: Path) -> State:
+    state = State.load(directory.resolve())
+    if state is None:
+        raise ClusterError(f"no cluster in {directory} ({STATE} not found)", code=2)
+    return state
+
+
+def _named(state: State, name: str) -> Proc:
+    for proc in state.processes:
+        if proc.name == name:
+            return proc
+    names = ", ".join(p.name for p in state.processes)
+    raise ClusterError(f"no process {name!r} in this cluster (there are: {names})", code=2)
+
+
+def kill_node(directory: Path, name: str, sig: signal.Signals) -> int:
+    """Send ``sig`` to one recorded process (and its session) and wait until it is gone
+    (unless the signal does not end processes). Returns the pid.
+
+    Raises:
+        ClusterError: unknown name, or not running.
+    """
+    proc = _named(_loaded(directory), name)
+    members = proc.members()
+    if not proc.same():
+        raise ClusterError(f"{name} (pid {proc.pid}) is not running", code=3)
+    for pid in members:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while any(alive(p) for p in members) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for pid in members:     # what a SIGTERM left behind
+            with contextlib.suppress(ProcessLookupError):
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+    return proc.pid
+
+
+def start_node(directory: Path, name: str, timeout: float) -> int:
+    """Start a recorded process again (same argv, environment and directory) after it died;
+    wait for its /readyz if it is a node. Returns the new pid.
+
+    Raises:
+        ClusterError: unknown name, still running, or not ready in time.
+    """
+    state = _loaded(directory)
+    proc = _named(state, name)
+    if proc.members():
+        raise ClusterError(f"{name} (pid {proc.pid}) is still running", code=3)
+    launcher = Launcher(state, Path(proc.log).parent)
+    new = launcher.start(name, proc.argv, env=proc.env, cwd=Path(proc.cwd))
+    url = node_url(state, name)
+    if url is not None:
+        launcher.wait_ready({name: url}, timeout)
+    state.info.setdefault("pids", {})[name] = new.pid
+    state.save()
+    return new.pid
+
+
 def status(directory: Path) -> dict[str, Any]:
     """Each process up/down and each node's /readyz.
 
     Raises:
         ClusterError: no cluster state in ``directory``.
     """
-    state = State.load(directory.resolve())
-    if state is None:
-        raise ClusterError(f"no cluster in {directory} ({STATE} not found)", code=2)
+    state = _loaded(directory)
     processes = {p.name: {"pid": p.pid, "up": p.same()} for p in state.processes}
     nodes: dict[str, dict[str, Any]] = {}
     info = state.info
-    bases = {"origin": info.get("origin"), "vip": info.get("vip"),
-             **{f"replica-{n}": u for n, u in enumerate(info.get("replicas", []), 1)}}
+    bases = {"origin": info.get("origin"),
+             **{f"replica-{n}": u for n, u in enumerate(info.get("replicas", []), 1)},
+             "vip": info.get("vip")}
     for name, base in bases.items():
         if base:
             code, detail = readyz(base)
@@ -765,6 +840,14 @@ def main(argv: list[str] | None = None) -> int:
     p_status = commands.add_parser("status", help="processes and /readyz of every node")
     p_status.add_argument("--dir", type=Path, required=True)
     p_status.add_argument("--json", action="store_true")
+    p_kill = commands.add_parser("kill", help="signal one process (default SIGKILL)")
+    p_kill.add_argument("--dir", type=Path, required=True)
+    p_kill.add_argument("--node", required=True, help="e.g. replica-2, origin, nginx")
+    p_kill.add_argument("--signal", default="KILL", help="signal name (default KILL)")
+    p_start = commands.add_parser("start", help="start a killed process again")
+    p_start.add_argument("--dir", type=Path, required=True)
+    p_start.add_argument("--node", required=True)
+    p_start.add_argument("--timeout", type=float, default=READY_TIMEOUT)
     p_render = commands.add_parser("render-nginx", help="write a complete nginx.conf")
     p_render.add_argument("--out", type=Path, required=True)
     p_render.add_argument("--prefix", type=Path, required=True)
@@ -783,6 +866,13 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         elif args.command == "status":
             return print_status(status(args.dir), as_json=args.json)
+        elif args.command == "kill":
+            sig = _signal(args.signal)
+            pid = kill_node(args.dir, args.node, sig)
+            print(f"cluster: sent {sig.name} to {args.node} (pid {pid})", file=sys.stderr)
+        elif args.command == "start":
+            print(json.dumps({"name": args.node,
+                              "pid": start_node(args.dir, args.node, args.timeout)}))
         else:
             rendered = render_nginx(args.out, args.prefix, args.listen, args.replica,
                                     args.cache_dir)
@@ -795,6 +885,20 @@ def main(argv: list[str] | None = None) -> int:
         print("cluster: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _signal(name: str) -> signal.Signals:
+    """``KILL``, ``SIGKILL`` or ``9`` as a signal.
+
+    Raises:
+        ClusterError: no such signal.
+    """
+    try:
+        return signal.Signals(int(name)) if name.isdigit() else \
+            signal.Signals[name.upper() if name.upper().startswith("SIG") else
+                           f"SIG{name.upper()}"]
+    except (KeyError, ValueError):
+        raise ClusterError(f"unknown signal {name!r}", code=2) from None
 
 
 def print_status(report: dict[str, Any], *, as_json: bool) -> int:

@@ -1,0 +1,148 @@
+"""The front tier at the VIP answers like a replica: same §4 headers, 304s, ranges, 405s."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.helpers import Cluster, curl, get, status_json
+from tests.conftest import require
+
+# Headers of DESIGN §4 that must pass the front tier unchanged.
+CONTRACT = ("etag", "last-modified", "cache-control", "x-codecache-version", "accept-ranges",
+            "content-length", "content-type")
+URLS = ["/pilot/latest.tar.gz", "/pilot/latest.tar.gz.sha256", "/pilot/latest.tar.gz.minisig",
+        "/pilot/production.tar.gz", "/pilot/releases/1.2.0.tar.gz",
+        "/pilot/releases/1.2.0.tar.gz.sha256", "/pilot/releases/1.0.0.tar.gz.minisig"]
+
+
+@pytest.mark.parametrize("path", URLS)
+def test_vip_passes_every_contract_header_unchanged(cluster: Cluster, workdir: Path,
+                                                    path: str) -> None:
+    replica = curl(cluster.replicas[0] + path, "-H", "Accept-Encoding: gzip", cwd=workdir)
+    for _ in range(2):   # a cache miss, then a cache hit
+        vip = curl(cluster.vip + path, "-H", "Accept-Encoding: gzip", cwd=workdir)
+        assert vip.status == replica.status == 200
+        for name in CONTRACT:
+            assert vip.all(name) == replica.all(name), name   # no duplicate, no change
+        assert vip.all("content-encoding") == []
+        assert vip.body == replica.body
+
+
+def test_vip_serves_blobs_by_hash_unchanged(cluster: Cluster, workdir: Path) -> None:
+    sha256 = status_json(cluster)["packages"]["pilot"]["releases"]["1.1.0"]["sha256"]
+    path = f"/blobs/sha256/{sha256}"
+    replica = curl(cluster.replicas[1] + path, cwd=workdir)
+    vip = curl(cluster.vip + path, "-H", "Accept-Encoding: gzip", cwd=workdir)
+    assert vip.status == 200
+    assert hashlib.sha256(vip.body).hexdigest() == sha256
+    for name in CONTRACT:
+        assert vip.all(name) == replica.all(name), name
+
+
+def test_vip_head_matches_get_without_body(cluster: Cluster, workdir: Path) -> None:
+    full = curl(cluster.vip + "/pilot/latest.tar.gz", cwd=workdir)
+    head = curl(cluster.vip + "/pilot/latest.tar.gz", "-I", cwd=workdir)   # -o gets headers
+    assert head.status == 200
+    assert head.header("content-length") == str(len(full.body))
+    for name in CONTRACT:
+        assert head.all(name) == full.all(name), name
+
+
+@pytest.mark.parametrize("path", ["/pilot/latest.tar.gz", "/pilot/releases/1.2.0.tar.gz"])
+def test_vip_answers_304_to_if_none_match_and_if_modified_since(cluster: Cluster,
+                                                                 workdir: Path,
+                                                                 path: str) -> None:
+    first = curl(cluster.vip + path, cwd=workdir)
+    etag, modified = first.header("etag"), first.header("last-modified")
+    assert etag and modified
+    by_etag = curl(cluster.vip + path, "-H", f"If-None-Match: {etag}", cwd=workdir)
+    assert by_etag.status == 304 and by_etag.body == b""
+    assert by_etag.header("etag") == etag
+    by_date = curl(cluster.vip + path, "-H", f"If-Modified-Since: {modified}", cwd=workdir)
+    assert by_date.status == 304 and by_date.body == b""
+    other = curl(cluster.vip + path, "-H", 'If-None-Match: "sha256-0000"', cwd=workdir)
+    assert other.status == 200 and other.body == first.body
+
+
+def test_wget_N_through_the_vip_does_not_download_again(cluster: Cluster,
+                                                        workdir: Path) -> None:
+    command = [require("wget"), "--no-config", "-N", cluster.vip + "/pilot/latest.tar.gz"]
+    env = {"LC_ALL": "C", "PATH": "/usr/bin:/bin"}
+    first = subprocess.run(command, cwd=workdir, capture_output=True, text=True, env=env,
+                           timeout=60, check=False)
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run(command, cwd=workdir, capture_output=True, text=True, env=env,
+                            timeout=60, check=False)
+    assert second.returncode == 0, second.stderr
+    assert "304 Not Modified" in second.stderr
+    assert "Omitting download" in second.stderr
+
+
+@pytest.mark.parametrize("path", ["/pilot/latest.tar.gz", "/pilot/releases/1.0.0.tar.gz"])
+def test_vip_answers_ranges_and_if_range(cluster: Cluster, workdir: Path, path: str) -> None:
+    full = curl(cluster.vip + path, cwd=workdir)
+    size = len(full.body)
+    part = curl(cluster.vip + path, "-r", "10-99", cwd=workdir)
+    assert part.status == 206
+    assert part.body == full.body[10:100]
+    assert part.header("content-range") == f"bytes 10-99/{size}"
+    matching = curl(cluster.vip + path, "-r", "10-99", "-H",
+                    f"If-Range: {full.header('etag')}", cwd=workdir)
+    assert matching.status == 206 and matching.body == full.body[10:100]
+    stale = curl(cluster.vip + path, "-r", "10-99", "-H", 'If-Range: "sha256-0000"',
+                 cwd=workdir)
+    assert stale.status == 200 and stale.body == full.body
+    beyond = curl(cluster.vip + path, "-r", f"{size + 10}-", cwd=workdir)
+    assert beyond.status == 416
+    assert beyond.header("content-range") == f"bytes */{size}"
+    assert json.loads(beyond.body)["error"]["code"] == "range_not_satisfiable"
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_vip_passes_other_methods_to_a_replica_which_answers_405(cluster: Cluster,
+                                                                 workdir: Path,
+                                                                 method: str) -> None:
+    response = curl(cluster.vip + "/pilot/latest.tar.gz", "-X", method, cwd=workdir)
+    assert response.status == 405
+    assert json.loads(response.body)["error"]["code"] == "method_not_allowed"
+    assert response.header("allow") == "GET,HEAD"
+
+
+def test_vip_never_caches_health_readiness_or_metrics(cluster: Cluster,
+                                                      workdir: Path) -> None:
+    for path in ("/healthz", "/readyz", "/metrics"):
+        response = curl(cluster.vip + path, cwd=workdir)
+        assert response.status == 200
+        assert response.header("cache-control") == "no-store"
+    log = Path(cluster.info["nginx"]["prefix"]) / "logs" / "access.log"
+    lines = [line for line in log.read_text().splitlines()
+             if '"GET /metrics ' in line or '"GET /readyz ' in line]
+    assert lines and all(" cache=- " in line for line in lines)
+
+
+def test_vip_listens_on_ipv6_loopback(cluster: Cluster, workdir: Path) -> None:
+    if not cluster.info.get("vip6"):
+        pytest.skip("no IPv6 loopback on this machine")
+    response = curl(cluster.info["vip6"] + "/pilot/latest.tar.gz", cwd=workdir)
+    assert response.status == 200
+    digest = hashlib.sha256(response.body).hexdigest()
+    assert response.header("etag") == f'"sha256-{digest}"'
+
+
+def test_vip_passes_the_request_id(cluster: Cluster, workdir: Path) -> None:
+    given = curl(cluster.vip + "/pilot/releases/1.1.0.tar.gz", "-H", "X-Request-ID: pilot-42",
+                 cwd=workdir)
+    assert given.status == 200
+    log = Path(cluster.info["nginx"]["prefix"]) / "logs" / "access.log"
+    assert " rid=pilot-42 " in log.read_text()
+
+
+def test_every_node_is_ready(cluster: Cluster) -> None:
+    for base in [cluster.origin, *cluster.replicas, cluster.vip]:
+        status, _, body = get(base, "/readyz")
+        assert status == 200, body

@@ -255,6 +255,17 @@ def redirect_elsewhere(world: World) -> dict[str, Responder]:
     return {"/index.json": redirect(f"{world.elsewhere.base}/index.json")}
 
 
+def blob_redirected(world: World) -> dict[str, Responder]:
+    # A new index whose blob the other server really has: following would install it.
+    releases = {**world.good_releases, "1.4.0": b"elsewhere " * 2000}
+    doc = world.publisher.sign(world.publisher.make_index(world.newer(), releases, "1.4.0"))
+    world.elsewhere.set({"/index.json": index(doc), **blob_routes(releases)})
+    routes = {"/index.json": index(doc), **blob_routes(world.good_releases)}
+    path = f"/blobs/sha256/{hashlib.sha256(releases['1.4.0']).hexdigest()}"
+    routes[path] = redirect(world.elsewhere.base + path)
+    return routes
+
+
 def stalled_body(world: World) -> dict[str, Responder]:
     return {"/index.json": stalled(world.upstream.closing)}
 
@@ -283,6 +294,7 @@ CASES = [
     Case("truncated_json", truncated_json, "refusals", "malformed"),
     Case("http_500", server_error, "upstream_errors", "http_5xx"),
     Case("redirect_to_another_server", redirect_elsewhere, "upstream_errors", "redirect"),
+    Case("blob_redirected_to_another_server", blob_redirected, "upstream_errors", "redirect"),
     Case("stalled_body", stalled_body, "upstream_errors", "timeout"),
 ]
 
@@ -300,7 +312,7 @@ def test_hostile_upstream_is_counted_and_the_good_index_kept(world: World, case:
         print(f"\ngzip bomb: {world.figures['gzip bomb']}; replica RSS {rss_before} KiB, "
               f"grew {grown} KiB")
         assert grown < 50 * 1024, f"RSS grew {grown} KiB on a gzip bomb"
-    if case.name == "redirect_to_another_server":
+    if case.name in ("redirect_to_another_server", "blob_redirected_to_another_server"):
         world.replica.wait_for("two more redirects", lambda: len(
             world.upstream.requests("/index.json", generation)) >= 3, 15)
         assert world.elsewhere.requests() == [], "the replica followed a redirect"

@@ -32,6 +32,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ NEW_BLOBS = 3
 HEX = re.compile(r"[0-9a-f]{64}")
 
 
-def wait(what: str, check: Callable[[], bool], timeout: float, context: str) -> float:
+def wait(what: str, check: Callable[[], object], timeout: float, context: str) -> float:
     start = time.monotonic()
     while True:
         with contextlib.suppress(OSError, http.client.HTTPException, ValueError):
@@ -159,9 +160,15 @@ def leftovers(store: Path) -> list[str]:
     return found
 
 
-def highest_serial(store: Path) -> int:
-    serial: int = json.loads((store / "state.json").read_bytes())["highest_serial"]
-    return serial
+def completed(store: Path, offer: Offer) -> bool:
+    """The store holds ``offer``'s index and has recorded its serial."""
+    state = json.loads((store / "state.json").read_bytes())
+    return bool((store / "index.json").read_bytes() == offer.document
+                and state["highest_serial"] == offer.serial)
+
+
+def serves(replica: Replica, offer: Offer) -> bool:
+    return replica.served_index() == offer.document
 
 
 def check_store(store: Path, directory: Path, offers: dict[int, Offer], offered: set[str],
@@ -238,7 +245,7 @@ def test_kill_9_at_random_points_of_a_pull_leaves_a_consistent_store(tmp_path: P
                 if replica is None:
                     replica = Replica.start(directory, rng.choice(["replicate", "serve"]), log)
                 wait("the replica asks for the new index",
-                     lambda g=generation: bool(upstream.requests("/index.json", g)), 30, context)
+                     partial(upstream.requests, "/index.json", generation), 30, context)
                 asked = upstream.requests("/index.json", generation)[0].at
                 delay = rng.uniform(0.0, 1.6)
                 time.sleep(max(0.0, asked + delay - time.monotonic()))
@@ -253,13 +260,11 @@ def test_kill_9_at_random_points_of_a_pull_leaves_a_consistent_store(tmp_path: P
 
                 # Restart: the next pull completes and the newest index is served.
                 replica = Replica.start(directory, rng.choice(["replicate", "serve"]), log)
-                newest = offer.document
                 wait("the restarted replica installs the newest index and records its serial",
-                     lambda o=offer: (store / "index.json").read_bytes() == o.document
-                     and highest_serial(store) == o.serial, 30, context)
+                     partial(completed, store, offer), 30, context)
                 if replica.mode == "serve":
                     wait("the restarted replica serves the newest index",
-                         lambda r=replica, d=newest: r.served_index() == d, 30, context)
+                         partial(serves, replica, offer), 30, context)
                 assert check_store(store, directory, rounds.offers, rounds.offered_blobs,
                                    context) == offer.serial
                 if held != offer.serial:

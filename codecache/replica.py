@@ -80,6 +80,7 @@ class Replica:
         # Called after an install, so a server in this process serves it without waiting
         # for its next look at the store.
         self._installed = installed
+        self._new_install = False
         self._held: SignedIndex | None = None
         self._held_id: FileIdentity | None = None
         self._verified: dict[str, FileIdentity] = {}
@@ -137,6 +138,10 @@ class Replica:
         result = "confirmed" if confirmed_from else "failed"
         self._counters.pulls[result] += 1
         await asyncio.to_thread(self._save_status, started, confirmed_from, errors)
+        if self._new_install and self._installed is not None:
+            # After replica.json: the server then tells the whole story at once.
+            self._new_install = False
+            await self._installed()
         return confirmed_from is not None
 
     # --- one upstream ---------------------------------------------------------------------
@@ -169,8 +174,7 @@ class Replica:
             marks = {upstream: offered(TrustState(), upstream, candidate)[upstream]}
         await self._install(session, upstream, candidate, state.held, marks, allow_lower)
         log.info("index installed serial=%d upstream=%s", candidate.serial, upstream)
-        if self._installed is not None:
-            await self._installed()
+        self._new_install = True
         return True
 
     async def _fetch_index(self, session: aiohttp.ClientSession, upstream: str,

@@ -16,7 +16,7 @@ from typing import Any
 
 from codecache.blobcache import BlobCache
 from codecache.catalog import Catalog
-from codecache.config import Config
+from codecache.config import Config, Role
 from codecache.errors import IndexRefused, StoreError
 from codecache.metrics import Metrics, ReplicaCollector, create_metrics
 from codecache.readiness import Readiness, judge
@@ -151,8 +151,9 @@ class StoreView:
                         seconds_since_confirmed=int(now - self.last_confirmed))
         if self.blob_problems:
             body["blobs_unavailable"] = len(self.blob_problems)
+        if self.config.role is Role.REPLICA:
+            body["upstream"] = self.pull.upstream if self.pull is not None else None
         if self.pull is not None:
-            body["upstream"] = self.pull.upstream
             body["replica"] = {"upstream": self.pull.upstream, "serial": self.pull.serial,
                                "last_pull": int(self.pull.attempted_at),
                                "last_error": self.pull.last_error,

@@ -53,7 +53,6 @@ def test_a_promoted_standby_continues_the_serial_and_recreates_identical_blobs(
     svn_server.change(active.package, "lib/pilot/main.py", "print('pilot 1.3')\n")
     svn_server.tag(active.package, "1.3.0")
     active.cli("sync", "--once", check=True)
-    lost_serial = active.status_json()["serial"]
 
     # Promotion: switch the role, run the sync worker.
     standby_config(standby_dir, active, "http://127.0.0.1:9", role="origin")

@@ -35,6 +35,9 @@ def test_replica_serves_the_origins_bytes_and_keeps_an_inspectable_store(
         for name in ("index.json", *[k for k in theirs_files if k.startswith(("blobs/sha256/",
                                                                             "signatures/"))]):
             assert mine_files.get(name) == theirs_files[name], name
+        # replica.json is written right after the install the server may already serve.
+        replica.wait_for("the lag facts are written",
+                         lambda: readyz(replica).get("upstream") == origin.base, 10)
         status = replica_status(replica.origin.dir)
         assert status["local"]["role"] == "replica"
         assert status["local"]["replica"]["upstream"] == origin.base

@@ -5,6 +5,7 @@ Run through ``scripts/cluster`` (which bootstraps the virtualenv first):
     scripts/cluster up --dir DIR [--replicas N] [--origin-config PATH] [--vip-port PORT]
     scripts/cluster status --dir DIR [--json]
     scripts/cluster down --dir DIR
+    scripts/cluster kill --dir DIR --node NAME [--signal SIG]  /  start --dir DIR --node NAME
     scripts/cluster render-nginx --out FILE --prefix DIR --listen ADDR... --replica URL...
 
 ``up`` prints one JSON object on stdout (the URLs, configs and pids); everything else goes

@@ -18,13 +18,17 @@ from tests.conftest import Origin, SvnRepo, copy_origin, require, run_cli
 from tests.http.helpers import Server, new_origin, running, start_server
 
 
-def write_replica_config(directory: Path, public_key: Path, upstreams: list[str], *,
-                         interval: str = "1s", extra: str = "", role: str = "replica") -> Path:
-    """A replica directory with its config (store ``store``, trusting ``public_key``)."""
+def write_replica_config(directory: Path, public_key: Path | None, upstreams: list[str], *,
+                         interval: str = "1s", timeout: str = "3s", extra: str = "",
+                         role: str = "replica") -> Path:
+    """A replica directory with its config (store ``store``), trusting ``public_key``.
+
+    ``public_key`` None: the caller has put ``keys/codecache.pub`` in place itself.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "keys").mkdir(exist_ok=True)
-    pub = directory / "keys" / "codecache.pub"
-    pub.write_bytes(public_key.read_bytes())
+    if public_key is not None:
+        (directory / "keys" / "codecache.pub").write_bytes(public_key.read_bytes())
     config = directory / "codecache.toml"
     config.write_text(f"""\
 role = "{role}"
@@ -35,7 +39,7 @@ trusted_keys = ["keys/codecache.pub"]
 [replica]
 upstreams = {json.dumps(upstreams)}
 interval = "{interval}"
-timeout = "3s"
+timeout = "{timeout}"
 {extra}
 """)
     return config

@@ -29,6 +29,7 @@ from typing import Any
 from codecache.index import EMPTY, Index, Release, add_release, move_channel, release_comment
 from codecache.signing import SecretKey, generate_key, sign_document, sign_prehashed
 from codecache.trust import sign_index
+from tests.replica.conftest import write_replica_config
 
 Responder = Callable[["Handler"], None]
 
@@ -288,16 +289,5 @@ def write_replica_dir(directory: Path, publisher: Publisher, upstreams: list[str
     directory.mkdir(parents=True, exist_ok=True)
     publisher.write_public_key(directory / "keys" / "codecache.pub")
     cap = f"max_index_size = {max_index_size}\n" if max_index_size is not None else ""
-    config = directory / "codecache.toml"
-    config.write_text(f"""\
-role = "replica"
-[store]
-path = "store"
-[signing]
-trusted_keys = ["keys/codecache.pub"]
-[replica]
-upstreams = {json.dumps(upstreams)}
-interval = {interval}
-timeout = "{timeout}"
-{cap}""")
-    return config
+    return write_replica_config(directory, None, upstreams, interval=f"{interval}s",
+                                timeout=timeout, extra=cap)

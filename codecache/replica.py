@@ -168,9 +168,11 @@ class Replica:
             await self._repair(session, upstream, state.held)
             return True
         if allow_lower:
-            log.warning("OPERATOR OVERRIDE: accepting serial %d from %s below the highest "
-                        "serial accepted before (%d)", candidate.serial, upstream,
-                        state.highest_serial)
+            if candidate.serial < state.floor:
+                log.warning("OPERATOR OVERRIDE: accepting serial %d from %s below the highest "
+                            "serial accepted before (%d)", candidate.serial, upstream,
+                            state.floor)
+            # The override starts the record afresh: the old marks would refuse it again.
             marks = {upstream: offered(TrustState(), upstream, candidate)[upstream]}
         await self._install(session, upstream, candidate, state.held, marks, allow_lower)
         log.info("index installed serial=%d upstream=%s", candidate.serial, upstream)

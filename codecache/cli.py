@@ -277,7 +277,7 @@ def _print_status(index: Index, local: dict[str, Any], mutated: list[dict[str, A
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from codecache.server import serve  # aiohttp is only needed by this command
+    from codecache.web.server import serve  # aiohttp is only needed by this command
 
     serve(_config(args))
     return EXIT_OK

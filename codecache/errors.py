@@ -2,7 +2,7 @@
 
 Every failure a user can see is one of these. Each class carries a stable ``code``
 (used verbatim in HTTP error bodies and logs). The mapping to HTTP status lives in
-``codecache.server`` (one middleware), the mapping to exit codes in ``codecache.cli``
+``codecache.web.server`` (one middleware), the mapping to exit codes in ``codecache.cli``
 (one function); nothing else decides either.
 
     CodecacheError

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from codecache.blobcache import BlobCache
 from codecache.errors import BlobUnavailable
 from codecache.store import Store
+from codecache.web.blobcache import BlobCache
 
 
 def _put(store: Store, data: bytes) -> str:

@@ -6,7 +6,6 @@ import hashlib
 
 import pytest
 
-from codecache.catalog import IMMUTABLE, BadRequest, Catalog, Route, service_route, split_path
 from codecache.errors import (
     BlobNotFound,
     ChannelNotFound,
@@ -15,6 +14,7 @@ from codecache.errors import (
     ReleaseNotFound,
 )
 from codecache.index import Channel, Index, Package, Release
+from codecache.web.catalog import IMMUTABLE, BadRequest, Catalog, Route, service_route, split_path
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64

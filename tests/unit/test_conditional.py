@@ -1,4 +1,4 @@
-"""Unit tests for codecache.conditional (RFC 9110 preconditions and ranges)."""
+"""Unit tests for codecache.web.conditional (RFC 9110 preconditions and ranges)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from codecache import conditional
-from codecache.conditional import (
+from codecache.web import conditional
+from codecache.web.conditional import (
     Decision,
     Outcome,
     evaluate,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from codecache.index import Channel, Index, Package, Release
-from codecache.statuspage import render_status_page
+from codecache.web.statuspage import render_status_page
 
 
 def _index() -> Index:

@@ -15,8 +15,8 @@ from codecache.config import load_config
 from codecache.index import EMPTY, Index, Release, add_release, move_channel
 from codecache.signing import SecretKey, generate_key
 from codecache.store import Store
-from codecache.storeview import StoreView
 from codecache.trust import sign_index
+from codecache.web.storeview import StoreView
 
 BLOB = b"pilot tarball bytes"
 SHA = hashlib.sha256(BLOB).hexdigest()

@@ -22,8 +22,6 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
-from codecache.catalog import Representation, Route, service_route
-from codecache.conditional import Outcome, evaluate, format_http_date
 from codecache.config import Config, Role, split_listen
 from codecache.errors import (
     BadRequest,
@@ -35,10 +33,12 @@ from codecache.errors import (
 )
 from codecache.metrics import CONTENT_TYPE
 from codecache.replica import Replica
-from codecache.statuspage import render_status_page
-from codecache.storeview import StoreView
+from codecache.web.catalog import Representation, Route, service_route
+from codecache.web.conditional import Outcome, evaluate, format_http_date
+from codecache.web.statuspage import render_status_page
+from codecache.web.storeview import StoreView
 
-log = logging.getLogger("codecache.server")
+log = logging.getLogger("codecache.web.server")
 access_log = logging.getLogger("codecache.access")
 
 _NO_STORE = "no-store"

@@ -14,8 +14,6 @@ import threading
 import time
 from typing import Any
 
-from codecache.blobcache import BlobCache
-from codecache.catalog import Catalog
 from codecache.config import Config, Role
 from codecache.errors import IndexRefused, StoreError
 from codecache.metrics import Metrics, ReplicaCollector, create_metrics
@@ -23,8 +21,10 @@ from codecache.readiness import Readiness, judge
 from codecache.signing import load_trusted_keys
 from codecache.store import PullStatus, Store, file_identity
 from codecache.trust import TrustState, evaluate
+from codecache.web.blobcache import BlobCache
+from codecache.web.catalog import Catalog
 
-log = logging.getLogger("codecache.server")
+log = logging.getLogger("codecache.web.server")
 
 
 class StoreView:

@@ -1,0 +1,1 @@
+"""The HTTP-facing side: routes, conditional requests, the served view of a store, the server."""

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -150,7 +151,7 @@ async def _dispatch(request: web.Request, state: StoreView, route: Route,
         return web.Response(body=state.metrics.render(), headers={
             "Cache-Control": _NO_STORE, "Content-Type": CONTENT_TYPE})
     html = render_status_page(state.catalog.index if state.catalog else None,
-                              state.readiness()[1], state.blob_problems)
+                              state.readiness()[1], state.blob_problems, now=time.time())
     return web.Response(text=html, content_type="text/html",
                         headers={"Cache-Control": "public, max-age=5"})
 

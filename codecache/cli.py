@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from codecache.config import Config, Role, load_config
+from codecache import __version__
+from codecache.config import Config, LogFormat, Role, load_config
 from codecache.errors import (
     CodecacheError,
     ConfigError,
@@ -30,7 +31,10 @@ from codecache.errors import (
     SignatureError,
 )
 from codecache.index import Index, format_time, to_payload
+from codecache.logs import JsonFormatter
+from codecache.logs import configure as configure_logging
 from codecache.names import version_key
+from codecache.notify import Notifier
 from codecache.signing import (
     generate_key,
     load_minisig,
@@ -60,9 +64,8 @@ def exit_code(err: BaseException) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-                        stream=sys.stderr)
+    # --log-format wins; otherwise text until a command loads a config naming [log] format.
+    configure_logging(LogFormat(args.log_format or "text"), debug=args.debug)
     command: Callable[[argparse.Namespace], int] = args.func
     try:
         return command(args)
@@ -77,8 +80,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _fail(args: argparse.Namespace, err: BaseException, code: int, prefix: str = "") -> int:
     if args.debug:
         log.exception("failed")
-    print(f"codecache: error: {prefix}{err}", file=sys.stderr)
+    if _json_logs():
+        # A JSON log stays all JSON; still one line.
+        log.error("codecache: error: %s%s", prefix, err, extra={"exit_code": code})
+    else:
+        print(f"codecache: error: {prefix}{err}", file=sys.stderr)
     return code
+
+
+def _json_logs() -> bool:
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,6 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="config file (default: $CODECACHE_CONFIG, "
                         "then ./codecache.toml)")
     parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
+    parser.add_argument("--log-format", choices=[f.value for f in LogFormat],
+                        help="log lines as text or one JSON object per line (default: the "
+                        "config's [log] format, else text)")
+    parser.add_argument("--version", action="version", version=f"codecache {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("keygen", help="create a new Ed25519 key pair (minisign format)")
@@ -149,7 +164,10 @@ def _config(args: argparse.Namespace) -> Config:
     if path is None:
         env = os.environ.get("CODECACHE_CONFIG")
         path = Path(env) if env else Path("codecache.toml")
-    return load_config(path)
+    config = load_config(path)
+    if args.log_format is None and config.log.format is not LogFormat.TEXT:
+        configure_logging(config.log.format, debug=args.debug)
+    return config
 
 
 def _origin(config: Config) -> Origin:
@@ -187,12 +205,24 @@ def cmd_sync(args: argparse.Namespace) -> int:
                   f"tag now at r{m.current_revision} (not republished)")
         print(f"index serial {report.serial}")
         return EXIT_OK
+    notifier = Notifier.from_env()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def on_sigterm(*_: object) -> None:
+        stop.set()
+        notifier.stopping("stopping after the current pass")
+
+    def alive(serial: int | None) -> None:
+        # READY=1 once the first pass is over (synced, or failed and backing off).
+        notifier.ready(f"index serial {serial}" if serial is not None else None)
+        notifier.watchdog()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        origin.run(stop, args.package)
+        origin.run(stop, args.package, alive=alive, beat_every=notifier.watchdog_interval)
     except KeyboardInterrupt:
         stop.set()
+    notifier.stopping()
     return EXIT_OK
 
 

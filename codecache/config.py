@@ -103,6 +103,16 @@ class ReplicaConfig:
     max_index_size: int = 64 * 1024 * 1024
 
 
+class LogFormat(Enum):
+    TEXT = "text"    # one human line per record
+    JSON = "json"    # one JSON object per line; ``extra=`` fields become keys
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    format: LogFormat = LogFormat.TEXT
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     role: Role = Role.ORIGIN
@@ -112,6 +122,7 @@ class Config:
     sync: SyncConfig = field(default_factory=SyncConfig)
     svn: SvnConfig = field(default_factory=SvnConfig)
     replica: ReplicaConfig = field(default_factory=ReplicaConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     packages: tuple[PackageConfig, ...] = ()
 
     def package(self, name: str) -> PackageConfig | None:
@@ -169,6 +180,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "sync": ("interval", "max_backoff"),
     "svn": ("username", "password", "password_file", "timeout"),
     "replica": ("upstreams", "interval", "timeout", "max_index_size"),
+    "log": ("format",),
 }
 _PACKAGE_KEYS = ("name", "svn_url", "tag_pattern", "auto_channel", "tar_prefix")
 _TOP_KEYS = ("role", "packages", *_SECTIONS)
@@ -231,6 +243,7 @@ def _build(raw: dict[str, Any], base: Path) -> Config:
         sync=_sync(_table(raw, "sync")),
         svn=_svn(_table(raw, "svn"), base),
         replica=_replica(_table(raw, "replica")),
+        log=_log(_table(raw, "log")),
         packages=packages,
     )
     if role is Role.REPLICA:
@@ -358,6 +371,14 @@ def _replica(t: Mapping[str, Any]) -> ReplicaConfig:
         max_index_size=_int(t.get("max_index_size", d.max_index_size),
                             "replica.max_index_size", minimum=1024),
     )
+
+
+def _log(t: Mapping[str, Any]) -> LogConfig:
+    text = t.get("format", LogConfig().format.value)
+    try:
+        return LogConfig(format=LogFormat(text))
+    except ValueError:
+        raise ConfigError(f"log.format: expected 'text' or 'json', got {text!r}") from None
 
 
 def _packages(value: object) -> tuple[PackageConfig, ...]:

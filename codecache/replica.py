@@ -128,13 +128,14 @@ class Replica:
                 self._counters.errors[err.reason] += 1
                 errors.append(f"{upstream}: {err}")
                 log.warning("upstream failed upstream=%s reason=%s: %s", upstream, err.reason,
-                            err)
+                            err, extra={"upstream": upstream, "reason": err.reason})
             except IndexRefused as err:
                 self._counters.refusals[err.reason.value] += 1
                 errors.append(f"{upstream}: refused ({err.reason.value}): {err}")
                 level = logging.INFO if err.reason is Refusal.STALE_UPSTREAM else logging.ERROR
                 log.log(level, "index refused upstream=%s reason=%s: %s", upstream,
-                        err.reason.value, err)
+                        err.reason.value, err,
+                        extra={"upstream": upstream, "reason": err.reason.value})
         result = "confirmed" if confirmed_from else "failed"
         self._counters.pulls[result] += 1
         await asyncio.to_thread(self._save_status, started, confirmed_from, errors)
@@ -175,7 +176,8 @@ class Replica:
             # The override starts the record afresh: the old marks would refuse it again.
             marks = {upstream: offered(TrustState(), upstream, candidate)[upstream]}
         await self._install(session, upstream, candidate, state.held, marks, allow_lower)
-        log.info("index installed serial=%d upstream=%s", candidate.serial, upstream)
+        log.info("index installed serial=%d upstream=%s", candidate.serial, upstream,
+                 extra={"serial": candidate.serial, "upstream": upstream})
         self._new_install = True
         return True
 

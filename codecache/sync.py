@@ -13,6 +13,7 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from codecache.config import Config, PackageConfig
@@ -87,7 +88,8 @@ class Origin:
                 listings[pkg.name] = self._svn.list_tags(pkg.svn_url)
             except UpstreamError as err:
                 if failures:  # the first failure is raised at the end; log the others
-                    log.error("cannot list tags package=%s: %s", pkg.name, err)
+                    log.error("cannot list tags package=%s: %s", pkg.name, err,
+                              extra={"package": pkg.name, "error": str(err)})
                 failures.append(err)
         if failures and not listings and not self._store.index_path.exists():
             raise failures[0]  # nothing to publish, nothing to re-sign: leave the store alone
@@ -124,7 +126,9 @@ class Origin:
             if moved is not index:
                 index = self._commit(moved)
                 log.info("channel moved package=%s channel=%s version=%s serial=%d",
-                         package, channel, version, index.serial)
+                         package, channel, version, index.serial,
+                         extra={"package": package, "channel": channel, "version": version,
+                                "serial": index.serial})
             return index
 
     def yank(self, package: str, version: str, reason: str) -> Index:
@@ -141,24 +145,42 @@ class Origin:
             if changed is not index:
                 index = self._commit(changed)
                 log.warning("release yanked package=%s version=%s reason=%r serial=%d",
-                            package, version, reason, index.serial)
+                            package, version, reason, index.serial,
+                            extra={"package": package, "version": version, "reason": reason,
+                                   "serial": index.serial})
             return index
 
-    def run(self, stop: threading.Event, only: str | None = None) -> None:
-        """Poll every ``sync.interval`` until ``stop`` is set; back off while svn/store fail."""
+    def run(self, stop: threading.Event, only: str | None = None, *,
+            alive: Callable[[int | None], None] = lambda serial: None,
+            beat_every: float | None = None) -> None:
+        """Poll every ``sync.interval`` until ``stop`` is set; back off while svn/store fail.
+
+        ``alive(serial)`` is called after every pass (``serial`` None if it failed) and at
+        least every ``beat_every`` seconds while waiting: the service manager's watchdog
+        (``codecache.notify``) hears from this loop itself, so a stuck loop is restarted.
+        """
         delay = self._config.sync.interval
         while not stop.is_set():
+            serial: int | None = None
             try:
                 report = self.sync_once(only)
                 delay = self._config.sync.interval
+                serial = report.serial
                 log.debug("sync done serial=%d published=%d", report.serial,
-                          len(report.published))
+                          len(report.published),
+                          extra={"serial": report.serial, "published": len(report.published)})
             except (UpstreamError, StoreError, StoreBusy) as err:
                 # Conditions that clear by themselves (svn away, disk full, a long publish
                 # holding the lock): the worker backs off instead of exiting.
                 delay = min(max(delay, 1.0) * 2, self._config.sync.max_backoff)
-                log.error("sync failed, retrying in %.0fs: %s", delay, err)
-            stop.wait(delay)
+                log.error("sync failed, retrying in %.0fs: %s", delay, err,
+                          extra={"retry_in": delay, "error": str(err)})
+            alive(serial)
+            end = time.monotonic() + delay
+            while (left := end - time.monotonic()) > 0:
+                if stop.wait(min(left, beat_every or left)):
+                    break
+                alive(serial)
 
     # --- steps ----------------------------------------------------------------------------
 
@@ -200,12 +222,15 @@ class Origin:
                 raise  # the environment, not this tag: end the pass (disk full is exit 3)
             except CodecacheError as err:
                 report.skipped.append(f"{pkg.name} {tag.name}: {err}")
-                log.error("tag not published package=%s tag=%r: %s", pkg.name, tag.name, err)
+                log.error("tag not published package=%s tag=%r: %s", pkg.name, tag.name, err,
+                          extra={"package": pkg.name, "version": tag.name, "error": str(err)})
                 continue
             published.append(tag.name)
             report.published.append(f"{pkg.name} {tag.name}")
             log.info("release published package=%s version=%s revision=%d serial=%d",
-                     pkg.name, tag.name, tag.revision, index.serial)
+                     pkg.name, tag.name, tag.revision, index.serial,
+                     extra={"package": pkg.name, "version": tag.name,
+                            "revision": tag.revision, "serial": index.serial})
         return self._auto_move_after_failure(index, pkg, published)
 
     def _auto_move_after_failure(self, index: Index, pkg: PackageConfig,
@@ -293,7 +318,10 @@ class Origin:
                 continue
             log.error("MUTATED TAG package=%s version=%s published_revision=%d now=%d: the "
                       "tag changed after it was published; it is NOT republished, make a "
-                      "new tag", m.package, m.version, m.published_revision, m.current_revision)
+                      "new tag", m.package, m.version, m.published_revision, m.current_revision,
+                      extra={"package": m.package, "version": m.version,
+                             "revision": m.current_revision,
+                             "published_revision": m.published_revision})
             known[(m.package, m.version)] = m if old is None else dataclasses.replace(
                 old, current_revision=m.current_revision)
             changed = True
@@ -306,7 +334,7 @@ class Origin:
         interval = self._config.signing.resign_interval
         if index.generated + interval <= now or index.expires - interval <= now:
             index = self._commit(index)
-            log.info("index re-signed serial=%d", index.serial)
+            log.info("index re-signed serial=%d", index.serial, extra={"serial": index.serial})
         return index
 
     # --- store transactions ---------------------------------------------------------------

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import re
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from urllib.parse import unquote
 
 import aiofiles
 from aiohttp import HttpVersion10, web
@@ -33,6 +35,7 @@ from codecache.errors import (
     Refused,
 )
 from codecache.metrics import CONTENT_TYPE
+from codecache.notify import Notifier
 from codecache.replica import Replica
 from codecache.web.catalog import Representation, Route, service_route
 from codecache.web.conditional import Outcome, evaluate, format_http_date
@@ -45,6 +48,13 @@ access_log = logging.getLogger("codecache.access")
 _NO_STORE = "no-store"
 _METHODS = ("GET", "HEAD")  # read-only
 _ROUTE = "codecache.route"  # request-local: the route label for metrics
+_SERIAL = "codecache.serial"  # request-local: the index serial the answer came from
+_REQUEST_ID = "codecache.request_id"
+# A client's (or nginx's) X-Request-ID is reused only if it is short and plain: it goes
+# into every log line of the request and back into the response.
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:@+=-]{1,128}")
+# Routes whose path starts with the package name.
+_PACKAGE_ROUTES = frozenset({"channel", "release", "signature", "checksum"})
 _STREAM_CHUNK = 256 * 1024
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
                406: "not_acceptable", 408: "request_timeout", 412: "precondition_failed",
@@ -93,7 +103,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"),
                               exc.reason, headers)
     except Exception:
-        log.exception("internal error serving %s", request.raw_path)
+        log.exception("internal error serving %s", request.raw_path,
+                      extra={"request_id": request_id(request), "status": 500})
         return error_response(500, "internal_error", "internal server error")
 
 
@@ -113,6 +124,25 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     return response
 
 
+def request_id(request: web.BaseRequest) -> str:
+    """The request's id: its ``X-Request-ID`` if acceptable, else a new one (kept per request).
+
+    nginx/codecache.conf passes the client's id or its own ``$request_id``, so one id
+    follows a download from the front tier's access log into the replica's.
+    """
+    rid = request.get(_REQUEST_ID)
+    if rid is None:
+        given = request.headers.get("X-Request-ID", "")
+        rid = given if _REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
+        request[_REQUEST_ID] = rid
+    return str(rid)
+
+
+async def _echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response, errors included, carries the request's id (before headers go out)."""
+    response.headers["X-Request-ID"] = request_id(request)
+
+
 # --- handlers -----------------------------------------------------------------------------
 
 
@@ -127,6 +157,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
     else:
         route, rep = state.catalog.lookup(request.raw_path)
     request[_ROUTE] = route.value
+    if state.catalog is not None:
+        request[_SERIAL] = state.catalog.index.serial
     return await _dispatch(request, state, route, rep)
 
 
@@ -256,6 +288,7 @@ def create_app(config: Config) -> web.Application:
     state = StoreView(config)
     app[STATE] = state
     state.refresh()  # serve at once what the store holds
+    app.on_response_prepare.append(_echo_request_id)
     app.cleanup_ctx.append(_periodic(config.server.watch_interval,
                                      lambda: asyncio.to_thread(state.refresh), "store-watch"))
     app.cleanup_ctx.append(_periodic(config.store.scrub_interval,
@@ -284,15 +317,35 @@ def _pull_loop(config: Config, state: StoreView) -> Callable[
 
 
 class AccessLogger(AbstractAccessLogger):
-    """One structured line per request, with the version served."""
+    """One line per request: what was asked, what was served (version, index serial), the id.
+
+    The facts are ``extra=`` fields (JSON keys with ``--log-format json``); the text
+    message spells the same facts for a human.
+    """
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(json.dumps({
-            "remote": request.remote, "method": request.method, "path": request.raw_path,
-            "status": response.status, "bytes": response.body_length,
-            "version": response.headers.get("X-Codecache-Version"),
-            "ms": round(time * 1000, 2), "agent": request.headers.get("User-Agent"),
-        }, separators=(",", ":")))
+        route = request.get(_ROUTE, "other")
+        path = request.raw_path
+        package = None
+        if route in _PACKAGE_ROUTES:
+            package = unquote(path.split("?", 1)[0].split("/")[1])
+        # The body's declared length: aiohttp's body_length counts the headers too and
+        # misses what sendfile(2) sent.
+        body = response.content_length or 0
+        if request.method == "HEAD" or response.status in (204, 304):
+            body = 0
+        fields = {
+            "remote": request.remote, "method": request.method, "path": path,
+            "status": response.status, "bytes": body, "route": route,
+            "package": package, "version": response.headers.get("X-Codecache-Version"),
+            "serial": request.get(_SERIAL), "ms": round(time * 1000, 2),
+            "agent": request.headers.get("User-Agent"), "request_id": request_id(request),
+        }
+        self.logger.info(
+            '%s "%s %s" %d %d %.2fms version=%s serial=%s request_id=%s agent="%s"',
+            fields["remote"], fields["method"], path, response.status, body,
+            fields["ms"], fields["version"] or "-", fields["serial"] or "-",
+            fields["request_id"], fields["agent"] or "-", extra=fields)
 
 
 class _QuietParseErrors(logging.Filter):
@@ -311,20 +364,37 @@ class _QuietParseErrors(logging.Filter):
         return True
 
 
-async def run(config: Config, stop: asyncio.Event) -> None:
+async def run(config: Config, stop: asyncio.Event, notifier: Notifier | None = None) -> None:
+    """Serve until ``stop`` is set; tell ``notifier`` (systemd) when ready and while alive."""
+    notifier = notifier or Notifier(None, None)
     logging.getLogger("aiohttp.server").addFilter(_QuietParseErrors())
     runner = web.AppRunner(create_app(config), access_log_class=AccessLogger,
                            access_log=access_log, max_line_size=4096, max_field_size=8190,
                            handler_cancellation=True)
     await runner.setup()
+    watchdog: asyncio.Task[None] | None = None
     try:
         for address in config.server.listen:
             host, port = split_listen(address)
             await web.TCPSite(runner, host, port, shutdown_timeout=5.0).start()
             log.info("listening on http://%s", address)
+        notifier.ready(f"serving on {', '.join(config.server.listen)}")
+        if notifier.watchdog_interval is not None:
+            watchdog = asyncio.create_task(_watchdog(notifier, notifier.watchdog_interval),
+                                           name="watchdog")
         await stop.wait()
+        notifier.stopping("stopping: finishing requests in flight")
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
         await runner.cleanup()
+
+
+async def _watchdog(notifier: Notifier, interval: float) -> None:
+    """``WATCHDOG=1`` from the event loop itself: a blocked loop stops the pings."""
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(interval)
 
 
 def serve(config: Config) -> None:
@@ -335,6 +405,6 @@ def serve(config: Config) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run(config, stop)
+        await run(config, stop, Notifier.from_env())
 
     asyncio.run(main())

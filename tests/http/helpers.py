@@ -157,10 +157,12 @@ class Server:
 
 
 def start_server(origin: Origin, port: int | None = None,
-                 env: dict[str, str] | None = None) -> Server:
+                 env: dict[str, str] | None = None,
+                 global_args: tuple[str, ...] = ()) -> Server:
     """Start ``codecache serve`` for ``origin`` and wait until ``/readyz`` says 200.
 
-    ``env`` adds ``CODECACHE_*`` overrides (e.g. ``CODECACHE_SERVER_MEMORY_BLOB_MAX``).
+    ``env`` adds ``CODECACHE_*`` overrides (e.g. ``CODECACHE_SERVER_MEMORY_BLOB_MAX``);
+    ``global_args`` go before the command (e.g. ``--log-format json``).
     """
     port = port or free_port()
     log = origin.dir / f"serve-{port}.log"
@@ -169,7 +171,8 @@ def start_server(origin: Origin, port: int | None = None,
     environ["CODECACHE_SERVER_LISTEN"] = f"127.0.0.1:{port}"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "codecache", "--config", str(origin.config), "serve"],
+            [sys.executable, "-m", "codecache", "--config", str(origin.config), *global_args,
+             "serve"],
             stdout=out, stderr=subprocess.STDOUT, env=environ, cwd=origin.dir)
     server = Server(origin, port, process, log, dict(env or {}))
     try:
@@ -191,10 +194,10 @@ def start_server(origin: Origin, port: int | None = None,
 
 
 @contextlib.contextmanager
-def running(origin: Origin, port: int | None = None,
-            env: dict[str, str] | None = None) -> Iterator[Server]:
+def running(origin: Origin, port: int | None = None, env: dict[str, str] | None = None,
+            global_args: tuple[str, ...] = ()) -> Iterator[Server]:
     """A started server, stopped (SIGTERM, then SIGKILL) when the block ends."""
-    server = start_server(origin, port, env)
+    server = start_server(origin, port, env, global_args)
     try:
         yield server
     finally:

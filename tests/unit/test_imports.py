@@ -15,10 +15,10 @@ import pytest
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "codecache"
 # Lower layers first; a module may import only from layers before its own.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "web.conditional", "metrics"),             # no codecache imports at all
+    ("errors", "web.conditional", "metrics", "notify"),   # no codecache imports at all
     ("names", "signing", "tarball"),
     ("config", "index"),
-    ("trust",),                                       # the trust decision (pure)
+    ("trust", "logs"),                                # the trust decision (pure); log output
     ("store", "readiness", "web.catalog", "web.statuspage"),
     ("web.blobcache", "svn"),
     ("web.storeview", "sync"),                        # a server's view; the origin's writer
@@ -57,10 +57,19 @@ def imports_of(module: str) -> set[str]:
             else:
                 base = node.module or ""
             if base in ("codecache", "codecache.web"):
-                found.update(_normalise(f"{base}.{alias.name}") for alias in node.names)
+                # "from codecache import x": module x, or a name of the package's __init__
+                # (e.g. __version__), which is the package itself.
+                found.update(_normalise(f"{base}.{alias.name}") if _is_module(base, alias.name)
+                             else base for alias in node.names)
             else:
                 found.add(_normalise(base))
     return found
+
+
+def _is_module(package: str, name: str) -> bool:
+    inner = package.removeprefix("codecache").strip(".")
+    return module_path(f"{inner}.{name}" if inner else name).exists() or \
+        (PACKAGE_DIR / inner / name).is_dir()
 
 
 def _normalise(name: str) -> str:

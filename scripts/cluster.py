@@ -578,6 +578,8 @@ listen = ["127.0.0.1:{port}"]
 [replica]
 upstreams = [{toml_str(upstream)}]
 interval = "1s"
+[log]
+format = "json"
 """)
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -140,6 +143,47 @@ def test_vip_passes_the_request_id(cluster: Cluster, workdir: Path) -> None:
     assert given.status == 200
     log = Path(cluster.info["nginx"]["prefix"]) / "logs" / "access.log"
     assert " rid=pilot-42 " in log.read_text()
+
+
+def replica_access_lines(cluster: Cluster) -> list[dict[str, Any]]:
+    """The access lines of every replica's log; every line of those logs must be JSON
+    (scripts/cluster runs replicas with ``[log] format = "json"``)."""
+    found = []
+    for log in sorted((cluster.dir / "logs").glob("replica-*.log")):
+        for line in log.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("logger") == "codecache.access":
+                found.append(record)
+    return found
+
+
+def test_the_request_id_nginx_made_reaches_a_replica_and_the_response(
+        cluster: Cluster, workdir: Path) -> None:
+    # /readyz is never cached: the request reaches a replica.
+    response = curl(cluster.vip + "/readyz", cwd=workdir)
+    assert response.status == 200
+    rid = response.header("x-request-id") or ""
+    assert re.fullmatch(r"[0-9a-f]{32}", rid), response.headers
+    log = Path(cluster.info["nginx"]["prefix"]) / "logs" / "access.log"
+    deadline = time.monotonic() + 20
+    while not [r for r in replica_access_lines(cluster) if r["request_id"] == rid]:
+        assert time.monotonic() < deadline, f"{rid} in no replica log\n{cluster.logs()}"
+        time.sleep(0.1)
+    (line,) = [r for r in replica_access_lines(cluster) if r["request_id"] == rid]
+    assert (line["path"], line["status"]) == ("/readyz", 200)
+    assert f" rid={rid} " in log.read_text()
+
+
+def test_a_cached_answer_names_the_request_at_hand(cluster: Cluster, workdir: Path) -> None:
+    url = cluster.vip + "/pilot/releases/1.0.0.tar.gz.sha256"
+    first = curl(url, "-H", "X-Request-ID: first-1", cwd=workdir)
+    second = curl(url, "-H", "X-Request-ID: second-2", cwd=workdir)
+    assert (first.status, second.status) == (200, 200)
+    assert first.all("x-request-id") == ["first-1"]
+    assert second.all("x-request-id") == ["second-2"]
+    # The second came from nginx's cache (immutable release file): no replica saw it.
+    time.sleep(0.5)
+    assert not [r for r in replica_access_lines(cluster) if r["request_id"] == "second-2"]
 
 
 def test_every_node_is_ready(cluster: Cluster) -> None:

@@ -17,8 +17,10 @@ Every failure a user can see is one of these. Each class carries a stable ``code
     ├── IntegrityError         never retried: the bytes are not what was signed
     │   ├── SignatureError     bad, missing or untrusted signature
     │   ├── HashMismatch       content does not match its sha256/size
-    │   └── IndexRefused       a signed index this node will not accept; ``reason`` is one
-    │                          of ``Refusal`` (DESIGN.md §5's names)
+    │   ├── IndexRefused       a signed index this node will not accept; ``reason`` is one
+    │   │                      of ``Refusal`` (DESIGN.md §5's names)
+    │   └── HistoryError       a release history that is malformed or does not verify
+    │                          against the signed index (DESIGN.md §9)
     ├── Refused                valid request, but the state or environment refuses it
     │   ├── ReleaseYanked      publishing a withdrawn release
     │   ├── ChannelInUse       yanking a release a channel still points to
@@ -142,6 +144,16 @@ class IndexRefused(IntegrityError):
         super().__init__(message)
         self.reason = reason
         self.code = reason.value
+
+
+class HistoryError(IntegrityError):
+    """The release history is malformed, or its chain does not reach the signed head."""
+
+    code = "history_invalid"
+
+    def __init__(self, seq: int | None, message: str) -> None:
+        super().__init__(message)
+        self.seq = seq           # the first entry found wrong, where one is to blame
 
 
 class Refused(CodecacheError):

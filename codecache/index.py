@@ -86,11 +86,25 @@ class Package:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryHead:
+    """What the signed index says about the release history (DESIGN.md §9).
+
+    ``head`` is the sha256 hex of the canonical JSON of entry ``length - 1`` (None while
+    the history is empty), so the index signature covers every entry through the chain.
+    """
+
+    length: int
+    head: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Index:
     serial: int
     generated: int
     expires: int
     packages: dict[str, Package] = field(default_factory=dict)
+    # None: an index written before history existed (or by an origin that predates it).
+    history: HistoryHead | None = None
 
     def package(self, name: str) -> Package:
         try:
@@ -179,8 +193,12 @@ def yank(index: Index, package: str, version: str, reason: str) -> Index:
 
 
 def to_payload(index: Index) -> dict[str, Any]:
-    """The ``signed`` part of the index document (DESIGN.md §3, ``status --json``)."""
-    return {
+    """The ``signed`` part of the index document (DESIGN.md §3, ``status --json``).
+
+    ``history`` is present only when the index has one, so an index of a store that
+    predates history round-trips to the very payload that was signed.
+    """
+    payload: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "serial": index.serial,
         "generated": format_time(index.generated),
@@ -194,6 +212,9 @@ def to_payload(index: Index) -> dict[str, Any]:
             for name, pkg in index.packages.items()
         },
     }
+    if index.history is not None:
+        payload["history"] = {"length": index.history.length, "head": index.history.head}
+    return payload
 
 
 def _release_payload(r: Release) -> dict[str, Any]:
@@ -230,7 +251,19 @@ def _parse(payload: object) -> Index:
         channels = {c: _parse_channel(c, ch, releases) for c, ch in _dict(pkg["channels"]).items()}
         packages[name] = Package(releases, channels)
     return Index(serial=_int(payload["serial"]), generated=parse_time(payload["generated"]),
-                 expires=parse_time(payload["expires"]), packages=packages)
+                 expires=parse_time(payload["expires"]), packages=packages,
+                 history=_parse_history(payload.get("history")))
+
+
+def _parse_history(value: object) -> HistoryHead | None:
+    if value is None:
+        return None
+    d = _dict(value)
+    length, head = _int(d["length"]), d["head"]
+    well_formed = head is None or (isinstance(head, str) and is_sha256(head))
+    if not well_formed or (head is None) != (length == 0):
+        raise ValueError(f"bad history head {head!r} for length {length}")
+    return HistoryHead(length, head)
 
 
 def _dict(value: object) -> dict[str, Any]:

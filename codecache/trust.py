@@ -17,6 +17,10 @@ The rules, in the order they are applied:
    merely behind, normal in a chain), ``rollback`` from the local store;
 5. where freshness is required (anything fetched from an upstream), past ``expires`` is
    ``expired``: a frozen index cannot be replayed.
+6. for an index that is taken, its release history (``accept_history``, DESIGN.md §9): the
+   first ``length`` entries offered must chain to the signed head, and must keep every
+   entry this node already holds: fewer entries, another entry in their place, or no
+   history at all where one is held, is ``history_fork``.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from codecache.errors import IndexRefused, IntegrityError, Refusal, SignatureError
-from codecache.index import FORMAT_VERSION, Index, from_payload, to_payload
+from codecache.errors import HistoryError, IndexRefused, IntegrityError, Refusal, SignatureError
+from codecache.history import Entry, History, first_difference
+from codecache.history import verify as verify_history
+from codecache.index import FORMAT_VERSION, HistoryHead, Index, from_payload, to_payload
 from codecache.signing import PublicKey, SecretKey, canonical_json, sign_document, verify_document
 
 
@@ -148,6 +154,41 @@ def evaluate(raw: bytes, keys: Mapping[str, PublicKey], state: TrustState, *, no
     candidate = verify(raw, keys)
     return decide(candidate, state, now=now, source=source, fresh_required=fresh_required,
                   allow_lower=allow_lower), candidate
+
+
+def accept_history(candidate: HistoryHead | None, entries: Sequence[Entry] | None,
+                   held: HistoryHead | None, *, local: History | None = None,
+                   allow_lower: bool = False) -> History | None:
+    """The verified history of an index that is taken; refused where it forks the one held.
+
+    ``candidate`` is what the new index signs, ``entries`` the history offered with it (at
+    least ``candidate.length`` entries; more are ignored), ``held`` what the index held
+    signs, ``local`` this node's entries (only to name the first one rewritten).
+    ``allow_lower`` (the operator's override) takes a forked history once.
+
+    Raises:
+        IndexRefused: ``history_fork``.
+    """
+    keep = held is not None and held.length > 0 and not allow_lower
+    if candidate is None:
+        if keep and held is not None:
+            raise IndexRefused(Refusal.HISTORY_FORK, "the index carries no history; this node "
+                               f"holds {held.length} signed entries")
+        return None
+    if keep and held is not None and candidate.length < held.length:
+        raise IndexRefused(Refusal.HISTORY_FORK, f"the index signs {candidate.length} history "
+                           f"entries; this node holds {held.length}: entries were removed")
+    try:
+        history = verify_history(entries or (), candidate)
+    except HistoryError as err:
+        raise IndexRefused(Refusal.HISTORY_FORK, "the history offered does not verify "
+                           f"against its signed index: {err}") from None
+    if keep and held is not None and history.hashes[held.length - 1] != held.head:
+        seq = first_difference(local, history) if local is not None else None
+        where = f"entry #{seq}" if seq is not None else f"entries before #{held.length}"
+        raise IndexRefused(Refusal.HISTORY_FORK, f"the history rewrites {where} that this "
+                           "node already holds")
+    return history
 
 
 def offered(state: TrustState, source: str, candidate: SignedIndex) -> Mapping[str, Mark]:

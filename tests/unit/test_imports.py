@@ -18,6 +18,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "web.conditional", "metrics", "notify"),   # no codecache imports at all
     ("names", "signing", "tarball"),
     ("config", "index"),
+    ("history",),                                     # the release history chain (pure)
     ("trust", "logs"),                                # the trust decision (pure); log output
     ("store", "readiness", "web.catalog", "web.statuspage"),
     ("web.blobcache", "svn"),
@@ -28,7 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("__main__",),
 )
 RANK = {module: rank for rank, layer in enumerate(LAYERS) for module in layer}
-CORE = ("errors", "config", "names", "signing", "tarball", "index", "trust", "store",
+CORE = ("errors", "config", "names", "signing", "tarball", "index", "history", "trust", "store",
         "readiness", "metrics")
 # The HTTP-facing side lives in codecache/web/; only its server and storeview touch aiohttp.
 WEB = ("web.conditional", "web.catalog", "web.blobcache", "web.statuspage", "web.storeview",

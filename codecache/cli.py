@@ -173,12 +173,18 @@ def _config(args: argparse.Namespace) -> Config:
 def _origin(config: Config) -> Origin:
     if config.role is not Role.ORIGIN:
         raise ConfigError("this command needs role = \"origin\" (it writes the store)")
-    if config.signing.secret_key is None:
+    if not config.signing.secret_keys:
         raise ConfigError("signing.secret_key is not configured")
-    secret = load_secret_key(config.signing.secret_key)
+    secrets = [load_secret_key(path) for path in config.signing.secret_keys]
+    seen: dict[str, Path] = {}
+    for path, secret in zip(config.signing.secret_keys, secrets, strict=True):
+        if secret.public.keyid in seen:
+            raise ConfigError(f"signing.secret_key: {path} and {seen[secret.public.keyid]} "
+                              f"are the same key ({secret.public.keyid})")
+        seen[secret.public.keyid] = path
     trusted = load_trusted_keys(config.signing.trusted_keys) \
         if config.signing.trusted_keys else {}
-    return Origin(config, Store(config.store.path), secret, trusted, Svn(config.svn))
+    return Origin(config, Store(config.store.path), secrets, trusted, Svn(config.svn))
 
 
 # --- commands -----------------------------------------------------------------------------

@@ -4,9 +4,9 @@ Nothing else reads the environment or the config file. Relative paths in the fil
 resolved against the file's directory, so a config can travel with its store and keys.
 
 Environment overrides: every scalar key as ``CODECACHE_<SECTION>_<KEY>`` (``CODECACHE_ROLE``
-for the top-level ``role``); list keys (``signing.trusted_keys``, ``server.listen``,
-``replica.upstreams``) take a comma-separated value. An unknown ``CODECACHE_*`` variable
-is an error, like an unknown key in the file.
+for the top-level ``role``); list keys (``signing.trusted_keys``, ``signing.secret_key``,
+``server.listen``, ``replica.upstreams``) take a comma-separated value. An unknown
+``CODECACHE_*`` variable is an error, like an unknown key in the file.
 """
 
 from __future__ import annotations
@@ -44,10 +44,17 @@ class StoreConfig:
 
 @dataclass(frozen=True, slots=True)
 class SigningConfig:
-    secret_key: Path | None = None
+    # One path, or several during a key rotation: the first is the primary (its signature
+    # is a release's ``.minisig``); every one signs the index and every release.
+    secret_keys: tuple[Path, ...] = ()
     trusted_keys: tuple[Path, ...] = ()
     index_expiry: float = 7 * 86400.0
     resign_interval: float = 3600.0
+
+    @property
+    def secret_key(self) -> Path | None:
+        """The primary secret key, None where none is configured (a replica)."""
+        return self.secret_keys[0] if self.secret_keys else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +178,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from err
 
 
-_LIST_KEYS = {("signing", "trusted_keys"), ("server", "listen"), ("replica", "upstreams")}
+_LIST_KEYS = {("signing", "trusted_keys"), ("signing", "secret_key"), ("server", "listen"),
+              ("replica", "upstreams")}
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "store": ("path", "scrub_interval"),
     "signing": ("secret_key", "trusted_keys", "index_expiry", "resign_interval"),
@@ -299,14 +307,30 @@ def _signing(t: Mapping[str, Any], base: Path) -> SigningConfig:
     d = SigningConfig()
     keys = _str_list(t.get("trusted_keys", []), "signing.trusted_keys")
     return SigningConfig(
-        secret_key=_path(t["secret_key"], "signing.secret_key", base) if "secret_key" in t
-        else None,
+        secret_keys=_secret_keys(t.get("secret_key"), base),
         trusted_keys=tuple(_path(k, "signing.trusted_keys", base) for k in keys),
         index_expiry=parse_duration(t.get("index_expiry", d.index_expiry),
                                     "signing.index_expiry"),
         resign_interval=parse_duration(t.get("resign_interval", d.resign_interval),
                                        "signing.resign_interval"),
     )
+
+
+def _secret_keys(value: object, base: Path) -> tuple[Path, ...]:
+    """``secret_key``: one path, or a list of paths during a rotation (primary first)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (_path(value, "signing.secret_key", base),)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v
+                                                           for v in value):
+        raise ConfigError("signing.secret_key: expected a path or a non-empty list of paths "
+                          f"(the first is the primary key), got {value!r}")
+    paths = tuple(_path(v, "signing.secret_key", base) for v in value)
+    duplicates = sorted({str(p) for p in paths if paths.count(p) > 1})
+    if duplicates:
+        raise ConfigError(f"signing.secret_key: {duplicates[0]} is listed twice")
+    return paths
 
 
 def _server(t: Mapping[str, Any]) -> ServerConfig:

@@ -13,6 +13,7 @@ Every failure a user can see is one of these. Each class carries a stable ``code
     │   ├── PackageNotFound
     │   ├── ReleaseNotFound
     │   ├── ChannelNotFound
+    │   ├── SignatureNotFound  no signature of a release by the key a URL names
     │   └── BlobNotFound
     ├── IntegrityError         never retried: the bytes are not what was signed
     │   ├── SignatureError     bad, missing or untrusted signature
@@ -99,6 +100,16 @@ class ChannelNotFound(NotFound):
         super().__init__(f"package {package!r} has no channel {channel!r}")
         self.package = package
         self.channel = channel
+
+
+class SignatureNotFound(NotFound):
+    code = "signature_not_found"
+
+    def __init__(self, package: str, version: str, keyid: str) -> None:
+        super().__init__(f"release {package} {version} has no signature by key {keyid}")
+        self.package = package
+        self.version = version
+        self.keyid = keyid
 
 
 class BlobNotFound(NotFound):

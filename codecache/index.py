@@ -20,8 +20,10 @@ from codecache.errors import (
     PackageNotFound,
     ReleaseNotFound,
     ReleaseYanked,
+    SignatureError,
 )
 from codecache.names import highest, is_channel, is_package, is_sha256, is_version
+from codecache.signing import normalise_keyid, parse_minisig
 
 FORMAT_VERSION = 1
 
@@ -53,13 +55,35 @@ class Release:
     revision: int
     author: str
     date: int            # commit time of the tag's last-changed revision
-    minisig: str
+    minisig: str         # the signature by the primary key
     yanked: bool = False
     yanked_reason: str | None = None
+    # Every signature of the release by key id (16 hex digits), the primary's included;
+    # empty means "only ``minisig``" (an index signed by one key, or older than rotation).
+    signatures: dict[str, str] = field(default_factory=dict)
 
     def trusted_comment(self, package: str) -> str:
         return release_comment(package, self.version, self.sha256, self.size,
                                self.svn_url, self.revision)
+
+    def all_signatures(self) -> dict[str, str]:
+        """Key id → minisig text of every signature this release carries."""
+        if self.signatures:
+            return dict(self.signatures)
+        return {minisig_keyid(self.minisig): self.minisig}
+
+    def signature_by(self, keyid: str) -> str | None:
+        """The release's signature by key ``keyid`` (any form minisign prints), if any."""
+        wanted = normalise_keyid(keyid)
+        return None if wanted is None else self.all_signatures().get(wanted)
+
+
+def minisig_keyid(text: str) -> str:
+    """The key id (16 hex digits) a minisig text names, or "" if it is malformed."""
+    try:
+        return parse_minisig(text).keyid
+    except SignatureError:
+        return ""
 
 
 def release_comment(package: str, version: str, sha256: str, size: int, svn_url: str,
@@ -218,12 +242,17 @@ def to_payload(index: Index) -> dict[str, Any]:
 
 
 def _release_payload(r: Release) -> dict[str, Any]:
-    return {
+    payload = {
         "version": r.version, "sha256": r.sha256, "size": r.size, "tar_sha256": r.tar_sha256,
         "svn_url": r.svn_url, "revision": r.revision, "author": r.author,
         "date": format_time(r.date), "yanked": r.yanked, "yanked_reason": r.yanked_reason,
         "minisig": r.minisig,
     }
+    # Only while a release is signed by several keys (a rotation): with one key the
+    # record stays what it always was, byte for byte.
+    if set(r.signatures) - {minisig_keyid(r.minisig)}:
+        payload["signatures"] = dict(sorted(r.signatures.items()))
+    return payload
 
 
 def from_payload(payload: object) -> Index:
@@ -297,12 +326,28 @@ def _parse_release(version: str, r: object) -> Release:
     if not is_sha256(d["sha256"]) or not is_sha256(d["tar_sha256"]):
         raise ValueError(f"bad sha256 in release {version!r}")
     reason = d.get("yanked_reason")
+    minisig = _str(d["minisig"])
     return Release(
         version=version, sha256=d["sha256"], size=_int(d["size"]),
         tar_sha256=d["tar_sha256"], svn_url=_str(d["svn_url"]), revision=_int(d["revision"]),
-        author=_str(d["author"]), date=parse_time(d["date"]), minisig=_str(d["minisig"]),
+        author=_str(d["author"]), date=parse_time(d["date"]), minisig=minisig,
         yanked=_bool(d["yanked"]), yanked_reason=None if reason is None else _str(reason),
+        signatures=_parse_signatures(version, minisig, d.get("signatures")),
     )
+
+
+def _parse_signatures(version: str, minisig: str, value: object) -> dict[str, str]:
+    """The per-key map of a release (absent in older indexes: only ``minisig``)."""
+    if value is None:
+        return {}
+    signatures = {}
+    for keyid, text in _dict(value).items():
+        if normalise_keyid(keyid) != keyid or minisig_keyid(_str(text)) != keyid:
+            raise ValueError(f"bad signature of key {keyid!r} in release {version!r}")
+        signatures[keyid] = text
+    if signatures.get(minisig_keyid(minisig)) != minisig:
+        raise ValueError(f"release {version!r}: minisig is not among its signatures")
+    return signatures
 
 
 def _parse_channel(name: str, ch: object, releases: dict[str, Release]) -> Channel:

@@ -15,7 +15,7 @@ import json
 import os
 import stat
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -47,8 +47,8 @@ class PublicKey:
 
     @property
     def keyid(self) -> str:
-        """The key id as minisign prints it (hex of the little-endian integer)."""
-        return f"{struct.unpack('<Q', self.key_id)[0]:X}"
+        """The key id as minisign prints it: 16 uppercase hex digits (the little-endian integer)."""
+        return format_keyid(self.key_id)
 
     def to_minisign(self) -> str:
         raw = self.key.public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -75,8 +75,26 @@ class SecretKey:
         return f"untrusted comment: minisign secret key\n{base64.b64encode(blob).decode()}\n"
 
 
+def format_keyid(key_id: bytes) -> str:
+    """8 key-id bytes as 16 uppercase hex digits (minisign >= 0.12 prints ``%016X``)."""
+    return f"{struct.unpack('<Q', key_id)[0]:016X}"
+
+
+def normalise_keyid(text: str) -> str | None:
+    """A key id as given by a user or an older index, in the 16-digit form; None if not one.
+
+    minisign 0.11 printed the id without leading zeros (``%X``); both forms name one key.
+    """
+    if not 1 <= len(text) <= 16 or not all(c in "0123456789ABCDEFabcdef" for c in text):
+        return None
+    return f"{int(text, 16):016X}"
+
+
 def generate_key() -> SecretKey:
-    return SecretKey(os.urandom(8), Ed25519PrivateKey.generate())
+    """A new key pair; its id never starts with a zero digit, so every minisign prints it alike."""
+    key_id = bytearray(os.urandom(8))
+    key_id[7] |= 0x10 if key_id[7] < 0x10 else 0  # the most significant byte (little-endian)
+    return SecretKey(bytes(key_id), Ed25519PrivateKey.generate())
 
 
 def write_key_pair(secret: SecretKey, secret_path: Path, public_path: Path) -> None:
@@ -217,7 +235,7 @@ class Minisig:
 
     @property
     def keyid(self) -> str:
-        return f"{struct.unpack('<Q', self.key_id)[0]:X}"
+        return format_keyid(self.key_id)
 
 
 def parse_minisig(text: str) -> Minisig:
@@ -287,11 +305,20 @@ def canonical_json(value: Any) -> bytes:
                       allow_nan=False).encode()
 
 
-def sign_document(secret: SecretKey, signed: Mapping[str, Any]) -> dict[str, Any]:
-    """Wrap ``signed`` as ``{"signed": ..., "signatures": [{"keyid", "sig"}]}``."""
-    sig = secret.key.sign(canonical_json(signed))
+def sign_document(secrets: SecretKey | Sequence[SecretKey],
+                  signed: Mapping[str, Any]) -> dict[str, Any]:
+    """Wrap ``signed`` as ``{"signed": ..., "signatures": [{"keyid", "sig"}, ...]}``.
+
+    One signature per key, in the order given (the primary first): during a key rotation
+    a verifier that trusts either key accepts the document.
+    """
+    keys = [secrets] if isinstance(secrets, SecretKey) else list(secrets)
+    if not keys:
+        raise ValueError("no signing key")
+    message = canonical_json(signed)
     return {"signed": dict(signed),
-            "signatures": [{"keyid": secret.public.keyid, "sig": sig.hex()}]}
+            "signatures": [{"keyid": k.public.keyid, "sig": k.key.sign(message).hex()}
+                           for k in keys]}
 
 
 def verify_document(keys: Mapping[str, PublicKey], document: object) -> dict[str, Any]:
@@ -308,7 +335,8 @@ def verify_document(keys: Mapping[str, PublicKey], document: object) -> dict[str
     for entry in document["signatures"]:
         if not isinstance(entry, dict):
             continue
-        key = keys.get(str(entry.get("keyid")))
+        keyid = normalise_keyid(str(entry.get("keyid")))
+        key = keys.get(keyid) if keyid is not None else None
         if key is None:
             continue
         try:

@@ -9,15 +9,18 @@ change is one locked, atomic store transaction that ends with a new index serial
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from codecache.config import Config, PackageConfig
 from codecache.errors import (
+    BlobUnavailable,
     CodecacheError,
     ConfigError,
     PackageNotFound,
@@ -57,12 +60,15 @@ class SyncReport:
 class Origin:
     """Writes the store of an origin. Construct once per process, pass explicitly."""
 
-    def __init__(self, config: Config, store: Store, secret: SecretKey,
+    def __init__(self, config: Config, store: Store, secret: SecretKey | Sequence[SecretKey],
                  trusted: dict[str, PublicKey], svn: Svn) -> None:
+        """``secret``: the signing key, or several during a rotation (the primary first)."""
         self._config = config
         self._store = store
-        self._secret = secret
-        self._keys = {**trusted, secret.public.keyid: secret.public}
+        self._secrets = [secret] if isinstance(secret, SecretKey) else list(secret)
+        if not self._secrets:
+            raise ConfigError("no signing key")
+        self._keys = {**trusted, **{s.public.keyid: s.public for s in self._secrets}}
         self._svn = svn
         self._held: SignedIndex | None = None   # the index this writer installed last
         self._warned: set[tuple[str, str]] = set()  # skipped tags already logged as warnings
@@ -298,10 +304,84 @@ class Origin:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         comment = release_comment(pkg.name, tag.name, info.sha256, info.size, url, tag.revision)
+        signatures = {k.public.keyid: sign_prehashed(k, prehash, comment) for k in self._secrets}
         return Release(version=tag.name, sha256=info.sha256, size=info.size,
                        tar_sha256=info.tar_sha256, svn_url=url, revision=tag.revision,
                        author=tag.author, date=tag.date,
-                       minisig=sign_prehashed(self._secret, prehash, comment))
+                       minisig=signatures[self._secrets[0].public.keyid],
+                       signatures=signatures if len(signatures) > 1 else {})
+
+    # --- key rotation ---------------------------------------------------------------------
+
+    def _keyids(self) -> list[str]:
+        return [k.public.keyid for k in self._secrets]
+
+    def _release_signed(self, release: Release) -> bool:
+        """Whether ``release`` carries exactly one signature per signing key, primary first."""
+        have = release.all_signatures()
+        return list(have) == self._keyids() if len(have) == 1 else (
+            set(have) == set(self._keyids()) and have[self._keyids()[0]] == release.minisig)
+
+    def _keys_out_of_date(self, index: Index) -> bool:
+        """The signing keys changed since ``index`` was signed (a rotation step)."""
+        held = self._held
+        if held is None or held.index is not index:
+            return True
+        signed_by = [s.get("keyid") for s in json.loads(held.document).get("signatures", [])]
+        return signed_by != self._keyids() or not all(
+            self._release_signed(r) for p in index.packages.values() for r in p.releases.values())
+
+    def _complete_signatures(self, index: Index) -> Index:
+        """Every release signed by every signing key, ``minisig`` by the primary.
+
+        A key added to ``signing.secret_key`` signs the existing releases here, at the next
+        commit; only releases lacking its signature are read (Ed25519 needs the blob's
+        BLAKE2b). Signatures by keys no longer configured are dropped.
+        """
+        keyids = self._keyids()
+        packages = dict(index.packages)
+        for name, pkg in index.packages.items():
+            releases = dict(pkg.releases)
+            for version, release in pkg.releases.items():
+                if self._release_signed(release):
+                    continue
+                have = release.all_signatures()
+                missing = [k for k in self._secrets if k.public.keyid not in have]
+                if missing:
+                    prehash = self._blob_prehash(release)
+                    comment = release.trusted_comment(name)
+                    have.update({k.public.keyid: sign_prehashed(k, prehash, comment)
+                                 for k in missing})
+                    log.info("release signed by new key package=%s version=%s keys=%s",
+                             name, version, ",".join(k.public.keyid for k in missing))
+                signatures = {k: have[k] for k in keyids}
+                releases[version] = dataclasses.replace(
+                    release, minisig=signatures[keyids[0]],
+                    signatures=signatures if len(signatures) > 1 else {})
+            packages[name] = dataclasses.replace(pkg, releases=releases)
+        return dataclasses.replace(index, packages=packages)
+
+    def _blob_prehash(self, release: Release) -> bytes:
+        """BLAKE2b-512 of a release's blob, after checking it is the bytes the index names.
+
+        Raises:
+            BlobUnavailable: the blob is missing or not the bytes its sha256 names.
+        """
+        path = self._store.blob_path(release.sha256)
+        blake, sha = hashlib.blake2b(digest_size=64), hashlib.sha256()
+        try:
+            with path.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    blake.update(chunk)
+                    sha.update(chunk)
+        except FileNotFoundError:
+            raise BlobUnavailable(release.sha256, "missing from the store") from None
+        except OSError as err:
+            raise BlobUnavailable(release.sha256, f"cannot be read: {err.strerror}") from err
+        if sha.hexdigest() != release.sha256:
+            raise BlobUnavailable(release.sha256, "corrupt on disk (sha256 differs); not "
+                                  "signing it")
+        return blake.digest()
 
     def _check_mutation(self, pkg: PackageConfig, release: Release, tag: Tag) -> MutatedTag | None:
         if tag.revision == release.revision:
@@ -335,6 +415,10 @@ class Origin:
         if index.generated + interval <= now or index.expires - interval <= now:
             index = self._commit(index)
             log.info("index re-signed serial=%d", index.serial, extra={"serial": index.serial})
+        elif self._keys_out_of_date(index):
+            index = self._commit(index)
+            log.info("index re-signed by keys %s serial=%d", ",".join(self._keyids()),
+                     index.serial, extra={"serial": index.serial})
         return index
 
     # --- store transactions ---------------------------------------------------------------
@@ -367,9 +451,10 @@ class Origin:
         """
         now = self._now()
         highest = max(index.serial, self._store.load_state().highest_serial)
-        new = dataclasses.replace(index, serial=max(highest + 1, now), generated=now,
+        new = dataclasses.replace(self._complete_signatures(index), serial=max(highest + 1, now),
+                                  generated=now,
                                   expires=now + int(self._config.signing.index_expiry))
-        signed = sign_index(self._secret, new)
+        signed = sign_index(self._secrets, new)
         self._store.install(signed, previous=self._held.index if self._held else None)
         self._held = signed
         return new

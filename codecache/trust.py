@@ -199,8 +199,8 @@ def offered(state: TrustState, source: str, candidate: SignedIndex) -> Mapping[s
     return {**state.marks, source: Mark(candidate.serial, candidate.digest)}
 
 
-def sign_index(secret: SecretKey, index: Index) -> SignedIndex:
-    """The origin's side: sign ``index`` into the document every node verifies."""
+def sign_index(secret: SecretKey | Sequence[SecretKey], index: Index) -> SignedIndex:
+    """The origin's side: sign ``index`` (by every key given) into the document nodes verify."""
     payload = to_payload(index)
     document = sign_document(secret, payload)
     data = json.dumps(document, sort_keys=True, indent=1, ensure_ascii=False).encode() + b"\n"

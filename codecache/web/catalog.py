@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from codecache.errors import BadRequest, BlobNotFound, NotFound
+from codecache.errors import BadRequest, BlobNotFound, NotFound, SignatureNotFound
 from codecache.index import Index, Release
 from codecache.names import is_channel, is_package, is_sha256, is_version
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 MAX_PATH_LENGTH = 1024
 _SUFFIXES = {".tar.gz": "tarball", ".tar.gz.minisig": "minisig", ".tar.gz.sha256": "sha256"}
+# ``{name}.tar.gz.{KEYID}.minisig``: the signature by one key (KEYID as minisign prints it;
+# the 16-digit form, or minisign 0.11's without leading zeros). Lower-case "gz" before
+# ".minisig" is never a key id, so a version can never be mistaken for one.
+_KEYED_SIGNATURE = re.compile(r"(?P<name>.+)\.tar\.gz\.(?P<keyid>[0-9A-F]{1,16})\.minisig")
 
 
 class Route(enum.Enum):
@@ -113,25 +118,32 @@ class Catalog:
                               "application/octet-stream", IMMUTABLE, blob=sha256)
 
     def _release_file(self, package: str, name: str) -> tuple[Route, Representation]:
-        version, kind = _split_suffix(name)
+        version, kind, keyid = _split_suffix(name)
         if not is_version(version):
             raise NotFound("no such path")
         release = self.index.release(package, version)
-        return self._file(kind, release, f"{version}.tar.gz", release.date, IMMUTABLE,
-                          Route.RELEASE)
+        # The primary's signature changes when the primary key rotates: cached briefly
+        # like a channel (DESIGN.md §4); a given key's signature never changes.
+        cache = self._channel_cache if kind == "minisig" and keyid is None else IMMUTABLE
+        return self._file(kind, release, f"{version}.tar.gz", release.date, cache,
+                          Route.RELEASE, package, keyid)
 
     def _channel_file(self, package: str, name: str) -> tuple[Route, Representation]:
-        channel, kind = _split_suffix(name)
+        channel, kind, keyid = _split_suffix(name)
         if not is_channel(channel):
             raise NotFound("no such path")
         pointer, release = self.index.channel(package, channel)
         return self._file(kind, release, f"{channel}.tar.gz", pointer.moved_at,
-                          self._channel_cache, Route.CHANNEL)
+                          self._channel_cache, Route.CHANNEL, package, keyid)
 
     def _file(self, kind: str, release: Release, file_name: str, last_modified: int,
-              cache_control: str, route: Route) -> tuple[Route, Representation]:
+              cache_control: str, route: Route, package: str,
+              keyid: str | None) -> tuple[Route, Representation]:
         if kind == "minisig":
-            return Route.SIGNATURE, _inline(Route.SIGNATURE, release.minisig.encode(),
+            text = release.minisig if keyid is None else release.signature_by(keyid)
+            if text is None:
+                raise SignatureNotFound(package, release.version, keyid or "")
+            return Route.SIGNATURE, _inline(Route.SIGNATURE, text.encode(),
                                             last_modified, "text/plain; charset=utf-8",
                                             cache_control, release.version)
         if kind == "sha256":
@@ -163,10 +175,14 @@ def service_route(raw_path: str) -> Route | None:
     return _service_route(split_path(raw_path))
 
 
-def _split_suffix(name: str) -> tuple[str, str]:
+def _split_suffix(name: str) -> tuple[str, str, str | None]:
+    """(name, kind, key id of a per-key signature or None)."""
     for suffix in (".tar.gz.minisig", ".tar.gz.sha256", ".tar.gz"):
         if name.endswith(suffix):
-            return name[: -len(suffix)], _SUFFIXES[suffix]
+            return name[: -len(suffix)], _SUFFIXES[suffix], None
+    keyed = _KEYED_SIGNATURE.fullmatch(name)
+    if keyed is not None:
+        return keyed["name"], "minisig", keyed["keyid"]
     raise NotFound("no such path")
 
 

@@ -153,6 +153,43 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sig", type=Path, help="signature file (default: FILE.minisig)")
     p.add_argument("--key", type=Path, help="public key (default: the config's trusted_keys)")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("loadgen", help="pilot access-profile load generator with a report",
+                       description="Load a codecache server, replica or VIP the way pilots "
+                       "do; every body is checked against the sha256 in its ETag. Bounded "
+                       "by --requests and --duration: it always stops by itself. Exit 0 "
+                       "clean, 1 if any request failed or any body was corrupted.")
+    p.add_argument("url", help="server base URL (targets from its /index.json) or one "
+                   "tarball URL")
+    p.add_argument("--mix", default=None, help="weights of request kinds (default "
+                   "full=50,inm=25,ims=10,pinned=10,range=5)")
+    schedule = p.add_mutually_exclusive_group()
+    schedule.add_argument("--concurrency", type=int, help="closed loop: pilots back to back "
+                          "(the default schedule, 10 pilots)")
+    schedule.add_argument("--rate", type=float, help="open loop: arrivals per second")
+    schedule.add_argument("--burst", type=int, help="publish burst: this many pilots, one "
+                          "request each, arriving within --within seconds")
+    p.add_argument("--within", type=float, default=1.0, help="seconds of a --burst")
+    p.add_argument("--requests", type=int, default=1000, help="at most this many requests")
+    p.add_argument("--duration", type=float, default=60.0, help="at most this many seconds "
+                   "of arrivals (then up to --timeout more for those in flight)")
+    p.add_argument("--slow", type=int, default=0, help="slow clients: full downloads read "
+                   "at --slow-rate, held open together")
+    p.add_argument("--slow-rate", type=int, default=20_000, help="bytes/s of a slow client")
+    p.add_argument("--ramp", type=float, default=5.0, help="seconds over which slow clients "
+                   "connect")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to connect, and "
+                   "between two reads")
+    p.add_argument("--max-in-flight", type=int, default=20_000,
+                   help="open loop/burst: arrivals beyond this count as 'overload'")
+    p.add_argument("--keepalive", action="store_true", help="reuse connections (pilots open "
+                   "one per download, as curl and wget do)")
+    p.add_argument("--package", help="only this package's URLs")
+    p.add_argument("--channel", help="only this channel")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the mix and arrivals")
+    p.add_argument("--json", action="store_true", help="the report as JSON on stdout")
+    p.add_argument("--quiet", action="store_true", help="no live progress on stderr")
+    p.set_defaults(func=cmd_loadgen)
     return parser
 
 
@@ -360,6 +397,34 @@ def cmd_verify(args: argparse.Namespace) -> int:
           f"version={fields.get('version', '?')} sha256={fields.get('sha256', '?')} "
           f"key={minisig.keyid}")
     return EXIT_OK
+
+
+def cmd_loadgen(args: argparse.Namespace) -> int:
+    from codecache.loadgen import DEFAULT_MIX, Profile, parse_mix, run  # aiohttp client
+    from codecache.loadstats import table
+
+    profile = Profile(url=args.url, mix=parse_mix(args.mix or DEFAULT_MIX),
+                      concurrency=args.concurrency, rate=args.rate, burst=args.burst,
+                      within=args.within, requests=args.requests, duration=args.duration,
+                      slow=args.slow, slow_rate=args.slow_rate, ramp=args.ramp,
+                      timeout=args.timeout, max_in_flight=args.max_in_flight,
+                      keepalive=args.keepalive, package=args.package, channel=args.channel,
+                      seed=args.seed)
+    tty = sys.stderr.isatty()
+
+    def progress(p: dict[str, Any]) -> None:
+        line = (f"loadgen {p['elapsed']:6.1f}s  {p['requests']:>9,} requests  "
+                f"{p['requests_per_s']:>9,.0f} req/s  in flight {p['in_flight']:>6,}  "
+                f"errors {p['errors']:,}  corrupted {p['corrupted']:,}"
+                + (f"  slow open {p['slow_open']:,}" if profile.slow else ""))
+        print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr,
+              flush=True)
+
+    result = run(profile, None if args.quiet else progress)
+    if tty and not args.quiet:
+        print(file=sys.stderr)
+    print(json.dumps(result, indent=2) if args.json else table(result))
+    return EXIT_OK if result["errors_total"] == 0 and result["corrupted"] == 0 else EXIT_INVALID
 
 
 def _comment_fields(comment: str) -> dict[str, str]:

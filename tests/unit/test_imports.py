@@ -15,7 +15,7 @@ import pytest
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "codecache"
 # Lower layers first; a module may import only from layers before its own.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "web.conditional", "metrics", "notify"),   # no codecache imports at all
+    ("errors", "web.conditional", "metrics", "notify", "loadstats"),  # no codecache imports
     ("names", "signing", "tarball"),
     ("config", "index"),
     ("history",),                                     # the release history chain (pure)
@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("store", "readiness", "web.catalog", "web.statuspage"),
     ("web.blobcache", "svn"),
     ("web.storeview", "sync"),                        # a server's view; the origin's writer
-    ("replica",),                                     # the pull loop (aiohttp client)
+    ("replica", "loadgen"),                           # aiohttp clients: pull loop, load
     ("web.server",),                                  # HTTP front end; runs a replica's loop
     ("cli",),
     ("__main__",),

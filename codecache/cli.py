@@ -22,13 +22,17 @@ from typing import Any, NoReturn
 from codecache import __version__
 from codecache.config import Config, LogFormat, Role, load_config
 from codecache.errors import (
+    AuditMismatch,
     CodecacheError,
     ConfigError,
+    IndexRefused,
     IntegrityError,
     InvalidName,
     NoIndex,
     NotFound,
+    Refusal,
     SignatureError,
+    UpstreamError,
 )
 from codecache.index import Index, format_time, to_payload
 from codecache.logs import JsonFormatter
@@ -48,6 +52,7 @@ from codecache.store import Store, sha256_file
 from codecache.svn import Svn
 from codecache.sync import Origin
 from codecache.trust import TrustState, evaluate, is_expired
+from codecache.trust import verify as verify_index
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 log = logging.getLogger("codecache")
@@ -190,6 +195,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="the report as JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no live progress on stderr")
     p.set_defaults(func=cmd_loadgen)
+
+    p = sub.add_parser("audit", help="rebuild releases from their svn URL@REV and compare "
+                       "them with the signed index")
+    p.add_argument("--package", help="only this package")
+    p.add_argument("--version", dest="release_version", metavar="VERSION",
+                   help="only this release (needs --package)")
+    p.add_argument("--url", help="audit the index served at URL/index.json instead of the "
+                   "local store's")
+    p.set_defaults(func=cmd_audit)
     return parser
 
 
@@ -425,6 +439,74 @@ def cmd_loadgen(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
     print(json.dumps(result, indent=2) if args.json else table(result))
     return EXIT_OK if result["errors_total"] == 0 and result["corrupted"] == 0 else EXIT_INVALID
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from codecache.audit import Auditor  # the rebuild needs only svn and the public keys
+
+    if args.release_version is not None and args.package is None:
+        raise ConfigError("audit --version needs --package")
+    config = _config(args)
+    keys = load_trusted_keys(config.signing.trusted_keys)
+    raw: bytes | None
+    if args.url is not None:
+        raw = _fetch_index(args.url, config)
+        source = args.url.rstrip("/") + "/index.json"
+    else:
+        store = Store(config.store.path)
+        raw = store.read_document()
+        if raw is None:
+            raise NoIndex(f"store {store.root} has no index yet (run codecache sync)")
+        source = str(store.index_path)
+    index = verify_index(raw, keys).index   # a bad signature is exit 1, like verify
+    prefixes = {p.name: p.prefix for p in config.packages}
+    print(f"auditing index serial {index.serial} from {source}", flush=True)
+    findings = Auditor(Svn(config.svn), keys, prefixes).audit(
+        index, args.package, args.release_version,
+        report=lambda f: print(f.line(), flush=True))
+    failed = [f"{f.package} {f.version}" for f in findings if f.verdict.failed]
+    notes = sum(1 for f in findings if not f.verdict.failed and f.verdict.value == "NOTE")
+    print(f"audited {len(findings)} release(s): {len(findings) - len(failed)} match "
+          f"Subversion ({notes} with other gzip bytes), {len(failed)} do not")
+    if failed:
+        raise AuditMismatch(failed)
+    return EXIT_OK
+
+
+def _fetch_index(url: str, config: Config) -> bytes:
+    """GET ``URL/index.json`` (no proxy from the environment, no redirects, size-capped).
+
+    Raises:
+        UpstreamError: the server cannot be reached or does not answer 200.
+        IndexRefused: the body is larger than ``replica.max_index_size``.
+    """
+    import urllib.error
+    import urllib.request
+
+    target = url.rstrip("/") + "/index.json"
+    if not target.startswith(("http://", "https://")):
+        raise ConfigError(f"--url: expected an http(s) URL, got {url!r}")
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *_: Any, **__: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+    request = urllib.request.Request(target, headers={  # noqa: S310 - scheme checked above
+        "Cache-Control": "no-cache", "Accept-Encoding": "identity"})
+    limit = config.replica.max_index_size
+    try:
+        with opener.open(request, timeout=config.replica.timeout * 3) as response:
+            data: bytes = response.read(limit + 1)
+    except urllib.error.HTTPError as err:
+        raise UpstreamError(f"{target}: HTTP {err.code} {err.reason}") from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise UpstreamError(f"cannot fetch {target}: {reason}") from None
+    if len(data) > limit:
+        raise IndexRefused(Refusal.TOO_LARGE, f"{target} is larger than "
+                           f"replica.max_index_size ({limit} bytes)")
+    return data
 
 
 def _comment_fields(comment: str) -> dict[str, str]:

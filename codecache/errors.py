@@ -18,6 +18,7 @@ Every failure a user can see is one of these. Each class carries a stable ``code
     ├── IntegrityError         never retried: the bytes are not what was signed
     │   ├── SignatureError     bad, missing or untrusted signature
     │   ├── HashMismatch       content does not match its sha256/size
+    │   ├── AuditMismatch      a release rebuilt from Subversion is not what was signed
     │   ├── IndexRefused       a signed index this node will not accept; ``reason`` is one
     │   │                      of ``Refusal`` (DESIGN.md §5's names)
     │   └── HistoryError       a release history that is malformed or does not verify
@@ -33,6 +34,7 @@ Every failure a user can see is one of these. Each class carries a stable ``code
     │   └── StoreBusy          another writer holds the store lock
     └── UpstreamError          retryable: Subversion or an upstream is unreachable
         └── SvnError
+            └── SvnNotFound    the repository answered: no such path or revision
 """
 
 from __future__ import annotations
@@ -132,6 +134,17 @@ class HashMismatch(IntegrityError):
     code = "hash_mismatch"
 
 
+class AuditMismatch(IntegrityError):
+    """Releases whose signed hashes are not what their Subversion tag rebuilds to."""
+
+    code = "audit_mismatch"
+
+    def __init__(self, releases: list[str]) -> None:
+        super().__init__(f"{len(releases)} release(s) do not match Subversion: "
+                         + ", ".join(releases))
+        self.releases = releases
+
+
 class Refusal(enum.Enum):
     """Why a signed index was refused: the names logged and counted (DESIGN.md §5)."""
 
@@ -229,3 +242,9 @@ class UpstreamError(CodecacheError):
 
 class SvnError(UpstreamError):
     code = "svn_error"
+
+
+class SvnNotFound(SvnError):
+    """Subversion was reached and says the path (or revision) does not exist."""
+
+    code = "svn_not_found"

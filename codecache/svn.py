@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codecache.config import SvnConfig
-from codecache.errors import ConfigError, SvnError
+from codecache.errors import ConfigError, SvnError, SvnNotFound
 from codecache.index import parse_time
 
 
@@ -81,7 +81,10 @@ class Svn:
                 raise SvnError(f"the Subversion client {self._executable!r} is not "
                                "installed") from None
         if result.returncode != 0:
-            raise SvnError(f"svn {args[0]} failed: {_first_error(result.stderr)}")
+            message = f"svn {args[0]} failed: {_first_error(result.stderr)}"
+            if _not_found(result.stderr):
+                raise SvnNotFound(message)
+            raise SvnError(message)
         return result.stdout
 
     def _password(self) -> str | None:
@@ -93,6 +96,17 @@ class Svn:
             return self._config.password_file.read_text().strip()
         except OSError as err:
             raise ConfigError(f"cannot read svn.password_file: {err.strerror}") from err
+
+
+# The repository answered, and the path or revision is not there (svn_error_codes.h:
+# SVN_ERR_RA_ILLEGAL_URL, SVN_ERR_FS_NOT_FOUND, SVN_ERR_FS_NO_SUCH_REVISION).
+_NOT_FOUND = ("svn: E170000:", "svn: E160013:", "svn: E160006:")
+
+
+def _not_found(stderr: str) -> bool:
+    lines = [line.strip() for line in stderr.splitlines()]
+    return any(line.startswith(_NOT_FOUND) for line in lines) and not any(
+        line.startswith("svn: E170013:") for line in lines)  # unable to connect
 
 
 def _first_error(stderr: str) -> str:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from codecache.build import build_release
 from codecache.config import Config, PackageConfig
 from codecache.errors import (
     BlobUnavailable,
@@ -40,10 +41,9 @@ from codecache.index import (
     yank,
 )
 from codecache.names import check_channel, check_package, check_version, is_version, version_key
-from codecache.signing import PublicKey, SecretKey, blake2b_file, sign_prehashed
+from codecache.signing import PublicKey, SecretKey, sign_prehashed
 from codecache.store import MutatedTag, Store
 from codecache.svn import Svn, Tag
-from codecache.tarball import build_tarball
 from codecache.trust import SignedIndex, TrustState, evaluate, sign_index
 
 log = logging.getLogger("codecache.sync")
@@ -289,20 +289,11 @@ class Origin:
         url = pkg.tag_url(tag.name)
         scratch = self._store.scratch_dir(f"export-{pkg.name}-")
         try:
-            tree = scratch / "tree"
-            self._svn.export(url, tag.revision, tree)
-            archive = scratch / "archive.tar.gz"
-            try:
-                with archive.open("wb") as out:
-                    info = build_tarball(tree, pkg.prefix, tag.date, out)
-                with archive.open("rb") as fh:
-                    prehash = blake2b_file(fh)
-            except OSError as err:
-                raise StoreError(f"cannot write the tarball of {pkg.name} {tag.name}: "
-                                 f"{err.strerror}") from err
-            self._store.add_blob(archive, info.sha256)
+            built = build_release(self._svn, url, tag.revision, pkg.prefix, tag.date, scratch)
+            self._store.add_blob(built.archive, built.info.sha256)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+        info, prehash = built.info, built.prehash
         comment = release_comment(pkg.name, tag.name, info.sha256, info.size, url, tag.revision)
         signatures = {k.public.keyid: sign_prehashed(k, prehash, comment) for k in self._secrets}
         return Release(version=tag.name, sha256=info.sha256, size=info.size,

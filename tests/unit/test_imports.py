@@ -22,7 +22,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("trust", "logs"),                                # the trust decision (pure); log output
     ("store", "readiness", "web.catalog", "web.statuspage"),
     ("web.blobcache", "svn"),
-    ("web.storeview", "sync"),                        # a server's view; the origin's writer
+    ("build",),                                       # the one build rule: svn URL@REV -> tar.gz
+    ("web.storeview", "sync", "audit"),               # a server's view; the origin's writer;
+                                                      # rebuild and compare (audit)
     ("replica", "loadgen"),                           # aiohttp clients: pull loop, load
     ("web.server",),                                  # HTTP front end; runs a replica's loop
     ("cli",),
@@ -34,7 +36,7 @@ CORE = ("errors", "config", "names", "signing", "tarball", "index", "history", "
 # The HTTP-facing side lives in codecache/web/; only its server and storeview touch aiohttp.
 WEB = ("web.conditional", "web.catalog", "web.blobcache", "web.statuspage", "web.storeview",
        "web.server")
-WORKERS = ("svn", "sync")
+WORKERS = ("svn", "build", "sync", "audit")
 EDGES = ("web.server", "replica", "loadgen", "cli")
 
 

@@ -381,6 +381,27 @@ def test_the_version_is_pinned_when_the_channel_moves_between_requests(
     assert all(p.startswith(f"/pilot/releases/{old}.tar.gz") for p in paths[1:]), paths
 
 
+def _doc_one_liners() -> list[list[str]]:
+    """The shell blocks of docs/pilots.md's stock-tools section, split at blank lines."""
+    text = (REPO / "docs" / "pilots.md").read_text().split("## With the stock tools only")[1]
+    block = text.split("```sh\n", 1)[1].split("```", 1)[0]
+    groups = [[line for line in group.splitlines() if line and not line.startswith("#")]
+              for group in block.split("\n\n")]
+    return [g for g in groups if g]
+
+
+@pytest.mark.parametrize("group", range(2))
+def test_the_one_liners_in_docs_pilots_md_work(cluster: Cluster, tmp_path: Path,
+                                               group: int) -> None:
+    lines = _doc_one_liners()[group]
+    (tmp_path / "codecache.pub").write_bytes(public_key(cluster).read_bytes())
+    script = "set -e\n" + "\n".join(lines).replace("http://vip", cluster.vip) + "\n"
+    result = subprocess.run([require("dash"), "-c", script], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, script + result.stdout + result.stderr
+    assert (tmp_path / "pilot" / "bin" / "pilot.sh").is_file()
+
+
 # --- the script itself --------------------------------------------------------------------
 
 

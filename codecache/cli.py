@@ -269,14 +269,16 @@ def cmd_sync(args: argparse.Namespace) -> int:
         stop.set()
         notifier.stopping("stopping after the current pass")
 
-    def alive(serial: int | None) -> None:
+    def on_pass(serial: int | None) -> None:
         # READY=1 once the first pass is over (synced, or failed and backing off).
-        notifier.ready(f"index serial {serial}" if serial is not None else None)
+        notifier.ready(f"index serial {serial}" if serial is not None
+                       else "last pass failed, retrying (see the log)")
         notifier.watchdog()
 
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        origin.run(stop, args.package, alive=alive, beat_every=notifier.watchdog_interval)
+        origin.run(stop, args.package, on_pass=on_pass, heartbeat=notifier.watchdog,
+                   beat_every=notifier.watchdog_interval)
     except KeyboardInterrupt:
         stop.set()
     notifier.stopping()

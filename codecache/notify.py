@@ -82,9 +82,19 @@ class Notifier:
         self.send(f"STATUS={_one_line(text)}")
 
     def watchdog(self) -> None:
-        """``WATCHDOG=1``: the caller's loop is still turning."""
-        if self.watchdog_interval is not None:
+        """``WATCHDOG=1``: the caller's loop is still turning.
+
+        Before ``READY=1`` (the watchdog is not armed yet) it also asks for one more
+        watchdog timeout of start-up time (``EXTEND_TIMEOUT_USEC``), so a first sync of
+        many tags may take as long as it keeps making progress.
+        """
+        if self.watchdog_interval is None:
+            return
+        if self._ready_sent:
             self.send("WATCHDOG=1")
+        else:
+            usec = round(self.watchdog_interval * 2_000_000)
+            self.send("WATCHDOG=1", f"EXTEND_TIMEOUT_USEC={usec}")
 
     def stopping(self, status: str | None = None) -> None:
         """``STOPPING=1`` (once)."""

@@ -72,6 +72,7 @@ class Origin:
         self._svn = svn
         self._held: SignedIndex | None = None   # the index this writer installed last
         self._warned: set[tuple[str, str]] = set()  # skipped tags already logged as warnings
+        self._progress: Callable[[], None] = _nothing  # called before each tag is built
 
     # --- public operations ----------------------------------------------------------------
 
@@ -157,15 +158,18 @@ class Origin:
             return index
 
     def run(self, stop: threading.Event, only: str | None = None, *,
-            alive: Callable[[int | None], None] = lambda serial: None,
+            on_pass: Callable[[int | None], None] = lambda serial: None,
+            heartbeat: Callable[[], None] = lambda: None,
             beat_every: float | None = None) -> None:
         """Poll every ``sync.interval`` until ``stop`` is set; back off while svn/store fail.
 
-        ``alive(serial)`` is called after every pass (``serial`` None if it failed) and at
-        least every ``beat_every`` seconds while waiting: the service manager's watchdog
-        (``codecache.notify``) hears from this loop itself, so a stuck loop is restarted.
+        ``on_pass(serial)`` is called after every pass (``serial`` None if it failed);
+        ``heartbeat()`` before each tag is built and at least every ``beat_every`` seconds
+        while waiting, so the service manager's watchdog (``codecache.notify``) hears from
+        this loop itself: a stuck loop is restarted, a long first sync is not.
         """
         delay = self._config.sync.interval
+        self._progress = heartbeat
         while not stop.is_set():
             serial: int | None = None
             try:
@@ -181,12 +185,12 @@ class Origin:
                 delay = min(max(delay, 1.0) * 2, self._config.sync.max_backoff)
                 log.error("sync failed, retrying in %.0fs: %s", delay, err,
                           extra={"retry_in": delay, "error": str(err)})
-            alive(serial)
+            on_pass(serial)
             end = time.monotonic() + delay
             while (left := end - time.monotonic()) > 0:
                 if stop.wait(min(left, beat_every or left)):
                     break
-                alive(serial)
+                heartbeat()
 
     # --- steps ----------------------------------------------------------------------------
 
@@ -219,6 +223,7 @@ class Origin:
             new.append(tag)
         published: list[str] = []
         for position, tag in enumerate(new, start=1):
+            self._progress()
             # The auto channel moves once, with the last (highest) new tag, in the same
             # commit: a crash before it leaves that tag unsynced, so the next pass moves it.
             is_last = position == len(new)
@@ -452,6 +457,10 @@ class Origin:
 
     def _now(self) -> int:
         return int(time.time())
+
+
+def _nothing() -> None:
+    pass
 
 
 def _skip_reason(pkg: PackageConfig, tag: str) -> str | None:

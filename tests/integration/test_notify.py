@@ -105,6 +105,9 @@ def test_sync_is_ready_after_its_first_pass_and_pings_while_waiting(
     with started(cli_command("sync", config=origin.config), env,
                  tmp_path / "sync.log") as process:
         notify_socket.wait_for("READY=1", process)
+        # Before it, each tag built asked for more start-up time (one watchdog timeout).
+        extended = [m for m in notify_socket.messages if "EXTEND_TIMEOUT_USEC=600000" in m]
+        assert len(extended) >= 2, notify_socket.messages
         # Ready means synced: both tags are in the signed index already.
         releases = origin.status_json()["packages"][origin.package]["releases"]
         assert set(releases) == {"1.0.0", "1.2.0"}

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 WHEELHOUSE = REPO / ".venv" / "wheelhouse"
 # What an sdist is built from: the files a clean checkout holds (no .venv, no build dirs).
 SOURCES = ("pyproject.toml", "README.md", "MANIFEST.in", "codecache", "docs", "nginx",
-           "systemd")
+           "systemd", "scripts")
 
 
 def run(*argv: str | Path, cwd: Path, timeout: float = 240) -> str:
@@ -73,7 +73,7 @@ def test_build_gives_a_wheel_and_an_sdist_of_the_one_version(dist: Path) -> None
         members = {m.name.split("/", 1)[1] for m in tf.getmembers() if "/" in m.name}
     assert {"pyproject.toml", "README.md", "codecache/__init__.py", "docs/admin.md",
             "nginx/codecache.conf", "systemd/codecache-serve.service",
-            "systemd/codecache-sync.service"} <= members
+            "systemd/codecache-sync.service", "scripts/fetch-pilot"} <= members
 
 
 def test_the_wheel_in_a_fresh_venv_is_a_working_codecache(

@@ -3,6 +3,7 @@
 ``--log-format json``: every line the server writes is one JSON object, and the access line
 of a request carries the id the client sent in ``X-Request-ID`` (or the one the server made
 up), which the response echoes; the same facts (package, version, serial, status) are keys.
+``sync`` (``[log] format`` from the config) and ``replicate`` log JSON the same way.
 """
 
 from __future__ import annotations
@@ -99,3 +100,27 @@ def test_an_unknown_log_format_is_a_config_error(origin: Origin) -> None:
     result = origin.cli("status", env={"CODECACHE_LOG_FORMAT": "xml"})
     assert result.returncode == 2
     assert "log.format" in result.stderr
+
+
+def test_replicate_logs_json_with_the_serial_it_installed(template_origin: Origin,
+                                                         tmp_path: Path) -> None:
+    origin = copy_origin(template_origin, tmp_path / "origin")
+    serial = json.loads((origin.store / "index.json").read_bytes())["signed"]["serial"]
+    replica = tmp_path / "replica"
+    replica.mkdir()
+    config = replica / "codecache.toml"
+    with running(origin) as server:
+        config.write_text(f"""\
+role = "replica"
+[store]
+path = "store"
+[signing]
+trusted_keys = ["{origin.public_key}"]
+[replica]
+upstreams = ["{server.base}"]
+""")
+        result = run_cli("--log-format", "json", "replicate", "--once", config=config)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    (installed,) = [r for r in records if r["message"].startswith("index installed")]
+    assert (installed["serial"], installed["upstream"]) == (serial, server.base)

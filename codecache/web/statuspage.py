@@ -22,7 +22,7 @@ from codecache.names import version_key
 RELEASES_SHOWN = 20
 
 _STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:0 auto;padding:.8em;max-width:70em;"
+    "body{font-family:system-ui,sans-serif;margin:0 auto;padding:.5em;max-width:70em;"
     "line-height:1.4}"
     "h1{font-size:1.4em;margin:.2em 0}h2{font-size:1.2em;margin:1.2em 0 .3em}"
     "h3{font-size:1em;margin:.8em 0 .2em}"
@@ -30,7 +30,8 @@ _STYLE = (
     "td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:top}"
     "th{background:#f2f2f2}code{font-size:.85em;word-break:break-all}"
     ".facts th{white-space:nowrap}.bad{color:#b00;font-weight:bold}.ok{color:#070}"
-    ".note{color:#555;font-size:.9em}"
+    ".note{color:#555;font-size:.9em}.hash td{border-top:0;"
+    "padding-top:0;font-size:.9em}"
 )
 
 
@@ -70,6 +71,11 @@ def ago(seconds: float) -> str:
     if s < 86400:
         return f"{s // 3600}h {s % 3600 // 60:02d}m"
     return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+def _when(seconds: int) -> str:
+    """RFC 3339 that may wrap before the time on a narrow screen (table cells)."""
+    return format_time(seconds).replace("T", "<wbr>T", 1)
 
 
 def _text(value: object) -> str:
@@ -139,14 +145,13 @@ def _package(name: str, package: Package, limit: int) -> str:
     parts = [f"<h2 id='pkg-{pkg}'>{pkg}</h2><h3>channels</h3>"]
     if package.channels:
         parts.append("<div class='scroll'><table><tr><th>channel</th><th>version</th>"
-                     "<th>moved</th><th>URL</th></tr>")
+                     "<th>moved</th></tr>")
         for channel in sorted(package.channels):
             ch = package.channels[channel]
             url = f"/{pkg}/{escape(channel)}.tar.gz"
-            parts.append(f"<tr><td><b>{escape(channel)}</b></td>"
+            parts.append(f"<tr><td><a href='{url}'><b>{escape(channel)}</b></a></td>"
                          f"<td class='channel-version'>{escape(ch.version)}</td>"
-                         f"<td>{format_time(ch.moved_at)}</td>"
-                         f"<td><a href='{url}'>{url}</a></td></tr>")
+                         f"<td>{_when(ch.moved_at)}</td></tr>")
         parts.append("</table></div>")
     else:
         parts.append("<p class='note'>no channels</p>")
@@ -161,15 +166,17 @@ def _package(name: str, package: Package, limit: int) -> str:
                     f"target), {hidden} more in <a href='/index.json'>/index.json</a>")
     parts.append(f"<h3>releases</h3><p class='note releases-count'>{summary}</p>")
     if shown:
-        parts.append("<div class='scroll'><table><tr><th>version</th><th>date</th>"
-                     "<th>size</th><th>sha256</th><th>svn</th></tr>")
+        # Two rows per release: the hash and the svn URL get the full width (a phone).
+        parts.append("<div class='scroll'><table><tr><th>version</th><th>committed</th>"
+                     "<th>bytes</th></tr>")
         for r in shown:
             url = f"/{pkg}/releases/{escape(r.version)}.tar.gz"
             yanked_note = (f"<br><span class='bad'>yanked: {escape(r.yanked_reason or '')}"
                            "</span>" if r.yanked else "")
             parts.append(f"<tr><td><a href='{url}'>{escape(r.version)}</a>{yanked_note}</td>"
-                         f"<td>{format_time(r.date)}</td><td>{r.size}</td>"
-                         f"<td><code>{escape(r.sha256)}</code></td>"
-                         f"<td><code>{escape(r.svn_url)}@{r.revision}</code></td></tr>")
+                         f"<td>{_when(r.date)}</td><td>{r.size}</td></tr>"
+                         f"<tr class='hash'><td colspan='3'>sha256 <code>{escape(r.sha256)}"
+                         f"</code><br>svn <code>{escape(r.svn_url)}@{r.revision}</code>"
+                         "</td></tr>")
         parts.append("</table></div>")
     return "".join(parts)

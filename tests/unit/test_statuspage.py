@@ -72,7 +72,7 @@ def test_status_page_lists_channels_releases_and_serial() -> None:
 
 def test_status_page_shows_channel_move_time_index_age_and_expiry() -> None:
     html = _page()
-    assert "1970-01-12T13:45:00Z" in html                  # latest moved at NOW - 100
+    assert "1970-01-12<wbr>T13:45:00Z" in html                 # latest moved at NOW - 100
     assert "(30s ago)" in html                              # signed 30 s before NOW
     assert "(in 1h 00m)" in html                            # expires in an hour
     assert "role</th><td><b>origin</b>" in html

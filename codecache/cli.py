@@ -2,7 +2,9 @@
 
 The only module that prints or parses argv, and the one place errors become exit codes
 (DESIGN.md §6): 0 ok; 1 verification failed; 2 the request is wrong (usage, config,
-unknown name); 3 the state or environment refuses a valid request.
+unknown name); 3 the state or environment refuses a valid request. ``check`` alone follows
+the Nagios plugin conventions: its exit code is the state it found (0 OK, 1 WARNING,
+2 CRITICAL), and every failure of its own, usage errors included, is 3 UNKNOWN.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from codecache import __version__
-from codecache.config import Config, LogFormat, Role, load_config
+from codecache.check import Facts, State, Thresholds, assess, parse_limit, parse_percent
+from codecache.config import Config, LogFormat, Role, load_config, parse_duration
 from codecache.errors import (
     AuditMismatch,
     CodecacheError,
@@ -32,6 +35,7 @@ from codecache.errors import (
     NotFound,
     Refusal,
     SignatureError,
+    StoreError,
     UpstreamError,
 )
 from codecache.index import Index, format_time, to_payload
@@ -39,6 +43,7 @@ from codecache.logs import JsonFormatter
 from codecache.logs import configure as configure_logging
 from codecache.names import version_key
 from codecache.notify import Notifier
+from codecache.probe import DeadlineExceeded, parse_target, probe_store, probe_url, with_deadline
 from codecache.signing import (
     generate_key,
     load_minisig,
@@ -55,11 +60,22 @@ from codecache.trust import TrustState, evaluate, is_expired
 from codecache.trust import verify as verify_index
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
+_NAGIOS = ("check",)    # commands that follow the Nagios plugin conventions
 log = logging.getLogger("codecache")
 
 
-def exit_code(err: BaseException) -> int:
-    """The one mapping from errors to exit codes."""
+class UsageError(ConfigError):
+    """A command line argparse refuses; ``command`` is the subcommand, if it got that far."""
+
+    def __init__(self, message: str, command: str | None) -> None:
+        super().__init__(message)
+        self.command = command
+
+
+def exit_code(err: BaseException, command: str | None = None) -> int:
+    """The one mapping from errors to exit codes (``check``: all of them are UNKNOWN)."""
+    if command in _NAGIOS:
+        return int(State.UNKNOWN)
     if isinstance(err, IntegrityError):
         return EXIT_INVALID
     if isinstance(err, ConfigError | InvalidName | NotFound):
@@ -68,23 +84,34 @@ def exit_code(err: BaseException) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    try:
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            raise UsageError(f"unrecognized arguments: {' '.join(extras)} (see codecache "
+                             f"{args.command} --help)", args.command)
+    except UsageError as err:
+        return _fail(argparse.Namespace(debug=False, command=err.command), err,
+                     exit_code(err, err.command))
     # --log-format wins; otherwise text until a command loads a config naming [log] format.
     configure_logging(LogFormat(args.log_format or "text"), debug=args.debug)
     command: Callable[[argparse.Namespace], int] = args.func
     try:
         return command(args)
     except CodecacheError as err:
-        return _fail(args, err, exit_code(err))
+        return _fail(args, err, exit_code(err, args.command))
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # a bug: still one line unless --debug
-        return _fail(args, err, EXIT_REFUSED, prefix="internal error: ")
+        return _fail(args, err, exit_code(err, args.command), prefix="internal error: ")
 
 
 def _fail(args: argparse.Namespace, err: BaseException, code: int, prefix: str = "") -> int:
     if args.debug:
         log.exception("failed")
+    if args.command in _NAGIOS:
+        # A monitoring system reads the first line of stdout.
+        print(f"CODECACHE UNKNOWN - {prefix}{err}")
     if _json_logs():
         # A JSON log stays all JSON; still one line.
         log.error("codecache: error: %s%s", prefix, err, extra={"exit_code": code})
@@ -98,10 +125,28 @@ def _json_logs() -> bool:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (exit 2), like every other error."""
+    """argparse, but a usage error is one line on stderr, like every other error.
+
+    It becomes a ``UsageError`` so that ``exit_code`` decides its exit code (2; UNKNOWN
+    for ``check``).
+    """
+
+    def __init__(self, *args: Any, command: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.command = command
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"codecache: error: {message} (see {self.prog} --help)\n")
+        raise UsageError(f"{message} (see {self.prog} --help)", self.command)
+
+
+def _typed(convert: Callable[[str, str], Any], option: str) -> Callable[[str], Any]:
+    """An argparse ``type`` from a parser that raises ``ConfigError``."""
+    def parse(text: str) -> Any:
+        try:
+            return convert(text, option)
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -152,6 +197,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="operator override after a restore or key compromise: accept an "
                    "upstream's lower serial once (implies --once; logged)")
     p.set_defaults(func=cmd_replicate)
+
+    _check_parser(sub)
 
     p = sub.add_parser("verify", help="verify a tarball against its minisign signature")
     p.add_argument("file", type=Path)
@@ -205,6 +252,47 @@ def _parser() -> argparse.ArgumentParser:
                    "local store's")
     p.set_defaults(func=cmd_audit)
     return parser
+
+
+def _check_parser(sub: Any) -> None:
+    d = Thresholds()
+    p = sub.add_parser(
+        "check", command="check", help="monitoring plugin (Nagios conventions: exit 0 OK, "
+        "1 WARNING, 2 CRITICAL, 3 UNKNOWN; one status line with performance data)",
+        description="Check one node: over HTTP with --url (from the monitoring host), else "
+        "the store of the config (on the node). See docs/operations.md and docs/runbook.md.")
+    p.add_argument("--url", help="base URL of an origin, replica or the VIP, e.g. "
+                   "http://replica1:8080 (default: check the config's store on this host)")
+    p.add_argument("--key", type=Path, action="append", help="trusted public key (repeatable; "
+                   "default: the config's signing.trusted_keys)")
+    p.add_argument("--timeout", type=_typed(parse_duration, "--timeout"), default=10.0,
+                   help="overall deadline, e.g. 10 or 10s (default 10s; no answer: CRITICAL)")
+    p.add_argument("--expiry-warning", type=_typed(parse_limit, "--expiry-warning"),
+                   default=d.expiry_warning, help="WARNING when less than this is left before "
+                   "the index expires: a duration or a share of its validity (default 50%%)")
+    p.add_argument("--expiry-critical", type=_typed(parse_limit, "--expiry-critical"),
+                   default=d.expiry_critical, help="CRITICAL when less than this is left "
+                   "(default 0s: once it has expired)")
+    p.add_argument("--lag-warning", type=_typed(parse_duration, "--lag-warning"),
+                   default=d.lag_warning, help="a replica's lag behind its upstream "
+                   "(default 30s)")
+    p.add_argument("--lag-critical", type=_typed(parse_duration, "--lag-critical"),
+                   default=d.lag_critical, help="(default 5m)")
+    p.add_argument("--disk-warning", type=_typed(parse_percent, "--disk-warning"),
+                   default=d.disk_warning, help="free space of the store's file system below "
+                   "this percentage (default 10%%)")
+    p.add_argument("--disk-critical", type=_typed(parse_percent, "--disk-critical"),
+                   default=d.disk_critical, help="(default 5%%)")
+    p.add_argument("--refusal-window", type=_typed(parse_duration, "--refusal-window"),
+                   default=d.refusal_window, help="upstream refusals seen within this "
+                   "window are reported (default 1h)")
+    p.add_argument("--verify", action="append", metavar="PACKAGE/CHANNEL",
+                   help="download and verify this channel's tarball (repeatable; default: "
+                   "every channel)")
+    p.add_argument("--no-verify", action="store_true", help="download no tarball")
+    p.add_argument("--no-upstream", action="store_true", help="do not ask a replica's "
+                   "upstream what it serves (serial_behind is then not reported)")
+    p.set_defaults(func=cmd_check)
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -324,7 +412,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             "last_confirmed": format_time(int(pull.confirmed_at)) if pull.confirmed_at else None,
             "seconds_since_confirmed": int(now - pull.confirmed_at) if pull.confirmed_at
             else None,
-            "last_error": pull.last_error, "refusals": dict(pull.refusals)}
+            "last_error": pull.last_error, "refusals": dict(pull.refusals),
+            "refused_at": {r: format_time(int(t)) for r, t in pull.refused_at.items()}}
     mutated = [{"package": m.package, "version": m.version,
                 "published_revision": m.published_revision,
                 "current_revision": m.current_revision,
@@ -388,6 +477,45 @@ def cmd_replicate(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_REFUSED
     return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    limits = Thresholds(expiry_warning=args.expiry_warning, expiry_critical=args.expiry_critical,
+                        lag_warning=args.lag_warning, lag_critical=args.lag_critical,
+                        disk_warning=args.disk_warning, disk_critical=args.disk_critical,
+                        refusal_window=args.refusal_window)
+    targets = () if args.no_verify else \
+        tuple(parse_target(t) for t in args.verify) if args.verify else None
+    config = None if args.url is not None and args.key else _config(args)
+    if args.key:
+        keys = {k.keyid: k for k in (load_public_key(path) for path in args.key)}
+    else:
+        assert config is not None  # noqa: S101 - loaded above whenever --key is absent
+        if not config.signing.trusted_keys:
+            raise ConfigError("no trusted keys: give --key or a config with "
+                              "signing.trusted_keys")
+        keys = load_trusted_keys(config.signing.trusted_keys)
+    upstream = not args.no_upstream
+    if args.url is not None:
+        url: str = args.url
+        try:
+            facts = with_deadline(lambda: probe_url(url, keys, timeout=args.timeout,
+                                                    targets=targets, upstream=upstream),
+                                  args.timeout)
+        except DeadlineExceeded as err:   # the node did not answer in time: its failure
+            facts = Facts(source=url.rstrip("/"), now=time.time(), unreachable=str(err))
+    else:
+        assert config is not None  # noqa: S101 - no --url: the config was loaded
+        store_config = config
+        try:
+            facts = with_deadline(lambda: probe_store(store_config, keys, timeout=args.timeout,
+                                                      targets=targets, upstream=upstream),
+                                  args.timeout)
+        except DeadlineExceeded as err:   # reading the local store hung: ours to report
+            raise StoreError(f"store {config.store.path} not read: {err}") from None
+    result = assess(facts, limits)
+    print(result.line())
+    return int(result.state)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

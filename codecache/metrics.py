@@ -36,6 +36,8 @@ class Metrics:
     memory_bytes: Gauge
     mutated_tags: Gauge
     not_modified_ratio: Gauge
+    store_free: Gauge
+    store_size: Gauge
     file_requests: int = 0
     not_modified: int = 0
 
@@ -71,6 +73,8 @@ class PullFacts(Protocol):
     def pulls(self) -> Mapping[str, int]: ...
     @property
     def blobs_fetched(self) -> int: ...
+    @property
+    def refused_at(self) -> Mapping[str, float]: ...
 
 
 class ReplicaCollector(Collector):
@@ -102,6 +106,12 @@ class ReplicaCollector(Collector):
                                  "index was last confirmed from", labels=["upstream"])
         info.add_metric([facts.upstream or ""], 1)
         yield info
+        last = GaugeMetricFamily("codecache_replica_last_refusal_timestamp_seconds",
+                                 "When an upstream index was last refused, by reason",
+                                 labels=["reason"])
+        for reason, when in sorted(facts.refused_at.items()):
+            last.add_metric([reason], when)
+        yield last
         yield _gauge("codecache_replica_serial", "Serial held by the pull loop", facts.serial)
         yield _gauge("codecache_replica_last_pull_timestamp_seconds", "Last pull attempt",
                      facts.attempted_at)
@@ -152,6 +162,10 @@ def create_metrics() -> Metrics:
                            "Published tags that changed in Subversion afterwards", registry=r),
         not_modified_ratio=Gauge("codecache_http_not_modified_ratio",
                                  "Share of file requests answered 304 since start", registry=r),
+        store_free=Gauge("codecache_store_free_bytes", "Bytes available to the server on the "
+                         "file system of the store", registry=r),
+        store_size=Gauge("codecache_store_filesystem_size_bytes", "Size of the file system "
+                         "of the store", registry=r),
     )
     metrics.not_modified_ratio.set_function(metrics.ratio_not_modified)
     return metrics

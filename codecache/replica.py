@@ -65,6 +65,7 @@ class _Counters:
     errors: Counter[str] = dataclasses.field(default_factory=Counter)
     pulls: Counter[str] = dataclasses.field(default_factory=Counter)
     blobs_fetched: int = 0
+    refused_at: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 class Replica:
@@ -131,6 +132,7 @@ class Replica:
                             err, extra={"upstream": upstream, "reason": err.reason})
             except IndexRefused as err:
                 self._counters.refusals[err.reason.value] += 1
+                self._counters.refused_at[err.reason.value] = time.time()
                 errors.append(f"{upstream}: refused ({err.reason.value}): {err}")
                 level = logging.INFO if err.reason is Refusal.STALE_UPSTREAM else logging.ERROR
                 log.log(level, "index refused upstream=%s reason=%s: %s", upstream,
@@ -351,7 +353,8 @@ class Replica:
             attempted_at=started,
             last_error=None if confirmed_from else "; ".join(errors) or "no upstream",
             refusals=dict(self._counters.refusals), errors=dict(self._counters.errors),
-            pulls=dict(self._counters.pulls), blobs_fetched=self._counters.blobs_fetched)
+            pulls=dict(self._counters.pulls), blobs_fetched=self._counters.blobs_fetched,
+            refused_at=dict(self._counters.refused_at))
         # The held index may just have been installed: read what is on disk now.
         self._trust_state()
         if self._held is not None:

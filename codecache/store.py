@@ -77,6 +77,9 @@ class PullStatus:
     errors: Mapping[str, int] = field(default_factory=dict)     # upstream error → count
     pulls: Mapping[str, int] = field(default_factory=dict)      # result → count
     blobs_fetched: int = 0
+    # When each refusal reason was last seen (Unix time), so a check can tell a refusal of
+    # the last hour from one of last week while the counters keep growing.
+    refused_at: Mapping[str, float] = field(default_factory=dict)
 
 
 def make_dirs(path: Path) -> None:
@@ -372,7 +375,8 @@ class Store:
                 attempted_at=float(raw.get("attempted_at", 0.0)),
                 last_error=raw.get("last_error"),
                 refusals=_counts(raw.get("refusals", {})), errors=_counts(raw.get("errors", {})),
-                pulls=_counts(raw.get("pulls", {})), blobs_fetched=int(raw.get("blobs_fetched", 0)))
+                pulls=_counts(raw.get("pulls", {})), blobs_fetched=int(raw.get("blobs_fetched", 0)),
+                refused_at={str(k): float(v) for k, v in raw.get("refused_at", {}).items()})
         except FileNotFoundError:
             return None
         except (ValueError, TypeError, AttributeError) as err:
@@ -383,7 +387,7 @@ class Store:
                 "confirmed_at": status.confirmed_at, "attempted_at": status.attempted_at,
                 "last_error": status.last_error, "refusals": dict(status.refusals),
                 "errors": dict(status.errors), "pulls": dict(status.pulls),
-                "blobs_fetched": status.blobs_fetched}
+                "blobs_fetched": status.blobs_fetched, "refused_at": dict(status.refused_at)}
         # Advisory and rewritten every pull: atomic, but not worth an fsync each second.
         atomic_write(self.pull_status_path, json.dumps(data, sort_keys=True).encode(),
                      durable=False)

@@ -10,6 +10,7 @@ hash): the server runs ``refresh`` and ``scrub`` in a thread. No aiohttp here.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from typing import Any
@@ -129,6 +130,13 @@ class StoreView:
         m.blobs_unavailable.set(len(self.blob_problems))
         m.memory_bytes.set(self.blobs.memory_bytes)
         m.mutated_tags.set(self.mutated_tags)
+        try:
+            disk = shutil.disk_usage(self.store.root)
+            m.store_free.set(disk.free)
+            m.store_size.set(disk.total)
+        except OSError:
+            m.store_free.set(float("nan"))
+            m.store_size.set(float("nan"))
 
     def verdict(self) -> Readiness:
         return judge(index=self.catalog.index if self.catalog else None,
@@ -157,5 +165,7 @@ class StoreView:
             body["replica"] = {"upstream": self.pull.upstream, "serial": self.pull.serial,
                                "last_pull": int(self.pull.attempted_at),
                                "last_error": self.pull.last_error,
-                               "refusals": dict(self.pull.refusals)}
+                               "refusals": dict(self.pull.refusals),
+                               "refused_at": {reason: int(when) for reason, when
+                                              in self.pull.refused_at.items()}}
         return verdict, body

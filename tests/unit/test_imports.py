@@ -21,18 +21,19 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("history",),                                     # the release history chain (pure)
     ("trust", "logs"),                                # the trust decision (pure); log output
     ("store", "readiness", "web.catalog", "web.statuspage"),
+    ("check",),                                       # check's judgement of facts (pure)
     ("web.blobcache", "svn"),
     ("build",),                                       # the one build rule: svn URL@REV -> tar.gz
     ("web.storeview", "sync", "audit"),               # a server's view; the origin's writer;
                                                       # rebuild and compare (audit)
-    ("replica", "loadgen"),                           # aiohttp clients: pull loop, load
+    ("replica", "loadgen", "probe"),                  # HTTP clients: pull loop, load, check
     ("web.server",),                                  # HTTP front end; runs a replica's loop
     ("cli",),
     ("__main__",),
 )
 RANK = {module: rank for rank, layer in enumerate(LAYERS) for module in layer}
 CORE = ("errors", "config", "names", "signing", "tarball", "index", "history", "trust", "store",
-        "readiness", "metrics")
+        "readiness", "metrics", "check")
 # The HTTP-facing side lives in codecache/web/; only its server and storeview touch aiohttp.
 WEB = ("web.conditional", "web.catalog", "web.blobcache", "web.statuspage", "web.storeview",
        "web.server")

@@ -290,6 +290,8 @@ def _check_parser(sub: Any) -> None:
                    help="download and verify this channel's tarball (repeatable; default: "
                    "every channel)")
     p.add_argument("--no-verify", action="store_true", help="download no tarball")
+    p.add_argument("--deep", action="store_true", help="without --url: hash every blob the "
+                   "index lists, not only the channels' (slower on a large store)")
     p.add_argument("--no-upstream", action="store_true", help="do not ask a replica's "
                    "upstream what it serves (serial_behind is then not reported)")
     p.set_defaults(func=cmd_check)
@@ -509,8 +511,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         store_config = config
         try:
             facts = with_deadline(lambda: probe_store(store_config, keys, timeout=args.timeout,
-                                                      targets=targets, upstream=upstream),
-                                  args.timeout)
+                                                      targets=targets, upstream=upstream,
+                                                      deep=args.deep), args.timeout)
         except DeadlineExceeded as err:   # reading the local store hung: ours to report
             raise StoreError(f"store {config.store.path} not read: {err}") from None
     result = assess(facts, limits)

@@ -42,7 +42,7 @@ from codecache.errors import (
 from codecache.index import Index
 from codecache.readiness import Health, Readiness, judge
 from codecache.signing import PublicKey, parse_minisig, verify_minisig
-from codecache.store import Store
+from codecache.store import Store, sha256_file
 from codecache.trust import TrustState, evaluate, verify
 
 _SMALL = 4 * 1024 * 1024          # /readyz, /metrics, .minisig
@@ -338,15 +338,15 @@ def check_tarball(index: Index, package: str, version: str, data: bytes, minisig
         IntegrityError: any of it does not hold (``SignatureError``, ``HashMismatch``).
     """
     release = index.release(package, version)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != release.sha256 or len(data) != release.size:
+        raise HashMismatch(f"{len(data)} bytes hashing to {digest}, the index lists "
+                           f"{release.size} bytes {release.sha256}")
     parsed = parse_minisig(minisig)
     verify_minisig(keys, parsed, BytesIO(data))
     if parsed.trusted_comment != release.trusted_comment(package):
         raise SignatureError(f"signature's trusted comment {parsed.trusted_comment!r} names "
                              f"another release than {package} {version}")
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != release.sha256 or len(data) != release.size:
-        raise HashMismatch(f"{len(data)} bytes hashing to {digest}, the index lists "
-                           f"{release.size} bytes {release.sha256}")
 
 
 def _ask_upstream(facts: Facts, keys: Mapping[str, PublicKey], deadline: float,
@@ -367,11 +367,12 @@ def _ask_upstream(facts: Facts, keys: Mapping[str, PublicKey], deadline: float,
 
 def probe_store(config: Config, keys: Mapping[str, PublicKey], *, timeout: float,
                 targets: tuple[Target, ...] | None = None, upstream: bool = True,
-                clock: Callable[[], float] = time.time) -> Facts:
+                deep: bool = False, clock: Callable[[], float] = time.time) -> Facts:
     """The facts about the store ``config`` names, read from disk as its server would.
 
     Every listed blob must be there with its size; the blobs of the channels checked
-    (``targets``; None: every channel) are hashed and verified against their signatures.
+    (``targets``; None: every channel) are hashed and verified against their signatures,
+    and with ``deep`` every listed blob is hashed (the server's scrub does that too).
     A replica's lag comes from its ``replica.json``; its upstream is asked what it serves
     now unless ``upstream`` is False.
 
@@ -393,7 +394,7 @@ def probe_store(config: Config, keys: Mapping[str, PublicKey], *, timeout: float
     if index is not None:
         facts = replace(facts, serial=index.serial, generated=index.generated,
                         expires=index.expires)
-        blob_problems = _stored_blobs(store, index)
+        blob_problems = _stored_blobs(store, index, deep=deep)
         facts = _verify_stored(store, keys, index, facts, targets, blob_problems)
     facts = replace(facts, readiness=judge(index=index, now=now, index_problem=problem,
                                            blob_problems=blob_problems),
@@ -423,8 +424,8 @@ def _stored_index(store: Store, keys: Mapping[str, PublicKey], floor: int,
     return signed.index, None
 
 
-def _stored_blobs(store: Store, index: Index) -> dict[str, str]:
-    """Listed blobs missing or of the wrong size (cheap: no hashing)."""
+def _stored_blobs(store: Store, index: Index, *, deep: bool) -> dict[str, str]:
+    """Listed blobs missing or of the wrong size; with ``deep`` also hashed."""
     problems = {}
     for sha256, size in index.blob_sizes().items():
         try:
@@ -434,6 +435,10 @@ def _stored_blobs(store: Store, index: Index) -> dict[str, str]:
             continue
         if actual != size:
             problems[sha256] = f"corrupt on disk ({actual} bytes, {size} listed)"
+        elif deep:
+            digest, _ = sha256_file(store.blob_path(sha256))
+            if digest != sha256:
+                problems[sha256] = f"corrupt on disk (sha256 {digest})"
     return problems
 
 
@@ -452,9 +457,10 @@ def _verify_stored(store: Store, keys: Mapping[str, PublicKey], index: Index, fa
         except FileNotFoundError:
             blob_problems[release.sha256] = "missing from disk"
             continue
+        except HashMismatch as err:   # the readiness verdict names the blob
+            blob_problems[release.sha256] = f"corrupt on disk ({err})"
+            continue
         except IntegrityError as err:
-            if isinstance(err, HashMismatch):
-                blob_problems[release.sha256] = f"corrupt on disk ({err})"
             problems.append(f"{target.package}/{target.channel}: {err}")
             continue
         except CodecacheError as err:

@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import pwd
 import signal
 import sys
 import threading
@@ -38,10 +39,11 @@ from codecache.errors import (
     StoreError,
     UpstreamError,
 )
+from codecache.history import Action, Actor, History, check_actor
 from codecache.index import Index, format_time, to_payload
 from codecache.logs import JsonFormatter
 from codecache.logs import configure as configure_logging
-from codecache.names import version_key
+from codecache.names import check_channel, check_package, version_key
 from codecache.notify import Notifier
 from codecache.probe import DeadlineExceeded, parse_target, probe_store, probe_url, with_deadline
 from codecache.signing import (
@@ -155,6 +157,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="config file (default: $CODECACHE_CONFIG, "
                         "then ./codecache.toml)")
     parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
+    parser.add_argument("--actor", help="who publish and yank record in the release history "
+                        "(default: $CODECACHE_ACTOR, then the OS user name)")
     parser.add_argument("--log-format", choices=[f.value for f in LogFormat],
                         help="log lines as text or one JSON object per line (default: the "
                         "config's [log] format, else text)")
@@ -199,6 +203,13 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_replicate)
 
     _check_parser(sub)
+
+    p = sub.add_parser("history", help="the release history: who changed what, when; "
+                       "verified against the signed index")
+    p.add_argument("package", nargs="?", help="only this package")
+    p.add_argument("--channel", help="only moves of this channel")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_history)
 
     p = sub.add_parser("verify", help="verify a tarball against its minisign signature")
     p.add_argument("file", type=Path)
@@ -311,7 +322,22 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
-def _origin(config: Config) -> Origin:
+def _actor(args: argparse.Namespace) -> Actor:
+    """``--actor``, else ``$CODECACHE_ACTOR``, else the OS user name; with the OS uid.
+
+    The name is self-asserted, so the uid that ran the command is recorded beside it.
+    """
+    uid = os.getuid()
+    name = args.actor or os.environ.get("CODECACHE_ACTOR")
+    if name is None:
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:   # a uid without a passwd entry (containers)
+            name = f"uid{uid}"
+    return Actor(check_actor(name), uid)
+
+
+def _origin(config: Config, args: argparse.Namespace) -> Origin:
     if config.role is not Role.ORIGIN:
         raise ConfigError("this command needs role = \"origin\" (it writes the store)")
     if not config.signing.secret_keys:
@@ -325,7 +351,8 @@ def _origin(config: Config) -> Origin:
         seen[secret.public.keyid] = path
     trusted = load_trusted_keys(config.signing.trusted_keys) \
         if config.signing.trusted_keys else {}
-    return Origin(config, Store(config.store.path), secrets, trusted, Svn(config.svn))
+    return Origin(config, Store(config.store.path), secrets, trusted, Svn(config.svn),
+                  _actor(args))
 
 
 # --- commands -----------------------------------------------------------------------------
@@ -340,7 +367,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    origin = _origin(_config(args))
+    origin = _origin(_config(args), args)
     if args.once:
         report = origin.sync_once(args.package)
         for line in report.published:
@@ -376,13 +403,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    index = _origin(_config(args)).publish(args.package, args.version, args.channel)
+    index = _origin(_config(args), args).publish(args.package, args.version, args.channel)
     print(f"{args.package} {args.channel} -> {args.version} (index serial {index.serial})")
     return EXIT_OK
 
 
 def cmd_yank(args: argparse.Namespace) -> int:
-    index = _origin(_config(args)).yank(args.package, args.version, args.reason)
+    index = _origin(_config(args), args).yank(args.package, args.version, args.reason)
     print(f"{args.package} {args.version} yanked (index serial {index.serial})")
     return EXIT_OK
 
@@ -454,6 +481,57 @@ def _print_status(index: Index, local: dict[str, Any], mutated: list[dict[str, A
     for m in mutated:
         print(f"WARNING: tag {m['package']} {m['version']} changed after publishing "
               f"(r{m['published_revision']} -> r{m['current_revision']}); not republished")
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    if args.package is not None:
+        check_package(args.package)
+    if args.channel is not None:
+        check_channel(args.channel)
+    config = _config(args)
+    store = Store(config.store.path)
+    keys = load_trusted_keys(config.signing.trusted_keys)
+    raw = store.read_document()
+    if raw is None:
+        raise NoIndex(f"store {store.root} has no index yet (run codecache sync)")
+    _, signed = evaluate(raw, keys, TrustState(store.load_state().highest_serial),
+                         now=int(time.time()), fresh_required=False)
+    head = signed.index.history
+    history = store.load_history(head) if head is not None else None
+    _print_history(args, signed.serial, history)
+    return EXIT_OK
+
+
+def _print_history(args: argparse.Namespace, serial: int, history: History | None) -> None:
+    """The verified history as a table or JSON, filtered by package and channel."""
+    entries = [e for e in (history.entries if history is not None else ())
+               if (args.package is None or e.change.package == args.package)
+               and (args.channel is None or e.change.channel == args.channel)]
+    if args.json:
+        head = history.head if history is not None else None
+        print(json.dumps({"entries": [e.to_json() for e in entries], "serial": serial,
+                          "history": None if head is None else
+                          {"length": head.length, "head": head.head}}, indent=1))
+        return
+    if history is None:
+        print(f"index serial {serial} carries no history yet (the store predates it; it "
+              "starts at the next change or re-sign)", file=sys.stderr)
+        return
+    rows = [("TIME", "ACTOR", "ACTION", "PACKAGE", "CHANNEL", "FROM -> TO", "SERIAL", "")]
+    for e in entries:
+        c = e.change
+        actor = e.actor if e.uid is None else f"{e.actor} (uid {e.uid})"
+        moved = f"{c.from_ or '-'} -> {c.version}" if c.action is Action.MOVE else c.version
+        note = f"reason: {c.reason}" if c.reason else \
+            (f"svn author: {c.svn_author}" if c.svn_author else "")
+        rows.append((format_time(e.time), actor, c.action.value, c.package, c.channel or "-",
+                     moved, str(e.serial), note))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip())
+    print(f"{len(entries)} of {len(history)} entries; chain verified against the signed "
+          f"index serial {serial}", file=sys.stderr)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

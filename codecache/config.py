@@ -6,7 +6,9 @@ resolved against the file's directory, so a config can travel with its store and
 Environment overrides: every scalar key as ``CODECACHE_<SECTION>_<KEY>`` (``CODECACHE_ROLE``
 for the top-level ``role``); list keys (``signing.trusted_keys``, ``signing.secret_key``,
 ``server.listen``, ``replica.upstreams``) take a comma-separated value. An unknown
-``CODECACHE_*`` variable is an error, like an unknown key in the file.
+``CODECACHE_*`` variable is an error, like an unknown key in the file, except
+``CODECACHE_CONFIG`` (the file) and ``CODECACHE_ACTOR`` (who a release manager's change
+is recorded as; ``cli`` reads both).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ DEFAULT_TAG_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 # Variables that are not config keys but belong to codecache.
-_ENV_NOT_KEYS = frozenset({"CODECACHE_CONFIG"})
+_ENV_NOT_KEYS = frozenset({"CODECACHE_CONFIG", "CODECACHE_ACTOR"})
 
 
 class Role(Enum):

@@ -3,6 +3,7 @@
 Layout (plain files, so operators can inspect, rsync and serve it with ordinary tools)::
 
     index.json                          the current signed index {"signed", "signatures"}
+    history.json                        the release history (DESIGN.md §9), one entry a line
     blobs/sha256/<hex>                  tarballs, named by the sha256 of their bytes
     signatures/<package>/<version>.minisig   detached release signatures (also in the index)
     state.json                          local facts: highest serial ever accepted, mutated tags
@@ -12,6 +13,8 @@ Layout (plain files, so operators can inspect, rsync and serve it with ordinary 
 Every write is atomic (temp file in the same directory, fsync, rename, fsync of the
 directory) and idempotent; blobs and signatures land before the index that names them, and
 the index is swapped last, so a crash at any point leaves the previous consistent state.
+``history.json`` is written just before ``index.json``, so a served index never names a
+history longer than the file.
 Writers (sync, publish, yank, replication) serialise on ``.lock``; readers never lock.
 """
 
@@ -31,8 +34,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from codecache.errors import BlobUnavailable, IndexRefused, NoIndex, StoreBusy, StoreError
-from codecache.index import Index
+from codecache.errors import (
+    BlobUnavailable,
+    HistoryError,
+    IndexRefused,
+    NoIndex,
+    StoreBusy,
+    StoreError,
+)
+from codecache.history import EMPTY_HISTORY, History, parse_document
+from codecache.history import verify as verify_history
+from codecache.index import HistoryHead, Index
 from codecache.signing import PublicKey
 from codecache.trust import Mark, SignedIndex, TrustState, verify
 
@@ -169,6 +181,7 @@ class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.index_path = root / "index.json"
+        self.history_path = root / "history.json"
         self.state_path = root / "state.json"
         self.pull_status_path = root / "replica.json"
         self.blob_dir = root / "blobs" / "sha256"
@@ -303,6 +316,33 @@ class Store:
             raise NoIndex(f"store {self.root} has no index yet (run codecache sync)")
         return verify(raw, keys)
 
+    def read_history_bytes(self) -> bytes | None:
+        """Raw bytes of ``history.json``, or None where there is none."""
+        try:
+            return self.history_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise StoreError(f"cannot read {self.history_path}: {err.strerror}") from err
+
+    def load_history(self, head: HistoryHead) -> History:
+        """The history on disk, its first ``head.length`` entries verified against ``head``.
+
+        Raises:
+            HistoryError: missing, malformed, or not the chain the signed index names.
+            StoreError: the file cannot be read.
+        """
+        raw = self.read_history_bytes()
+        if raw is None:
+            if head.length == 0:
+                return EMPTY_HISTORY
+            raise HistoryError(None, f"{self.history_path} is missing; the index names "
+                               f"{head.length} history entries")
+        try:
+            return verify_history(parse_document(raw), head)
+        except HistoryError as err:
+            raise HistoryError(err.seq, f"{self.history_path}: {err}") from None
+
     def trust_state(self, keys: Mapping[str, PublicKey]) -> TrustState:
         """What this store accepted before, with its index (None if absent or refused)."""
         state = self.load_state()
@@ -313,14 +353,17 @@ class Store:
         return TrustState(state.highest_serial, held, state.marks)
 
     def install(self, signed: SignedIndex, *, previous: Index | None = None,
-                marks: Mapping[str, Mark] | None = None, reset_serial: bool = False) -> None:
+                history: History | None = None, marks: Mapping[str, Mark] | None = None,
+                reset_serial: bool = False) -> None:
         """Install a verified index with everything it names; the index is swapped last.
 
         Every blob it lists must already be in the store (the origin's writer and the
         replica's pull put them there first); each release's ``.minisig`` is written beside
         them (from the index, so a replica's store is as complete as the origin's). Then
-        ``index.json``, then the local state: the highest serial accepted (``reset_serial``:
-        set to this one, the operator's explicit override) and the upstream ``marks``.
+        ``history.json`` when ``history`` is given (it must be the chain the index signs;
+        None leaves the file as it is), then ``index.json``, then the local state: the
+        highest serial accepted (``reset_serial``: set to this one, the operator's explicit
+        override) and the upstream ``marks``.
         A crash at any point leaves the previous index in place, or this one complete.
 
         Raises:
@@ -328,6 +371,9 @@ class Store:
             StoreError: the file system refuses.
         """
         index = signed.index
+        if history is not None and history.head != index.history:
+            raise HistoryError(None, f"refusing to install serial {signed.serial}: the history "
+                               "given is not the one its index signs")
         for sha256, size in sorted(index.blob_sizes().items()):
             try:
                 actual = self.blob_path(sha256).stat().st_size
@@ -343,6 +389,8 @@ class Store:
                 if before is not None and before.minisig == release.minisig and path.exists():
                     continue  # written by an earlier install: no need to read it again
                 self._write_signature(package, version, release.minisig)
+        if history is not None:
+            atomic_write(self.history_path, history.render())
         atomic_write(self.index_path, signed.document)
         state = self.load_state()
         highest = signed.serial if reset_serial else max(state.highest_serial, signed.serial)

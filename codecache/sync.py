@@ -3,7 +3,9 @@
 Owns: turning Subversion tags into signed releases in the store (export, tarball, sign,
 file the blob), moving auto channels, publishing/yanking on request, re-signing the index
 before it grows stale, and noticing tags that changed after they were published. Every
-change is one locked, atomic store transaction that ends with a new index serial.
+change is one locked, atomic store transaction that ends with a new index serial and
+appends what it did to the release history (DESIGN.md §9: who, when, which serial); the
+sync worker acts as ``sync``, publish and yank as the release manager's ``Actor``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from codecache.errors import (
     StoreError,
     UpstreamError,
 )
+from codecache.history import SYNC_ACTOR, Actor, History, diff, import_history
 from codecache.index import (
     EMPTY,
     Index,
@@ -42,7 +45,7 @@ from codecache.index import (
 )
 from codecache.names import check_channel, check_package, check_version, is_version, version_key
 from codecache.signing import PublicKey, SecretKey, sign_prehashed
-from codecache.store import MutatedTag, Store
+from codecache.store import FileIdentity, MutatedTag, Store, file_identity
 from codecache.svn import Svn, Tag
 from codecache.trust import SignedIndex, TrustState, evaluate, sign_index
 
@@ -61,9 +64,13 @@ class Origin:
     """Writes the store of an origin. Construct once per process, pass explicitly."""
 
     def __init__(self, config: Config, store: Store, secret: SecretKey | Sequence[SecretKey],
-                 trusted: dict[str, PublicKey], svn: Svn) -> None:
+                 trusted: dict[str, PublicKey], svn: Svn, actor: Actor) -> None:
         """``secret``: the signing key, or several during a rotation (the primary first)."""
         self._config = config
+        self._actor = actor                     # who publish and yank record (DESIGN.md §9)
+        self._acting = actor                    # who the operation under way records
+        self._history: History | None = None    # the history installed or verified last
+        self._history_id: FileIdentity | None = None
         self._store = store
         self._secrets = [secret] if isinstance(secret, SecretKey) else list(secret)
         if not self._secrets:
@@ -101,6 +108,7 @@ class Origin:
         if failures and not listings and not self._store.index_path.exists():
             raise failures[0]  # nothing to publish, nothing to re-sign: leave the store alone
         report = SyncReport()
+        self._acting = Actor(SYNC_ACTOR, self._actor.uid)
         with self._store.locked():
             index = self._load()
             if index is EMPTY:
@@ -125,6 +133,7 @@ class Origin:
         check_package(package)
         check_version(version)
         check_channel(channel)
+        self._acting = self._actor
         with self._store.locked():
             index = self._load()
             if version not in index.packages.get(package, Package()).releases:
@@ -146,6 +155,7 @@ class Origin:
         """
         check_package(package)
         check_version(version)
+        self._acting = self._actor
         with self._store.locked():
             index = self._load()
             changed = yank(index, package, version, reason)
@@ -439,21 +449,58 @@ class Origin:
         return signed.index
 
     def _commit(self, index: Index) -> Index:
-        """Sign ``index`` under the next serial and install it.
+        """Sign ``index`` under the next serial and install it, with its history entries.
 
         Serials are time-based (DESIGN.md §5): ``max(highest written or accepted + 1, now)``,
         so a promoted or restored origin that is behind never issues a serial below what
-        replicas hold.
+        replicas hold. What changed since the index held becomes history entries under that
+        serial; a re-sign alone adds none and leaves ``history.json`` untouched.
+
+        Raises:
+            HistoryError: the history on disk does not verify against the index held
+                (the writer never appends to a history it cannot vouch for).
         """
         now = self._now()
+        old = self._held.index if self._held is not None else EMPTY
         highest = max(index.serial, self._store.load_state().highest_serial)
-        new = dataclasses.replace(self._complete_signatures(index), serial=max(highest + 1, now),
-                                  generated=now,
+        serial = max(highest + 1, now)
+        changes = diff(old, index)
+        history: History | None = None
+        head = old.history
+        if changes or head is None:
+            history = self._base_history(old).append(changes, time=now, actor=self._acting,
+                                                     serial=serial)
+            head = history.head
+        new = dataclasses.replace(self._complete_signatures(index), serial=serial,
+                                  generated=now, history=head,
                                   expires=now + int(self._config.signing.index_expiry))
         signed = sign_index(self._secrets, new)
-        self._store.install(signed, previous=self._held.index if self._held else None)
+        self._store.install(signed, previous=old if self._held else None, history=history)
         self._held = signed
+        if history is not None:
+            self._history = history
+            self._history_id = file_identity(self._store.history_path)
         return new
+
+    def _base_history(self, held: Index) -> History:
+        """The history to append to: the one on disk, verified against the index held.
+
+        A store that predates history starts it here with the ``import`` entries of the
+        index held (none for a new store). The verified history is kept while the file
+        stays the same, so a sync worker does not re-read it every pass.
+        """
+        if held.history is None:
+            imported = import_history(held, self._acting.uid)
+            if len(imported):
+                log.warning("starting the release history of this store: %d entries imported "
+                            "from index serial %d (actor import)", len(imported), held.serial)
+            return imported
+        identity = file_identity(self._store.history_path)
+        if self._history is None or self._history.head != held.history \
+                or identity != self._history_id:
+            self._history = self._store.load_history(held.history)
+            self._history_id = identity
+        return self._history
 
     def _now(self) -> int:
         return int(time.time())

@@ -95,6 +95,7 @@ def test_env_overrides_scalar_keys(tmp_path: Path) -> None:
         "CODECACHE_REPLICA_UPSTREAMS": "http://origin:8080",
         "CODECACHE_SIGNING_TRUSTED_KEYS": "a.pub",
         "CODECACHE_CONFIG": "/ignored/because/it/names/the/file",
+        "CODECACHE_ACTOR": "alice",   # not a config key, but codecache's own (DESIGN.md §9)
     }
     config = load_config(write(tmp_path, MINIMAL), env=env)
     assert config.store.path == tmp_path / "moved"

@@ -41,6 +41,8 @@ class Mirror:
     log: list[Logged] = field(default_factory=list)
     # Called after a response is read from the upstream, before it is sent: (method, path).
     after_upstream: Callable[[str, str], None] | None = None
+    # path -> how many more requests for it get a 503 before it is answered normally.
+    failures: dict[str, int] = field(default_factory=dict)
     port: int = 0
 
     @property
@@ -52,6 +54,9 @@ class Mirror:
         self.files[path] = Served(status, headers or {}, body)
 
     def answer(self, method: str, path: str, request_headers: dict[str, str]) -> Served:
+        if self.failures.get(path, 0) > 0:
+            self.failures[path] -= 1
+            return Served(503, {"Content-Type": "text/plain", "Retry-After": "0"}, b"busy\n")
         if path in self.files:
             return self.files[path]
         if self.upstream is None:

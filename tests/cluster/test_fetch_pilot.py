@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -55,9 +56,9 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def fetch_pilot(toolbin: Path, *args: str | Path, cwd: Path, timeout: int = 10,
-                tries: int = 2) -> subprocess.CompletedProcess[str]:
+                tries: int = 2, wait: int = 0) -> subprocess.CompletedProcess[str]:
     env = {"PATH": str(toolbin), "HOME": str(cwd), "LC_ALL": "C",
-           "FETCH_PILOT_TRIES": str(tries), "FETCH_PILOT_WAIT": "0",
+           "FETCH_PILOT_TRIES": str(tries), "FETCH_PILOT_WAIT": str(wait),
            "FETCH_PILOT_TIMEOUT": str(timeout)}
     result = subprocess.run([str(toolbin / "sh"), str(SCRIPT), *map(str, args)], cwd=cwd,
                             env=env, capture_output=True, text=True, timeout=180, check=False)
@@ -279,6 +280,49 @@ def test_no_url_answering_exits_3(toolbin: Path, workdir: Path) -> None:
     assert "no URL answered" in result.stderr
     assert result.stderr.count("no answer") == 4      # two URLs, two rounds
     assert list(workdir.iterdir()) == []
+
+
+def test_a_busy_server_is_tried_again_after_a_jittered_pause(
+        cluster: Cluster, toolbin: Path, workdir: Path, mirror: Mirror) -> None:
+    """503 on the first request: the next round (pause 1 s + 0..1 s random) succeeds."""
+    version = channel_version(cluster, "latest")
+    mirror.failures["/pilot/latest.tar.gz"] = 1
+    result = fetch_pilot(toolbin, f"{mirror.base}/pilot/latest.tar.gz", cwd=workdir,
+                         tries=2, wait=1)
+    assert result.returncode == 0, result.stderr
+    assert "HTTP 503" in result.stderr
+    assert re.search(r"round 1 failed; trying again in [12]s", result.stderr), result.stderr
+    assert (workdir / "latest.tar.gz").read_bytes() == release(cluster, version)
+
+
+def test_a_url_that_failed_verification_is_not_tried_again(
+        cluster: Cluster, toolbin: Path, workdir: Path, mirror: Mirror) -> None:
+    version = channel_version(cluster, "latest")
+    mirror.serve(f"/pilot/releases/{version}.tar.gz", b"not the release")
+    result = fetch_pilot(toolbin, f"{mirror.base}/pilot/latest.tar.gz", dead_url(),
+                         cwd=workdir, tries=3)
+    assert result.returncode == 1, result.stderr
+    heads = [e for e in mirror.log if e.path == "/pilot/latest.tar.gz"]
+    assert len(heads) == 1                                 # the dead URL got three rounds
+    assert result.stderr.count("no answer") == 3
+
+
+def test_a_failed_extraction_is_a_local_failure_after_verification(
+        cluster: Cluster, toolbin: Path, workdir: Path) -> None:
+    (workdir / "not-a-dir").write_text("")
+    result = fetch_pilot(toolbin, "-x", "not-a-dir/code", f"{cluster.vip}/pilot/latest.tar.gz",
+                         cwd=workdir)
+    assert result.returncode == 4, result.stderr
+    assert "cannot extract" in result.stderr
+    assert (workdir / "latest.tar.gz").is_file()          # verified, renamed, not extracted
+
+
+def test_an_output_directory_that_does_not_exist_is_refused_before_any_request(
+        toolbin: Path, workdir: Path, mirror: Mirror) -> None:
+    result = fetch_pilot(toolbin, "-o", "missing/pilot.tar.gz",
+                         f"{mirror.base}/pilot/latest.tar.gz", cwd=workdir)
+    assert result.returncode == 4, result.stderr
+    assert mirror.log == []
 
 
 def test_a_missing_channel_is_not_a_verification_failure(cluster: Cluster, toolbin: Path,

@@ -29,6 +29,7 @@ from codecache.errors import (
     AuditMismatch,
     CodecacheError,
     ConfigError,
+    HistoryError,
     IndexRefused,
     IntegrityError,
     InvalidName,
@@ -40,6 +41,8 @@ from codecache.errors import (
     UpstreamError,
 )
 from codecache.history import Action, Actor, History, check_actor
+from codecache.history import parse_document as parse_history
+from codecache.history import verify as verify_history
 from codecache.index import Index, format_time, to_payload
 from codecache.logs import JsonFormatter
 from codecache.logs import configure as configure_logging
@@ -209,6 +212,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("package", nargs="?", help="only this package")
     p.add_argument("--channel", help="only moves of this channel")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--url", help="read it from the server at URL and verify it against "
+                   "that server's signed index with the trusted keys")
     p.set_defaults(func=cmd_history)
 
     p = sub.add_parser("verify", help="verify a tarball against its minisign signature")
@@ -489,15 +494,28 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.channel is not None:
         check_channel(args.channel)
     config = _config(args)
-    store = Store(config.store.path)
     keys = load_trusted_keys(config.signing.trusted_keys)
-    raw = store.read_document()
-    if raw is None:
-        raise NoIndex(f"store {store.root} has no index yet (run codecache sync)")
-    _, signed = evaluate(raw, keys, TrustState(store.load_state().highest_serial),
-                         now=int(time.time()), fresh_required=False)
-    head = signed.index.history
-    history = store.load_history(head) if head is not None else None
+    history: History | None = None
+    if args.url is not None:
+        # The index first: a history fetched after it may be longer (verify_history reads
+        # the first ``length`` entries only).
+        signed = verify_index(_fetch_index(args.url, config), keys)
+        if signed.index.history is not None:
+            body = _fetch_index(args.url, config, "history.json")
+            try:
+                history = verify_history(parse_history(body), signed.index.history)
+            except HistoryError as err:
+                raise HistoryError(err.seq, f"{args.url.rstrip('/')}/history.json does not "
+                                   f"verify against its signed index: {err}") from None
+    else:
+        store = Store(config.store.path)
+        raw = store.read_document()
+        if raw is None:
+            raise NoIndex(f"store {store.root} has no index yet (run codecache sync)")
+        _, signed = evaluate(raw, keys, TrustState(store.load_state().highest_serial),
+                             now=int(time.time()), fresh_required=False)
+        if signed.index.history is not None:
+            history = store.load_history(signed.index.history)
     _print_history(args, signed.serial, history)
     return EXIT_OK
 
@@ -683,8 +701,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _fetch_index(url: str, config: Config) -> bytes:
-    """GET ``URL/index.json`` (no proxy from the environment, no redirects, size-capped).
+def _fetch_index(url: str, config: Config, name: str = "index.json") -> bytes:
+    """GET ``URL/index.json`` (or ``URL/{name}``: no proxy from the environment, no
+    redirects, size-capped).
 
     Raises:
         UpstreamError: the server cannot be reached or does not answer 200.
@@ -693,7 +712,7 @@ def _fetch_index(url: str, config: Config) -> bytes:
     import urllib.error
     import urllib.request
 
-    target = url.rstrip("/") + "/index.json"
+    target = url.rstrip("/") + "/" + name
     if not target.startswith(("http://", "https://")):
         raise ConfigError(f"--url: expected an http(s) URL, got {url!r}")
 

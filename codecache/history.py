@@ -306,6 +306,21 @@ def parse_tail(raw: bytes, overlap: bytes) -> list[Entry] | None:
     return entries
 
 
+def last_time(raw: bytes) -> int | None:
+    """The time of the last entry of a file in this layout, read from its last line only.
+
+    None for an empty history or another layout (the server then dates it otherwise).
+    """
+    if not raw.endswith(TRAILER):
+        return None
+    end = len(raw) - len(TRAILER)
+    line = raw[raw.rfind(b"\n", 0, end) + 1:end]
+    try:
+        return parse_entry(json.loads(line), None).time
+    except (ValueError, UnicodeDecodeError, HistoryError):
+        return None
+
+
 def parse_entry(item: object, position: int | None) -> Entry:
     """One entry, strictly: every field present, nothing else, values well-formed.
 

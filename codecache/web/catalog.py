@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from codecache.errors import BadRequest, BlobNotFound, NotFound, SignatureNotFound
+from codecache.history import last_time
 from codecache.index import Index, Release
 from codecache.names import is_channel, is_package, is_sha256, is_version
 
@@ -37,6 +38,7 @@ class Route(enum.Enum):
     READYZ = "readyz"
     METRICS = "metrics"
     INDEX = "index"
+    HISTORY = "history"
     BLOB = "blob"
     CHANNEL = "channel"
     RELEASE = "release"
@@ -102,6 +104,8 @@ class Catalog:
             return service, None
         if segments == ["index.json"]:
             return Route.INDEX, self.document
+        if segments == ["history.json"]:
+            return Route.HISTORY, None   # the file changes apart from the index: StoreView
         if len(segments) == 3 and segments[:2] == ["blobs", "sha256"]:
             return Route.BLOB, self._blob(segments[2])
         if len(segments) == 3 and segments[1] == "releases" and is_package(segments[0]):
@@ -156,6 +160,16 @@ class Catalog:
         return route, Representation(route, etag_for(release.sha256), last_modified,
                                      release.size, "application/gzip", cache_control,
                                      release.version, blob=release.sha256)
+
+
+def history_representation(body: bytes, index: Index) -> Representation:
+    """``/history.json`` as on disk: ``no-cache`` like the index it is signed through.
+
+    Last-Modified is the time of its last entry (the same on every replica), or when the
+    index was signed where there is none.
+    """
+    return _inline(Route.HISTORY, body, last_time(body) or index.generated, "application/json",
+                   "no-cache", None)
 
 
 _SERVICE_ROUTES = {"": Route.STATUS_PAGE, "healthz": Route.HEALTHZ, "readyz": Route.READYZ,

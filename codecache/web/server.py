@@ -173,6 +173,8 @@ async def _dispatch(request: web.Request, state: StoreView, route: Route,
                     rep: Representation | None) -> web.StreamResponse:
     if rep is not None:
         return await serve_representation(request, state, rep)
+    if route is Route.HISTORY:
+        return await serve_representation(request, state, state.history())
     if route is Route.HEALTHZ:
         return web.json_response({"status": "ok"}, headers={"Cache-Control": _NO_STORE})
     if route is Route.READYZ:

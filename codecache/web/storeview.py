@@ -16,14 +16,14 @@ import time
 from typing import Any
 
 from codecache.config import Config, Role
-from codecache.errors import IndexRefused, StoreError
+from codecache.errors import IndexRefused, NoIndex, NotFound, StoreError
 from codecache.metrics import Metrics, ReplicaCollector, create_metrics
 from codecache.readiness import Readiness, judge
 from codecache.signing import load_trusted_keys
 from codecache.store import PullStatus, Store, file_identity
 from codecache.trust import TrustState, evaluate
 from codecache.web.blobcache import BlobCache
-from codecache.web.catalog import Catalog
+from codecache.web.catalog import Catalog, Representation, history_representation
 
 log = logging.getLogger("codecache.web.server")
 
@@ -45,6 +45,9 @@ class StoreView:
         self.pull: PullStatus | None = None        # a replica's lag facts
         self.mutated_tags = 0
         self._index_id: tuple[int, int, int] | None = None
+        self._history_body: bytes | None = None   # history.json as last read
+        self._history_id: tuple[int, int, int] | None = None
+        self._history_rep: tuple[bytes, Catalog, Representation] | None = None
         self._state_id: tuple[int, int, int] | None = None
         self._pull_id: tuple[int, int, int] | None = None
         self._refreshing = threading.Lock()
@@ -61,6 +64,9 @@ class StoreView:
         """
         with self._refreshing:
             self._refresh_index()
+            # After the index: the writer puts history.json in place before index.json,
+            # so the history read here is at least as long as the index served names.
+            self._refresh_history()
             self._refresh_state()
             self._refresh_pull_status()
             if self.catalog is not None:
@@ -99,6 +105,35 @@ class StoreView:
         self.catalog = Catalog(signed.index, raw, self.config.server.channel_max_age)
         self._index_id, self.index_problem, self.confirmed_at = identity, None, time.time()
         log.info("serving index serial=%d", signed.serial)
+
+    def _refresh_history(self) -> None:
+        identity = file_identity(self.store.history_path)
+        if identity == self._history_id:
+            return
+        try:
+            self._history_body = self.store.read_history_bytes()
+        except StoreError as err:
+            log.error("cannot read the release history: %s", err)
+            return
+        self._history_id = identity
+
+    def history(self) -> Representation:
+        """``/history.json``: the file as on disk (its readers verify it against the index).
+
+        Raises:
+            NoIndex: no verified index yet.
+            NotFound: the index served carries no history, or the file is missing.
+        """
+        if self.catalog is None:
+            raise NoIndex("the server holds no verified index yet")
+        if self.catalog.index.history is None or self._history_body is None:
+            raise NotFound("the index served carries no release history")
+        rep = self._history_rep
+        if rep is None or rep[0] is not self._history_body or rep[1] is not self.catalog:
+            rep = (self._history_body, self.catalog,
+                   history_representation(self._history_body, self.catalog.index))
+            self._history_rep = rep
+        return rep[2]
 
     def _refresh_state(self) -> None:
         identity = file_identity(self.store.state_path)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from codecache.index import Channel, Index, Package, Release
+from codecache.web.statuspage import render_status_page
 from tests.cluster.helpers import REPO, Cluster, get, status_json
 from tests.conftest import require
 
@@ -88,3 +90,39 @@ def test_status_page_fits_a_phone_and_a_screenshot_is_kept(cluster: Cluster,
     match = re.search(r'data-overflow="(-?\d+)"', result.stdout)
     assert match, result.stdout[:2000]
     assert int(match[1]) <= 0, f"the page is {match[1]} px wider than a {WIDTH} px screen"
+
+
+def test_a_status_page_of_5000_releases_stays_small_and_fits_a_phone(profile: Path,
+                                                                     tmp_path: Path) -> None:
+    """The renderer's page for a package with 5,000 releases, in the same browser."""
+    releases = {f"1.0.{n}": Release(f"1.0.{n}", f"{n:064x}", 1000 + n, "0" * 64,
+                                    f"svn://svn.example.org/repo/pilot/tags/1.0.{n}", n,
+                                    "rm", 1_700_000_000 + n, "")
+                for n in range(5000)}
+    channels = {"latest": Channel("1.0.4999", 1_700_010_000),
+                "production": Channel("1.0.12", 1_700_010_000)}
+    index = Index(serial=1_700_010_000, generated=1_700_010_000, expires=1_700_610_000,
+                  packages={"pilot": Package(releases, channels)})
+    readiness = {"status": "ok", "role": "replica", "seconds_since_confirmed": 1,
+                 "replica": {"upstream": "http://origin.example.org:8080", "serial": 1,
+                             "last_pull": 1_700_010_000, "last_error": None}}
+    page = render_status_page(index, readiness, {}, now=1_700_010_001)
+    assert len(page) < 20_000
+    probe = ("<script>document.body.setAttribute('data-overflow', String("
+             "document.documentElement.scrollWidth - window.innerWidth))</script>")
+    copy = tmp_path / "status-5000.html"
+    copy.write_text(page.replace("</body>", probe + "</body>"))
+    result = chromium("--dump-dom", copy.as_uri(), profile=profile)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert '<td class="channel-version">1.0.12</td>' in result.stdout
+    assert "5000 releases; the newest 21 shown" in result.stdout
+    match = re.search(r'data-overflow="(-?\d+)"', result.stdout)
+    assert match and int(match[1]) <= 0, result.stdout[:2000]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / f"status-page-5000-releases-{WIDTH}x{HEIGHT}.png"
+    (tmp_path / "plain.html").write_text(page)
+    result = chromium(f"--screenshot={shot}", (tmp_path / "plain.html").as_uri(),
+                      profile=profile)
+    assert result.returncode == 0, result.stderr[-2000:]
+    print(f"\nstatus page screenshot (5,000 releases): {shot}")
+    assert png_size(shot) == (WIDTH, HEIGHT)

@@ -3,6 +3,7 @@
 Run through ``scripts/cluster`` (which bootstraps the virtualenv first):
 
     scripts/cluster up --dir DIR [--replicas N] [--origin-config PATH] [--vip-port PORT]
+                       [--workers N]
     scripts/cluster status --dir DIR [--json]
     scripts/cluster down --dir DIR
     scripts/cluster kill --dir DIR --node NAME [--signal SIG]  /  start --dir DIR --node NAME
@@ -161,12 +162,14 @@ def render_main(front: str, *, prefix: Path, cache_dir: Path, user: WorkerUser |
 #   nginx -p {prefix} -c <this file>
 {user_line}
 worker_processes auto;
-worker_rlimit_nofile 16384;
+# Room for 10,000 pilots held open at once (scripts/bench holds 10,000 slow downloads): each
+# proxied request needs a client and an upstream connection, and one worker may take them all.
+worker_rlimit_nofile 65536;
 pid {prefix / "nginx.pid"};
 error_log {prefix / "logs" / "error.log"} warn;
 
 events {{
-    worker_connections 4096;
+    worker_connections 24576;
 }}
 
 http {{
@@ -565,8 +568,9 @@ auto_channel = "latest"
 
 
 def write_replica_config(path: Path, *, port: int, upstream: str,
-                         trusted_keys: Sequence[Path]) -> None:
+                         trusted_keys: Sequence[Path], workers: int | None = None) -> None:
     keys = ", ".join(toml_str(k) for k in trusted_keys)
+    workers_line = f"workers = {workers}\n" if workers is not None else ""
     path.write_text(f"""\
 role = "replica"
 [store]
@@ -575,7 +579,7 @@ path = "store"
 trusted_keys = [{keys}]
 [server]
 listen = ["127.0.0.1:{port}"]
-[replica]
+{workers_line}[replica]
 upstreams = [{toml_str(upstream)}]
 interval = "1s"
 [log]
@@ -623,7 +627,7 @@ def sample_origin(directory: Path, launcher: Launcher, logs: Path) -> OriginSetu
 
 
 def up(directory: Path, replicas: int, origin_config: Path | None, vip_port: int | None,
-       timeout: float) -> dict[str, Any]:
+       timeout: float, workers: int | None = None) -> dict[str, Any]:
     """Start the cluster; return what ``up`` prints. On failure nothing is left running.
 
     Raises:
@@ -632,6 +636,8 @@ def up(directory: Path, replicas: int, origin_config: Path | None, vip_port: int
     given = load_origin_config(origin_config) if origin_config is not None else None
     if replicas < 1:
         raise ClusterError("--replicas must be at least 1", code=2)
+    if workers is not None and workers < 0:
+        raise ClusterError("--workers must be 0 (one per CPU) or more", code=2)
     directory.mkdir(parents=True, exist_ok=True)
     directory = directory.resolve()
     old = State.load(directory)
@@ -648,7 +654,7 @@ def up(directory: Path, replicas: int, origin_config: Path | None, vip_port: int
     try:
         setup = given or sample_origin(directory, launcher, logs)
         info = start_nodes(directory, launcher, setup, replicas, vip_port, timeout,
-                           sync_worker=given is None)
+                           sync_worker=given is None, workers=workers)
     except BaseException:
         stop(state.processes)
         remove_cache(state)
@@ -659,7 +665,8 @@ def up(directory: Path, replicas: int, origin_config: Path | None, vip_port: int
 
 
 def start_nodes(directory: Path, launcher: Launcher, setup: OriginSetup, count: int,
-                vip_port: int | None, timeout: float, *, sync_worker: bool) -> dict[str, Any]:
+                vip_port: int | None, timeout: float, *, sync_worker: bool,
+                workers: int | None = None) -> dict[str, Any]:
     state = launcher.state
     origin_port = free_port(ipv6=False)
     origin = f"http://127.0.0.1:{origin_port}"
@@ -675,7 +682,8 @@ def start_nodes(directory: Path, launcher: Launcher, setup: OriginSetup, count: 
         home.mkdir()
         port = free_port(ipv6=False)
         config = home / "codecache.toml"
-        write_replica_config(config, port=port, upstream=origin, trusted_keys=setup.trusted_keys)
+        write_replica_config(config, port=port, upstream=origin, trusted_keys=setup.trusted_keys,
+                             workers=workers)
         launcher.start(f"replica-{n}", codecache(config, "serve"), cwd=home)
         replica_urls.append(f"http://127.0.0.1:{port}")
         replica_configs.append(str(config))
@@ -838,6 +846,8 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--vip-port", type=int, help="the VIP's port (default: a free one)")
     p_up.add_argument("--timeout", type=float, default=READY_TIMEOUT,
                       help="seconds to wait for each node's /readyz")
+    p_up.add_argument("--workers", type=int,
+                      help="[server] workers of each replica (default: the key is not written)")
     p_down = commands.add_parser("down", help="stop what up started")
     p_down.add_argument("--dir", type=Path, required=True)
     p_status = commands.add_parser("status", help="processes and /readyz of every node")
@@ -862,7 +872,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             print(json.dumps(up(args.dir, args.replicas, args.origin_config, args.vip_port,
-                                args.timeout), indent=2))
+                                args.timeout, args.workers), indent=2))
         elif args.command == "down":
             stopped = down(args.dir)
             print(f"cluster: stopped {', '.join(stopped) or 'nothing (all down)'}",

@@ -1,0 +1,688 @@
+"""The benchmark of codecache against nginx, one machine, one run, loopback (scripts/bench).
+
+    scripts/bench                    # full run: writes docs/benchmark.{md,json,png}
+    scripts/bench --quick            # small counts, report in a temporary directory
+    scripts/bench --out DIR --workers N --rounds R --seconds S --replicas N
+
+Every baseline is measured in the same run, rounds alternating between the servers so that
+machine noise hits all of them:
+
+  * nginx serving the same tarballs as static files, as many worker processes as a replica;
+  * one replica, direct;
+  * the VIP of the front tier (``scripts/cluster up --origin-config``: origin, replicas, nginx).
+
+Cases (wrk): GET of a ~3 MB and a ~200 KB channel tarball, 304 revalidation (If-None-Match)
+at 100 and at 1,000 connections. Then, through the VIP with ``codecache loadgen``: 10,000
+slow pilot connections held at once (errors; RSS of every replica's processes meanwhile),
+and a publish burst (2,000 pilots within 1 s of a channel move; requests the replicas saw,
+from their access logs; the pilots' p99). The sync path: publishing a new tag of a
+~2,000-file / ~20 MB tree against ``svn export`` + ``tar czf`` of the same tag. And the
+propagation of a publish (scripts/propagation.py). ``benchreport`` writes the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import random
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+import benchreport  # noqa: E402 (a sibling script, found through the path set above)
+
+SVN_USER, SVN_PASSWORD = "releasemgr", "demo-only-password"
+PY = str(REPO / ".venv" / "bin" / "python")
+CASES = {  # name: (label, channel, conditional, connections (full, quick))
+    "get_3mb": ("GET ~3 MB tarball", "big", False, (16, 8)),
+    "get_200kb": ("GET ~200 KB tarball", "small", False, (64, 16)),
+    "304_100": ("304 revalidation, 100 connections", "small", True, (100, 50)),
+    "304_1000": ("304 revalidation, 1,000 connections", "small", True, (1000, 200)),
+}
+
+
+def log(message: str) -> None:
+    print(f"bench {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def run(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
+        timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CODECACHE_")}
+    environ["PATH"] = f"{REPO / '.venv' / 'bin'}:{environ.get('PATH', '')}:/usr/sbin"
+    result = subprocess.run(argv, cwd=cwd, env={**environ, **(env or {})}, text=True,
+                            capture_output=True, timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(argv[:4])} ... failed ({result.returncode}):\n"
+                         f"{result.stderr[-3000:]}")
+    return result
+
+
+def svn(*args: str, cwd: Path | None = None) -> str:
+    return run(["svn", "--non-interactive", "--no-auth-cache", "--username", SVN_USER,
+                "--password", SVN_PASSWORD, *args], cwd=cwd).stdout
+
+
+def codecache(config: Path, *args: str, timeout: float = 600) -> str:
+    return run([PY, "-m", "codecache", "--config", str(config), *args],
+               cwd=config.parent, timeout=timeout).stdout
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- the origin: svn repository, tags, store ------------------------------------------------
+
+
+def write_tree(root: Path, files: int, total_bytes: int, seed: int) -> None:
+    """A source-like tree: ``files`` files in nested directories, ``total_bytes`` in all,
+    text that compresses about as well as code does (hex of random bytes: ~2:1)."""
+    rng = random.Random(seed)  # noqa: S311 (test data, not secrets)
+    per_file = max(1, total_bytes // files)
+    for n in range(files):
+        path = root / f"pkg{n % 20:02d}" / f"mod{n % 7}" / f"file{n:05d}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(rng.randbytes(per_file // 2).hex() + "\n")
+
+
+class Origin:
+    """svnserve with the sample pilot plus the bench's tags; an origin store synced."""
+
+    def __init__(self, work: Path, quick: bool) -> None:
+        self.work = work
+        self.quick = quick
+        self.repo = work / "svn" / "repo"
+        self.dir = work / "origin"
+        self.config = self.dir / "codecache.toml"
+        self.svnserve: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        (self.work / "svn").mkdir(parents=True)
+        run(["bash", str(REPO / "scripts" / "sample-pilot"), "create", str(self.repo)])
+        port = free_port()
+        self.svnserve = subprocess.Popen(
+            ["svnserve", "--daemon", "--foreground", "--listen-host", "127.0.0.1",
+             "--listen-port", str(port), "--root", str(self.repo)], start_new_session=True)
+        self.root = f"svn://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while run(["svn", "info", "--non-interactive", self.root], check=False).returncode:
+            if time.monotonic() > deadline:
+                raise SystemExit("bench: svnserve did not start")
+            time.sleep(0.1)
+        wc = self.work / "svn" / "wc"
+        run(["bash", str(REPO / "scripts" / "sample-pilot"), "populate", f"{self.root}/pilot",
+             str(wc)])
+        # Two larger pilot releases: ~3 MB (2.0.0) and ~200 KB (2.1.0, 2.1.1) of data.
+        data = wc / "lib" / "pilot" / "data.bin"
+        rng = random.Random(1)  # noqa: S311 (test data, not secrets)
+        for tag, size in (("2.0.0", 3 << 20), ("2.1.0", 200 << 10), ("2.1.1", 200 << 10)):
+            new = not data.exists()
+            data.write_bytes(rng.randbytes(size))
+            if new:
+                svn("add", "-q", str(data))
+            svn("commit", "-q", "-m", f"pilot {tag}", str(wc))
+            svn("copy", "-q", "-m", f"tag {tag}", f"{self.root}/pilot/trunk",
+                f"{self.root}/pilot/tags/{tag}")
+        # The sync-path tree: ~2,000 files / ~20 MB (quick: 200 files / 2 MB).
+        files, size = (200, 2 << 20) if self.quick else (2000, 20 << 20)
+        svn("mkdir", "-q", "--parents", "-m", "tree", f"{self.root}/tree/trunk",
+            f"{self.root}/tree/tags")
+        tree = self.work / "svn" / "tree"
+        svn("checkout", "-q", f"{self.root}/tree/trunk", str(tree))
+        write_tree(tree, files, size, seed=2)
+        svn("add", "-q", "--force", str(tree))
+        svn("commit", "-q", "-m", f"{files} files", str(tree))
+        self.tree_files, self.tree_bytes = files, size
+
+        (self.dir / "keys").mkdir(parents=True)
+        run([PY, "-m", "codecache", "keygen", "--secret-key", str(self.dir / "keys" / "k.key"),
+             "--public-key", str(self.dir / "keys" / "k.pub")])
+        self.config.write_text(f"""\
+role = "origin"
+[store]
+path = "store"
+[signing]
+secret_key = "keys/k.key"
+trusted_keys = ["keys/k.pub"]
+index_expiry = "7d"
+resign_interval = "1h"
+[server]
+listen = ["127.0.0.1:{free_port()}"]
+[[packages]]
+name = "pilot"
+svn_url = "{self.root}/pilot"
+tag_pattern = '^[0-9]+(\\.[0-9]+)*$'
+auto_channel = "latest"
+[[packages]]
+name = "tree"
+svn_url = "{self.root}/tree"
+tag_pattern = '^[0-9]+(\\.[0-9]+)*$'
+""")
+        codecache(self.config, "sync", "--once", "--package", "pilot")
+        for channel, version in (("big", "2.0.0"), ("small", "2.1.0"), ("burst", "1.2.0")):
+            codecache(self.config, "publish", "pilot", version, "--channel", channel)
+
+    def stop(self) -> None:
+        if self.svnserve is not None and self.svnserve.poll() is None:
+            self.svnserve.terminate()
+            self.svnserve.wait(timeout=10)
+
+    def blob(self, version: str) -> Path:
+        index = json.loads((self.dir / "store" / "index.json").read_text())
+        sha = index["signed"]["packages"]["pilot"]["releases"][version]["sha256"]
+        return self.dir / "store" / "blobs" / "sha256" / sha
+
+
+def sync_path(origin: Origin, rounds: int) -> dict[str, Any]:
+    """Publishing a new tag (``codecache sync --once --package tree``: export, tarball, sign,
+    store, index) against ``svn export`` + ``tar czf`` of the same tag; order alternates."""
+    publish, export = [], []
+    scratch = origin.work / "export"
+    for n in range(rounds):
+        tag = f"1.0.{n}"
+        svn("copy", "-q", "-m", f"tag {tag}", f"{origin.root}/tree/trunk",
+            f"{origin.root}/tree/tags/{tag}")
+
+        def timed_publish(tag: str = tag) -> None:
+            start = time.monotonic()
+            out = codecache(origin.config, "sync", "--once", "--package", "tree")
+            publish.append(time.monotonic() - start)
+            if f"tree {tag}" not in out and tag not in out:
+                raise SystemExit(f"bench: sync did not publish tree {tag}: {out}")
+
+        def timed_export(tag: str = tag) -> None:
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.mkdir()
+            start = time.monotonic()
+            run(["svn", "export", "-q", "--non-interactive", f"{origin.root}/tree/tags/{tag}",
+                 str(scratch / "tree")])
+            run(["tar", "czf", str(scratch / "tree.tar.gz"), "-C", str(scratch), "tree"])
+            export.append(time.monotonic() - start)
+
+        for step in (timed_publish, timed_export) if n % 2 == 0 else (timed_export,
+                                                                         timed_publish):
+            step()
+        log(f"sync path round {n + 1}/{rounds}: publish {publish[-1]:.2f} s, "
+            f"svn export + tar czf {export[-1]:.2f} s")
+    shutil.rmtree(scratch, ignore_errors=True)
+    return {"files": origin.tree_files, "bytes": origin.tree_bytes,
+            "publish_s": publish, "export_tar_s": export,
+            "publish_median_s": statistics.median(publish),
+            "export_tar_median_s": statistics.median(export),
+            "ratio": statistics.median(publish) / statistics.median(export)}
+
+
+# --- nginx static ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def static_nginx(work: Path, workers: int, files: dict[str, Path]) -> Iterator[str]:
+    """nginx with ``workers`` processes serving ``files`` (URL path -> file) as static files."""
+    prefix = work / "static-nginx"
+    prefix.mkdir()
+    www = Path(tempfile.mkdtemp(prefix="codecache-bench-www-"))
+    www.chmod(0o755)
+    port = free_port()
+    locations = []
+    for path, source in files.items():
+        target = www / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        locations.append(path)
+    for d in [www, *www.rglob("*")]:
+        d.chmod(0o755 if d.is_dir() else 0o644)
+    user = "user nobody nogroup;" if os.geteuid() == 0 else ""
+    temp = Path(tempfile.mkdtemp(prefix="codecache-bench-tmp-"))
+    if os.geteuid() == 0:
+        shutil.chown(temp, "nobody", "nogroup")
+    (prefix / "nginx.conf").write_text(f"""\
+{user}
+worker_processes {workers};
+worker_rlimit_nofile 65536;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 24576; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    open_file_cache max=64;
+    etag on;
+    default_type application/gzip;
+    keepalive_requests 1000000;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {www};
+    }}
+}}
+""")
+    proc = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf"),
+                             "-g", "daemon off;"], start_new_session=True,
+                            stderr=(prefix / "stderr.log").open("wb"))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + locations[0])
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        shutil.rmtree(www, ignore_errors=True)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while run(["curl", "-fsS", "-o", "/dev/null", url], check=False).returncode:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: {url} does not answer")
+        time.sleep(0.1)
+
+
+def head(url: str) -> dict[str, str]:
+    out = run(["curl", "-fsSI", url]).stdout
+    return {k.strip().lower(): v.strip() for k, _, v in
+            (line.partition(":") for line in out.splitlines()[1:]) if v}
+
+
+# --- wrk ------------------------------------------------------------------------------------
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _ms(text: str) -> float:
+    number = re.match(r"[\d.]+", text)
+    if number is None:
+        return float("nan")
+    return float(number[0]) * _UNITS[text[len(number[0]):]]
+
+
+def wrk(url: str, connections: int, seconds: int, header: str | None) -> dict[str, Any]:
+    """One wrk run: requests/s, transfer MB/s, p50/p99 ms, errors (socket errors, non-2xx/3xx)."""
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
+    if header:
+        argv += ["-H", header]
+    out = run([*argv, url], timeout=seconds + 120).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
+                              r"timeout (\d+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = (sum(int(x) for x in socket_errors.groups()) if socket_errors else 0) + (
+        int(non2xx[1]) if non2xx else 0)
+    if rps is None or p50 is None or p99 is None:
+        raise SystemExit(f"bench: cannot read wrk's output:\n{out}")
+    return {"rps": float(rps[1]), "p50_ms": _ms(p50[1]), "p99_ms": _ms(p99[1]),
+            "errors": errors}
+
+
+def throughput(targets: dict[str, str], etags: dict[str, dict[str, str]], rounds: int,
+               seconds: int, quick: bool) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for case, (label, channel, conditional, conns) in CASES.items():
+        connections = conns[1] if quick else conns[0]
+        per: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+        for round_ in range(rounds):
+            order = list(targets) if round_ % 2 == 0 else list(reversed(targets))
+            for target in order:
+                url = f"{targets[target]}/pilot/{channel}.tar.gz"
+                header = f"If-None-Match: {etags[target][channel]}" if conditional else None
+                result = wrk(url, connections, seconds, header)
+                per[target].append(result)
+                log(f"{case} round {round_ + 1}/{rounds} {target}: {result['rps']:,.0f} req/s "
+                    f"p50 {result['p50_ms']:.2f} ms p99 {result['p99_ms']:.2f} ms"
+                    + (f" ERRORS {result['errors']}" if result["errors"] else ""))
+        results[case] = {
+            "label": label, "connections": connections, "seconds": seconds,
+            "command": f"wrk -t1 -c{connections} -d{seconds}s --latency --timeout 10s"
+                       + (" -H 'If-None-Match: <ETag>'" if conditional else "")
+                       + f" URL/pilot/{channel}.tar.gz",
+            "targets": {t: {"rps": [r["rps"] for r in rs],
+                            "median_rps": statistics.median(r["rps"] for r in rs),
+                            "median_p50_ms": statistics.median(r["p50_ms"] for r in rs),
+                            "median_p99_ms": statistics.median(r["p99_ms"] for r in rs),
+                            "errors": sum(r["errors"] for r in rs)}
+                        for t, rs in per.items()}}
+        nginx = results[case]["targets"]["nginx"]["median_rps"]
+        for t in targets:
+            results[case]["targets"][t]["ratio"] = \
+                results[case]["targets"][t]["median_rps"] / nginx
+    return results
+
+
+# --- processes and memory -----------------------------------------------------------------
+
+
+def session_rss(pid: int) -> int:
+    """Resident bytes of a process and everything in its session (a replica's workers)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rpartition(")")[2].split()
+            if int(stat[3]) != pid:      # field 6: session id
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+class RssSampler:
+    """Samples the RSS of some process sessions every 0.25 s in a thread; keeps the maxima."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.peak = {name: 0 for name in pids}
+        self.before = {name: session_rss(pid) for name, pid in pids.items()}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.25):
+            for name, pid in self.pids.items():
+                self.peak[name] = max(self.peak[name], session_rss(pid))
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def loadgen(url: str, *args: str, timeout: float) -> tuple[dict[str, Any], list[str]]:
+    """``codecache loadgen URL ARGS --json``; its progress lines are relayed to stderr."""
+    argv = [PY, "-m", "codecache", "loadgen", url, *args, "--json"]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CODECACHE_")}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=environ)
+    stderr = proc.stderr
+    if stderr is None:
+        raise SystemExit("bench: no stderr pipe")
+    relay = threading.Thread(target=lambda: [log(line.rstrip()) for line in stderr
+                                             if line.strip()], daemon=True)
+    relay.start()
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise SystemExit(f"bench: loadgen did not finish within {timeout} s") from None
+    relay.join(timeout=5)
+    if not out.strip():
+        raise SystemExit(f"bench: loadgen printed no report (exit {proc.returncode})")
+    shown = ["codecache", "loadgen", "VIP", *args, "--json"]
+    return json.loads(out), shown
+
+
+def cluster(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return run(["bash", str(REPO / "scripts" / "cluster"), *args], timeout=timeout)
+
+
+def served_version(base: str, path: str) -> str | None:
+    result = run(["curl", "-sSI", "-H", "Cache-Control: no-cache", base + path], check=False)
+    match = re.search(r"^x-codecache-version:\s*(\S+)", result.stdout, re.I | re.M)
+    return match[1] if match else None
+
+
+def replica_requests(cluster_dir: Path, path: str) -> dict[str, int]:
+    """Requests for ``path`` in each replica's access log (every worker writes there)."""
+    counts = {}
+    for logfile in sorted((cluster_dir / "logs").glob("replica-*.log")):
+        text = logfile.read_text(errors="replace")
+        # Text ("GET /p" 200 ...) or JSON ("method":"GET","path":"/p") access log lines.
+        target = re.compile(rf'{re.escape(path)}(?=["\s?])')
+        counts[logfile.stem] = sum(1 for line in text.splitlines()
+                                   if target.search(line) and ("GET" in line or "HEAD" in line))
+    return counts
+
+
+def slow_pilots(vip: str, pids: dict[str, int], count: int, quick: bool) -> dict[str, Any]:
+    """``count`` slow downloads of the ~200 KB channel held open together through the VIP."""
+    # ~200 KB at 8 KB/s: ~25 s per pilot, so all are open together after --ramp (quick: 4 s).
+    rate = 51200 if quick else 8192
+    ramp = 1.0 if quick else 10.0
+    with RssSampler(pids) as sampler:
+        result, command = loadgen(vip, "--slow", str(count), "--slow-rate", str(rate),
+                                  "--ramp", str(ramp), "--channel", "small", "--duration",
+                                  "120", "--timeout", "60", timeout=400)
+    replicas = {n: v for n, v in sampler.peak.items() if n.startswith("replica-")}
+    return {"pilots": count, "slow_rate": rate, "ramp_s": ramp, "command": " ".join(command),
+            "errors": result["errors_total"], "corrupted": result["corrupted"],
+            "held_at_once": result["slow_peak_open"],
+            "latency_ms": result["latency_ms"], "statuses": result["statuses"],
+            "rss_before": sampler.before, "rss_peak": sampler.peak,
+            "replica_rss_peak_max": max(replicas.values()) if replicas else 0}
+
+
+def publish_burst(origin: Origin, vip: str, replicas: list[str], cluster_dir: Path,
+                  pilots: int, rounds: int) -> dict[str, Any]:
+    """Move the ``burst`` channel, wait until the replicas serve it, then ``pilots`` pilots
+    through the VIP within 1 s; count the requests for that URL at the replicas."""
+    path = "/pilot/burst.tar.gz"
+    each = []
+    command: list[str] = []
+    for n in range(rounds):
+        version = ("2.1.0", "2.1.1")[n % 2]
+        before = replica_requests(cluster_dir, path)
+        codecache(origin.config, "publish", "pilot", version, "--channel", "burst")
+        moved = time.monotonic()
+        while any(served_version(r, path) != version for r in replicas):
+            if time.monotonic() - moved > 30:
+                raise SystemExit("bench: the channel move did not reach the replicas")
+            time.sleep(0.02)
+        result, command = loadgen(vip, "--burst", str(pilots), "--within", "1", "--mix",
+                                  "full=1", "--channel", "burst", "--timeout", "30",
+                                  "--quiet", timeout=300)
+        time.sleep(1.5)   # access log lines of the last requests
+        after = replica_requests(cluster_dir, path)
+        upstream = {r: after.get(r, 0) - before.get(r, 0) for r in after}
+        each.append({"version": version, "failed": result["errors_total"],
+                     "corrupted": result["corrupted"], "p99_ms": result["latency_ms"]["p99"],
+                     "p50_ms": result["latency_ms"]["p50"], "max_ms": result["latency_ms"]["max"],
+                     "requests": result["requests"], "upstream_requests": upstream,
+                     "upstream_total": sum(upstream.values())})
+        log(f"burst round {n + 1}/{rounds}: {result['requests']} pilots, failed "
+            f"{result['errors_total']}, p99 {result['latency_ms']['p99']:.0f} ms, replicas saw "
+            f"{sum(upstream.values())} requests {upstream}")
+        time.sleep(2.5)   # the VIP's channel cache must not carry over
+    return {"pilots": pilots, "within_s": 1, "rounds": each, "command": " ".join(command),
+            "failed": sum(r["failed"] for r in each),
+            "corrupted": sum(r["corrupted"] for r in each),
+            "median_p99_ms": statistics.median(r["p99_ms"] for r in each),
+            "median_upstream_total": statistics.median(r["upstream_total"] for r in each)}
+
+
+# --- machine --------------------------------------------------------------------------------
+
+
+def machine(workers: int, replicas: int) -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
+    load = os.getloadavg()
+
+    def version(argv: list[str]) -> str:
+        result = run(argv, check=False)
+        return (result.stdout + result.stderr).strip().splitlines()[0] if (
+            result.stdout + result.stderr).strip() else "?"
+
+    commit = run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], check=False)
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**30, 1),
+            "kernel": os.uname().release, "python": sys.version.split()[0],
+            "nginx": version(["nginx", "-v"]), "wrk": version(["wrk", "--version"]),
+            "svn": version(["svn", "--version", "--quiet"]),
+            "commit": commit.stdout.strip() or "?", "loadavg_at_start": [round(x, 2)
+                                                                         for x in load],
+            "replica_workers": workers, "replicas": replicas,
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def workers_supported() -> bool:
+    """Whether this codecache knows ``[server] workers`` (the multi-process server)."""
+    probe = Path(tempfile.mkdtemp(prefix="codecache-bench-probe-"))
+    try:
+        (probe / "c.toml").write_text('role = "replica"\n[store]\npath = "s"\n[signing]\n'
+                                      'trusted_keys = ["k.pub"]\n[server]\nworkers = 1\n'
+                                      '[replica]\nupstreams = ["http://127.0.0.1:1"]\n')
+        result = run([PY, "-c", "import sys; from pathlib import Path; "
+                      "from codecache.config import load_config; "
+                      "load_config(Path(sys.argv[1]), env={})", str(probe / "c.toml")],
+                     check=False)
+        return result.returncode == 0 or "workers" not in result.stderr
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="small counts, short runs; report in a temporary directory")
+    parser.add_argument("--out", type=Path, help="report directory (default: docs/, or a "
+                        "new temporary directory with --quick)")
+    parser.add_argument("--workers", type=int, help="worker processes per replica and of "
+                        "nginx static (default: one per core where the server supports "
+                        "[server] workers, else 1)")
+    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--rounds", type=int, help="wrk rounds per case and server "
+                        "(default 5; quick 1)")
+    parser.add_argument("--seconds", type=int, help="seconds per wrk run (default 5; "
+                        "quick 1)")
+    parser.add_argument("--slow", type=int, help="slow pilots held (default 10000; quick 200)")
+    parser.add_argument("--burst", type=int, help="pilots in a burst (default 2000; quick 100)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+    started = time.monotonic()
+    quick = args.quick
+    out = args.out or (Path(tempfile.mkdtemp(prefix="codecache-bench-")) if quick
+                       else REPO / "docs")
+    out.mkdir(parents=True, exist_ok=True)
+    if quick and out.resolve() == (REPO / "docs").resolve():
+        raise SystemExit("bench: --quick never writes over docs/")
+    supported = workers_supported()
+    workers = args.workers if args.workers is not None else (
+        (os.cpu_count() or 1) if supported else 1)
+    if not supported and workers != 1:
+        raise SystemExit("bench: this codecache has no [server] workers; --workers must be 1")
+    rounds = args.rounds or (1 if quick else 5)
+    seconds = args.seconds or (1 if quick else 5)
+    slow = args.slow or (200 if quick else 10_000)
+    burst = args.burst or (100 if quick else 2000)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    log(f"{'quick' if quick else 'full'} run; report to {out}; replicas {args.replicas} x "
+        f"{workers} worker(s) ({'[server] workers' if supported else 'single process'}); "
+        f"open files limit {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}")
+
+    work = Path(tempfile.mkdtemp(prefix="codecache-bench-work-"))
+    work.chmod(0o755)
+    info = machine(workers, args.replicas)
+    origin = Origin(work, quick)
+    cluster_dir = work / "cluster"
+    up = False
+    report: dict[str, Any] = {"schema": "codecache-bench/1", "quick": quick, "machine": info}
+    try:
+        log("setting up: svnserve, sample pilot, 3 MB / 200 KB releases, "
+            f"{'200-file' if quick else '2,000-file'} tree, origin store")
+        origin.start()
+        log("sync path: publishing a new tag vs svn export + tar czf")
+        report["sync_path"] = sync_path(origin, 1 if quick else 3)
+
+        log("cluster: origin, replicas, nginx VIP (scripts/cluster up --origin-config)")
+        up_args = ["up", "--dir", str(cluster_dir), "--origin-config", str(origin.config),
+                   "--replicas", str(args.replicas)]
+        if supported:
+            up_args += ["--workers", str(workers)]
+        state = json.loads(cluster(*up_args).stdout)
+        up = True
+        replicas: list[str] = state["replicas"]
+        vip: str = state["vip"]
+        files = {f"/pilot/{c}.tar.gz": origin.blob(v) for c, v in
+                 (("big", "2.0.0"), ("small", "2.1.0"))}
+        with static_nginx(work, workers, files) as nginx:
+            targets = {"nginx": nginx, "replica": replicas[0], "vip": vip}
+            etags = {t: {c: head(f"{u}/pilot/{c}.tar.gz")["etag"] for c in ("big", "small")}
+                     for t, u in targets.items()}
+            for t, u in targets.items():    # the same bytes everywhere
+                for c in ("big", "small"):
+                    body = run(["sh", "-c", f"curl -fsS {u}/pilot/{c}.tar.gz | sha256sum"]
+                               ).stdout.split()[0]
+                    if body != origin.blob({"big": "2.0.0", "small": "2.1.0"}[c]).name:
+                        raise SystemExit(f"bench: {t} serves other bytes for {c}")
+            report["sizes"] = {c: p.stat().st_size for c, p in
+                               (("big", files["/pilot/big.tar.gz"]),
+                                ("small", files["/pilot/small.tar.gz"]))}
+            log(f"throughput: {len(CASES)} cases x {rounds} rounds x 3 servers x {seconds} s")
+            report["throughput"] = throughput(targets, etags, rounds, seconds, quick)
+
+        pids = {p["name"]: p["pid"] for p in
+                json.loads((cluster_dir / "cluster.json").read_text())["processes"]}
+        log(f"slow pilots: {slow:,} held through the VIP")
+        report["slow"] = slow_pilots(vip, {n: p for n, p in pids.items()
+                                           if n.startswith("replica-") or n == "nginx"},
+                                     slow, quick)
+        log(f"publish burst: {burst:,} pilots within 1 s of a channel move")
+        report["burst"] = publish_burst(origin, vip, replicas, cluster_dir, burst,
+                                        1 if quick else 3)
+        log("propagation of a publish (scripts/propagation.py)")
+        prop_rounds = 2 if quick else 7
+        prop = run([PY, str(REPO / "scripts" / "propagation.py"), "--dir", str(cluster_dir),
+                    "--rounds", str(prop_rounds), "--json"], timeout=600).stdout
+        report["propagation"] = {**json.loads(prop), "command":
+                                 f"python3 scripts/propagation.py --dir DIR --rounds "
+                                 f"{prop_rounds}"}
+    finally:
+        if up:
+            cluster("down", "--dir", str(cluster_dir))
+        origin.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            log(f"work directory kept: {work}")
+    report["seconds"] = round(time.monotonic() - started, 1)
+    report["command"] = "scripts/bench" + (" --quick" if quick else "")
+    paths = benchreport.write(report, out)
+    log(f"done in {report['seconds']:.0f} s: {', '.join(str(p) for p in paths)}")
+    print(json.dumps({"out": str(out), "files": [str(p) for p in paths]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

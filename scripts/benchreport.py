@@ -1,0 +1,237 @@
+"""The report of scripts/bench: benchmark.json (everything measured), benchmark.md (medians,
+ratios to nginx, targets, machine, exact commands) and benchmark.png (matplotlib, installed
+for the bench only: ``pip install -e '.[bench]'``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# Issue 7's targets: ratio to nginx static (same run, medians), replica direct / via the VIP.
+TARGETS = {"get_3mb": (0.95, 0.95), "get_200kb": (0.80, 0.90), "304_100": (0.50, 0.90),
+           "304_1000": (0.45, 0.90)}
+RSS_TARGET_MB = 150
+SYNC_TARGET = 1.3
+MB = 1e6
+
+
+def write(report: dict[str, Any], out: Path) -> list[Path]:
+    """Write the three files into ``out``; return their paths."""
+    report = {**report, "verdicts": verdicts(report)}
+    paths = [out / "benchmark.json", out / "benchmark.md", out / "benchmark.png"]
+    paths[0].write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    paths[1].write_text(markdown(report, paths[2].name))
+    plot(report, paths[2])
+    return paths
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target of the issue: what was measured, and whether it is met."""
+    rows: list[dict[str, Any]] = []
+    for case, (direct, vip) in TARGETS.items():
+        targets = report["throughput"][case]["targets"]
+        for who, goal in (("replica", direct), ("vip", vip)):
+            ratio = targets[who]["ratio"]
+            rows.append({"what": f"{report['throughput'][case]['label']}: "
+                                 f"{'replica direct' if who == 'replica' else 'VIP'} / nginx",
+                         "target": f">= {goal:.2f}", "measured": f"{ratio:.2f}",
+                         "met": ratio >= goal})
+    slow = report["slow"]
+    rows.append({"what": f"{slow['pilots']:,} slow pilot connections via the VIP: errors",
+                 "target": "0", "measured": str(slow["errors"] + slow["corrupted"]),
+                 "met": slow["errors"] + slow["corrupted"] == 0})
+    rss = slow["replica_rss_peak_max"] / 2**20
+    rows.append({"what": "replica RSS (all its processes) while they are held",
+                 "target": f"<= {RSS_TARGET_MB} MB", "measured": f"{rss:.0f} MB",
+                 "met": rss <= RSS_TARGET_MB})
+    sync = report["sync_path"]
+    rows.append({"what": f"publishing a new tag ({sync['files']:,} files, "
+                         f"{sync['bytes'] / MB:.0f} MB) / svn export + tar czf",
+                 "target": f"<= {SYNC_TARGET}x", "measured": f"{sync['ratio']:.2f}x",
+                 "met": sync["ratio"] <= SYNC_TARGET})
+    burst = report["burst"]
+    rows.append({"what": f"{burst['pilots']:,}-pilot burst within 1 s of a channel move: "
+                         "failed", "target": "0",
+                 "measured": str(burst["failed"] + burst["corrupted"]),
+                 "met": burst["failed"] + burst["corrupted"] == 0})
+    rows.append({"what": "  requests the replicas saw for that URL (median over rounds)",
+                 "target": "a handful", "measured": f"{burst['median_upstream_total']:.0f}",
+                 "met": burst["median_upstream_total"] <= 3 * (report["machine"]["replicas"]
+                                                               + 3)})
+    return rows
+
+
+def markdown(report: dict[str, Any], png: str) -> str:
+    m = report["machine"]
+    t = report["throughput"]
+    sizes = report["sizes"]
+    lines = [
+        "# Benchmark: codecache against nginx, one machine, one run",
+        "",
+        f"Written by `{report['command']}` on {m['date']} in {report['seconds'] / 60:.1f} "
+        "minutes" + (" (**--quick: small counts, not a measurement**)" if report["quick"]
+                     else "") + ".",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux "
+        f"{m['kernel']}; Python {m['python']}, {m['nginx']}, {m['wrk']}, svn {m['svn']}; "
+        f"codecache {m['commit']}. Load average at the start: "
+        f"{', '.join(str(x) for x in m['loadavg_at_start'])}. Everything on loopback: the "
+        "load generators share the cores with the servers.",
+        "",
+        f"Servers, all in the same run: **nginx** serving the same tarballs as static files "
+        f"with {m['replica_workers']} worker process(es) (as many as a replica has); **one "
+        f"replica direct** (`codecache serve`, role replica, {m['replica_workers']} "
+        f"worker(s)); the **VIP** of `scripts/cluster up --origin-config` (the origin, "
+        f"{m['replicas']} replicas, nginx from nginx/codecache.conf). Tarballs: "
+        f"{sizes['big'] / MB:.2f} MB and {sizes['small'] / 1000:.0f} KB, fetched by their "
+        "channel URLs (what pilots fetch). wrk rounds alternate between the three servers; "
+        "the figures are medians over rounds, ratios are to nginx in the same run.",
+        "",
+        f"![benchmark]({png})",
+        "",
+        "## Targets",
+        "",
+        "| what | target | measured | |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [f"| {v['what']} | {v['target']} | {v['measured']} | {_met(v['met'])} |"
+              for v in report["verdicts"]]
+    lines += ["", "## Throughput (wrk)", "",
+              "| case | nginx req/s | replica req/s | replica / nginx | VIP req/s | "
+              "VIP / nginx | p50 ms nginx / replica / VIP | p99 ms nginx / replica / VIP |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for case in t.values():
+        n, r, v = (case["targets"][x] for x in ("nginx", "replica", "vip"))
+        lines.append(
+            f"| {case['label']} | {n['median_rps']:,.0f} | {r['median_rps']:,.0f} | "
+            f"{r['ratio']:.2f} | {v['median_rps']:,.0f} | {v['ratio']:.2f} | "
+            f"{n['median_p50_ms']:.2f} / {r['median_p50_ms']:.2f} / {v['median_p50_ms']:.2f} | "
+            f"{n['median_p99_ms']:.2f} / {r['median_p99_ms']:.2f} / {v['median_p99_ms']:.2f} |")
+    errors = {f"{c['label']} {who}": x["errors"] for c in t.values()
+              for who, x in c["targets"].items() if x["errors"]}
+    lines += ["", "wrk errors (socket errors + non-2xx/3xx): "
+              + (", ".join(f"{k}: {v}" for k, v in errors.items()) if errors else "none") + ".",
+              "", "Raw req/s per round: " + "; ".join(
+                  f"{c['label']}: " + ", ".join(
+                      f"{who} {[round(x) for x in r['rps']]}"
+                      for who, r in c["targets"].items()) for c in t.values()) + "."]
+    slow, burst, sync, prop = (report[k] for k in ("slow", "burst", "sync_path",
+                                                   "propagation"))
+    peak = slow["rss_peak"]
+    lines += [
+        "", "## 10,000 slow pilots through the VIP" if not report["quick"] else
+        f"## {slow['pilots']:,} slow pilots through the VIP", "",
+        f"`{slow['command']}`: {slow['pilots']:,} downloads of the "
+        f"{sizes['small'] / 1000:.0f} KB channel tarball, each read at "
+        f"{slow['slow_rate'] / 1000:.1f} KB/s, connecting over {slow['ramp_s']:.0f} s; "
+        f"{slow['held_at_once']:,} were open at once. Errors {slow['errors']}, corrupted "
+        f"bodies {slow['corrupted']}, statuses {slow['statuses']}; latency (whole slow "
+        f"download) p50 {slow['latency_ms']['p50'] / 1000:.1f} s, max "
+        f"{slow['latency_ms']['max'] / 1000:.1f} s.",
+        "",
+        "Peak RSS while they were held (each process with everything in its session, "
+        "sampled every 0.25 s; before the run in brackets): " + ", ".join(
+            f"{name} {peak[name] / 2**20:.0f} MB ({slow['rss_before'][name] / 2**20:.0f})"
+            for name in sorted(peak)) + ". The VIP's nginx holds the connections and serves "
+        "the channel URL from its 1 s cache; the replicas see about one request per second "
+        "for it.",
+        "", "## Publish burst", "",
+        f"The `burst` channel is moved (`codecache publish pilot VERSION --channel burst` on "
+        f"the origin); as soon as every replica serves the new version, `{burst['command']}` "
+        f"sends {burst['pilots']:,} pilots through the VIP at uniformly random times within "
+        "1 s, one full download each, every body checked against its ETag. Requests for the "
+        "channel URL counted in the replicas' access logs:",
+        "", "| round | version | pilots | failed | corrupted | p50 ms | p99 ms | max ms | "
+        "requests at the replicas |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for n, r in enumerate(burst["rounds"], 1):
+        lines.append(f"| {n} | {r['version']} | {r['requests']:,} | {r['failed']} | "
+                     f"{r['corrupted']} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
+                     f"{r['max_ms']:.0f} | {r['upstream_total']} "
+                     f"({', '.join(str(x) for x in r['upstream_requests'].values())}) |")
+    lines += [
+        "", "## Sync path: publishing a new tag", "",
+        f"A tree of {sync['files']:,} files, {sync['bytes'] / MB:.0f} MB, tagged anew each "
+        "round (`svn copy` on the server). `codecache sync --once --package tree` (list the "
+        "tags, export the new one at its pinned URL@REV, build the reproducible tarball, hash, "
+        "sign, store, write and sign the index) against `svn export -q URL DIR && tar czf "
+        "OUT -C . DIR` of the same tag, from the same svnserve; the order alternates:",
+        "",
+        f"publish: median {sync['publish_median_s']:.2f} s "
+        f"({', '.join(f'{x:.2f}' for x in sync['publish_s'])}); svn export + tar czf: median "
+        f"{sync['export_tar_median_s']:.2f} s "
+        f"({', '.join(f'{x:.2f}' for x in sync['export_tar_s'])}); ratio "
+        f"{sync['ratio']:.2f}x.",
+        "", "## Propagation of a publish", "",
+        f"`{prop['command']}` against the same cluster (replicas pull every 1 s, the VIP caches "
+        "channel URLs 1 s): publish -> all "
+        f"{prop['replicas']} replicas median {prop['all_replicas_seconds']['median']:.2f} s, "
+        f"max {prop['all_replicas_seconds']['max']:.2f} s; -> VIP median "
+        f"{prop['vip_seconds']['median']:.2f} s, max {prop['vip_seconds']['max']:.2f} s "
+        f"({prop['rounds']} rounds). nginx keeps proxy-cache validity in whole seconds, so "
+        "the VIP's \"1 s\" cache holds an entry 1 to 2 s; the VIP trails the replicas by up "
+        "to 2 s (goals: replicas 2 s, VIP 3 s).",
+        "", "## Commands", "",
+        "```sh",
+        report["command"] + "      # everything below, then this report",
+        "# setup: scripts/sample-pilot create/populate, tags 2.0.0 (3 MB data), 2.1.0 and "
+        "2.1.1 (200 KB), the tree package; codecache keygen; sync --once; publish big/small/burst",
+        f"scripts/cluster up --dir DIR --origin-config ORIGIN.toml --replicas {m['replicas']}"
+        + (f" --workers {m['replica_workers']}" if m["replica_workers"] != 1 else ""),
+        f"nginx -c STATIC.conf   # worker_processes {m['replica_workers']}; sendfile, "
+        "tcp_nopush, open_file_cache, etag; root = copies of the two blobs",
+        *[c["command"] for c in t.values()],
+        slow["command"].replace("VIP", "http://VIP"),
+        burst["command"].replace("VIP", "http://VIP"),
+        prop["command"],
+        "```", "",
+        "The full JSON of this run is [benchmark.json](benchmark.json).", ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = report["throughput"]
+    cases = list(t)
+    labels = [t[c]["label"].replace(" tarball", "").replace(" revalidation", "")
+              .replace(", ", "\n") for c in cases]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    width = 0.27
+    colors = {"nginx": "#999999", "replica": "#1f77b4", "vip": "#ff7f0e"}
+    names = {"nginx": "nginx static", "replica": "replica direct", "vip": "VIP (front tier)"}
+    for i, who in enumerate(("nginx", "replica", "vip")):
+        xs = [n + (i - 1) * width for n in range(len(cases))]
+        left.bar(xs, [t[c]["targets"][who]["median_rps"] for c in cases], width,
+                 color=colors[who], label=names[who])
+    left.set_yscale("log")
+    left.set_xticks(range(len(cases)), labels, fontsize=8)
+    left.set_ylabel("requests/s (median, log scale)")
+    left.set_title("Throughput, same run (wrk)")
+    left.legend(fontsize=8)
+    for i, who in enumerate(("replica", "vip")):
+        xs = [n + (i - 0.5) * width for n in range(len(cases))]
+        right.bar(xs, [t[c]["targets"][who]["ratio"] for c in cases], width,
+                  color=colors[who], label=names[who])
+        for x, c in zip(xs, cases, strict=True):
+            goal = TARGETS[c][i]
+            right.hlines(goal, x - width / 2, x + width / 2, colors="black", linewidth=2)
+    right.axhline(1.0, color="#999999", linestyle=":", linewidth=1)
+    right.set_xticks(range(len(cases)), labels, fontsize=8)
+    right.set_ylabel("ratio to nginx static (black bar: target)")
+    right.set_title("Ratio to nginx, same run")
+    right.legend(fontsize=8)
+    m = report["machine"]
+    fig.suptitle(f"codecache benchmark {m['date']} — {m['cores']} cores, "
+                 f"{m['replica_workers']} worker(s) per replica"
+                 + (" — QUICK (not a measurement)" if report["quick"] else ""), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

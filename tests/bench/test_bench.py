@@ -1,0 +1,114 @@
+"""``scripts/bench --quick`` produces a well-formed report (JSON, markdown, PNG) in the
+directory it is given and never touches docs/. Timings are never asserted: the numbers of a
+quick run on a shared machine mean nothing; only the shape of the report is checked."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import cli_env, require
+
+REPO = Path(__file__).resolve().parents[2]
+CASES = ("get_3mb", "get_200kb", "304_100", "304_1000")
+
+
+def bench(*args: str, timeout: float = 840) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(REPO / "scripts" / "bench"), *args],
+                          capture_output=True, text=True, timeout=timeout, env=cli_env(),
+                          check=False)
+
+
+def docs_state() -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((REPO / "docs").glob("benchmark*"))}
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], str]:
+    for tool in ("nginx", "wrk", "svnserve", "curl"):
+        require(tool)
+    before = docs_state()
+    out = tmp_path_factory.mktemp("bench") / "report"
+    result = bench("--quick", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert docs_state() == before, "a --quick run wrote into docs/"
+    return out, json.loads(result.stdout.strip().splitlines()[-1]), result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_quick_bench_reports_every_case_for_every_server(
+        quick: tuple[Path, dict[str, str], str]) -> None:
+    out, printed, stderr = quick
+    assert printed["out"] == str(out)
+    report: dict[str, Any] = json.loads((out / "benchmark.json").read_text())
+    assert report["schema"] == "codecache-bench/1" and report["quick"] is True
+    assert set(report["throughput"]) == set(CASES)
+    for case in CASES:
+        targets = report["throughput"][case]["targets"]
+        assert set(targets) == {"nginx", "replica", "vip"}
+        for measured in targets.values():
+            assert measured["median_rps"] > 0 and measured["ratio"] > 0
+            assert len(measured["rps"]) >= 1
+        assert targets["nginx"]["ratio"] == 1.0
+    slow, burst = report["slow"], report["burst"]
+    assert slow["pilots"] == 200 and slow["held_at_once"] >= 1
+    assert slow["replica_rss_peak_max"] > 0
+    assert {"replica-1", "nginx"} <= set(slow["rss_peak"])
+    assert burst["pilots"] == 100 and burst["rounds"]
+    assert all(r["requests"] == 100 for r in burst["rounds"])
+    # the VIP had to fetch the moved channel from a replica: the access-log count sees it
+    assert all(r["upstream_total"] >= 1 for r in burst["rounds"]), burst
+    assert report["sync_path"]["publish_median_s"] > 0
+    assert report["sync_path"]["export_tar_median_s"] > 0
+    assert report["propagation"]["rounds"] == 2
+    assert len(report["verdicts"]) == 13
+    assert all(isinstance(v["met"], bool) for v in report["verdicts"])
+    # the progress of every step went to stderr
+    for step in ("setting up", "sync path", "throughput", "slow pilots", "publish burst",
+                 "propagation", "done in"):
+        assert step in stderr, step
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_quick_bench_writes_markdown_that_shows_the_plot(
+        quick: tuple[Path, dict[str, str], str]) -> None:
+    out, _, _ = quick
+    text = (out / "benchmark.md").read_text()
+    assert text.startswith("# Benchmark")
+    assert "--quick" in text and "![benchmark](benchmark.png)" in text
+    for heading in ("## Targets", "## Throughput (wrk)", "slow pilots through the VIP",
+                    "## Publish burst", "## Sync path", "## Propagation of a publish",
+                    "## Commands"):
+        assert heading in text, heading
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(rows) >= 2 + 13 + 2 + 4 + 2 + 1
+    assert all(row.endswith("|") for row in rows)
+    assert "wrk -t1" in text and "scripts/cluster up" in text
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_quick_bench_draws_a_png(quick: tuple[Path, dict[str, str], str]) -> None:
+    out, _, _ = quick
+    data = (out / "benchmark.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width >= 600 and height >= 300
+
+
+def test_quick_bench_refuses_to_write_over_docs() -> None:
+    before = docs_state()
+    result = bench("--quick", "--out", str(REPO / "docs"), timeout=600)
+    assert result.returncode != 0
+    assert "never writes over docs" in result.stderr
+    assert docs_state() == before

@@ -23,6 +23,7 @@ import pytest
 from tests.cluster.helpers import REPO, Cluster, get, publish, status_json
 from tests.cluster.mirror import Mirror, running_mirror
 from tests.conftest import free_port, require, run_cli
+from tests.squid import Squid, running_squid
 
 SCRIPT = REPO / "scripts" / "fetch-pilot"
 # Everything fetch-pilot may run besides the shell and one HTTP client (POSIX tools plus
@@ -56,8 +57,9 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def fetch_pilot(toolbin: Path, *args: str | Path, cwd: Path, timeout: int = 10,
-                tries: int = 2, wait: int = 0) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": str(toolbin), "HOME": str(cwd), "LC_ALL": "C",
+                tries: int = 2, wait: int = 0,
+                env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**(env_extra or {}), "PATH": str(toolbin), "HOME": str(cwd), "LC_ALL": "C",
            "FETCH_PILOT_TRIES": str(tries), "FETCH_PILOT_WAIT": str(wait),
            "FETCH_PILOT_TIMEOUT": str(timeout)}
     result = subprocess.run([str(toolbin / "sh"), str(SCRIPT), *map(str, args)], cwd=cwd,
@@ -444,6 +446,44 @@ def test_the_one_liners_in_docs_pilots_md_work(cluster: Cluster, tmp_path: Path,
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, script + result.stdout + result.stderr
     assert (tmp_path / "pilot" / "bin" / "pilot.sh").is_file()
+
+
+@pytest.fixture(scope="module")
+def squid() -> Iterator[Squid]:
+    with running_squid() as proxy:
+        yield proxy
+
+
+def test_through_a_site_squid_and_resumed_through_it(cluster: Cluster, toolbin: Path,
+                                                     workdir: Path, squid: Squid) -> None:
+    """Pilots behind a site proxy (http_proxy, as wget and curl read it): the pinned
+    release comes through the squid, and a resume through it still costs only the rest."""
+    version = channel_version(cluster, "latest")
+    genuine = release(cluster, version)
+    proxy = {"http_proxy": squid.proxy}
+    channel_url = f"{cluster.vip}/pilot/latest.tar.gz"
+    result = fetch_pilot(toolbin, "-k", public_key(cluster), channel_url, cwd=workdir,
+                         env_extra=proxy)
+    assert result.returncode == 0, result.stderr
+    assert (workdir / "latest.tar.gz").read_bytes() == genuine
+    release_url = f"{cluster.vip}/pilot/releases/{version}.tar.gz"
+    assert squid.wait_logged(channel_url, 1)            # the HEAD that pinned the version
+    assert squid.wait_logged(release_url, 1)
+    (workdir / "latest.tar.gz").unlink()
+
+    half = len(genuine) // 2
+    (workdir / f"latest.tar.gz.{version}.part").write_bytes(genuine[:half])
+    log = access_log(cluster)
+    offset = log.stat().st_size
+    result = fetch_pilot(toolbin, channel_url, cwd=workdir, env_extra=proxy)
+    assert result.returncode == 0, result.stderr
+    assert (workdir / "latest.tar.gz").read_bytes() == genuine
+    codes = squid.wait_logged(release_url, 2)
+    assert codes[-1].endswith("/206"), codes               # squid passed the range on
+    path = f'"GET /pilot/releases/{version}.tar.gz HTTP/1.1"'
+    fetched = [line.split(path, 1)[1].split()[:2] for line in new_log_lines(log, offset)
+               if path in line]
+    assert fetched in ([], [["206", str(len(genuine) - half)]]), fetched
 
 
 # --- the script itself --------------------------------------------------------------------

@@ -553,7 +553,7 @@ def _print_history(args: argparse.Namespace, serial: int, history: History | Non
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from codecache.web.server import serve  # aiohttp is only needed by this command
+    from codecache.web.supervisor import serve  # aiohttp is only needed by this command
 
     serve(_config(args))
     return EXIT_OK

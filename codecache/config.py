@@ -68,6 +68,20 @@ class ServerConfig:
     memory_total_max: int = 512 * 1024 * 1024
     # How often the server looks for a new index or a changed/missing blob.
     watch_interval: float = 0.25
+    # Worker processes sharing the listening port; 0 = one per CPU (DESIGN.md §7).
+    workers: int = 0
+    # A request header must be complete this long after the connection opened or the
+    # request's first byte arrived (slow clients: a half-sent header is closed after it).
+    header_timeout: float = 10.0
+    # An idle keep-alive connection is closed after this; longer than the front tier's
+    # upstream keepalive_timeout (nginx/codecache.conf: 60 s), so nginx closes first.
+    keepalive_timeout: float = 75.0
+    # On SIGTERM/SIGINT, in-flight responses get this long to finish.
+    shutdown_timeout: float = 10.0
+
+    def worker_count(self) -> int:
+        """Worker processes to run (``workers = 0``: one per CPU)."""
+        return self.workers or len(os.sched_getaffinity(0)) or 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +200,8 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "store": ("path", "scrub_interval"),
     "signing": ("secret_key", "trusted_keys", "index_expiry", "resign_interval"),
     "server": ("listen", "channel_max_age", "memory_blob_max", "memory_total_max",
-               "watch_interval"),
+               "watch_interval", "workers", "header_timeout", "keepalive_timeout",
+               "shutdown_timeout"),
     "sync": ("interval", "max_backoff"),
     "svn": ("username", "password", "password_file", "timeout"),
     "replica": ("upstreams", "interval", "timeout", "max_index_size"),
@@ -350,6 +365,13 @@ def _server(t: Mapping[str, Any]) -> ServerConfig:
                               "server.memory_total_max"),
         watch_interval=parse_duration(t.get("watch_interval", d.watch_interval),
                                       "server.watch_interval"),
+        workers=_int(t.get("workers", d.workers), "server.workers"),
+        header_timeout=parse_duration(t.get("header_timeout", d.header_timeout),
+                                      "server.header_timeout"),
+        keepalive_timeout=parse_duration(t.get("keepalive_timeout", d.keepalive_timeout),
+                                         "server.keepalive_timeout"),
+        shutdown_timeout=parse_duration(t.get("shutdown_timeout", d.shutdown_timeout),
+                                        "server.shutdown_timeout"),
     )
 
 

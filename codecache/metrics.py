@@ -1,17 +1,21 @@
 """Prometheus instruments of one server, in a registry of its own (no global state).
 
-Owns metric names and labels; the server updates them, ``/metrics`` renders them.
+Owns metric names and labels; the server updates them, ``/metrics`` renders them. A server
+of several worker processes keeps them in prometheus_client's multiprocess files, so
+``/metrics`` from any worker counts the whole server.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -23,35 +27,85 @@ FILE_ROUTES = frozenset({"channel", "release", "signature", "checksum", "blob", 
 
 @dataclass(slots=True)
 class Metrics:
-    registry: CollectorRegistry
+    """The instruments of one server process, and the tallies the request path keeps.
+
+    The request path only adds to plain ints (``count``, ``started``/``finished``): a
+    Prometheus child ``inc()`` costs 0.45 us in-process and 1.8 us in multiprocess mode, a
+    dict add 0.12 us. ``flush`` moves the tallies into the instruments: the server calls it
+    on the event loop (the tallies are not locked) every watch tick (0.25 s) and before it
+    renders ``/metrics``. A worker killed with SIGKILL loses at most one tick of counts.
+    """
+
+    source: Collector
     requests: Counter
     response_bytes: Counter
     in_flight: Gauge
     index_serial: Gauge
     index_generated: Gauge
-    index_age: Gauge
     index_expires: Gauge
     index_confirmed: Gauge
     blobs_unavailable: Gauge
     memory_bytes: Gauge
     mutated_tags: Gauge
-    not_modified_ratio: Gauge
     store_free: Gauge
     store_size: Gauge
-    file_requests: int = 0
-    not_modified: int = 0
+    registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(
+        auto_describe=True))
+    in_flight_now: int = 0
+    _tally: dict[tuple[str, int], int] = field(default_factory=dict)
+    _bytes: dict[str, int] = field(default_factory=dict)
 
-    def count(self, route: str, status: int) -> None:
-        self.requests.labels(route, str(status)).inc()
-        if route in FILE_ROUTES:
-            self.file_requests += 1
-            self.not_modified += status == 304
+    def count(self, route: str, status: int, body_bytes: int) -> None:
+        key = (route, status)
+        tally = self._tally
+        tally[key] = tally.get(key, 0) + 1
+        if body_bytes:
+            self._bytes[route] = self._bytes.get(route, 0) + body_bytes
 
-    def ratio_not_modified(self) -> float:
-        return self.not_modified / self.file_requests if self.file_requests else 0.0
+    def flush(self) -> None:
+        """Move the request tallies into the (possibly shared) instruments."""
+        tally, self._tally = self._tally, {}
+        for (route, status), n in tally.items():
+            self.requests.labels(route, str(status)).inc(n)
+        sent, self._bytes = self._bytes, {}
+        for route, n in sent.items():
+            self.response_bytes.labels(route).inc(n)
+        self.in_flight.set(self.in_flight_now)
 
     def render(self) -> bytes:
+        self.flush()
         return generate_latest(self.registry)
+
+
+class _Derived(Collector):
+    """The instruments (this process's, or every worker's) plus what is derived at scrape.
+
+    ``codecache_http_not_modified_ratio`` comes from the summed request counter, so it
+    covers every worker; ``codecache_index_age_seconds`` from the served index's time.
+    """
+
+    def __init__(self, source: Collector, generated: Callable[[], float | None],
+                 now: Callable[[], float]) -> None:
+        self._source = source
+        self._generated = generated
+        self._now = now
+
+    def collect(self) -> Iterator[Metric]:
+        file_requests = not_modified = 0.0
+        for metric in self._source.collect():
+            if metric.name == "codecache_http_requests":
+                for sample in metric.samples:
+                    if sample.name.endswith("_total") and \
+                            sample.labels.get("route") in FILE_ROUTES:
+                        file_requests += sample.value
+                        not_modified += sample.value * (sample.labels.get("status") == "304")
+            yield metric
+        yield _gauge("codecache_http_not_modified_ratio", "Share of file requests answered "
+                     "304 since start", not_modified / file_requests if file_requests else 0.0)
+        generated = self._generated()
+        yield _gauge("codecache_index_age_seconds", "Seconds since the served index was "
+                     "signed", self._now() - generated if generated is not None
+                     else float("nan"))
 
 
 class PullFacts(Protocol):
@@ -133,39 +187,52 @@ def _gauge(name: str, doc: str, value: float) -> Metric:
     return family
 
 
-def create_metrics() -> Metrics:
-    r = CollectorRegistry(auto_describe=True)
+def create_metrics(*, generated: Callable[[], float | None], now: Callable[[], float],
+                   replica: Callable[[], PullFacts | None],
+                   multiprocess_dir: Path | None = None) -> Metrics:
+    """The instruments of one server process.
+
+    ``multiprocess_dir``: the server runs several worker processes; the instruments live
+    in prometheus_client's multiprocess files there (the worker must have been started
+    with ``PROMETHEUS_MULTIPROC_DIR`` set to it) and ``/metrics`` of any worker sums them.
+    """
+    own = CollectorRegistry(auto_describe=True)
+    target = own if multiprocess_dir is None else None
     metrics = Metrics(
-        registry=r,
+        source=own if multiprocess_dir is None else MultiProcessCollector(
+            None, path=str(multiprocess_dir)),  # type: ignore[no-untyped-call]
         requests=Counter("codecache_http_requests", "HTTP requests by route and status "
                          "(304 ratio: status=\"304\" over all)", ["route", "status"],
-                         registry=r),
+                         registry=target),
         response_bytes=Counter("codecache_http_response_bytes", "Body bytes sent by route",
-                               ["route"], registry=r),
+                               ["route"], registry=target),
         in_flight=Gauge("codecache_http_in_flight_requests", "Requests being served",
-                        registry=r),
+                        registry=target, multiprocess_mode="livesum"),
         index_serial=Gauge("codecache_index_serial", "Serial of the index being served",
-                           registry=r),
+                           registry=target, multiprocess_mode="livemostrecent"),
         index_generated=Gauge("codecache_index_generated_timestamp_seconds",
-                              "When the served index was signed", registry=r),
-        index_age=Gauge("codecache_index_age_seconds", "Seconds since the served index was "
-                        "signed", registry=r),
+                              "When the served index was signed", registry=target,
+                              multiprocess_mode="livemostrecent"),
         index_expires=Gauge("codecache_index_expires_timestamp_seconds",
-                            "When the served index expires", registry=r),
+                            "When the served index expires", registry=target,
+                            multiprocess_mode="livemostrecent"),
         index_confirmed=Gauge("codecache_index_confirmed_timestamp_seconds",
-                              "Last time the served index was confirmed current", registry=r),
+                              "Last time the served index was confirmed current",
+                              registry=target, multiprocess_mode="livemax"),
         blobs_unavailable=Gauge("codecache_blobs_unavailable",
-                                "Listed blobs missing or corrupt on disk", registry=r),
-        memory_bytes=Gauge("codecache_blob_memory_bytes", "Verified blob bytes held in memory",
-                           registry=r),
+                                "Listed blobs missing or corrupt on disk", registry=target,
+                                multiprocess_mode="livemostrecent"),
+        memory_bytes=Gauge("codecache_blob_memory_bytes", "Verified blob bytes held in memory "
+                           "(all workers)", registry=target, multiprocess_mode="livesum"),
         mutated_tags=Gauge("codecache_mutated_tags",
-                           "Published tags that changed in Subversion afterwards", registry=r),
-        not_modified_ratio=Gauge("codecache_http_not_modified_ratio",
-                                 "Share of file requests answered 304 since start", registry=r),
+                           "Published tags that changed in Subversion afterwards",
+                           registry=target, multiprocess_mode="livemostrecent"),
         store_free=Gauge("codecache_store_free_bytes", "Bytes available to the server on the "
-                         "file system of the store", registry=r),
+                         "file system of the store", registry=target,
+                         multiprocess_mode="livemostrecent"),
         store_size=Gauge("codecache_store_filesystem_size_bytes", "Size of the file system "
-                         "of the store", registry=r),
+                         "of the store", registry=target, multiprocess_mode="livemostrecent"),
     )
-    metrics.not_modified_ratio.set_function(metrics.ratio_not_modified)
+    metrics.registry.register(_Derived(metrics.source, generated, now))
+    metrics.registry.register(ReplicaCollector(replica, now))
     return metrics

@@ -13,13 +13,14 @@ from __future__ import annotations
 import enum
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from codecache.errors import BadRequest, BlobNotFound, NotFound, SignatureNotFound
 from codecache.history import last_time
 from codecache.index import Index, Release
 from codecache.names import is_channel, is_package, is_sha256, is_version
+from codecache.web.conditional import format_http_date
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 MAX_PATH_LENGTH = 1024
@@ -59,6 +60,19 @@ class Representation:
     version: str | None = None
     blob: str | None = None        # sha256 of the blob holding the body
     inline: bytes | None = None    # the body itself (signatures, checksums, index)
+    # Built once when the index loads, not per request: what a 304 repeats (RFC 9110
+    # §15.4.5), and the headers of a 200 (ranges add Content-Range).
+    validators: dict[str, str] = field(init=False, repr=False, compare=False)
+    headers: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        validators = {"ETag": self.etag, "Last-Modified": format_http_date(self.last_modified),
+                      "Cache-Control": self.cache_control}
+        if self.version is not None:
+            validators["X-Codecache-Version"] = self.version
+        object.__setattr__(self, "validators", validators)
+        object.__setattr__(self, "headers", {**validators, "Accept-Ranges": "bytes",
+                                             "Content-Type": self.content_type})
 
 
 def etag_for(sha256: str) -> str:
@@ -86,6 +100,9 @@ class Catalog:
                 self._blobs.setdefault(r.sha256, (r.date, r.size))
         # Built once: the watcher asks for it several times a second.
         self._blob_sizes = {sha256: size for sha256, (_, size) in self._blobs.items()}
+        # Representations built on first use and kept with this index (bounded by what it
+        # lists: only names that resolved are remembered), so a request allocates none.
+        self._memo: dict[tuple[str, str, str], tuple[Route, Representation]] = {}
 
     def blob_sizes(self) -> dict[str, int]:
         """Every blob the index lists, with its size (do not modify)."""
@@ -106,12 +123,26 @@ class Catalog:
             return Route.INDEX, self.document
         if segments == ["history.json"]:
             return Route.HISTORY, None   # the file changes apart from the index: StoreView
-        if len(segments) == 3 and segments[:2] == ["blobs", "sha256"]:
-            return Route.BLOB, self._blob(segments[2])
-        if len(segments) == 3 and segments[1] == "releases" and is_package(segments[0]):
-            return self._release_file(segments[0], segments[2])
-        if len(segments) == 2 and is_package(segments[0]):
-            return self._channel_file(segments[0], segments[1])
+        if len(segments) == 3:
+            key = (segments[0], segments[1], segments[2])
+        elif len(segments) == 2:
+            key = (segments[0], "/", segments[1])  # no decoded segment holds a "/"
+        else:
+            raise NotFound("no such path")
+        found = self._memo.get(key)
+        if found is None:
+            found = self._resolve(key)
+            self._memo[key] = found
+        return found
+
+    def _resolve(self, key: tuple[str, str, str]) -> tuple[Route, Representation]:
+        first, middle, last = key
+        if first == "blobs" and middle == "sha256":
+            return Route.BLOB, self._blob(last)
+        if middle == "releases" and is_package(first):
+            return self._release_file(first, last)
+        if middle == "/" and is_package(first):
+            return self._channel_file(first, last)
         raise NotFound("no such path")
 
     def _blob(self, sha256: str) -> Representation:

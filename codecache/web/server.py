@@ -1,9 +1,14 @@
-"""The HTTP front end (``codecache serve``): aiohttp glue around storeview, catalog, conditional.
+"""The HTTP front end of one server process: aiohttp glue around storeview, catalog, conditional.
 
-Owns: the application factory, the one middleware that maps errors to HTTP status and the
-documented JSON error body, the request handler, the background tasks that keep the
-``StoreView`` current (every ``server.watch_interval``) and scrub it, and the access log.
-Read-only: GET and HEAD, anything else 405.
+Owns: the request handler and the one place that maps errors to HTTP status and the
+documented JSON error body, the slow-client bounds of a connection (``header_timeout``,
+``keepalive_timeout``), the background tasks that keep the ``StoreView`` current (every
+``server.watch_interval``, or at once on SIGUSR1) and scrub it, and the access log.
+Read-only: GET and HEAD, anything else 405. How many such processes run and who binds the
+port is ``supervisor``'s business.
+
+aiohttp's low-level ``web.Server`` calls ``handle`` directly: no router, middleware chain
+or application signals on the hot path (docs/benchmark.md, "server hot path").
 """
 
 from __future__ import annotations
@@ -11,21 +16,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import signal
+import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import aiofiles
 from aiohttp import HttpVersion10, web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestHandler
 
-from codecache.config import Config, Role, split_listen
+from codecache.config import Config, Role
 from codecache.errors import (
     BadRequest,
     CodecacheError,
@@ -38,7 +46,7 @@ from codecache.metrics import CONTENT_TYPE
 from codecache.notify import Notifier
 from codecache.replica import Replica
 from codecache.web.catalog import Representation, Route, service_route
-from codecache.web.conditional import Outcome, evaluate, format_http_date
+from codecache.web.conditional import Outcome, evaluate
 from codecache.web.statuspage import render_status_page
 from codecache.web.storeview import StoreView
 
@@ -47,7 +55,7 @@ access_log = logging.getLogger("codecache.access")
 
 _NO_STORE = "no-store"
 _METHODS = ("GET", "HEAD")  # read-only
-_ROUTE = "codecache.route"  # request-local: the route label for metrics
+_ROUTE = "codecache.route"  # request-local: the route label for the access log
 _SERIAL = "codecache.serial"  # request-local: the index serial the answer came from
 _REQUEST_ID = "codecache.request_id"
 # A client's (or nginx's) X-Request-ID is reused only if it is short and plain: it goes
@@ -61,9 +69,9 @@ _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
                413: "payload_too_large", 414: "uri_too_long", 416: "range_not_satisfiable",
                431: "request_header_fields_too_large", 500: "internal_error",
                503: "unavailable"}
-
-
-STATE = web.AppKey("state", StoreView)
+# Request headers that can change the answer for a file; without them it is a plain 200.
+_CONDITIONAL = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since",
+                "Range", "If-Range")
 
 
 # --- errors: the one mapping to HTTP ------------------------------------------------------
@@ -86,44 +94,6 @@ def error_response(status: int, code: str, message: str,
                              headers={"Cache-Control": _NO_STORE, **(headers or {})})
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        # Checked here, before routing: a CONNECT's authority-form target matches no
-        # route and would otherwise be a 404 (DESIGN.md §4: anything but GET/HEAD is 405).
-        if request.method not in _METHODS:
-            raise web.HTTPMethodNotAllowed(request.method, list(_METHODS))
-        return await handler(request)
-    except CodecacheError as err:
-        return error_response(error_status(err), err.code, err.message)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-        return error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"),
-                              exc.reason, headers)
-    except Exception:
-        log.exception("internal error serving %s", request.raw_path,
-                      extra={"request_id": request_id(request), "status": 500})
-        return error_response(500, "internal_error", "internal server error")
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    metrics = request.app[STATE].metrics
-    metrics.in_flight.inc()
-    try:
-        response = await handler(request)
-    finally:
-        metrics.in_flight.dec()
-    route = request.get(_ROUTE, "other")
-    metrics.count(route, response.status)
-    # Body bytes; a Response is not sent yet here, so body_length would still be 0.
-    if request.method == "GET" and response.content_length:
-        metrics.response_bytes.labels(route).inc(response.content_length)
-    return response
-
-
 def request_id(request: web.BaseRequest) -> str:
     """The request's id: its ``X-Request-ID`` if acceptable, else a new one (kept per request).
 
@@ -138,92 +108,117 @@ def request_id(request: web.BaseRequest) -> str:
     return str(rid)
 
 
-async def _echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """Every response, errors included, carries the request's id (before headers go out)."""
-    response.headers["X-Request-ID"] = request_id(request)
+class Front:
+    """The request handler of one server process, over its ``StoreView``."""
+
+    def __init__(self, state: StoreView) -> None:
+        self.state = state
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Answer one request; every error becomes the documented JSON body here."""
+        metrics = self.state.metrics
+        metrics.in_flight_now += 1
+        route = "other"
+        rid = request_id(request)
+        try:
+            if request.method not in _METHODS:
+                # Before routing: a CONNECT's authority-form target matches no route and
+                # would otherwise be a 404 (DESIGN.md §4: anything but GET/HEAD is 405).
+                response: web.StreamResponse = error_response(
+                    405, "method_not_allowed", "Method Not Allowed",
+                    {"Allow": ",".join(_METHODS)})
+            else:
+                found, rep = self._route(request)
+                route = request[_ROUTE] = found.value
+                if self.state.catalog is not None:
+                    request[_SERIAL] = self.state.catalog.index.serial
+                response = await self._dispatch(request, found, rep)
+        except CodecacheError as err:
+            response = error_response(error_status(err), err.code, err.message)
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("internal error serving %s", request.raw_path,
+                          extra={"request_id": rid, "status": 500})
+            response = error_response(500, "internal_error", "internal server error")
+        finally:
+            metrics.in_flight_now -= 1
+        if not response.prepared:  # a streamed file carried it in its headers already
+            response.headers["X-Request-ID"] = rid
+        # Body bytes: a Response is not sent yet here, so body_length would still be 0.
+        metrics.count(route, response.status, response.content_length or 0
+                      if request.method == "GET" else 0)
+        return response
+
+    def _route(self, request: web.BaseRequest) -> tuple[Route, Representation | None]:
+        if request.version < HttpVersion10:
+            # RFC 9112 §2.3: an HTTP/0.9 response has no status line or headers, so such
+            # a client would take ours for body bytes (a corrupt tarball): refuse it.
+            raise BadRequest("HTTP/0.9 requests are not supported")
+        catalog = self.state.catalog
+        if catalog is not None:
+            return catalog.lookup(request.raw_path)
+        route = service_route(request.raw_path)
+        if route is None:
+            raise NoIndex("the server holds no verified index yet")
+        return route, None
+
+    async def _dispatch(self, request: web.BaseRequest, route: Route,
+                        rep: Representation | None) -> web.StreamResponse:
+        state = self.state
+        if rep is not None:
+            return await serve_representation(request, state, rep)
+        if route is Route.HISTORY:
+            return await serve_representation(request, state, state.history())
+        if route is Route.HEALTHZ:
+            return web.json_response({"status": "ok", "pid": os.getpid()},
+                                     headers={"Cache-Control": _NO_STORE})
+        if route is Route.READYZ:
+            verdict, body = state.readiness()
+            return web.json_response(body, status=200 if verdict.ready else 503,
+                                     headers={"Cache-Control": _NO_STORE})
+        if route is Route.METRICS:
+            return web.Response(body=state.metrics.render(), headers={
+                "Cache-Control": _NO_STORE, "Content-Type": CONTENT_TYPE})
+        html = render_status_page(state.catalog.index if state.catalog else None,
+                                  state.readiness()[1], state.blob_problems, now=time.time())
+        return web.Response(text=html, content_type="text/html",
+                            headers={"Cache-Control": "public, max-age=5"})
 
 
-# --- handlers -----------------------------------------------------------------------------
-
-
-async def handle(request: web.Request) -> web.StreamResponse:
-    if request.version < HttpVersion10:
-        # RFC 9112 §2.3: an HTTP/0.9 response has no status line or headers, so such a
-        # client would take ours for body bytes (a corrupt tarball): refuse, never serve.
-        raise BadRequest("HTTP/0.9 requests are not supported")
-    state = request.app[STATE]
-    if state.catalog is None:
-        route, rep = _catalogless_route(request.raw_path)
-    else:
-        route, rep = state.catalog.lookup(request.raw_path)
-    request[_ROUTE] = route.value
-    if state.catalog is not None:
-        request[_SERIAL] = state.catalog.index.serial
-    return await _dispatch(request, state, route, rep)
-
-
-def _catalogless_route(raw_path: str) -> tuple[Route, None]:
-    route = service_route(raw_path)
-    if route is None:
-        raise NoIndex("the server holds no verified index yet")
-    return route, None
-
-
-async def _dispatch(request: web.Request, state: StoreView, route: Route,
-                    rep: Representation | None) -> web.StreamResponse:
-    if rep is not None:
-        return await serve_representation(request, state, rep)
-    if route is Route.HISTORY:
-        return await serve_representation(request, state, state.history())
-    if route is Route.HEALTHZ:
-        return web.json_response({"status": "ok"}, headers={"Cache-Control": _NO_STORE})
-    if route is Route.READYZ:
-        verdict, body = state.readiness()
-        return web.json_response(body, status=200 if verdict.ready else 503,
-                                 headers={"Cache-Control": _NO_STORE})
-    if route is Route.METRICS:
-        return web.Response(body=state.metrics.render(), headers={
-            "Cache-Control": _NO_STORE, "Content-Type": CONTENT_TYPE})
-    html = render_status_page(state.catalog.index if state.catalog else None,
-                              state.readiness()[1], state.blob_problems, now=time.time())
-    return web.Response(text=html, content_type="text/html",
-                        headers={"Cache-Control": "public, max-age=5"})
-
-
-async def serve_representation(request: web.Request, state: StoreView,
+async def serve_representation(request: web.BaseRequest, state: StoreView,
                                rep: Representation) -> web.StreamResponse:
     h = request.headers
-    decision = evaluate(method=request.method, etag=rep.etag, last_modified=rep.last_modified,
-                        size=rep.size, if_match=h.get("If-Match"),
-                        if_none_match=h.get("If-None-Match"),
-                        if_modified_since=h.get("If-Modified-Since"),
-                        if_unmodified_since=h.get("If-Unmodified-Since"),
-                        range_header=h.get("Range"), if_range=h.get("If-Range"))
-    headers = {"ETag": rep.etag, "Last-Modified": format_http_date(rep.last_modified),
-               "Cache-Control": rep.cache_control}
-    if rep.version is not None:
-        headers["X-Codecache-Version"] = rep.version
-    if decision.outcome is Outcome.NOT_MODIFIED:
-        return web.Response(status=304, headers=headers)
-    if decision.outcome is Outcome.PRECONDITION_FAILED:
-        return error_response(412, "precondition_failed", "a precondition failed")
-    if decision.outcome is Outcome.NOT_SATISFIABLE:
-        # An error must not be cached like the file (an "immutable" 416 in a squid).
-        return error_response(416, "range_not_satisfiable",
-                              f"range not satisfiable for {rep.size} bytes",
-                              {"Content-Range": decision.content_range(rep.size) or "",
-                               "Accept-Ranges": "bytes"})
-    headers["Accept-Ranges"] = "bytes"
+    if not any(name in h for name in _CONDITIONAL):
+        # The common case (a pilot's plain GET): no precondition, no range.
+        outcome, start, end = Outcome.FULL, 0, rep.size - 1
+    else:
+        decision = evaluate(method=request.method, etag=rep.etag,
+                            last_modified=rep.last_modified, size=rep.size,
+                            if_match=h.get("If-Match"), if_none_match=h.get("If-None-Match"),
+                            if_modified_since=h.get("If-Modified-Since"),
+                            if_unmodified_since=h.get("If-Unmodified-Since"),
+                            range_header=h.get("Range"), if_range=h.get("If-Range"))
+        outcome, start, end = decision.outcome, decision.start, decision.end
+        if outcome is Outcome.NOT_MODIFIED:
+            return web.Response(status=304, headers=rep.validators)
+        if outcome is Outcome.PRECONDITION_FAILED:
+            return error_response(412, "precondition_failed", "a precondition failed")
+        if outcome is Outcome.NOT_SATISFIABLE:
+            # An error must not be cached like the file (an "immutable" 416 in a squid).
+            return error_response(416, "range_not_satisfiable",
+                                  f"range not satisfiable for {rep.size} bytes",
+                                  {"Content-Range": decision.content_range(rep.size) or "",
+                                   "Accept-Ranges": "bytes"})
     body = await _body(state, rep)
-    start, end, status = 0, rep.size - 1, 200
-    if decision.outcome is Outcome.PARTIAL:
-        start, end, status = decision.start, decision.end, 206
-        headers["Content-Range"] = decision.content_range(rep.size) or ""
-    headers["Content-Type"] = rep.content_type
+    if outcome is Outcome.PARTIAL:
+        headers = {**rep.headers, "Content-Range": f"bytes {start}-{end}/{rep.size}"}
+        if isinstance(body, Path):
+            return await _stream_file(request, body, start, end, 206, headers)
+        return web.Response(status=206, body=body[start:end + 1], headers=headers)
     if isinstance(body, Path):
-        return await _stream_file(request, body, start, end, status, headers)
-    return web.Response(status=status, body=body[start:end + 1] if status == 206 else body,
-                        headers=headers)
+        return await _stream_file(request, body, 0, rep.size - 1, 200, rep.headers)
+    return web.Response(body=body, headers=rep.headers)
 
 
 async def _body(state: StoreView, rep: Representation) -> bytes | Path:
@@ -236,10 +231,11 @@ async def _body(state: StoreView, rep: Representation) -> bytes | Path:
     return await asyncio.to_thread(state.blobs.load, rep.blob, rep.size)
 
 
-async def _stream_file(request: web.Request, path: Path, start: int, end: int, status: int,
-                       headers: dict[str, str]) -> web.StreamResponse:
+async def _stream_file(request: web.BaseRequest, path: Path, start: int, end: int,
+                       status: int, headers: dict[str, str]) -> web.StreamResponse:
     """Send a large verified blob with sendfile(2); chunked reads where that is impossible."""
     response = web.StreamResponse(status=status, headers=headers)
+    response.headers["X-Request-ID"] = request_id(request)
     response.content_length = count = end - start + 1
     async with aiofiles.open(path, "rb") as fh:
         writer = await response.prepare(request)
@@ -260,62 +256,109 @@ async def _stream_file(request: web.Request, path: Path, start: int, end: int, s
     return response
 
 
+# --- slow clients -------------------------------------------------------------------------
+
+
+class _Connection(RequestHandler):
+    """aiohttp's connection handler with a bound on the arrival of a request header.
+
+    aiohttp closes a connection that stays idle ``keepalive_timeout`` but has no bound of
+    its own on a header that trickles in (slowloris): a timer starts when the connection
+    opens, and again when the first byte of a later request arrives; a complete request
+    stops it; if it fires first the connection is closed (nginx: client_header_timeout).
+    """
+
+    __slots__ = ("_header_timeout", "_header_timer")
+
+    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timeout = header_timeout
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        idle = self._header_timer is None and not self._messages and \
+            self._waiter is not None and not self._waiter.done()
+        super().data_received(data)
+        if self._messages or self._request_in_progress:
+            self._disarm()
+        elif idle and data:
+            self._arm()  # the first bytes of a new request on a kept-alive connection
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_timer = self._loop.call_later(self._header_timeout, self._late)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _late(self) -> None:
+        self._header_timer = None
+        if not self._messages and not self._request_in_progress:
+            self.force_close()
+
+
+class _LowLevelServer(web.Server):
+    """``web.Server`` making ``_Connection`` handlers."""
+
+    def __init__(self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+                 *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._header_timeout = header_timeout
+
+    def __call__(self) -> RequestHandler:
+        return _Connection(self, loop=self._loop, header_timeout=self._header_timeout,
+                           **self._kwargs)
+
+
 # --- background work ----------------------------------------------------------------------
 
 
-def _periodic(interval: float, work: Callable[[], Awaitable[None]], name: str) -> Callable[
-        [web.Application], AsyncIterator[None]]:
-    async def context(app: web.Application) -> AsyncIterator[None]:
-        async def loop() -> None:
-            while True:
-                try:
-                    await work()
-                except Exception:
-                    log.exception("%s failed", name)
-                await asyncio.sleep(interval)
+@contextlib.asynccontextmanager
+async def _periodic(interval: float, work: Callable[[], Awaitable[None]],
+                    name: str) -> AsyncIterator[None]:
+    async def loop() -> None:
+        while True:
+            try:
+                await work()
+            except Exception:
+                log.exception("%s failed", name)
+            await asyncio.sleep(interval)
 
-        task = asyncio.create_task(loop(), name=name)
+    task = asyncio.create_task(loop(), name=name)
+    try:
         yield
+    finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    return context
 
+@contextlib.asynccontextmanager
+async def _pull_loop(config: Config, state: StoreView) -> AsyncIterator[None]:
+    """A single-process replica server runs its pull loop in-process."""
+    async def installed() -> None:
+        await asyncio.to_thread(state.refresh)
 
-def create_app(config: Config) -> web.Application:
-    """The aiohttp application for ``config`` (no globals; state under ``STATE``)."""
-    app = web.Application(middlewares=[metrics_middleware, error_middleware],
-                          client_max_size=1024)
-    state = StoreView(config)
-    app[STATE] = state
-    state.refresh()  # serve at once what the store holds
-    app.on_response_prepare.append(_echo_request_id)
-    app.cleanup_ctx.append(_periodic(config.server.watch_interval,
-                                     lambda: asyncio.to_thread(state.refresh), "store-watch"))
-    app.cleanup_ctx.append(_periodic(config.store.scrub_interval,
-                                     lambda: asyncio.to_thread(state.scrub), "scrub"))
-    if config.role is Role.REPLICA:
-        app.cleanup_ctx.append(_pull_loop(config, state))
-    app.router.add_route("*", "/{tail:.*}", handle)
-    return app
-
-
-def _pull_loop(config: Config, state: StoreView) -> Callable[
-        [web.Application], AsyncIterator[None]]:
-    """A replica's server runs its pull loop in-process (one per server)."""
-    async def context(app: web.Application) -> AsyncIterator[None]:
-        replica = Replica(config, suspects=lambda: tuple(state.blob_problems),
-                          installed=lambda: asyncio.to_thread(state.refresh))
-        stop = asyncio.Event()
-        task = asyncio.create_task(replica.run(stop), name="replica-pull")
+    replica = Replica(config, suspects=lambda: tuple(state.blob_problems), installed=installed)
+    stop = asyncio.Event()
+    task = asyncio.create_task(replica.run(stop), name="replica-pull")
+    try:
         yield
+    finally:
         stop.set()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-    return context
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -366,47 +409,57 @@ class _QuietParseErrors(logging.Filter):
         return True
 
 
-async def run(config: Config, stop: asyncio.Event, notifier: Notifier | None = None) -> None:
-    """Serve until ``stop`` is set; tell ``notifier`` (systemd) when ready and while alive."""
+async def run(config: Config, sockets: Sequence[socket.socket], stop: asyncio.Event, *,
+              workers: int = 1, metrics_dir: Path | None = None, pull: bool = False,
+              notifier: Notifier | None = None) -> None:
+    """Serve on ``sockets`` (bound and listening) until ``stop`` is set, then drain.
+
+    ``workers``/``metrics_dir``: this process is one of several (``supervisor``); ``pull``:
+    run a replica's pull loop in this process (the single-process server); ``notifier``:
+    tell systemd when ready and while alive (the process systemd started).
+    """
     notifier = notifier or Notifier(None, None)
     logging.getLogger("aiohttp.server").addFilter(_QuietParseErrors())
-    runner = web.AppRunner(create_app(config), access_log_class=AccessLogger,
-                           access_log=access_log, max_line_size=4096, max_field_size=8190,
-                           handler_cancellation=True)
+    state = StoreView(config, workers=workers, metrics_dir=metrics_dir)
+    await asyncio.to_thread(state.refresh)  # serve at once what the store holds
+    server = _LowLevelServer(
+        Front(state), header_timeout=config.server.header_timeout,
+        keepalive_timeout=config.server.keepalive_timeout,
+        access_log_class=AccessLogger, access_log=access_log, max_line_size=4096,
+        max_field_size=8190, handler_cancellation=True)
+    runner = web.ServerRunner(server, shutdown_timeout=config.server.shutdown_timeout)
     await runner.setup()
-    watchdog: asyncio.Task[None] | None = None
-    try:
-        for address in config.server.listen:
-            host, port = split_listen(address)
-            await web.TCPSite(runner, host, port, shutdown_timeout=5.0).start()
-            log.info("listening on http://%s", address)
-        notifier.ready(f"serving on {', '.join(config.server.listen)}")
-        if notifier.watchdog_interval is not None:
-            watchdog = asyncio.create_task(_watchdog(notifier, notifier.watchdog_interval),
-                                           name="watchdog")
-        await stop.wait()
-        notifier.stopping("stopping: finishing requests in flight")
-    finally:
-        if watchdog is not None:
-            watchdog.cancel()
-        await runner.cleanup()
+
+    async def watch() -> None:
+        await asyncio.to_thread(state.refresh)
+        state.metrics.flush()  # on the loop: the tallies are not locked
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, lambda: loop.create_task(watch()))
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(_periodic(config.server.watch_interval, watch,
+                                                  "store-watch"))
+        await stack.enter_async_context(_periodic(
+            config.store.scrub_interval, lambda: asyncio.to_thread(state.scrub), "scrub"))
+        if pull and config.role is Role.REPLICA:
+            await stack.enter_async_context(_pull_loop(config, state))
+        try:
+            for sock in sockets:
+                await web.SockSite(runner, sock, backlog=1024).start()
+            notifier.ready(f"serving on {', '.join(config.server.listen)}")
+            if notifier.watchdog_interval is not None:
+                await stack.enter_async_context(_periodic(
+                    notifier.watchdog_interval, _ping(notifier), "watchdog"))
+            await stop.wait()
+            notifier.stopping("stopping: finishing requests in flight")
+        finally:
+            # Stops accepting, lets in-flight responses finish within shutdown_timeout.
+            await runner.cleanup()
 
 
-async def _watchdog(notifier: Notifier, interval: float) -> None:
+def _ping(notifier: Notifier) -> Callable[[], Awaitable[None]]:
     """``WATCHDOG=1`` from the event loop itself: a blocked loop stops the pings."""
-    while True:
+    async def ping() -> None:
         notifier.watchdog()
-        await asyncio.sleep(interval)
 
-
-def serve(config: Config) -> None:
-    """Run the front end until SIGINT/SIGTERM."""
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run(config, stop, Notifier.from_env())
-
-    asyncio.run(main())
+    return ping

@@ -13,11 +13,12 @@ import logging
 import shutil
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from codecache.config import Config, Role
 from codecache.errors import IndexRefused, NoIndex, NotFound, StoreError
-from codecache.metrics import Metrics, ReplicaCollector, create_metrics
+from codecache.metrics import Metrics, create_metrics
 from codecache.readiness import Readiness, judge
 from codecache.signing import load_trusted_keys
 from codecache.store import PullStatus, Store, file_identity
@@ -31,13 +32,16 @@ log = logging.getLogger("codecache.web.server")
 class StoreView:
     """One server's view of its store; replaced piecewise by the watcher, read by handlers."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, workers: int = 1,
+                 metrics_dir: Path | None = None) -> None:
+        """``workers``: processes of this server, each with a view of its own; they share
+        one in-memory blob budget (``memory_total_max``) and, in ``metrics_dir``, /metrics.
+        """
         self.config = config
         self.store = Store(config.store.path)
         self.keys = load_trusted_keys(config.signing.trusted_keys)
         self.blobs = BlobCache(self.store, config.server.memory_blob_max,
-                               config.server.memory_total_max)
-        self.metrics: Metrics = create_metrics()
+                               config.server.memory_total_max // workers)
         self.catalog: Catalog | None = None
         self.index_problem: str | None = None     # the index on disk is refused
         self.blob_problems: dict[str, str] = {}
@@ -51,11 +55,9 @@ class StoreView:
         self._state_id: tuple[int, int, int] | None = None
         self._pull_id: tuple[int, int, int] | None = None
         self._refreshing = threading.Lock()
-        self.metrics.index_age.set_function(self._index_age)
-        self.metrics.registry.register(ReplicaCollector(lambda: self.pull, time.time))
-
-    def _index_age(self) -> float:
-        return time.time() - self.catalog.index.generated if self.catalog else float("nan")
+        self.metrics: Metrics = create_metrics(
+            generated=lambda: self.catalog.index.generated if self.catalog else None,
+            now=time.time, replica=lambda: self.pull, multiprocess_dir=metrics_dir)
 
     def refresh(self) -> None:
         """Pick up a new index and local state, re-check blobs (blocking: run in a thread).

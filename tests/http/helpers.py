@@ -167,6 +167,9 @@ def start_server(origin: Origin, port: int | None = None,
     port = port or free_port()
     log = origin.dir / f"serve-{port}.log"
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CODECACHE_")}
+    # One process unless a test asks for workers (tests/http/test_workers.py): these tests
+    # read a state right after making it, which each worker sees within a watch tick.
+    environ["CODECACHE_SERVER_WORKERS"] = "1"
     environ.update(env or {})
     environ["CODECACHE_SERVER_LISTEN"] = f"127.0.0.1:{port}"
     with log.open("wb") as out:

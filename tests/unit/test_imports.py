@@ -27,7 +27,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("web.storeview", "sync", "audit"),               # a server's view; the origin's writer;
                                                       # rebuild and compare (audit)
     ("replica", "loadgen", "probe"),                  # HTTP clients: pull loop, load, check
-    ("web.server",),                                  # HTTP front end; runs a replica's loop
+    ("web.server",),                                  # HTTP front end of one process
+    ("web.supervisor",),                              # the server's processes, the pull loop
+    ("web.worker",),                                  # a worker process's entry point
     ("cli",),
     ("__main__",),
 )
@@ -36,7 +38,7 @@ CORE = ("errors", "config", "names", "signing", "tarball", "index", "history", "
         "readiness", "metrics", "check")
 # The HTTP-facing side lives in codecache/web/; only its server and storeview touch aiohttp.
 WEB = ("web.conditional", "web.catalog", "web.blobcache", "web.statuspage", "web.storeview",
-       "web.server")
+       "web.server", "web.supervisor", "web.worker")
 WORKERS = ("svn", "build", "sync", "audit")
 EDGES = ("web.server", "replica", "loadgen", "cli")
 
@@ -113,7 +115,7 @@ def test_imports_point_only_to_lower_layers(module: str) -> None:
 
 def test_the_walk_sees_function_level_imports() -> None:
     # cli imports the HTTP server lazily, inside a function.
-    assert "codecache.web.server" in imports_of("cli")
+    assert "codecache.web.supervisor" in imports_of("cli")
     assert "argparse" in imports_of("cli")
 
 

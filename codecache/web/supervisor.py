@@ -1,0 +1,281 @@
+"""``codecache serve``: one server of ``server.workers`` processes on one port.
+
+Owns the processes of a server: the open-files limit (raised to the hard limit at start),
+the listening sockets, the workers and the replica pull loop. The parent binds, for every
+``listen`` address, one ``SO_REUSEPORT`` socket per worker slot (the kernel spreads
+connections over them evenly) and hands each worker its sockets; it keeps them open, so
+connections waiting in a dead worker's queue are served by its replacement. The parent
+serves no request: it runs a replica's pull loop (one per server, not per worker) and
+tells the workers about an install with SIGUSR1 (they also watch the store on disk), and
+replaces a worker that dies. SIGTERM/SIGINT: workers stop accepting and finish in-flight
+responses within ``shutdown_timeout``, then the parent exits.
+
+Workers are fresh interpreters (``python -m codecache.web.worker``), not forks: the parent
+runs an event loop and an HTTP client, which a fork would copy half-alive. The config and
+the socket numbers reach a worker pickled on its stdin. ``/metrics`` of any worker counts
+the whole server through prometheus_client's multiprocess files in a private directory.
+
+``workers = 1`` is the single-process server: the same ``server.run``, pull loop included,
+in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import resource
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from codecache.config import Config, Role, split_listen
+from codecache.errors import ConfigError
+from codecache.notify import Notifier
+from codecache.signing import load_trusted_keys
+
+log = logging.getLogger("codecache.web.supervisor")
+_RESTART_PAUSE = 1.0      # a worker that dies within this of its start is restarted after it
+_KILL_GRACE = 5.0         # beyond shutdown_timeout, before a stuck worker gets SIGKILL
+# sd_notify is the parent's (the process systemd started); a worker must not speak for it.
+_PARENT_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """What one worker process is told on its stdin (pickled: parent to child, trusted)."""
+
+    config: Config
+    slot: int
+    workers: int
+    fds: tuple[int, ...]
+    metrics_dir: Path
+    log_level: int
+    log_formatter: logging.Formatter | None
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (each connection holds a descriptor)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft, hard
+
+
+def bind(config: Config, slots: int) -> list[list[socket.socket]]:
+    """Listening sockets: ``result[slot]`` holds one per ``listen`` address.
+
+    Raises:
+        ConfigError: an address cannot be bound (in use, not local, no permission).
+    """
+    per_slot: list[list[socket.socket]] = [[] for _ in range(slots)]
+    try:
+        for address in config.server.listen:
+            host, port = split_listen(address)
+            for slot in range(slots):
+                sock = _listening_socket(host, port, reuse_port=slots > 1)
+                port = sock.getsockname()[1]  # port 0: every slot on the one chosen
+                per_slot[slot].append(sock)
+    except OSError as err:
+        for sock in (s for slot in per_slot for s in slot):
+            sock.close()
+        raise ConfigError(f"server.listen: cannot listen on {address}: {err.strerror}") \
+            from err
+    return per_slot
+
+
+def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def serve(config: Config) -> None:
+    """Run the server until SIGINT/SIGTERM.
+
+    Raises:
+        ConfigError: a listen address cannot be bound, a trusted key cannot be read.
+    """
+    soft, hard = raise_open_files_limit()
+    workers = config.server.worker_count()
+    log.info("open files limit %d (hard %d); %d worker process%s", soft, hard, workers,
+             "" if workers == 1 else "es")
+    load_trusted_keys(config.signing.trusted_keys)  # a bad key: one clear error, no worker
+    sockets = bind(config, workers)
+    for address in config.server.listen:
+        log.info("listening on http://%s", address)
+    notifier = Notifier.from_env()
+    try:
+        if workers == 1:
+            asyncio.run(_single(config, sockets[0], notifier))
+        else:
+            asyncio.run(Supervisor(config, sockets, notifier).run())
+    finally:
+        for sock in (s for slot in sockets for s in slot):
+            sock.close()
+
+
+async def _single(config: Config, sockets: list[socket.socket], notifier: Notifier) -> None:
+    # Imported here: the parent of workers serves nothing and stays small (aiohttp's
+    # server side, the store view and prometheus_client live in the workers).
+    from codecache.web import server
+
+    stop = _stop_on_signals()
+    await server.run(config, sockets, stop, pull=True, notifier=notifier)
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+class Supervisor:
+    """The parent of the worker processes (and, on a replica, the pull loop)."""
+
+    def __init__(self, config: Config, sockets: list[list[socket.socket]],
+                 notifier: Notifier) -> None:
+        self._config = config
+        self._sockets = sockets
+        self._notifier = notifier
+        self._procs: dict[int, asyncio.subprocess.Process] = {}
+        self._stop = asyncio.Event()
+        self._all_started = asyncio.Event()
+
+    async def run(self) -> None:
+        self._stop = _stop_on_signals()
+        metrics_dir = Path(tempfile.mkdtemp(prefix="codecache-metrics-"))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for slot in range(len(self._sockets)):
+                    group.create_task(self._keep_running(slot, metrics_dir))
+                if self._config.role is Role.REPLICA:
+                    group.create_task(self._pull())
+                watchdog = group.create_task(self._alive())
+                await self._stop.wait()
+                self._notifier.stopping("stopping: finishing requests in flight")
+                watchdog.cancel()
+                self._terminate()
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+        log.info("stopped")
+
+    async def _alive(self) -> None:
+        """sd_notify: READY once every worker is started (the sockets already listen)."""
+        await self._all_started.wait()
+        self._notifier.ready(f"serving on {', '.join(self._config.server.listen)} with "
+                             f"{len(self._sockets)} workers")
+        interval = self._notifier.watchdog_interval
+        while interval is not None:
+            self._notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    async def _keep_running(self, slot: int, metrics_dir: Path) -> None:
+        """Run worker ``slot``; start a new one whenever it dies, until the server stops."""
+        loop = asyncio.get_running_loop()
+        while not self._stop.is_set():
+            started = loop.time()
+            proc = await self._spawn(slot, metrics_dir)
+            self._procs[slot] = proc
+            if len(self._procs) == len(self._sockets):
+                self._all_started.set()
+            code = await self._wait(proc)
+            del self._procs[slot]
+            _mark_dead(proc.pid, metrics_dir)
+            if self._stop.is_set():
+                break
+            log.error("worker %d (pid %d) exited with %s; starting a new one", slot,
+                      proc.pid, _describe(code))
+            if loop.time() - started < _RESTART_PAUSE:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), _RESTART_PAUSE)
+
+    async def _spawn(self, slot: int, metrics_dir: Path) -> asyncio.subprocess.Process:
+        fds = tuple(sock.fileno() for sock in self._sockets[slot])
+        root = logging.getLogger()
+        formatter = root.handlers[0].formatter if root.handlers else None
+        spec = WorkerSpec(self._config, slot, len(self._sockets), fds, metrics_dir,
+                          root.level, formatter)
+        env = {k: v for k, v in os.environ.items() if k not in _PARENT_ONLY_ENV}
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "codecache.web.worker", stdin=asyncio.subprocess.PIPE,
+            pass_fds=fds, env=env)
+        assert proc.stdin is not None  # noqa: S101 - stdin=PIPE above
+        proc.stdin.write(pickle.dumps(spec))
+        with contextlib.suppress(ConnectionError):
+            await proc.stdin.drain()
+        proc.stdin.close()
+        log.info("worker %d started (pid %d)", slot, proc.pid)
+        return proc
+
+    async def _wait(self, proc: asyncio.subprocess.Process) -> int:
+        """The worker's exit status; when the server stops, give it its grace, then kill."""
+        waiting = asyncio.create_task(proc.wait())
+        await asyncio.wait([waiting, asyncio.create_task(self._stop.wait())],
+                           return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():
+            grace = self._config.server.shutdown_timeout + _KILL_GRACE
+            try:
+                await asyncio.wait_for(asyncio.shield(waiting), grace)
+            except TimeoutError:
+                log.error("worker pid %d did not stop within %.0f s: killed", proc.pid, grace)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+        return await waiting
+
+    def _terminate(self) -> None:
+        for proc in self._procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+
+    def _notify(self) -> None:
+        """Tell every worker to look at the store now (an index was installed)."""
+        for proc in self._procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGUSR1)
+
+    async def _pull(self) -> None:
+        from codecache.replica import Replica  # the HTTP client: only a replica's parent
+
+        async def installed() -> None:
+            self._notify()
+
+        await Replica(self._config, installed=installed).run(self._stop)
+
+
+def _mark_dead(pid: int, metrics_dir: Path) -> None:
+    """Drop a dead worker's live gauges (in flight, blob memory); its counters stay."""
+    for path in metrics_dir.glob(f"gauge_live*_{pid}.db"):
+        path.unlink(missing_ok=True)
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-code).name}"
+    return f"status {code}"

@@ -1,0 +1,60 @@
+"""One worker process of a server (``python -m codecache.web.worker``, started by supervisor).
+
+Owns only the start of a worker: its spec from stdin (pickled by the parent), its logging,
+its signals, and the watch on its parent (a worker whose parent is gone stops, so a
+SIGKILLed server never leaves workers holding its port). Serving is ``server.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import socket
+import sys
+
+from codecache.web import server
+from codecache.web.supervisor import WorkerSpec
+
+_PARENT_CHECK = 1.0   # seconds between looks at the parent
+
+
+def main() -> None:
+    spec = pickle.loads(sys.stdin.buffer.read())  # noqa: S301 - from our parent, by pipe
+    if not isinstance(spec, WorkerSpec):
+        raise SystemExit("codecache worker: expected a WorkerSpec on stdin")
+    handler = logging.StreamHandler(sys.stderr)
+    if spec.log_formatter is not None:
+        handler.setFormatter(spec.log_formatter)
+    logging.basicConfig(level=spec.log_level, handlers=[handler])
+    sockets = [socket.socket(fileno=fd) for fd in spec.fds]
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_run(spec, sockets))
+
+
+async def _run(spec: WorkerSpec, sockets: list[socket.socket]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    parent = os.getppid()
+
+    async def watch_parent() -> None:
+        while os.getppid() == parent:  # noqa: ASYNC110 - nothing signals a parent's death
+            await asyncio.sleep(_PARENT_CHECK)
+        logging.getLogger("codecache.web.worker").error("parent gone: stopping")
+        stop.set()
+
+    watcher = asyncio.create_task(watch_parent())
+    try:
+        await server.run(spec.config, sockets, stop, workers=spec.workers,
+                         metrics_dir=spec.metrics_dir)
+    finally:
+        watcher.cancel()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""One server, several worker processes: shared port, one set of metrics, replacement, stop.
+
+Real ``codecache serve`` processes; which worker answered is read from ``/healthz``
+(``pid``). Requests that are only load or probes use ``http.client`` on fresh connections,
+so the kernel spreads them over the workers' ``SO_REUSEPORT`` sockets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Origin, copy_origin
+from tests.http.helpers import Server, running
+
+WORKERS = 3
+DEADLINE = 30.0
+
+
+@pytest.fixture
+def server(template_origin: Origin, tmp_path: Path) -> Iterator[Server]:
+    env = {"CODECACHE_SERVER_WORKERS": str(WORKERS)}
+    with running(copy_origin(template_origin, tmp_path / "origin"), env=env) as s:
+        yield s
+
+
+def _children(pid: int) -> set[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return {int(p) for p in text.split()}
+
+
+def _worker_pid(server: Server) -> int:
+    pid: int = json.loads(server.request("/healthz").body)["pid"]
+    return pid
+
+
+def _seen_workers(server: Server, want: int) -> set[int]:
+    """Worker pids answering fresh connections, until ``want`` distinct ones were seen."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + DEADLINE
+    while len(seen) < want and time.monotonic() < deadline:
+        seen.add(_worker_pid(server))
+    return seen
+
+
+def _requests_counted(server: Server, route: str) -> float:
+    text = server.request("/metrics").body.decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("codecache_http_requests_total{") and
+               f'route="{route}"' in line)
+
+
+def test_a_server_runs_the_configured_number_of_workers(server: Server) -> None:
+    assert len(_children(server.process.pid)) == WORKERS
+    assert _seen_workers(server, WORKERS) == _children(server.process.pid)
+
+
+def test_metrics_count_requests_spread_over_every_worker(server: Server) -> None:
+    n = 90
+    path = f"/{server.package}/releases/1.2.0.tar.gz"
+    answered_by = set()
+    for _ in range(n):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        conn.request("GET", path)
+        response = conn.getresponse()
+        assert response.status == 200
+        response.read()
+        conn.close()
+    answered_by = _seen_workers(server, WORKERS)
+    assert len(answered_by) == WORKERS
+    # Every worker's tallies reach the shared counters within a watch tick (0.25 s).
+    server.wait_for(f"/metrics counts {n} release requests",
+                    lambda: _requests_counted(server, "release") == n, DEADLINE)
+    # Asked again (and so of other workers), the count is the same: nothing counted twice.
+    for _ in range(10):
+        assert _requests_counted(server, "release") == n
+
+
+def test_readiness_is_the_same_from_every_worker(server: Server) -> None:
+    moving = {"index_age_seconds", "seconds_since_confirmed", "last_confirmed"}
+    bodies: dict[int, dict[str, object]] = {}
+    deadline = time.monotonic() + DEADLINE
+    while len(bodies) < WORKERS and time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        try:  # one connection, so one worker, for both requests
+            conn.request("GET", "/healthz")
+            pid = json.loads(conn.getresponse().read())["pid"]
+            conn.request("GET", "/readyz")
+            response = conn.getresponse()
+            assert response.status == 200
+            body = json.loads(response.read())
+        finally:
+            conn.close()
+        bodies[pid] = {k: v for k, v in body.items() if k not in moving}
+    assert len(bodies) == WORKERS
+    first = next(iter(bodies.values()))
+    assert first["status"] == "ok"
+    assert all(body == first for body in bodies.values())
+
+
+def test_a_worker_killed_with_sigkill_is_replaced_and_serves(server: Server) -> None:
+    before = _children(server.process.pid)
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    server.wait_for("a new worker replaces the killed one",
+                    lambda: len(_children(server.process.pid) - before) == 1 and
+                    victim not in _children(server.process.pid), DEADLINE)
+    after = _children(server.process.pid)
+    assert len(after) == WORKERS
+    assert _seen_workers(server, WORKERS) == after  # the new one answers too
+    assert "exited with signal SIGKILL; starting a new one" in server.log_text()
+    reply = server.request(f"/{server.package}/latest.tar.gz")
+    assert reply.status == 200
+
+
+def test_sigterm_stops_every_worker_and_exits_cleanly(server: Server) -> None:
+    workers = _children(server.process.pid)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=DEADLINE) == 0
+    for pid in workers:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # not ours to reap; gone is what matters
+        assert not Path(f"/proc/{pid}").exists() or \
+            "zombie" in Path(f"/proc/{pid}/status").read_text()
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", server.port),
+                                                          timeout=2):
+        pass
+
+
+def test_one_worker_is_a_single_process(template_origin: Origin, tmp_path: Path) -> None:
+    env = {"CODECACHE_SERVER_WORKERS": "1"}
+    with running(copy_origin(template_origin, tmp_path / "origin"), env=env) as s:
+        assert _children(s.process.pid) == set()
+        assert _worker_pid(s) == s.process.pid
+        assert s.request(f"/{s.package}/latest.tar.gz").status == 200
+
+
+# --- slow and idle clients ----------------------------------------------------------------
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Block until the server closes ``sock`` (or the deadline): True when it did."""
+    sock.settimeout(DEADLINE)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True
+
+
+@pytest.fixture
+def strict_server(template_origin: Origin, tmp_path: Path) -> Iterator[Server]:
+    env = {"CODECACHE_SERVER_WORKERS": "2", "CODECACHE_SERVER_HEADER_TIMEOUT": "1s",
+           "CODECACHE_SERVER_KEEPALIVE_TIMEOUT": "2s"}
+    with running(copy_origin(template_origin, tmp_path / "origin"), env=env) as s:
+        yield s
+
+
+def test_half_sent_request_headers_are_closed_after_the_header_timeout(
+        strict_server: Server) -> None:
+    socks = []
+    try:
+        for _ in range(200):
+            sock = socket.create_connection(("127.0.0.1", strict_server.port), timeout=5)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: codecache\r\nUser-Agent: slo")
+            socks.append(sock)
+        # The default keepalive_timeout (75 s) is beyond DEADLINE: only the header bound
+        # closes them in time.
+        assert all(_closed_by_server(sock) for sock in socks)
+        # An honest client is still served.
+        assert strict_server.request("/healthz").status == 200
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_a_connection_that_sends_nothing_is_closed(strict_server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", strict_server.port), timeout=5) as sock:
+        assert _closed_by_server(sock)
+
+
+def test_an_idle_keep_alive_connection_is_closed(strict_server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", strict_server.port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: codecache\r\n\r\n")
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.endswith(b"}"):
+            chunk = sock.recv(4096)
+            assert chunk, "closed before the response"
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200")
+        assert _closed_by_server(sock)
+
+
+def test_a_slow_but_steady_request_on_a_kept_alive_connection_is_answered(
+        strict_server: Server) -> None:
+    """Header bound starts with the request's first byte: a quick second request works."""
+    with socket.create_connection(("127.0.0.1", strict_server.port), timeout=5) as sock:
+        for _ in range(3):
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: codecache\r\n\r\n")
+            reply = b""
+            while not reply.endswith(b"}"):
+                chunk = sock.recv(4096)
+                assert chunk, "closed before the response"
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.1 200")

@@ -54,7 +54,8 @@ def render_status_page(index: Index | None, readiness: Mapping[str, object],
         for name in sorted(index.packages):
             parts.append(_package(name, index.packages[name], releases_shown))
     parts.append("<p class='note'>Machine-readable: <a href='/index.json'>/index.json</a>, "
-                 "<a href='/readyz'>/readyz</a>, <a href='/metrics'>/metrics</a>. "
+                 "<a href='/history.json'>/history.json</a>, <a href='/readyz'>/readyz</a>, "
+                 "<a href='/metrics'>/metrics</a>. "
                  f"Rendered {format_time(int(now))}.</p></body></html>")
     return "".join(parts)
 

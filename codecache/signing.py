@@ -305,17 +305,19 @@ def canonical_json(value: Any) -> bytes:
                       allow_nan=False).encode()
 
 
-def sign_document(secrets: SecretKey | Sequence[SecretKey],
-                  signed: Mapping[str, Any]) -> dict[str, Any]:
+def sign_document(secrets: SecretKey | Sequence[SecretKey], signed: Mapping[str, Any], *,
+                  message: bytes | None = None) -> dict[str, Any]:
     """Wrap ``signed`` as ``{"signed": ..., "signatures": [{"keyid", "sig"}, ...]}``.
 
     One signature per key, in the order given (the primary first): during a key rotation
-    a verifier that trusts either key accepts the document.
+    a verifier that trusts either key accepts the document. ``message``:
+    ``canonical_json(signed)`` where the caller has it already.
     """
     keys = [secrets] if isinstance(secrets, SecretKey) else list(secrets)
     if not keys:
         raise ValueError("no signing key")
-    message = canonical_json(signed)
+    if message is None:
+        message = canonical_json(signed)
     return {"signed": dict(signed),
             "signatures": [{"keyid": k.public.keyid, "sig": k.key.sign(message).hex()}
                            for k in keys]}

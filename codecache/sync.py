@@ -232,27 +232,47 @@ class Origin:
                 continue
             new.append(tag)
         published: list[str] = []
-        for position, tag in enumerate(new, start=1):
-            self._progress()
-            # The auto channel moves once, with the last (highest) new tag, in the same
-            # commit: a crash before it leaves that tag unsynced, so the next pass moves it.
-            is_last = position == len(new)
-            try:
-                index = self._commit(self._add_tag(index, pkg, tag, move_auto=is_last))
-            except (UpstreamError, ConfigError, StoreError):
-                raise  # the environment, not this tag: end the pass (disk full is exit 3)
-            except CodecacheError as err:
-                report.skipped.append(f"{pkg.name} {tag.name}: {err}")
-                log.error("tag not published package=%s tag=%r: %s", pkg.name, tag.name, err,
-                          extra={"package": pkg.name, "version": tag.name, "error": str(err)})
-                continue
+        batch = _Batch(index)
+        try:
+            for position, tag in enumerate(new, start=1):
+                self._progress()
+                # The auto channel moves once, with the last (highest) new tag, in the same
+                # commit: a crash before it leaves that tag unsynced, so the next pass moves it.
+                is_last = position == len(new)
+                try:
+                    batch.index = self._add_tag(batch.index, pkg, tag, move_auto=is_last)
+                except (UpstreamError, ConfigError, StoreError):
+                    raise  # the environment, not this tag: end the pass (disk full is exit 3)
+                except CodecacheError as err:
+                    report.skipped.append(f"{pkg.name} {tag.name}: {err}")
+                    log.error("tag not published package=%s tag=%r: %s", pkg.name, tag.name,
+                              err, extra={"package": pkg.name, "version": tag.name,
+                                          "error": str(err)})
+                    continue
+                batch.tags.append(tag)
+                if is_last or batch.due():
+                    self._commit_batch(batch, pkg, published, report)
+        finally:
+            # An error of the environment ends the pass: what was built before it is
+            # still published (its blobs are on disk already), as it was tag by tag.
+            if batch.tags:
+                self._commit_batch(batch, pkg, published, report)
+        return self._auto_move_after_failure(batch.index, pkg, published)
+
+    def _commit_batch(self, batch: _Batch, pkg: PackageConfig, published: list[str],
+                      report: SyncReport) -> None:
+        """Commit the releases built since the last commit, in one new index serial."""
+        tags, batch.tags = batch.tags, []   # a failed commit is not tried twice
+        started = time.monotonic()
+        batch.index = self._commit(batch.index)
+        batch.committed(time.monotonic() - started)
+        for tag in tags:
             published.append(tag.name)
             report.published.append(f"{pkg.name} {tag.name}")
             log.info("release published package=%s version=%s revision=%d serial=%d",
-                     pkg.name, tag.name, tag.revision, index.serial,
+                     pkg.name, tag.name, tag.revision, batch.index.serial,
                      extra={"package": pkg.name, "version": tag.name,
-                            "revision": tag.revision, "serial": index.serial})
-        return self._auto_move_after_failure(index, pkg, published)
+                            "revision": tag.revision, "serial": batch.index.serial})
 
     def _auto_move_after_failure(self, index: Index, pkg: PackageConfig,
                                  published: list[str]) -> Index:
@@ -508,6 +528,33 @@ class Origin:
 
 def _nothing() -> None:
     pass
+
+
+class _Batch:
+    """Releases built but not yet committed during one package's pass (a bulk import).
+
+    A commit signs and writes the whole index, so its cost grows with the store; one per
+    tag made a first import of thousands of tags quadratic. Tags are therefore committed
+    in batches, the next commit due once the work since the last one is ``_BATCH_FACTOR``
+    times what that commit cost (at most ``_BATCH_MAX_SECONDS``): commits stay a small,
+    fixed share of the pass at any store size, a small sync still commits tag by tag, and
+    a kill -9 loses at most one batch of exports (blobs already on disk are reused).
+    """
+
+    def __init__(self, index: Index) -> None:
+        self.index = index                  # the index with the batch's releases added
+        self.tags: list[Tag] = []           # built since the last commit
+        self._due = time.monotonic()        # the first tag is committed on its own
+
+    def due(self) -> bool:
+        return time.monotonic() >= self._due
+
+    def committed(self, cost: float) -> None:
+        self._due = time.monotonic() + min(cost * _BATCH_FACTOR, _BATCH_MAX_SECONDS)
+
+
+_BATCH_FACTOR = 20
+_BATCH_MAX_SECONDS = 30.0
 
 
 def _skip_reason(pkg: PackageConfig, tag: str) -> str | None:

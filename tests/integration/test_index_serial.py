@@ -71,7 +71,7 @@ def test_index_is_resigned_after_resign_interval_even_without_changes(origin: Or
 
 
 def _change_sha256_digit(text: str) -> str:
-    match = re.search(r'"sha256": "([0-9a-f]{64})"', text)
+    match = re.search(r'"sha256":\s*"([0-9a-f]{64})"', text)
     assert match is not None
     position = match.start(1) + 10
     digit = "1" if text[position] != "1" else "2"
@@ -79,18 +79,18 @@ def _change_sha256_digit(text: str) -> str:
 
 
 def _flip_signature_char(text: str) -> str:
-    match = re.search(r'"sig": "([0-9a-f]{128})"', text)
+    match = re.search(r'"sig":\s*"([0-9a-f]{128})"', text)
     assert match is not None
     position = match.start(1) + 5
     return text[:position] + ("a" if text[position] != "a" else "b") + text[position + 1:]
 
 
 def _bump_serial(text: str) -> str:
-    return re.sub(r'"serial": (\d+)', lambda m: f'"serial": {int(m.group(1)) + 1}', text)
+    return re.sub(r'"serial":\s*(\d+)', lambda m: f'"serial":{int(m.group(1)) + 1}', text)
 
 
 def _extend_expiry(text: str) -> str:
-    return re.sub(r'"expires": "(\d)', lambda m: f'"expires": "{int(m.group(1)) + 1}', text)
+    return re.sub(r'"expires":\s*"(\d)', lambda m: f'"expires":"{int(m.group(1)) + 1}', text)
 
 
 def _roll_channel_back(text: str) -> str:
@@ -105,7 +105,7 @@ def _change_minisig(text: str) -> str:
 
 
 def _unyank_via_true(text: str) -> str:
-    return text.replace('"yanked": false', '"yanked": true', 1)
+    return re.sub(r'"yanked":\s*false', '"yanked":true', text, count=1)
 
 
 def _truncate(text: str) -> str:

@@ -132,7 +132,7 @@ def test_reading_without_an_index_is_no_index(store: Store, secret: SecretKey) -
 
 
 @pytest.mark.parametrize("edit", [
-    lambda raw: raw.replace(b'"serial": 3', b'"serial": 4'),
+    lambda raw: raw.replace(b'"serial":3', b'"serial":4'),
     lambda raw: raw.replace(BLOB_SHA.encode(), BLOB_SHA[::-1].encode(), 1),
     lambda raw: raw[:-10],
     lambda raw: b"\xff" + raw,

@@ -181,8 +181,13 @@ def test_a_wrong_key_is_refused_and_nothing_is_left(cluster: Cluster, toolbin: P
 
 
 def test_during_a_key_rotation_any_given_key_may_verify(cluster: Cluster, toolbin: Path,
-                                                        workdir: Path, wrong_key: Path) -> None:
-    result = fetch_pilot(toolbin, "-k", wrong_key, "-k", public_key(cluster),
+                                                        workdir: Path, wrong_key: Path,
+                                                        tmp_path: Path) -> None:
+    # A key path with a space and a glob character is taken as it is.
+    odd = tmp_path / "keys dir" / "code*cache.pub"
+    odd.parent.mkdir()
+    odd.write_bytes(public_key(cluster).read_bytes())
+    result = fetch_pilot(toolbin, "-k", wrong_key, "-k", odd,
                          f"{cluster.vip}/pilot/latest.tar.gz", cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert f"signed by key {keyid(public_key(cluster))}" in result.stderr
@@ -336,6 +341,7 @@ def test_a_missing_channel_is_not_a_verification_failure(cluster: Cluster, toolb
 
 @pytest.mark.parametrize("args", [
     (), ("ftp://host/pilot/latest.tar.gz",), ("http://host/pilot/latest.zip",),
+    ("http://host/latest.tar.gz",), ("http://host/pilot/latest.tar.gz?x=1",),
     ("-k", "/nonexistent.pub", "http://host/pilot/latest.tar.gz"),
     ("-q", "http://host/pilot/latest.tar.gz"),
 ])

@@ -51,7 +51,11 @@ def render_status_page(index: Index | None, readiness: Mapping[str, object],
     if index is None:
         parts.append("<p class='bad'>no verified index yet</p>")
     else:
-        for name in sorted(index.packages):
+        names = sorted(index.packages)
+        if len(names) > 1:
+            links = ", ".join(f"<a href='#pkg-{escape(n)}'>{escape(n)}</a>" for n in names)
+            parts.append(f"<p>packages: {links}</p>")
+        for name in names:
             parts.append(_package(name, index.packages[name], releases_shown))
     parts.append("<p class='note'>Machine-readable: <a href='/index.json'>/index.json</a>, "
                  "<a href='/history.json'>/history.json</a>, <a href='/readyz'>/readyz</a>, "

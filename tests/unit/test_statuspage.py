@@ -155,3 +155,13 @@ def test_status_page_newest_is_by_commit_date_not_by_version() -> None:
 def test_ago_is_short_and_exact_enough() -> None:
     assert [ago(s) for s in (0, 59, 61, 3599, 3600, 86399, 90061, -5)] == [
         "0s", "59s", "1m 01s", "59m 59s", "1h 00m", "23h 59m", "1d 1h", "-5s"]
+
+
+def test_status_page_with_several_packages_links_each_one() -> None:
+    index = _index()
+    two = Index(index.serial, index.generated, index.expires,
+                {"pilot": index.packages["pilot"], "tools": Package()})
+    html = _page(two)
+    assert "packages: <a href='#pkg-pilot'>pilot</a>, <a href='#pkg-tools'>tools</a>" in html
+    assert "<h2 id='pkg-tools'>tools</h2>" in html and "0 releases" in html
+    assert "packages: " not in _page()          # one package: no list

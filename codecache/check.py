@@ -103,7 +103,10 @@ class Result:
 
     def line(self) -> str:
         """``CODECACHE OK - message | perfdata``: the one line a monitoring system reads."""
-        text = f"CODECACHE {self.state.name} - {self.message}"
+        # One line, and "|" only where the performance data starts (a node's error text
+        # could hold either).
+        message = " ".join(self.message.split()).replace("|", "/")
+        text = f"CODECACHE {self.state.name} - {message}"
         return f"{text} | {' '.join(self.perfdata)}" if self.perfdata else text
 
 

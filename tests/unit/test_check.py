@@ -244,3 +244,10 @@ def test_threshold_options() -> None:
             parse_limit(bad, "--x")
     with pytest.raises(ConfigError):
         parse_percent("101", "--x")
+
+
+def test_the_status_line_stays_one_line_with_one_bar() -> None:
+    facts = replica(confirmed_at=NOW - 400, last_error="upstream said: a | b\nsecond line")
+    line = assess(facts, LIMITS).line()
+    assert "\n" not in line and line.count("|") == 1
+    assert "a / b second line" in line

@@ -180,10 +180,12 @@ class History:
 EMPTY_HISTORY = History()
 
 
-def verify(entries: Sequence[Entry], head: HistoryHead) -> History:
+def verify(entries: Sequence[Entry] | History, head: HistoryHead) -> History:
     """The first ``head.length`` entries, checked link by link and against the signed head.
 
     Entries past ``length`` are ignored: a history fetched after its index may be longer.
+    A ``History`` is chained already (``append``/``extended`` check every link), so only
+    its head is compared: a replica's held entries plus a fetched tail are not re-hashed.
 
     Raises:
         HistoryError: too short, a broken link, or a head other than the signed one.
@@ -191,7 +193,10 @@ def verify(entries: Sequence[Entry], head: HistoryHead) -> History:
     if len(entries) < head.length:
         raise HistoryError(len(entries), f"the history has {len(entries)} entries, the signed "
                            f"index names {head.length}")
-    history = EMPTY_HISTORY.extended(entries[:head.length])
+    if isinstance(entries, History):
+        history = entries.prefix(head.length)
+    else:
+        history = EMPTY_HISTORY.extended(entries[:head.length])
     if history.head != head:
         raise HistoryError(head.length - 1, f"entry #{head.length - 1} hashes to "
                            f"{history.head.head}, the signed index names {head.head}")

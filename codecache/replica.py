@@ -11,9 +11,12 @@ lock, the index swapped last.
 One pull: ``GET /index.json`` from the first upstream with ``Cache-Control: no-cache`` and
 ``If-None-Match`` of the index held (an unchanged index costs a 304). A 304, or the same
 index again, confirms the one held. A new index that ``trust`` accepts is installed once
-every blob it lists is on disk and hashed right. A network error, a timeout, a 5xx, a
-redirect or a refused index moves on to the next upstream; when none answers, the last
-good index keeps being served.
+every blob it lists is on disk and hashed right, and its release history (``/history.json``,
+fetched after the index: only the bytes past the entries held, ``Range`` from the start
+of the last one held) verifies against it and keeps every entry held (``history_fork``
+otherwise; ``trust.accept_history`` decides). A network error, a timeout, a 5xx, a redirect
+or a refused index moves on to the next upstream; when none answers, the last good index
+keeps being served.
 """
 
 from __future__ import annotations
@@ -33,7 +36,16 @@ import aiofiles
 import aiohttp
 
 from codecache.config import Config
-from codecache.errors import CodecacheError, IndexRefused, Refusal, StoreBusy, StoreError
+from codecache.errors import (
+    CodecacheError,
+    HistoryError,
+    IndexRefused,
+    Refusal,
+    StoreBusy,
+    StoreError,
+)
+from codecache.history import Entry, History, parse_document, parse_tail
+from codecache.index import HistoryHead
 from codecache.signing import PublicKey, load_trusted_keys
 from codecache.store import (
     FileIdentity,
@@ -43,7 +55,16 @@ from codecache.store import (
     file_identity,
     sha256_file,
 )
-from codecache.trust import Mark, Outcome, SignedIndex, TrustState, decide, offered, verify
+from codecache.trust import (
+    Mark,
+    Outcome,
+    SignedIndex,
+    TrustState,
+    accept_history,
+    decide,
+    offered,
+    verify,
+)
 
 log = logging.getLogger("codecache.replica")
 _CHUNK = 256 * 1024
@@ -85,6 +106,8 @@ class Replica:
         self._held: SignedIndex | None = None
         self._held_id: FileIdentity | None = None
         self._verified: dict[str, FileIdentity] = {}
+        self._history: History | None = None       # the history held, verified
+        self._history_id: FileIdentity | None = None
         self._counters = _Counters()
         self._status = PullStatus()
 
@@ -212,12 +235,127 @@ class Replica:
                        candidate: SignedIndex, held: SignedIndex | None,
                        marks: Mapping[str, Mark], reset_serial: bool) -> None:
         async with self._writer_lock():
+            # The history first: it is small, and a fork refuses the index before any blob.
+            history = await self._take_history(session, upstream, candidate, held,
+                                               allow_fork=reset_serial)
             sizes = candidate.index.blob_sizes()
             missing = await asyncio.to_thread(self._bad_blobs, sizes)
             await self._fetch(session, upstream, {s: sizes[s] for s in missing})
             await asyncio.to_thread(
                 self._store.install, candidate, previous=held.index if held else None,
-                marks=marks, reset_serial=reset_serial)
+                history=history, marks=marks, reset_serial=reset_serial)
+            if history is not None:
+                self._history = history
+                self._history_id = file_identity(self._store.history_path)
+
+    # --- history --------------------------------------------------------------------------
+
+    async def _take_history(self, session: aiohttp.ClientSession, upstream: str,
+                            candidate: SignedIndex, held: SignedIndex | None, *,
+                            allow_fork: bool) -> History | None:
+        """The history ``candidate`` signs, verified; None where the file stays as it is.
+
+        Raises:
+            IndexRefused: ``history_fork`` (``trust.accept_history``), ``too_large``.
+            UpstreamFailure: the history could not be fetched.
+        """
+        want = candidate.index.history
+        held_head = held.index.history if held is not None else None
+        local = await asyncio.to_thread(self._local_history, held_head) \
+            if held_head is not None else None
+        if want is not None and local is not None and want == local.head:
+            return None   # a re-sign: the history held is the one signed
+        offered_entries: History | list[Entry] | None = None
+        if want is not None and (allow_fork or held_head is None
+                                 or want.length >= held_head.length):
+            # (a shorter history is a fork whatever the upstream's file says: no fetch)
+            offered_entries = await self._fetch_history(session, upstream, local, want)
+        return await asyncio.to_thread(accept_history, want, offered_entries, held_head,
+                                       local=local, allow_lower=allow_fork)
+
+    def _local_history(self, head: HistoryHead) -> History | None:
+        """The history on disk verified against the index held; None if it does not verify.
+
+        Kept while the file stays the same, so a pull does not re-read years of history.
+        """
+        identity = file_identity(self._store.history_path)
+        if self._history is not None and identity == self._history_id \
+                and self._history.head == head:
+            return self._history
+        try:
+            self._history = self._store.load_history(head)
+        except (HistoryError, StoreError) as err:
+            log.error("history on disk does not verify against the index held (%s): fetching "
+                      "it whole from the upstream", err)
+            self._history = None
+            return None
+        self._history_id = identity
+        return self._history
+
+    async def _fetch_history(self, session: aiohttp.ClientSession, upstream: str,
+                             local: History | None,
+                             want: HistoryHead) -> History | list[Entry]:
+        """What the upstream offers: the entries held plus its tail, or its whole file.
+
+        The tail is ``Range: bytes=<start of the last entry held>-``: appends never move
+        earlier bytes (``history`` module), so a range that starts with that very entry's
+        bytes and chains on from it is the rest of the same history. Anything else (a 200,
+        a 416, bytes that do not line up, a link that does not follow) is read whole, and
+        ``accept_history`` then names what differs.
+
+        Raises:
+            IndexRefused: ``malformed`` or ``too_large``.
+            UpstreamFailure: transport failures.
+        """
+        if local is not None and len(local) and want.length > len(local):
+            start = local.line_offset(len(local) - 1)
+            raw, partial = await self._get_history(session, upstream, start)
+            if partial:
+                tail = parse_tail(raw, local.lines[-1])
+                if tail is not None:
+                    try:
+                        extended = await asyncio.to_thread(local.extended, tail)
+                    except HistoryError:
+                        pass
+                    else:
+                        log.debug("history: %d new entries in %d bytes from %s", len(tail),
+                                  len(raw), upstream)
+                        return extended
+                log.info("history from %s does not continue the %d entries held byte for "
+                         "byte: reading it whole", upstream, len(local))
+            else:
+                return await asyncio.to_thread(_parse_history, raw, upstream)
+        raw, _ = await self._get_history(session, upstream, None)
+        return await asyncio.to_thread(_parse_history, raw, upstream)
+
+    async def _get_history(self, session: aiohttp.ClientSession, upstream: str,
+                           start: int | None) -> tuple[bytes, bool]:
+        """GET ``/history.json`` bypassing caches, from byte ``start`` on; (body, partial)."""
+        headers = {"Cache-Control": "no-cache"}
+        if start is not None:
+            headers["Range"] = f"bytes={start}-"
+        cap = self._config.replica.max_index_size
+        deadline = self._config.replica.timeout * 3
+        try:
+            async with asyncio.timeout(deadline), session.get(
+                    f"{upstream}/history.json", headers=headers,
+                    allow_redirects=False) as response:
+                if start is not None and response.status == 416:
+                    return b"", True     # shorter than what is held: read it whole
+                if start is not None and response.status == 206:
+                    # A 206 must be the range asked for; then it is checked byte for byte.
+                    if not response.headers.get("Content-Range", "").startswith(
+                            f"bytes {start}-"):
+                        return b"", True
+                    _check_response(response, upstream, partial=True)
+                    return await _read_capped(response, cap, "history"), True
+                _check_response(response, upstream)
+                return await _read_capped(response, cap, "history"), False
+        except TimeoutError:
+            raise UpstreamFailure("timeout", f"no complete history within {deadline:.0f}s") \
+                from None
+        except aiohttp.ClientError as err:
+            raise UpstreamFailure("connect", _one_line(err)) from None
 
     async def _repair(self, session: aiohttp.ClientSession, upstream: str,
                       held: SignedIndex | None) -> None:
@@ -375,8 +513,16 @@ class Replica:
 # --- response checks ----------------------------------------------------------------------
 
 
-def _check_response(response: aiohttp.ClientResponse, upstream: str) -> None:
-    """Only a plain 200 is read; anything else is this upstream's failure.
+def _parse_history(raw: bytes, upstream: str) -> list[Entry]:
+    try:
+        return parse_document(raw)
+    except HistoryError as err:
+        raise IndexRefused(Refusal.MALFORMED, f"history from {upstream}: {err}") from None
+
+
+def _check_response(response: aiohttp.ClientResponse, upstream: str, *,
+                    partial: bool = False) -> None:
+    """Only a plain 200 (or, asked for, a 206) is read; else this upstream's failure.
 
     Raises:
         UpstreamFailure: redirect, 5xx or another status.
@@ -389,7 +535,7 @@ def _check_response(response: aiohttp.ClientResponse, upstream: str) -> None:
                               " not followed")
     if status >= 500:
         raise UpstreamFailure("http_5xx", f"HTTP {status}")
-    if status != 200:
+    if status != (206 if partial else 200):
         raise UpstreamFailure("http_status", f"HTTP {status}")
     encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):

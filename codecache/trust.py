@@ -156,7 +156,7 @@ def evaluate(raw: bytes, keys: Mapping[str, PublicKey], state: TrustState, *, no
                   allow_lower=allow_lower), candidate
 
 
-def accept_history(candidate: HistoryHead | None, entries: Sequence[Entry] | None,
+def accept_history(candidate: HistoryHead | None, entries: Sequence[Entry] | History | None,
                    held: HistoryHead | None, *, local: History | None = None,
                    allow_lower: bool = False) -> History | None:
     """The verified history of an index that is taken; refused where it forks the one held.

@@ -402,6 +402,19 @@ def test_a_partial_file_that_does_not_match_is_fetched_again(
     assert "downloading it again" in result.stderr
 
 
+def test_a_partial_file_that_is_a_symlink_is_replaced_not_appended_to(
+        cluster: Cluster, toolbin: Path, workdir: Path, tmp_path: Path) -> None:
+    version = channel_version(cluster, "latest")
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    (workdir / f"latest.tar.gz.{version}.part").symlink_to(victim)
+    result = fetch_pilot(toolbin, f"{cluster.vip}/pilot/latest.tar.gz", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert victim.read_bytes() == b"precious"
+    assert (workdir / "latest.tar.gz").read_bytes() == release(cluster, version)
+    assert not (workdir / "latest.tar.gz").is_symlink()
+
+
 def test_the_version_is_pinned_when_the_channel_moves_between_requests(
         cluster: Cluster, toolbin: Path, workdir: Path, mirror: Mirror) -> None:
     """The mirror passes everything to the VIP, but right after answering the channel URL's

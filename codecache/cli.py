@@ -48,7 +48,14 @@ from codecache.logs import JsonFormatter
 from codecache.logs import configure as configure_logging
 from codecache.names import check_channel, check_package, version_key
 from codecache.notify import Notifier
-from codecache.probe import DeadlineExceeded, parse_target, probe_store, probe_url, with_deadline
+from codecache.probe import (
+    DeadlineExceeded,
+    Targets,
+    parse_target,
+    probe_store,
+    probe_url,
+    with_deadline,
+)
 from codecache.signing import (
     generate_key,
     load_minisig,
@@ -303,8 +310,8 @@ def _check_parser(sub: Any) -> None:
                    default=d.refusal_window, help="upstream refusals seen within this "
                    "window are reported (default 1h)")
     p.add_argument("--verify", action="append", metavar="PACKAGE/CHANNEL",
-                   help="download and verify this channel's tarball (repeatable; default: "
-                   "every channel)")
+                   help="download and verify this channel's tarball (repeatable; 'all': "
+                   "every channel; default: the channel moved last)")
     p.add_argument("--no-verify", action="store_true", help="download no tarball")
     p.add_argument("--deep", action="store_true", help="without --url: hash every blob the "
                    "index lists, not only the channels' (slower on a large store)")
@@ -582,8 +589,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                         lag_warning=args.lag_warning, lag_critical=args.lag_critical,
                         disk_warning=args.disk_warning, disk_critical=args.disk_critical,
                         refusal_window=args.refusal_window)
-    targets = () if args.no_verify else \
-        tuple(parse_target(t) for t in args.verify) if args.verify else None
+    targets: Targets = () if args.no_verify else "all" if "all" in (args.verify or ()) \
+        else tuple(parse_target(t) for t in args.verify) if args.verify else None
     config = None if args.url is not None and args.key else _config(args)
     if args.key:
         keys = {k.keyid: k for k in (load_public_key(path) for path in args.key)}

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from io import BytesIO
-from typing import TypeVar
+from typing import Literal, TypeVar
 from urllib.parse import quote, urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -209,10 +209,10 @@ def parse_target(text: str) -> Target:
 
 
 def probe_url(base: str, keys: Mapping[str, PublicKey], *, timeout: float,
-              targets: tuple[Target, ...] | None = None, upstream: bool = True,
+              targets: Targets = None, upstream: bool = True,
               clock: Callable[[], float] = time.time) -> Facts:
     """The facts about the node at ``base``: ``/readyz``, ``/index.json``, ``/metrics``, the
-    channel tarballs (``targets``; None: every channel; () none), and for a replica what its
+    channel tarballs (``targets``, see ``Targets``; () none), and for a replica what its
     upstream serves now.
 
     Raises:
@@ -229,7 +229,7 @@ def probe_url(base: str, keys: Mapping[str, PublicKey], *, timeout: float,
 
 
 def _ask(client: Client, keys: Mapping[str, PublicKey], facts: Facts,
-         targets: tuple[Target, ...] | None, upstream: bool, timeout: float) -> Facts:
+         targets: Targets, upstream: bool, timeout: float) -> Facts:
     ready = client.get("/readyz", statuses=(200, 503))
     try:
         body = json.loads(ready.body)
@@ -284,6 +284,22 @@ def _metrics(text: bytes) -> dict[str, float]:
     return found
 
 
+# Which channel tarballs to download: the given ones, every channel ("all"), or None: the
+# channel moved last (one download per check: the key, the signature path and the front
+# tier are proven by any one; blob corruption is the server's to see, on /readyz).
+Targets = tuple[Target, ...] | Literal["all"] | None
+
+
+def chosen(index: Index, targets: Targets) -> tuple[Target, ...]:
+    if targets == "all":
+        return channel_targets(index)
+    if targets is None:
+        moves = [(pkg.channels[c].moved_at, p, c) for p, pkg in index.packages.items()
+                 for c in pkg.channels]
+        return (Target(*max(moves)[1:]),) if moves else ()
+    return targets
+
+
 def channel_targets(index: Index) -> tuple[Target, ...]:
     """Every channel of every package, one per release they point to."""
     seen: set[str] = set()
@@ -299,10 +315,10 @@ def channel_targets(index: Index) -> tuple[Target, ...]:
 
 
 def _verify_tarballs(client: Client, keys: Mapping[str, PublicKey], index: Index,
-                     facts: Facts, targets: tuple[Target, ...] | None) -> Facts:
+                     facts: Facts, targets: Targets) -> Facts:
     problems: list[str] = []
     verified = 0
-    for target in channel_targets(index) if targets is None else targets:
+    for target in chosen(index, targets):
         path = f"/{quote(target.package)}/{quote(target.channel)}.tar.gz"
         try:
             _, release = index.channel(target.package, target.channel)
@@ -366,12 +382,12 @@ def _ask_upstream(facts: Facts, keys: Mapping[str, PublicKey], deadline: float,
 
 
 def probe_store(config: Config, keys: Mapping[str, PublicKey], *, timeout: float,
-                targets: tuple[Target, ...] | None = None, upstream: bool = True,
+                targets: Targets = None, upstream: bool = True,
                 deep: bool = False, clock: Callable[[], float] = time.time) -> Facts:
     """The facts about the store ``config`` names, read from disk as its server would.
 
     Every listed blob must be there with its size; the blobs of the channels checked
-    (``targets``; None: every channel) are hashed and verified against their signatures,
+    (``targets``, see ``Targets``) are hashed and verified against their signatures,
     and with ``deep`` every listed blob is hashed (the server's scrub does that too).
     A replica's lag comes from its ``replica.json``; its upstream is asked what it serves
     now unless ``upstream`` is False.
@@ -443,10 +459,10 @@ def _stored_blobs(store: Store, index: Index, *, deep: bool) -> dict[str, str]:
 
 
 def _verify_stored(store: Store, keys: Mapping[str, PublicKey], index: Index, facts: Facts,
-                   targets: tuple[Target, ...] | None, blob_problems: dict[str, str]) -> Facts:
+                   targets: Targets, blob_problems: dict[str, str]) -> Facts:
     problems: list[str] = []
     verified = 0
-    for target in channel_targets(index) if targets is None else targets:
+    for target in chosen(index, targets):
         try:
             _, release = index.channel(target.package, target.channel)
             path = store.blob_path(release.sha256)

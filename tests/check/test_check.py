@@ -84,8 +84,17 @@ def test_a_healthy_origin_and_replica_are_ok_by_url_and_by_config(
 
 
 def test_verify_names_the_channels_to_download(served: Server) -> None:
-    result = check(*key_args(served), "--verify", f"{served.package}/latest", "--no-upstream")
-    assert result.state == "OK" and result.value("tarballs_verified") == 1
+    store = served.origin
+    store.cli("publish", store.package, "1.0.0", "--channel", "production", check=True)
+    served.wait_for("the server has the production channel", lambda: served.request(
+        f"/{store.package}/production.tar.gz").status == 200, 10)
+    moved_last = check(*key_args(served))
+    assert moved_last.state == "OK" and moved_last.value("tarballs_verified") == 1
+    every = check(*key_args(served), "--verify", "all")
+    assert every.state == "OK" and every.value("tarballs_verified") == 2   # 1.0.0 and 1.2.0
+    named = check(*key_args(served), "--verify", f"{served.package}/latest", "--no-upstream")
+    assert named.state == "OK" and named.value("tarballs_verified") == 1
+    assert "tarballs_verified" not in check(*key_args(served), "--no-verify").perfdata
     missing = check(*key_args(served), "--verify", f"{served.package}/nosuch")
     assert missing.state == "CRITICAL" and "no channel 'nosuch'" in missing.message
 

@@ -12,10 +12,13 @@ from __future__ import annotations
 import contextlib
 import http.client
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
+
+STALL_SECONDS = 20.0
 
 
 @dataclass
@@ -43,6 +46,8 @@ class Mirror:
     after_upstream: Callable[[str, str], None] | None = None
     # path -> how many more requests for it get a 503 before it is answered normally.
     failures: dict[str, int] = field(default_factory=dict)
+    # path -> send only this many body bytes, then stall (a connection that dies mid-body).
+    stall_after: dict[str, int] = field(default_factory=dict)
     port: int = 0
 
     @property
@@ -93,8 +98,14 @@ def _handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             sent = 0
             if method == "GET":
-                self.wfile.write(served.body)
-                sent = len(served.body)
+                cut = mirror.stall_after.get(self.path)
+                body = served.body if cut is None else served.body[:cut]
+                self.wfile.write(body)
+                self.wfile.flush()
+                sent = len(body)
+                if cut is not None:
+                    time.sleep(STALL_SECONDS)   # the client's stall timeout ends it first
+                    self.close_connection = True
             mirror.log.append(Logged(method, self.path, served.status,
                                      self.headers.get("Range"), sent))
 

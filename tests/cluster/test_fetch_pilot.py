@@ -384,6 +384,34 @@ def test_a_partial_file_is_resumed_not_restarted(cluster: Cluster, toolbin: Path
     assert fetched == [["206", str(len(genuine) - half)]], fetched
 
 
+def test_a_download_cut_off_midway_is_kept_and_resumed_by_the_next_run(
+        cluster: Cluster, toolbin: Path, workdir: Path, mirror: Mirror) -> None:
+    """The mirror sends half the tarball and stalls: fetch-pilot gives up (exit 3) keeping
+    the half; the next run, against the VIP, asks only for the rest."""
+    version = channel_version(cluster, "latest")
+    genuine = release(cluster, version)
+    half = len(genuine) // 2
+    mirror.serve(f"/pilot/releases/{version}.tar.gz", genuine,
+                 {"Content-Type": "application/gzip", "Accept-Ranges": "bytes"})
+    mirror.stall_after[f"/pilot/releases/{version}.tar.gz"] = half
+    result = fetch_pilot(toolbin, f"{mirror.base}/pilot/latest.tar.gz", cwd=workdir,
+                         timeout=2, tries=1)
+    assert result.returncode == 3, result.stderr
+    part = workdir / f"latest.tar.gz.{version}.part"
+    assert part.read_bytes() == genuine[:half]
+    assert not (workdir / "latest.tar.gz").exists()
+
+    log = access_log(cluster)
+    offset = log.stat().st_size
+    result = fetch_pilot(toolbin, f"{cluster.vip}/pilot/latest.tar.gz", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert (workdir / "latest.tar.gz").read_bytes() == genuine
+    path = f'"GET /pilot/releases/{version}.tar.gz HTTP/1.1"'
+    fetched = [line.split(path, 1)[1].split()[:2] for line in new_log_lines(log, offset)
+               if path in line]
+    assert fetched == [["206", str(len(genuine) - half)]], fetched
+
+
 def test_a_partial_file_that_does_not_match_is_fetched_again(
         cluster: Cluster, toolbin: Path, workdir: Path) -> None:
     version = channel_version(cluster, "latest")

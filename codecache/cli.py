@@ -151,6 +151,15 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)", self.command)
 
 
+def _seconds(text: str, option: str) -> float:
+    """A duration (``30s``, ``5m``) or, as monitoring plugins take it, plain seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        return parse_duration(text, option)
+    return parse_duration(value, option)
+
+
 def _typed(convert: Callable[[str, str], Any], option: str) -> Callable[[str], Any]:
     """An argparse ``type`` from a parser that raises ``ConfigError``."""
     def parse(text: str) -> Any:
@@ -286,28 +295,35 @@ def _check_parser(sub: Any) -> None:
         "the store of the config (on the node). See docs/operations.md and docs/runbook.md.")
     p.add_argument("--url", help="base URL of an origin, replica or the VIP, e.g. "
                    "http://replica1:8080 (default: check the config's store on this host)")
-    p.add_argument("--key", type=Path, action="append", help="trusted public key (repeatable; "
+    p.add_argument("--key", type=Path, action="append", metavar="PUB",
+                   help="trusted public key (repeatable; "
                    "default: the config's signing.trusted_keys)")
-    p.add_argument("--timeout", type=_typed(parse_duration, "--timeout"), default=10.0,
-                   help="overall deadline, e.g. 10 or 10s (default 10s; no answer: CRITICAL)")
+    p.add_argument("-t", "--timeout", type=_typed(_seconds, "--timeout"), default=10.0,
+                   metavar="DURATION", help="overall deadline, e.g. 10 or 10s (default 10s; "
+                   "no answer: CRITICAL)")
     p.add_argument("--expiry-warning", type=_typed(parse_limit, "--expiry-warning"),
-                   default=d.expiry_warning, help="WARNING when less than this is left before "
+                   default=d.expiry_warning, metavar="DURATION|PCT",
+                   help="WARNING when less than this is left before "
                    "the index expires: a duration or a share of its validity (default 50%%)")
     p.add_argument("--expiry-critical", type=_typed(parse_limit, "--expiry-critical"),
-                   default=d.expiry_critical, help="CRITICAL when less than this is left "
+                   default=d.expiry_critical, metavar="DURATION|PCT",
+                   help="CRITICAL when less than this is left "
                    "(default 0s: once it has expired)")
-    p.add_argument("--lag-warning", type=_typed(parse_duration, "--lag-warning"),
-                   default=d.lag_warning, help="a replica's lag behind its upstream "
+    p.add_argument("--lag-warning", type=_typed(_seconds, "--lag-warning"),
+                   default=d.lag_warning, metavar="DURATION",
+                   help="a replica's lag behind its upstream "
                    "(default 30s)")
-    p.add_argument("--lag-critical", type=_typed(parse_duration, "--lag-critical"),
-                   default=d.lag_critical, help="(default 5m)")
+    p.add_argument("--lag-critical", type=_typed(_seconds, "--lag-critical"),
+                   default=d.lag_critical, metavar="DURATION", help="(default 5m)")
     p.add_argument("--disk-warning", type=_typed(parse_percent, "--disk-warning"),
-                   default=d.disk_warning, help="free space of the store's file system below "
+                   default=d.disk_warning, metavar="PCT",
+                   help="free space of the store's file system below "
                    "this percentage (default 10%%)")
     p.add_argument("--disk-critical", type=_typed(parse_percent, "--disk-critical"),
-                   default=d.disk_critical, help="(default 5%%)")
-    p.add_argument("--refusal-window", type=_typed(parse_duration, "--refusal-window"),
-                   default=d.refusal_window, help="upstream refusals seen within this "
+                   default=d.disk_critical, metavar="PCT", help="(default 5%%)")
+    p.add_argument("--refusal-window", type=_typed(_seconds, "--refusal-window"),
+                   default=d.refusal_window, metavar="DURATION",
+                   help="upstream refusals seen within this "
                    "window are reported (default 1h)")
     p.add_argument("--verify", action="append", metavar="PACKAGE/CHANNEL",
                    help="download and verify this channel's tarball (repeatable; 'all': "

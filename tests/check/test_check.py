@@ -190,7 +190,7 @@ def test_a_server_that_never_answers_is_critical_within_the_timeout(
         port = mute.getsockname()[1]
         started = time.monotonic()
         result = check("--url", f"http://127.0.0.1:{port}", "--key",
-                       str(served.origin.public_key), "--timeout", "2s", timeout=30)
+                       str(served.origin.public_key), "-t", "2", timeout=30)
         took = time.monotonic() - started
     assert (result.code, result.state) == (2, "CRITICAL"), result.stdout
     assert "within" in result.message or "timed out" in result.message
@@ -252,6 +252,15 @@ def test_two_writers_seen_by_a_replica_are_critical(served: Server, tmp_path: Pa
             assert result.value("refusals_rollback") >= 1
             local = check(config=replica.origin.config)
             assert local.state == "CRITICAL" and "rollback" in local.message
+            # The runbook's action after a deliberate restore: accept the lower serial
+            # once, restart the replica's server (its refusal record starts afresh).
+            override = replica.origin.cli("replicate", "--accept-lower-serial")
+            assert override.returncode == 0, override.stderr
+            replica.stop()
+            replica = start_server(replica.origin, port=replica.port)
+            after = check("--url", replica.base, config=replica.origin.config)
+            assert (after.code, after.state) == (0, "OK"), after.stdout
+            assert after.value("refusals_rollback") == 0
         finally:
             restored.stop()
     finally:

@@ -251,3 +251,17 @@ def test_the_status_line_stays_one_line_with_one_bar() -> None:
     line = assess(facts, LIMITS).line()
     assert "\n" not in line and line.count("|") == 1
     assert "a / b second line" in line
+
+
+def test_with_deadline_stops_waiting_for_work_that_hangs() -> None:
+    import threading
+
+    from codecache.probe import DeadlineExceeded, with_deadline
+
+    release = threading.Event()
+    with pytest.raises(DeadlineExceeded, match=r"within 0\.1s"):
+        with_deadline(lambda: release.wait(60), 0.1)   # a hung name lookup, say
+    release.set()
+    assert with_deadline(lambda: 42, 5) == 42
+    with pytest.raises(ConfigError, match="boom"):
+        with_deadline(lambda: (_ for _ in ()).throw(ConfigError("boom")), 5)

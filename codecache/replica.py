@@ -273,23 +273,47 @@ class Replica:
         return await asyncio.to_thread(accept_history, want, offered_entries, held_head,
                                        local=local, allow_lower=allow_fork)
 
+    async def _repair_history(self, session: aiohttp.ClientSession, upstream: str,
+                              held: SignedIndex) -> None:
+        """Fetch the history held again when the file no longer verifies on disk.
+
+        A failure here is logged, never a refusal: the index itself was just confirmed.
+        """
+        head = held.index.history
+        if head is None or await asyncio.to_thread(self._local_history, head) is not None:
+            return
+        try:
+            async with self._writer_lock():
+                raw, _ = await self._get_history(session, upstream, None)
+                entries = await asyncio.to_thread(_parse_history, raw, upstream)
+                history = await asyncio.to_thread(accept_history, head, entries, head)
+                assert history is not None  # noqa: S101 - a head was given, so a history
+                await asyncio.to_thread(self._store.install, held, previous=held.index,
+                                        history=history)
+                self._history = history
+                self._history_id = file_identity(self._store.history_path)
+                self._new_install = True   # the server in this process serves it at once
+        except (UpstreamFailure, IndexRefused) as err:
+            log.error("cannot repair the history from %s: %s", upstream, err)
+            return
+        log.warning("history.json repaired from %s (%d entries)", upstream, len(history))
+
     def _local_history(self, head: HistoryHead) -> History | None:
         """The history on disk verified against the index held; None if it does not verify.
 
         Kept while the file stays the same, so a pull does not re-read years of history.
         """
         identity = file_identity(self._store.history_path)
-        if self._history is not None and identity == self._history_id \
-                and self._history.head == head:
-            return self._history
+        if identity == self._history_id and (self._history is None
+                                             or self._history.head == head):
+            return self._history   # None: this very file failed before (not re-read)
+        self._history_id = identity
         try:
             self._history = self._store.load_history(head)
         except (HistoryError, StoreError) as err:
             log.error("history on disk does not verify against the index held (%s): fetching "
                       "it whole from the upstream", err)
             self._history = None
-            return None
-        self._history_id = identity
         return self._history
 
     async def _fetch_history(self, session: aiohttp.ClientSession, upstream: str,
@@ -359,9 +383,10 @@ class Replica:
 
     async def _repair(self, session: aiohttp.ClientSession, upstream: str,
                       held: SignedIndex | None) -> None:
-        """Fetch again any held blob that is missing or failed its hash on disk."""
+        """Fetch again any held blob, or the history, that is missing or bad on disk."""
         if held is None:
             return
+        await self._repair_history(session, upstream, held)
         sizes = held.index.blob_sizes()
         bad = await asyncio.to_thread(self._bad_blobs, sizes)
         if not bad:

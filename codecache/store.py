@@ -42,7 +42,8 @@ from codecache.errors import (
     StoreBusy,
     StoreError,
 )
-from codecache.history import EMPTY_HISTORY, History, parse_document
+from codecache.history import EMPTY_HISTORY, History
+from codecache.history import load as load_history
 from codecache.history import verify as verify_history
 from codecache.index import HistoryHead, Index
 from codecache.signing import PublicKey
@@ -339,7 +340,7 @@ class Store:
             raise HistoryError(None, f"{self.history_path} is missing; the index names "
                                f"{head.length} history entries")
         try:
-            return verify_history(parse_document(raw), head)
+            return verify_history(load_history(raw), head)
         except HistoryError as err:
             raise HistoryError(err.seq, f"{self.history_path}: {err}") from None
 

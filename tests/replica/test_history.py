@@ -163,3 +163,21 @@ def test_a_replica_follows_an_origin_from_before_history(served_origin: Server,
             (store.store / "history.json").read_bytes()
     finally:
         replica.stop()
+
+
+def test_a_replica_repairs_a_damaged_history_file_from_its_upstream(
+        served_origin: Server, tmp_path: Path) -> None:
+    origin, store = served_origin, served_origin.origin
+    replica = start_replica(tmp_path / "replica", store, [origin.base], interval="0.5s")
+    try:
+        good = (store.store / "history.json").read_bytes()
+        path = replica.origin.store / "history.json"
+        assert path.read_bytes() == good
+        path.write_bytes(good.replace(b'"actor":"sync"', b'"actor":"mallory"', 1))
+        replica.wait_for("the history file is repaired", lambda: path.read_bytes() == good, 15)
+        assert "history.json repaired" in replica.log_text()
+        replica.wait_for("the repaired file is served",
+                         lambda: replica.request("/history.json").body == good, 5)
+        assert refusals(replica, "history_fork") == 0
+    finally:
+        replica.stop()

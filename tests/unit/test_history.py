@@ -19,6 +19,7 @@ from codecache.history import (
     encode,
     entry_hash,
     import_history,
+    load,
     parse_document,
     parse_tail,
     verify,
@@ -99,6 +100,28 @@ def test_appends_keep_every_earlier_byte_in_place() -> None:
         assert long.line_offset(seq) == start
         assert raw[start:start + len(short.lines[seq])] == short.lines[seq]
     assert raw.startswith(short.render()[:-len(b"\n]}\n")])
+
+
+def test_load_reads_the_line_layout_fast_and_any_other_layout_alike() -> None:
+    history = sample(4)
+    assert load(history.render()) == history
+    assert load(EMPTY_HISTORY.render()) == EMPTY_HISTORY
+    pretty = json.dumps(json.loads(history.render()), indent=2).encode()
+    assert load(pretty) == history
+
+
+@pytest.mark.parametrize("layout", ["lines", "pretty"])
+def test_load_refuses_a_broken_link_in_either_layout(layout: str) -> None:
+    entries = dicts(sample(4))
+    entries[1]["actor"] = "mallory"     # entry 2's prev no longer matches
+    raw = EMPTY_HISTORY.render() if layout == "lines" else b""
+    if layout == "lines":
+        raw = raw.replace(b"\n\n", b"\n" + b",\n".join(canonical_json(e) for e in entries)
+                          + b"\n", 1)
+    else:
+        raw = json.dumps({"entries": entries}, indent=2).encode()
+    with pytest.raises(HistoryError, match="entry #2 does not follow"):
+        load(raw)
 
 
 def test_an_empty_history_is_valid_json_with_no_head() -> None:

@@ -207,6 +207,22 @@ def test_the_per_key_signature_is_used_where_the_server_has_it(
     assert ("GET", f"/pilot/releases/{version}.tar.gz.minisig") not in fetched
 
 
+def test_the_key_id_in_the_url_keeps_its_leading_zeros(
+        cluster: Cluster, toolbin: Path, workdir: Path, mirror: Mirror, tmp_path: Path) -> None:
+    """A key whose id starts with zeros (1 key in 16) is named by all 16 digits (minisign
+    0.11 prints such an id without them in places; the server accepts both forms)."""
+    version = channel_version(cluster, "latest")
+    raw = b"Ed" + bytes([0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x07, 0x00]) + bytes(range(32))
+    key = tmp_path / "zeros.pub"
+    key.write_text("untrusted comment: minisign public key 7665544332211\n"
+                   f"{base64.b64encode(raw).decode()}\n")
+    assert keyid(key) == "0007665544332211"
+    result = fetch_pilot(toolbin, "-k", key, f"{mirror.base}/pilot/latest.tar.gz", cwd=workdir)
+    assert result.returncode == 1, result.stderr          # not the signing key, of course
+    assert ("GET", f"/pilot/releases/{version}.tar.gz.0007665544332211.minisig") in \
+        [(e.method, e.path) for e in mirror.log]
+
+
 def test_a_server_without_per_key_signatures_falls_back_to_the_primary_one(
         cluster: Cluster, toolbin: Path, workdir: Path, mirror: Mirror) -> None:
     """An older server answers 404 for ``.{KEYID}.minisig``: the ``.minisig`` is used."""

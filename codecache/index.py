@@ -9,6 +9,7 @@ advances ``moved_at``). Signing and files live in ``signing`` and ``store``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -78,6 +79,7 @@ class Release:
         return None if wanted is None else self.all_signatures().get(wanted)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # asked for every release at every commit
 def minisig_keyid(text: str) -> str:
     """The key id (16 hex digits) a minisig text names, or "" if it is malformed."""
     try:
@@ -129,6 +131,9 @@ class Index:
     packages: dict[str, Package] = field(default_factory=dict)
     # None: an index written before history existed (or by an origin that predates it).
     history: HistoryHead | None = None
+    # When the primary signing key last changed (a key rotation; docs/keys.md): the
+    # ``.minisig`` of every release and channel changed then. None: never.
+    primary_since: int | None = None
 
     def package(self, name: str) -> Package:
         try:
@@ -238,6 +243,8 @@ def to_payload(index: Index) -> dict[str, Any]:
     }
     if index.history is not None:
         payload["history"] = {"length": index.history.length, "head": index.history.head}
+    if index.primary_since is not None:
+        payload["primary_since"] = format_time(index.primary_since)
     return payload
 
 
@@ -281,7 +288,9 @@ def _parse(payload: object) -> Index:
         packages[name] = Package(releases, channels)
     return Index(serial=_int(payload["serial"]), generated=parse_time(payload["generated"]),
                  expires=parse_time(payload["expires"]), packages=packages,
-                 history=_parse_history(payload.get("history")))
+                 history=_parse_history(payload.get("history")),
+                 primary_since=None if payload.get("primary_since") is None
+                 else parse_time(_str(payload["primary_since"])))
 
 
 def _parse_history(value: object) -> HistoryHead | None:

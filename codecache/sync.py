@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import shutil
 import threading
@@ -44,7 +43,7 @@ from codecache.index import (
     yank,
 )
 from codecache.names import check_channel, check_package, check_version, is_version, version_key
-from codecache.signing import PublicKey, SecretKey, sign_prehashed
+from codecache.signing import PublicKey, SecretKey, normalise_keyid, sign_prehashed
 from codecache.store import FileIdentity, MutatedTag, Store, file_identity
 from codecache.svn import Svn, Tag
 from codecache.trust import SignedIndex, TrustState, evaluate, sign_index
@@ -353,8 +352,7 @@ class Origin:
         held = self._held
         if held is None or held.index is not index:
             return True
-        signed_by = [s.get("keyid") for s in json.loads(held.document).get("signatures", [])]
-        return signed_by != self._keyids() or not all(
+        return list(held.signed_by) != self._keyids() or not all(
             self._release_signed(r) for p in index.packages.values() for r in p.releases.values())
 
     def _complete_signatures(self, index: Index) -> Index:
@@ -386,6 +384,18 @@ class Origin:
                     signatures=signatures if len(signatures) > 1 else {})
             packages[name] = dataclasses.replace(pkg, releases=releases)
         return dataclasses.replace(index, packages=packages)
+
+    def _primary_since(self, index: Index, now: int) -> int | None:
+        """``now`` when this commit changes the primary key, else what ``index`` says.
+
+        Catalogs date every ``.minisig`` no earlier than this, so a client revalidating
+        with ``If-Modified-Since`` alone (``wget -N``) fetches the new primary's signature.
+        """
+        held = self._held
+        previous = normalise_keyid(held.signed_by[0]) if held and held.signed_by else None
+        if previous is not None and previous != self._keyids()[0]:
+            return now
+        return index.primary_since
 
     def _blob_prehash(self, release: Release) -> bytes:
         """BLAKE2b-512 of a release's blob, after checking it is the bytes the index names.
@@ -493,7 +503,8 @@ class Origin:
             head = history.head
         new = dataclasses.replace(self._complete_signatures(index), serial=serial,
                                   generated=now, history=head,
-                                  expires=now + int(self._config.signing.index_expiry))
+                                  expires=now + int(self._config.signing.index_expiry),
+                                  primary_since=self._primary_since(index, now))
         signed = sign_index(self._secrets, new)
         self._store.install(signed, previous=old if self._held else None, history=history)
         self._held = signed

@@ -46,6 +46,7 @@ class SignedIndex:
     index: Index
     document: bytes
     digest: str          # sha256 of the canonical signed payload: what "same index" means
+    signed_by: tuple[str, ...] = ()   # key ids of its signatures, in document order
 
     @property
     def serial(self) -> int:
@@ -103,7 +104,9 @@ def verify(raw: bytes, keys: Mapping[str, PublicKey]) -> SignedIndex:
         index = from_payload(payload)
     except IntegrityError as err:
         raise IndexRefused(Refusal.MALFORMED, str(err)) from None
-    return SignedIndex(index, raw, payload_digest(payload))
+    signed_by = tuple(str(s.get("keyid")) for s in document.get("signatures", [])
+                      if isinstance(s, dict))
+    return SignedIndex(index, raw, payload_digest(payload), signed_by)
 
 
 def decide(candidate: SignedIndex, state: TrustState, *, now: int, source: str | None = None,
@@ -210,7 +213,8 @@ def sign_index(secret: SecretKey | Sequence[SecretKey], index: Index) -> SignedI
     # releases). One line; ``jq .`` or ``python3 -m json.tool`` shows it indented.
     data = (b'{"signatures":' + canonical_json(document["signatures"]) + b',"signed":'
             + message + b"}\n")
-    return SignedIndex(index, data, hashlib.sha256(message).hexdigest())
+    signed_by = tuple(str(s["keyid"]) for s in document["signatures"])
+    return SignedIndex(index, data, hashlib.sha256(message).hexdigest(), signed_by)
 
 
 def is_expired(index: Index, now: float) -> bool:

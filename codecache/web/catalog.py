@@ -178,6 +178,10 @@ class Catalog:
             text = release.minisig if keyid is None else release.signature_by(keyid)
             if text is None:
                 raise SignatureNotFound(package, release.version, keyid or "")
+            if keyid is None and self.index.primary_since is not None:
+                # The primary's signature changed when the primary key did: a client
+                # revalidating by date alone (wget -N) must see a newer Last-Modified.
+                last_modified = max(last_modified, self.index.primary_since)
             return Route.SIGNATURE, _inline(Route.SIGNATURE, text.encode(),
                                             last_modified, "text/plain; charset=utf-8",
                                             cache_control, release.version)

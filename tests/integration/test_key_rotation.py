@@ -64,6 +64,7 @@ def test_add_switch_and_drop_a_key(store_copy: Origin, tmp_path: Path) -> None:
                             tmp_path)
         assert not _minisign_ok(origin, version, release["signatures"][new_id],
                                 origin.public_key, tmp_path)
+    assert "primary_since" not in document["signed"]   # the primary did not change
     serial = document["signed"]["serial"]
     origin.cli("sync", "--once", check=True)   # nothing changed: no new commit
     assert _document(origin)["signed"]["serial"] == serial
@@ -74,6 +75,8 @@ def test_add_switch_and_drop_a_key(store_copy: Origin, tmp_path: Path) -> None:
     origin.cli("sync", "--once", check=True)
     document = _document(origin)
     assert [s["keyid"] for s in document["signatures"]] == [new_id, old_id]
+    switched = document["signed"]["primary_since"]
+    assert switched == document["signed"]["generated"]   # dates every .minisig from now on
     for version, release in document["signed"]["packages"][origin.package]["releases"].items():
         assert release["minisig"] == releases[version]["signatures"][new_id]
         stored = origin.store / "signatures" / origin.package / f"{version}.minisig"
@@ -84,6 +87,7 @@ def test_add_switch_and_drop_a_key(store_copy: Origin, tmp_path: Path) -> None:
     origin.cli("sync", "--once", check=True)
     document = _document(origin)
     assert [s["keyid"] for s in document["signatures"]] == [new_id]
+    assert document["signed"]["primary_since"] == switched   # dropping a key is no switch
     for release in document["signed"]["packages"][origin.package]["releases"].values():
         assert "signatures" not in release
     assert origin.cli("status").returncode == 0

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Origin, SvnRepo, cli_env, require, run_cli
-from tests.http.helpers import Server, curl_fetch, new_origin, start_server
+from tests.http.helpers import Server, curl_fetch, new_origin, start_server, wget
 from tests.replica.conftest import readyz, replica_origin
 from tests.squid import Squid, running_squid
 
@@ -289,6 +289,20 @@ def test_rotation_through_a_replica_chain_and_a_squid_fails_no_pilot(
             pilot.check(b_base(), path, squid=squid)
     old.check(b_base(), release, squid=squid, plain_sig=True)   # still the old key's
     assert old.failures == [] and new.failures == [], old.failures + new.failures
+    # a wget -N pilot keeps the release and its plain .minisig up to date through the squid
+    mirror = tmp_path / "wget-N"
+    mirror.mkdir()
+
+    def wget_n_verifies(public_key: Path) -> bool:
+        proxy = ("-e", "use_proxy=yes", "-e", f"http_proxy={squid.proxy}", "-e", "no_proxy=")
+        for suffix in ("", ".minisig"):
+            got = wget("-N", *proxy, b_base() + release + suffix, cwd=mirror)
+            assert got.returncode == 0, got.stderr
+        return subprocess.run([require("minisign"), "-Vm", str(mirror / "1.2.0.tar.gz"),
+                               "-p", str(public_key)], capture_output=True,
+                              check=False).returncode == 0
+
+    assert wget_n_verifies(old_pub)
 
     # step 3: the pilots switch to the new key (fetch-pilot -k new.pub through the squid)
     new.fetch_pilot(b_base() + channel, squid)
@@ -316,6 +330,8 @@ def test_rotation_through_a_replica_chain_and_a_squid_fails_no_pilot(
         pilot.check(b_base(), channel, squid=None, pin=False)
     time.sleep(MAX_AGE + 1.5)
     new.check(b_base(), release, squid=squid, plain_sig=True)
+    # its Last-Modified moved with the switch, so wget -N fetches it again (not a 304)
+    assert wget_n_verifies(new_pub)
     new.fetch_pilot(b_base() + channel, squid)
     old.fetch_pilot(b_base() + channel, squid)
     assert old.failures == [] and new.failures == [], old.failures + new.failures

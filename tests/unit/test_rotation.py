@@ -233,3 +233,24 @@ def test_release_replace_keeps_the_map_typed() -> None:
     release = _release("1.0", [old, new])
     switched = dataclasses.replace(release, minisig=release.signatures[new.public.keyid])
     assert switched.signature_by(old.public.keyid) == release.minisig
+
+
+def test_the_primary_signature_is_dated_no_earlier_than_the_primary_switch() -> None:
+    old, new = generate_key(), generate_key()
+    index = dataclasses.replace(_index(_release("1.0", [new, old])), primary_since=4000)
+    assert from_payload(to_payload(index)) == index
+    assert to_payload(index)["primary_since"] == "1970-01-01T01:06:40Z"
+    assert "primary_since" not in to_payload(_index(_release("1.0", [old])))
+    catalog = Catalog(index, b"{}", channel_max_age=60)
+    dates = {path: rep.last_modified for path in (
+        "/pilot/releases/1.0.tar.gz", "/pilot/releases/1.0.tar.gz.minisig",
+        f"/pilot/releases/1.0.tar.gz.{old.public.keyid}.minisig",
+        "/pilot/latest.tar.gz.minisig", "/pilot/latest.tar.gz")
+        if (rep := catalog.lookup(path)[1]) is not None}
+    assert dates == {
+        "/pilot/releases/1.0.tar.gz": 1000,              # the tag's commit time
+        "/pilot/releases/1.0.tar.gz.minisig": 4000,      # changed at the switch (wget -N)
+        f"/pilot/releases/1.0.tar.gz.{old.public.keyid}.minisig": 1000,   # never changes
+        "/pilot/latest.tar.gz.minisig": 4000,            # later than the move at 2000
+        "/pilot/latest.tar.gz": 2000,
+    }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from codecache.signing import load_secret_key, load_trusted_keys
 from codecache.store import Store
 from codecache.trust import sign_index, verify
 from tests.conftest import Origin, run_cli
-from tests.http.helpers import Server
+from tests.http.helpers import Server, start_server
 from tests.integration.test_history import strip_history
 from tests.replica.conftest import start_replica
 
@@ -179,5 +180,43 @@ def test_a_replica_repairs_a_damaged_history_file_from_its_upstream(
         replica.wait_for("the repaired file is served",
                          lambda: replica.request("/history.json").body == good, 5)
         assert refusals(replica, "history_fork") == 0
+    finally:
+        replica.stop()
+
+
+def test_an_origin_restored_from_backup_forks_the_history_until_the_operator_override(
+        served_origin: Server, tmp_path: Path) -> None:
+    """No forging: the real way to a fork. The restored origin lacks an entry the replica
+    took, then writes another in its place under a higher serial."""
+    origin, store = served_origin, served_origin.origin
+    backup = tmp_path / "backup"
+    shutil.copytree(store.store, backup)
+    replica = start_replica(tmp_path / "replica", store, [origin.base], interval="0.5s")
+    try:
+        store.cli("--actor", "alice", "publish", store.package, "1.0.0", "--channel",
+                  "production", check=True)
+        lost = store.status_json()["serial"]
+        replica.wait_for("the replica takes alice's move", lambda: serial_of(replica) == lost, 10)
+        origin.stop()
+        shutil.rmtree(store.store)
+        shutil.copytree(backup, store.store)
+        time.sleep(1)   # a serial above the lost one (time-based serials)
+        store.cli("--actor", "bob", "publish", store.package, "1.2.0", "--channel", "rc",
+                  check=True)
+        restored = start_server(store, port=origin.port)
+        try:
+            replica.wait_for("the rewritten history is refused",
+                             lambda: refusals(replica, "history_fork") >= 1, 15)
+            assert serial_of(replica) == lost
+            assert history_url(replica, store.config)["entries"][-1]["actor"] == "alice"
+            result = run_cli("replicate", "--accept-lower-serial",
+                             config=replica.origin.config)
+            assert result.returncode == 0, result.stderr
+            replica.wait_for("the replica serves the restored origin's history",
+                             lambda: replica.request("/history.json").body ==
+                             (store.store / "history.json").read_bytes(), 10)
+            assert history_url(replica, store.config)["entries"][-1]["actor"] == "bob"
+        finally:
+            restored.stop()
     finally:
         replica.stop()

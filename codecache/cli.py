@@ -461,6 +461,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         "index_age_seconds": max(0, now - index.generated),
         "index_expired": expired,
         "highest_serial": state.highest_serial,
+        # Key ids of the index's signatures (primary first), and which of them this node
+        # trusts: what a key rotation step is checked with (docs/keys.md).
+        "signed_by": list(signed.signed_by),
+        "trusted_keys": sorted(keys),
     }
     pull = store.load_pull_status()
     if pull is not None:
@@ -491,6 +495,9 @@ def _print_status(index: Index, local: dict[str, Any], mutated: list[dict[str, A
     print(f"index serial {index.serial}, generated {format_time(index.generated)} "
           f"({local['index_age_seconds']}s ago), expires {format_time(index.expires)}"
           + (" [EXPIRED]" if local["index_expired"] else ""))
+    trusted = set(local["trusted_keys"])
+    print("signed by " + ", ".join(k + ("" if k in trusted else " (not trusted here)")
+                                   for k in local["signed_by"]))
     replica = local.get("replica")
     if replica is not None:
         print(f"replica of {replica['upstream']}: serial {replica['serial']}, last confirmed "

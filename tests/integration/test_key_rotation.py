@@ -65,6 +65,10 @@ def test_add_switch_and_drop_a_key(store_copy: Origin, tmp_path: Path) -> None:
         assert not _minisign_ok(origin, version, release["signatures"][new_id],
                                 origin.public_key, tmp_path)
     assert "primary_since" not in document["signed"]   # the primary did not change
+    status = origin.status_json()["local"]
+    assert status["signed_by"] == [old_id, new_id]
+    assert status["trusted_keys"] == sorted([old_id, new_id])
+    assert f"signed by {old_id}, {new_id}\n" in origin.cli("status", check=True).stdout
     serial = document["signed"]["serial"]
     origin.cli("sync", "--once", check=True)   # nothing changed: no new commit
     assert _document(origin)["signed"]["serial"] == serial

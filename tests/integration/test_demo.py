@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -29,6 +30,7 @@ def test_demo_without_serving_syncs_and_prints_status(tmp_path: Path) -> None:
     assert "pilot production -> 1.1.0" in out
     assert "channel latest -> 1.2.0" in out
     assert "channel production -> 1.1.0" in out
+    assert re.search(r"demo-rm \(uid \d+\)\s+move\s+pilot\s+production\s+- -> 1\.1\.0", out), out
     assert not _svnserve_alive(tmp_path / "demo")  # the demo cleans up after itself
 
 

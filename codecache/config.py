@@ -96,6 +96,9 @@ class SvnConfig:
     password: str | None = None
     password_file: Path | None = None
     timeout: float = 300.0
+    # "auto": pysvn (in a worker process) where a Python with pysvn is found, else the
+    # svn command; "cli" or "pysvn" force one (docs/decisions.md).
+    client: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +206,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
                "watch_interval", "workers", "header_timeout", "keepalive_timeout",
                "shutdown_timeout"),
     "sync": ("interval", "max_backoff"),
-    "svn": ("username", "password", "password_file", "timeout"),
+    "svn": ("username", "password", "password_file", "timeout", "client"),
     "replica": ("upstreams", "interval", "timeout", "max_index_size"),
     "log": ("format",),
 }
@@ -403,7 +406,18 @@ def _svn(t: Mapping[str, Any], base: Path) -> SvnConfig:
         password_file=_path(t["password_file"], "svn.password_file", base)
         if "password_file" in t else None,
         timeout=parse_duration(t.get("timeout", d.timeout), "svn.timeout"),
+        client=_choice(t.get("client", d.client), "svn.client", SVN_CLIENTS),
     )
+
+
+SVN_CLIENTS = ("auto", "cli", "pysvn")
+
+
+def _choice(value: object, key: str, allowed: tuple[str, ...]) -> str:
+    text = _str(value, key)
+    if text not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}, not {text!r}")
+    return text
 
 
 def _replica(t: Mapping[str, Any]) -> ReplicaConfig:

@@ -49,6 +49,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from codecache.config import load_config  # noqa: E402
+from codecache.history import Actor  # noqa: E402
 from codecache.index import Index, Package, Release, release_comment  # noqa: E402
 from codecache.signing import (  # noqa: E402
     generate_key,
@@ -206,7 +207,8 @@ def _which(name: str) -> str:
 # --- an origin ------------------------------------------------------------------------------
 
 
-def write_origin(directory: Path, svn_url: str, *, port: int | None = None) -> Path:
+def write_origin(directory: Path, svn_url: str, *, port: int | None = None,
+                 client: str = "auto") -> Path:
     keys = directory / "keys"
     keys.mkdir(parents=True, exist_ok=True)
     if not (keys / "codecache.key").exists():
@@ -226,6 +228,8 @@ name = "{PACKAGE}"
 svn_url = "{svn_url}/{PACKAGE}"
 tag_pattern = '^[0-9]+(\\.[0-9]+)*$'
 auto_channel = "latest"
+[svn]
+client = "{client}"
 """)
     return config
 
@@ -236,7 +240,8 @@ def origin_of(config_path: Path, svn: Svn | None = None) -> Origin:
         raise SystemExit("scale: no secret key configured")
     secret = load_secret_key(config.signing.secret_key)
     return Origin(config, Store(config.store.path), secret,
-                  load_trusted_keys(config.signing.trusted_keys), svn or Svn(config.svn))
+                  load_trusted_keys(config.signing.trusted_keys), svn or Svn(config.svn),
+                  Actor("scale", os.getuid()))
 
 
 class TimedSvn(Svn):
@@ -296,13 +301,14 @@ def per_tag_windows(starts: list[float], end: float) -> dict[str, float]:
     return out
 
 
-def run_sync(tags: int, exports: int | None, workdir: Path) -> dict[str, Any]:
+def run_sync(tags: int, exports: int | None, workdir: Path,
+             client: str = "auto") -> dict[str, Any]:
     names = tag_names(tags)
     started = time.monotonic()
     repo = make_repository(workdir, names)
     made = time.monotonic() - started
     with svnserve(repo) as url:
-        config = write_origin(workdir / "origin", url)
+        config = write_origin(workdir / "origin", url, client=client)
         baseline = measure_exports(url, names, exports or tags, workdir)
         svn = TimedSvn(load_config(config).svn)
         origin = origin_of(config, svn)
@@ -312,7 +318,8 @@ def run_sync(tags: int, exports: int | None, workdir: Path) -> dict[str, Any]:
         end = time.monotonic()
     index_size = (workdir / "origin" / "store" / "index.json").stat().st_size
     check(len(report.published) == tags, f"published {len(report.published)} of {tags}")
-    return {"tags": tags, "repository_seconds": made, "sync_seconds": took,
+    return {"tags": tags, "client": svn.client, "repository_seconds": made,
+            "sync_seconds": took,
             "sync_per_tag_ms": took / tags * 1000,
             "per_tag_ms_at": {k: v * 1000 for k, v in per_tag_windows(svn.starts, end).items()},
             "svn_export": baseline,
@@ -388,7 +395,7 @@ def run_steps(releases: int, workdir: Path) -> dict[str, Any]:
     out["install"], _ = timed(lambda: _install(store, resigned, signed.index))
     out["catalog"], _ = timed(Catalog, index, raw, 60)
     readiness = {"status": "ok", "role": "origin", "seconds_since_confirmed": 0}
-    out["status_page"], page = timed(render_status_page, index, readiness, {})
+    out["status_page"], page = timed(render_status_page, index, readiness, {}, now=time.time())
     return {"releases": releases, "index_bytes": len(raw),
             "seconds": out, "status_page_bytes": len(page)}
 
@@ -514,6 +521,8 @@ def main() -> int:
     p = sub.add_parser("sync")
     p.add_argument("--tags", type=int, default=300)
     p.add_argument("--exports", type=int, help="how many svn exports to time (default: all)")
+    p.add_argument("--client", choices=("auto", "cli", "pysvn"), default="auto",
+                   help="svn.client of the origin (default auto: pysvn where found)")
     p = sub.add_parser("propagate")
     p.add_argument("--releases", type=int, default=5000)
     p.add_argument("--replicas", type=int, default=3)
@@ -535,7 +544,7 @@ def main() -> int:
             result["steps"] = run_steps(1000, base / "steps")
             result["propagate"] = run_propagate(1000, 3, 3, base / "propagate")
         elif args.command == "sync":
-            result["sync"] = run_sync(args.tags, args.exports, base / "sync")
+            result["sync"] = run_sync(args.tags, args.exports, base / "sync", args.client)
         elif args.command == "steps":
             result["steps"] = run_steps(args.releases, base / "steps")
         else:
@@ -550,7 +559,7 @@ def _text(result: dict[str, Any]) -> str:
     if "sync" in result:
         s = result["sync"]
         e = s["svn_export"]
-        lines.append(f"sync of {s['tags']} tags: {s['sync_seconds']:.1f} s "
+        lines.append(f"sync of {s['tags']} tags ({s['client']}): {s['sync_seconds']:.1f} s "
                      f"({s['sync_per_tag_ms']:.0f} ms/tag); svn export "
                      f"{e['mean_seconds'] * 1000:.0f} ms/tag ({e['sampled']} timed) → "
                      f"{e['estimated_total_seconds']:.1f} s; ratio {s['ratio_to_exports']:.2f}")

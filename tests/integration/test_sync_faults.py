@@ -15,6 +15,7 @@ import pytest
 
 from codecache.config import load_config
 from codecache.errors import SvnError
+from codecache.history import Actor
 from codecache.signing import load_secret_key, load_trusted_keys
 from codecache.store import Store
 from codecache.svn import Svn
@@ -79,7 +80,7 @@ def test_auto_channel_moves_to_highest_published_when_last_tag_fails(
     writer = OriginWriter(config, Store(config.store.path),
                           load_secret_key(origin.secret_key),
                           load_trusted_keys(config.signing.trusted_keys),
-                          _FifoInTag(Svn(config.svn), "1.3.0"))
+                          _FifoInTag(Svn(config.svn), "1.3.0"), Actor("test", os.getuid()))
     report = writer.sync_once()
     assert report.published == [f"{origin.package} 1.0.0", f"{origin.package} 1.2.0"]
     assert any("1.3.0" in line for line in report.skipped)
@@ -124,7 +125,8 @@ def test_password_reaches_svn_by_stdin_never_argv(
     write_config(origin.dir, "locked", auth_svn, package_extra='tag_pattern = ".*"',
                  extra=f'[svn]\nusername = "{AUTH_USER}"\npassword_file = "svn-password"')
     env, argv_log = svn_spy
-    result = origin.cli("sync", "--once", env=env)
+    # The svn command's side (the pysvn worker's: tests/integration/test_svn_clients.py).
+    result = origin.cli("sync", "--once", env={**env, "CODECACHE_SVN_CLIENT": "cli"})
     assert result.returncode == 0, result.stderr
     assert "published locked 2.0" in result.stdout
     calls = argv_log.read_text()

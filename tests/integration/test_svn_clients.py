@@ -1,0 +1,191 @@
+"""The two Subversion clients (svn CLI, pysvn in a worker) build the same bytes, and pysvn
+is contained: credentials on a pipe, a hang ends at the timeout, a crash is one error."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from codecache.build import build_release
+from codecache.config import SvnConfig
+from codecache.errors import SvnError, SvnNotFound
+from codecache.svn import Svn, find_pysvn_python
+from tests.conftest import SvnRepo, new_package
+from tests.integration.test_sync_faults import AUTH_PASSWORD, AUTH_USER, auth_svn
+
+__all__ = ["auth_svn"]  # a fixture of test_sync_faults, used here too
+
+KEYWORDS = "Id Date Revision Author HeadURL LastChangedDate"
+
+
+@pytest.fixture(scope="module")
+def pysvn_available() -> None:
+    if find_pysvn_python() is None:
+        if os.environ.get("CI"):
+            pytest.fail("pysvn is not installed; scripts/bootstrap must install python3-svn")
+        pytest.skip("pysvn is not installed (apt-get install python3-svn)")
+
+
+@pytest.fixture(scope="module")
+def keyword_tag(svn_server: SvnRepo) -> tuple[str, int, int]:
+    """A tag whose files use every keyword, a native-eol file, an executable, a symlink and
+    a non-ASCII name: (tag URL, revision, commit time)."""
+    name, url = new_package(svn_server)
+    trunk = svn_server.wc / name
+    (trunk / "etc" / "kw.txt").write_text("".join(f"${k}$\n" for k in KEYWORDS.split()))
+    (trunk / "lib" / "pilot" / "données.py").write_bytes("X = 'é'\r\nY = 2\r\n".encode())
+    svn_server.svn("add", "-q", str(trunk / "etc" / "kw.txt"),
+                   str(trunk / "lib" / "pilot" / "données.py"))
+    svn_server.svn("propset", "-q", "svn:keywords", KEYWORDS, str(trunk / "etc" / "kw.txt"),
+                   str(trunk / "bin" / "pilot.sh"))
+    svn_server.svn("propset", "-q", "svn:eol-style", "native",
+                   str(trunk / "lib" / "pilot" / "données.py"))
+    svn_server.svn("commit", "-q", "-m", "keywords", str(trunk))
+    svn_server.tag(name, "1.0.0")
+    tag = next(t for t in Svn(SvnConfig(client="cli")).list_tags(url) if t.name == "1.0.0")
+    return f"{url}/tags/1.0.0", tag.revision, tag.date
+
+
+def build_bytes(client: str, tag: tuple[str, int, int], scratch: Path) -> bytes:
+    url, revision, date = tag
+    scratch.mkdir()
+    svn = Svn(SvnConfig(client=client))
+    try:
+        assert svn.client == client
+        return build_release(svn, url, revision, "pilot", date, scratch).archive.read_bytes()
+    finally:
+        svn.close()
+
+
+def test_cli_and_pysvn_build_byte_identical_tarballs(
+        pysvn_available: None, keyword_tag: tuple[str, int, int], tmp_path: Path) -> None:
+    cli = build_bytes("cli", keyword_tag, tmp_path / "cli")
+    pysvn = build_bytes("pysvn", keyword_tag, tmp_path / "pysvn")
+    assert cli == pysvn
+    listing = subprocess.run(["tar", "xzOf", "-", "pilot/etc/kw.txt"], input=cli,
+                             capture_output=True, check=True).stdout.decode()
+    assert "$Date: " in listing and "+0000" in listing, listing  # expanded, in UTC
+    assert "$Revision: " in listing
+
+
+def test_cli_and_pysvn_list_the_same_tags(pysvn_available: None,
+                                          keyword_tag: tuple[str, int, int]) -> None:
+    package_url = keyword_tag[0].rsplit("/tags/", 1)[0]
+    clients = [Svn(SvnConfig(client=c)) for c in ("cli", "pysvn")]
+    try:
+        cli, pysvn = (svn.list_tags(package_url) for svn in clients)
+    finally:
+        for svn in clients:
+            svn.close()
+    assert cli == pysvn
+    assert [t.name for t in cli] == ["1.0.0"]
+
+
+BUILD_IN_CHILD = """
+import sys
+from pathlib import Path
+from codecache.build import build_release
+from codecache.config import SvnConfig
+from codecache.svn import Svn
+url, revision, date, client, scratch = sys.argv[1:]
+built = build_release(Svn(SvnConfig(client=client)), url, int(revision), "pilot", int(date),
+                      Path(scratch))
+sys.stdout.buffer.write(built.archive.read_bytes())
+"""
+
+
+@pytest.mark.parametrize("client", ["cli", "pysvn"])
+def test_keyword_expansion_does_not_depend_on_the_time_zone_of_the_process(
+        client: str, keyword_tag: tuple[str, int, int], tmp_path: Path,
+        request: pytest.FixtureRequest) -> None:
+    if client == "pysvn":
+        request.getfixturevalue("pysvn_available")
+    url, revision, date = keyword_tag
+    built = {}
+    for zone in ("America/New_York", "UTC", "Asia/Kolkata"):
+        scratch = tmp_path / zone.replace("/", "-")
+        scratch.mkdir()
+        built[zone] = subprocess.run(
+            [sys.executable, "-c", BUILD_IN_CHILD, url, str(revision), str(date), client,
+             str(scratch)], env={**os.environ, "TZ": zone}, capture_output=True, check=True,
+            timeout=120).stdout
+    assert built["America/New_York"] == built["UTC"] == built["Asia/Kolkata"]
+
+
+def test_the_pysvn_worker_gets_the_password_on_its_pipe_never_argv_or_environment(
+        pysvn_available: None, auth_svn: str) -> None:
+    svn = Svn(SvnConfig(username=AUTH_USER, password=AUTH_PASSWORD, client="pysvn"))
+    try:
+        assert [t.name for t in svn.list_tags(auth_svn)] == ["2.0"]
+        pid = svn.worker_pid
+        assert pid is not None
+        for what in ("cmdline", "environ"):
+            assert AUTH_PASSWORD.encode() not in Path(f"/proc/{pid}/{what}").read_bytes()
+    finally:
+        svn.close()
+    wrong = Svn(SvnConfig(username=AUTH_USER, password="wrong-guess-123",  # noqa: S106
+                          client="pysvn"))
+    try:
+        with pytest.raises(SvnError) as caught:
+            wrong.list_tags(auth_svn)  # refused at once: the login callback gives up
+        assert "wrong-guess-123" not in str(caught.value)
+    finally:
+        wrong.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A TCP server that accepts and never says a word (a real hang for an svn client)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield f"svn://127.0.0.1:{listener.getsockname()[1]}/repo"
+
+
+def test_a_hang_in_libsvn_ends_at_the_timeout_and_the_next_call_works(
+        pysvn_available: None, silent_server: str, keyword_tag: tuple[str, int, int]) -> None:
+    svn = Svn(SvnConfig(timeout=1.0, client="pysvn"))
+    try:
+        with pytest.raises(SvnError, match="timed out"):
+            svn.list_tags(silent_server)
+        package_url = keyword_tag[0].rsplit("/tags/", 1)[0]
+        assert [t.name for t in svn.list_tags(package_url)] == ["1.0.0"]
+        with pytest.raises(SvnNotFound):
+            svn.list_tags(package_url + "/no-such-dir")
+    finally:
+        svn.close()
+
+
+def test_a_crash_in_libsvn_is_one_svn_error_and_the_next_call_works(
+        pysvn_available: None, silent_server: str, keyword_tag: tuple[str, int, int]) -> None:
+    svn = Svn(SvnConfig(timeout=60.0, client="pysvn"))
+    package_url = keyword_tag[0].rsplit("/tags/", 1)[0]
+    try:
+        svn.list_tags(package_url)  # the worker runs
+        pid = svn.worker_pid
+        assert pid is not None
+
+        def crash() -> None:
+            time.sleep(0.5)  # the worker is inside libsvn, waiting on the silent server
+            os.kill(pid, signal.SIGSEGV)
+
+        killer = threading.Thread(target=crash)
+        killer.start()
+        started = time.monotonic()
+        with pytest.raises(SvnError, match="died"):
+            svn.list_tags(silent_server)
+        killer.join()
+        assert time.monotonic() - started < 30  # the crash ended the call, not the timeout
+        assert [t.name for t in svn.list_tags(package_url)] == ["1.0.0"]
+        assert svn.worker_pid not in (None, pid)
+    finally:
+        svn.close()

@@ -137,6 +137,9 @@ class LogFormat(Enum):
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     format: LogFormat = LogFormat.TEXT
+    # The access log of ``serve`` writes one in this many answered requests (every error,
+    # 4xx or 5xx, always); 0 writes none. Each line costs more than answering a 304.
+    access_sample: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +211,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "sync": ("interval", "max_backoff"),
     "svn": ("username", "password", "password_file", "timeout", "client"),
     "replica": ("upstreams", "interval", "timeout", "max_index_size"),
-    "log": ("format",),
+    "log": ("format", "access_sample"),
 }
 _PACKAGE_KEYS = ("name", "svn_url", "tag_pattern", "auto_channel", "tar_prefix")
 _TOP_KEYS = ("role", "packages", *_SECTIONS)
@@ -436,11 +439,14 @@ def _replica(t: Mapping[str, Any]) -> ReplicaConfig:
 
 
 def _log(t: Mapping[str, Any]) -> LogConfig:
-    text = t.get("format", LogConfig().format.value)
+    d = LogConfig()
+    text = t.get("format", d.format.value)
     try:
-        return LogConfig(format=LogFormat(text))
+        fmt = LogFormat(text)
     except ValueError:
         raise ConfigError(f"log.format: expected 'text' or 'json', got {text!r}") from None
+    return LogConfig(format=fmt, access_sample=_int(t.get("access_sample", d.access_sample),
+                                                    "log.access_sample"))
 
 
 def _packages(value: object) -> tuple[PackageConfig, ...]:

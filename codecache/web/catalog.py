@@ -23,6 +23,7 @@ from codecache.names import is_channel, is_package, is_sha256, is_version
 from codecache.web.conditional import format_http_date
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+_RAW_PATHS_KEPT = 4096
 MAX_PATH_LENGTH = 1024
 _SUFFIXES = {".tar.gz": "tarball", ".tar.gz.minisig": "minisig", ".tar.gz.sha256": "sha256"}
 # ``{name}.tar.gz.{KEYID}.minisig``: the signature by one key (KEYID as minisign prints it;
@@ -103,6 +104,9 @@ class Catalog:
         # Representations built on first use and kept with this index (bounded by what it
         # lists: only names that resolved are remembered), so a request allocates none.
         self._memo: dict[tuple[str, str, str], tuple[Route, Representation]] = {}
+        # Raw request paths seen to name a file (the pilots' few hot URLs skip parsing);
+        # capped, so distinct spellings or query strings cannot grow it without bound.
+        self._by_raw_path: dict[str, tuple[Route, Representation]] = {}
 
     def blob_sizes(self) -> dict[str, int]:
         """Every blob the index lists, with its size (do not modify)."""
@@ -115,6 +119,15 @@ class Catalog:
             BadRequest: malformed path.
             NotFound: well-formed but names nothing (or an unknown package/version).
         """
+        known = self._by_raw_path.get(raw_path)
+        if known is not None:
+            return known
+        found = self._lookup(raw_path)
+        if found[1] is not None and len(self._by_raw_path) < _RAW_PATHS_KEPT:
+            self._by_raw_path[raw_path] = found  # type: ignore[assignment]
+        return found
+
+    def _lookup(self, raw_path: str) -> tuple[Route, Representation | None]:
         segments = split_path(raw_path)
         service = _service_route(segments)
         if service is not None:

@@ -21,7 +21,6 @@ import re
 import signal
 import socket
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -103,7 +102,8 @@ def request_id(request: web.BaseRequest) -> str:
     rid = request.get(_REQUEST_ID)
     if rid is None:
         given = request.headers.get("X-Request-ID", "")
-        rid = given if _REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
+        # 128 random bits as 32 hex digits, like nginx's $request_id (uuid4() costs 4x more).
+        rid = given if _REQUEST_ID_RE.fullmatch(given) else os.urandom(16).hex()
         request[_REQUEST_ID] = rid
     return str(rid)
 
@@ -192,6 +192,11 @@ async def serve_representation(request: web.BaseRequest, state: StoreView,
     if not any(name in h for name in _CONDITIONAL):
         # The common case (a pilot's plain GET): no precondition, no range.
         outcome, start, end = Outcome.FULL, 0, rep.size - 1
+    elif h.get("If-None-Match") == rep.etag and "If-Match" not in h and \
+            "If-Unmodified-Since" not in h:
+        # A revalidation with the one ETag we gave: RFC 9110 §13.2.2 step 3 says 304
+        # (If-Modified-Since and Range are not looked at once If-None-Match is false).
+        return web.Response(status=304, headers=rep.validators)
     else:
         decision = evaluate(method=request.method, etag=rep.etag,
                             last_modified=rep.last_modified, size=rep.size,
@@ -211,14 +216,14 @@ async def serve_representation(request: web.BaseRequest, state: StoreView,
                                   {"Content-Range": decision.content_range(rep.size) or "",
                                    "Accept-Ranges": "bytes"})
     body = await _body(state, rep)
+    status, headers = 200, rep.headers
     if outcome is Outcome.PARTIAL:
+        status = 206
         headers = {**rep.headers, "Content-Range": f"bytes {start}-{end}/{rep.size}"}
-        if isinstance(body, Path):
-            return await _stream_file(request, body, start, end, 206, headers)
-        return web.Response(status=206, body=body[start:end + 1], headers=headers)
     if isinstance(body, Path):
-        return await _stream_file(request, body, 0, rep.size - 1, 200, rep.headers)
-    return web.Response(body=body, headers=rep.headers)
+        return await _stream_file(request, body, start, end, status, headers)
+    return web.Response(status=status, body=body[start:end + 1] if status == 206 else body,
+                        headers=headers)
 
 
 async def _body(state: StoreView, rep: Representation) -> bytes | Path:
@@ -368,7 +373,16 @@ class AccessLogger(AbstractAccessLogger):
     message spells the same facts for a human.
     """
 
+    #: Write one line in this many answered requests; errors always (``log.access_sample``).
+    sample = 1
+    _skipped = 0
+
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if response.status < 400 and self.sample != 1:
+            self._skipped += 1
+            if self._skipped < self.sample:
+                return
+            self._skipped = 0
         route = request.get(_ROUTE, "other")
         path = request.raw_path
         package = None
@@ -425,8 +439,10 @@ async def run(config: Config, sockets: Sequence[socket.socket], stop: asyncio.Ev
     server = _LowLevelServer(
         Front(state), header_timeout=config.server.header_timeout,
         keepalive_timeout=config.server.keepalive_timeout,
-        access_log_class=AccessLogger, access_log=access_log, max_line_size=4096,
-        max_field_size=8190, handler_cancellation=True)
+        access_log_class=type("SampledAccessLogger", (AccessLogger,),
+                              {"sample": config.log.access_sample}),
+        access_log=access_log if config.log.access_sample else None,
+        max_line_size=4096, max_field_size=8190, handler_cancellation=True)
     runner = web.ServerRunner(server, shutdown_timeout=config.server.shutdown_timeout)
     await runner.setup()
 

@@ -379,10 +379,12 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         if response.status < 400 and self.sample != 1:
-            self._skipped += 1
-            if self._skipped < self.sample:
+            # aiohttp makes one logger per connection: the count is the class's (per process).
+            cls = type(self)
+            cls._skipped += 1
+            if cls._skipped < self.sample:
                 return
-            self._skipped = 0
+            cls._skipped = 0
         route = request.get(_ROUTE, "other")
         path = request.raw_path
         package = None

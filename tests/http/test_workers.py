@@ -215,3 +215,18 @@ def test_a_slow_but_steady_request_on_a_kept_alive_connection_is_answered(
                 assert chunk, "closed before the response"
                 reply += chunk
             assert reply.startswith(b"HTTP/1.1 200")
+
+
+def test_access_sample_logs_one_in_n_answers_and_every_error(template_origin: Origin,
+                                                             tmp_path: Path) -> None:
+    env = {"CODECACHE_SERVER_WORKERS": "1", "CODECACHE_LOG_ACCESS_SAMPLE": "3"}
+    with running(copy_origin(template_origin, tmp_path / "origin"), env=env) as s:
+        path = f"/{s.package}/releases/1.2.0.tar.gz"
+        for _ in range(9):
+            assert s.request(path).status == 200
+        assert s.request(f"/{s.package}/releases/9.9.9.tar.gz").status == 404
+        s.wait_for("the 404 is logged", lambda: '"GET /' in s.log_text() and
+                   " 404 " in s.log_text(), DEADLINE)
+        lines = [line for line in s.log_text().splitlines() if "codecache.access" in line]
+        assert sum(f'"GET {path}" 200' in line for line in lines) == 3
+        assert sum(" 404 " in line for line in lines) == 1

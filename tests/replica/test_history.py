@@ -220,3 +220,26 @@ def test_an_origin_restored_from_backup_forks_the_history_until_the_operator_ove
             restored.stop()
     finally:
         replica.stop()
+
+
+def test_a_history_that_does_not_reach_its_signed_head_is_refused(served_origin: Server,
+                                                                  tmp_path: Path) -> None:
+    """An upstream's file edited after signing, in entries the replica does not hold yet."""
+    origin, store = served_origin, served_origin.origin
+    # Pulls at start only; the next pull is the explicit `replicate --once` below.
+    replica = start_replica(tmp_path / "replica", store, [origin.base], interval="1h")
+    try:
+        held = serial_of(replica)
+        store.cli("--actor", "alice", "publish", store.package, "1.0.0", "--channel",
+                  "production", check=True)
+        path = store.store / "history.json"
+        path.write_bytes(path.read_bytes().replace(b'"actor":"alice"', b'"actor":"bob"'))
+        result = run_cli("replicate", "--once", config=replica.origin.config)
+        assert result.returncode == 3, result.stderr
+        assert "history_fork" in result.stderr and "does not verify" in result.stderr
+        replica.wait_for("the refusal is counted",
+                         lambda: refusals(replica, "history_fork") == 1, 10)
+        assert serial_of(replica) == held
+        assert replica.request("/readyz").status == 200
+    finally:
+        replica.stop()

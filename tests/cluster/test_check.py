@@ -27,16 +27,28 @@ def test_every_node_and_the_vip_are_ok(cluster: Cluster) -> None:
     assert replica.value("serial_behind") == 0 and "replica serving" in replica.message
 
 
+def family(pid: int) -> list[int]:
+    """``pid`` and its descendants (a server's worker processes share its port)."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        for child in children:
+            found += family(int(child))
+    return found
+
+
 def test_a_hung_replica_is_critical_within_the_timeout(cluster: Cluster) -> None:
-    pid = cluster.pid("replica-3")
-    os.kill(pid, signal.SIGSTOP)    # hung, not dead: connections are accepted, never answered
+    pids = family(cluster.pid("replica-3"))
+    for pid in pids:    # hung, not dead: connections are accepted, never answered
+        os.kill(pid, signal.SIGSTOP)
     try:
         hung = check("--url", cluster.replicas[2], "--timeout", "2s",
                      config=cluster.origin_config)
         assert (hung.code, hung.state) == (2, "CRITICAL"), hung.stdout
         assert "timed out" in hung.message or "within" in hung.message
     finally:
-        os.kill(pid, signal.SIGCONT)
+        for pid in reversed(pids):
+            os.kill(pid, signal.SIGCONT)
     again = check("--url", cluster.replicas[2], config=cluster.origin_config)
     assert again.state == "OK", again.stdout + cluster.logs()
 

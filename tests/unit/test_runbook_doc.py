@@ -109,3 +109,17 @@ def test_every_check_option_is_documented() -> None:
     for option in options:
         if option != "--help":
             assert f"`{option}" in section, option
+
+
+def _anchors(text: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to dashes."""
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
+def test_the_runbook_links_resolve() -> None:
+    for target, anchor in re.findall(r"\]\(([\w./-]*\.md)?(?:#([\w-]+))?\)", RUNBOOK):
+        path = DOCS / target if target else DOCS / "runbook.md"
+        assert path.exists(), target
+        if anchor:
+            assert anchor in _anchors(path.read_text()), (target, anchor)

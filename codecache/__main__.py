@@ -2,4 +2,7 @@ import sys
 
 from codecache.cli import main
 
-sys.exit(main())
+# The guard keeps a spawned process (loadgen --processes) that re-imports this module as
+# __mp_main__ from running the command line again.
+if __name__ == "__main__":
+    sys.exit(main())

@@ -271,6 +271,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--package", help="only this package's URLs")
     p.add_argument("--channel", help="only this channel")
     p.add_argument("--seed", type=int, default=0, help="random seed of the mix and arrivals")
+    p.add_argument("--processes", type=int, default=1, help="load generator processes "
+                   "sharing the profile (one process opens ~1,000 connections/s)")
     p.add_argument("--json", action="store_true", help="the report as JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no live progress on stderr")
     p.set_defaults(func=cmd_loadgen)
@@ -672,7 +674,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_loadgen(args: argparse.Namespace) -> int:
-    from codecache.loadgen import DEFAULT_MIX, Profile, parse_mix, run  # aiohttp client
+    from codecache.loadgen import DEFAULT_MIX, Profile, parse_mix  # aiohttp client
+    from codecache.loadpool import run
     from codecache.loadstats import table
 
     profile = Profile(url=args.url, mix=parse_mix(args.mix or DEFAULT_MIX),
@@ -681,7 +684,7 @@ def cmd_loadgen(args: argparse.Namespace) -> int:
                       slow=args.slow, slow_rate=args.slow_rate, ramp=args.ramp,
                       timeout=args.timeout, max_in_flight=args.max_in_flight,
                       keepalive=args.keepalive, package=args.package, channel=args.channel,
-                      seed=args.seed)
+                      seed=args.seed, processes=args.processes)
     tty = sys.stderr.isatty()
 
     def progress(p: dict[str, Any]) -> None:

@@ -103,6 +103,7 @@ class Profile:
     package: str | None = None
     channel: str | None = None
     seed: int = 0
+    processes: int = 1                  # load generator processes sharing the profile
 
     def validate(self) -> None:
         """Raises:
@@ -123,7 +124,8 @@ class Profile:
                   (0 < self.duration <= 86_400, "0 < --duration <= 86400"),
                   (self.slow >= 0, "--slow >= 0"), (self.slow_rate >= 1, "--slow-rate >= 1"),
                   (self.ramp >= 0, "--ramp >= 0"), (self.timeout > 0, "--timeout > 0"),
-                  (self.max_in_flight >= 1, "--max-in-flight >= 1")]
+                  (self.max_in_flight >= 1, "--max-in-flight >= 1"),
+                  (1 <= self.processes <= 64, "1 <= --processes <= 64")]
         for ok, rule in checks:
             if not ok:
                 raise ConfigError(f"loadgen: {rule}")
@@ -147,7 +149,8 @@ class Profile:
                 "within": self.within if self.burst else None,
                 "requests": self.burst or self.requests, "duration": self.duration,
                 "slow": self.slow, "slow_rate": self.slow_rate if self.slow else None,
-                "timeout": self.timeout, "keepalive": self.keepalive, "seed": self.seed}
+                "timeout": self.timeout, "keepalive": self.keepalive, "seed": self.seed,
+                "processes": self.processes}
 
 
 @dataclass
@@ -175,7 +178,20 @@ Progress = Callable[[dict[str, Any]], None]
 
 def run(profile: Profile, progress: Progress | None = None,
         interval: float = 1.0) -> dict[str, Any]:
-    """Run the load profile to its bounds; the report (``loadstats.report``).
+    """Run the load profile to its bounds in this process; the report (``loadstats.report``).
+
+    Raises:
+        ConfigError: a bad profile.
+        UpstreamError: the targets could not be discovered or fetched once.
+    """
+    tally, seconds = run_tally(profile, progress, interval)
+    return report(tally, seconds=seconds, settings=profile.settings())
+
+
+def run_tally(profile: Profile, progress: Progress | None = None, interval: float = 1.0,
+              start_at: float | None = None) -> tuple[Tally, float]:
+    """Run the profile; the raw tally and the seconds it took. ``start_at`` (Unix time) holds
+    the first arrival until then, so several processes start one schedule together.
 
     Raises:
         ConfigError: a bad profile.
@@ -183,7 +199,7 @@ def run(profile: Profile, progress: Progress | None = None,
     """
     profile.validate()
     _raise_fd_limit(profile)
-    return asyncio.run(_Run(profile, progress, interval).main())
+    return asyncio.run(_Run(profile, progress, interval, start_at).main())
 
 
 def _raise_fd_limit(profile: Profile) -> None:
@@ -198,8 +214,10 @@ def _raise_fd_limit(profile: Profile) -> None:
 
 
 class _Run:
-    def __init__(self, profile: Profile, progress: Progress | None, interval: float) -> None:
+    def __init__(self, profile: Profile, progress: Progress | None, interval: float,
+                 start_at: float | None = None) -> None:
         self.profile = profile
+        self.start_at = start_at
         self.progress = progress
         self.interval = interval
         self.tally = Tally()
@@ -209,7 +227,7 @@ class _Run:
         self.kinds = [k for k in MIX_KINDS if profile.mix.get(k, 0) > 0]
         self.weights = [profile.mix[k] for k in self.kinds]
 
-    async def main(self) -> dict[str, Any]:
+    async def main(self) -> tuple[Tally, float]:
         p = self.profile
         timeout = aiohttp.ClientTimeout(total=None, connect=p.timeout, sock_connect=p.timeout,
                                         sock_read=p.timeout)
@@ -220,6 +238,8 @@ class _Run:
                                       timeout=timeout, auto_decompress=False, trust_env=False,
                                       read_bufsize=16 * 1024) as slow_session:
             self.targets = await self._discover(session)
+            if self.start_at is not None:
+                await asyncio.sleep(max(0.0, self.start_at - time.time()))
             start = time.monotonic()
             self.start, self.deadline = start, start + p.duration
             reporter = asyncio.create_task(self._report_progress())
@@ -231,7 +251,7 @@ class _Run:
                 with contextlib.suppress(asyncio.CancelledError):
                     await reporter
             seconds = time.monotonic() - start
-        return report(self.tally, seconds=seconds, settings=p.settings())
+        return self.tally, seconds
 
     # --- targets ------------------------------------------------------------------------
 

@@ -78,6 +78,18 @@ class Tally:
     slow_open: int = 0
     slow_peak_open: int = 0
 
+    def merge(self, other: Tally) -> None:
+        """Add another process's tally of the same run to this one."""
+        for name, theirs in other.kinds.items():
+            mine = self.kind(name)
+            mine.latencies.extend(theirs.latencies)
+            mine.statuses.update(theirs.statuses)
+            mine.errors.update(theirs.errors)
+            mine.corrupted += theirs.corrupted
+            mine.bytes += theirs.bytes
+        self.peak_in_flight += other.peak_in_flight     # an upper bound: peaks may not meet
+        self.slow_peak_open += other.slow_peak_open
+
     def kind(self, name: str) -> KindTally:
         tally = self.kinds.get(name)
         if tally is None:

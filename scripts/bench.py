@@ -424,18 +424,24 @@ def loadgen(url: str, *args: str, timeout: float) -> tuple[dict[str, Any], list[
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CODECACHE_")}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=environ)
-    stderr = proc.stderr
-    if stderr is None:
-        raise SystemExit("bench: no stderr pipe")
+    stdout, stderr = proc.stdout, proc.stderr
+    if stdout is None or stderr is None:
+        raise SystemExit("bench: no pipes to loadgen")
+    # stderr (progress) is relayed by a thread, stdout (the report) read here; a timer ends a
+    # run that overstays its bounds.
     relay = threading.Thread(target=lambda: [log(line.rstrip()) for line in stderr
                                              if line.strip()], daemon=True)
     relay.start()
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
     try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise SystemExit(f"bench: loadgen did not finish within {timeout} s") from None
+        out = stdout.read()
+        proc.wait()
+    finally:
+        timer.cancel()
     relay.join(timeout=5)
+    if proc.returncode < 0:
+        raise SystemExit(f"bench: loadgen did not finish within {timeout} s")
     if not out.strip():
         raise SystemExit(f"bench: loadgen printed no report (exit {proc.returncode})")
     shown = ["codecache", "loadgen", "VIP", *args, "--json"]
@@ -472,7 +478,7 @@ def slow_pilots(vip: str, pids: dict[str, int], count: int, quick: bool) -> dict
     with RssSampler(pids) as sampler:
         result, command = loadgen(vip, "--slow", str(count), "--slow-rate", str(rate),
                                   "--ramp", str(ramp), "--channel", "small", "--duration",
-                                  "120", "--timeout", "60", timeout=400)
+                                  "120", "--timeout", "60", "--processes", "2", timeout=400)
     replicas = {n: v for n, v in sampler.peak.items() if n.startswith("replica-")}
     return {"pilots": count, "slow_rate": rate, "ramp_s": ramp, "command": " ".join(command),
             "errors": result["errors_total"], "corrupted": result["corrupted"],
@@ -491,16 +497,17 @@ def publish_burst(origin: Origin, vip: str, replicas: list[str], cluster_dir: Pa
     command: list[str] = []
     for n in range(rounds):
         version = ("2.1.0", "2.1.1")[n % 2]
-        before = replica_requests(cluster_dir, path)
         codecache(origin.config, "publish", "pilot", version, "--channel", "burst")
         moved = time.monotonic()
         while any(served_version(r, path) != version for r in replicas):
             if time.monotonic() - moved > 30:
                 raise SystemExit("bench: the channel move did not reach the replicas")
             time.sleep(0.02)
+        time.sleep(0.5)   # the access log lines of those polls are written
+        before = replica_requests(cluster_dir, path)   # after the polls: pilots' requests only
         result, command = loadgen(vip, "--burst", str(pilots), "--within", "1", "--mix",
                                   "full=1", "--channel", "burst", "--timeout", "30",
-                                  "--quiet", timeout=300)
+                                  "--processes", "2", "--quiet", timeout=300)
         time.sleep(1.5)   # access log lines of the last requests
         after = replica_requests(cluster_dir, path)
         upstream = {r: after.get(r, 0) - before.get(r, 0) for r in after}
@@ -508,6 +515,7 @@ def publish_burst(origin: Origin, vip: str, replicas: list[str], cluster_dir: Pa
                      "corrupted": result["corrupted"], "p99_ms": result["latency_ms"]["p99"],
                      "p50_ms": result["latency_ms"]["p50"], "max_ms": result["latency_ms"]["max"],
                      "requests": result["requests"], "upstream_requests": upstream,
+                     "seconds": result["seconds"],
                      "upstream_total": sum(upstream.values())})
         log(f"burst round {n + 1}/{rounds}: {result['requests']} pilots, failed "
             f"{result['errors_total']}, p99 {result['latency_ms']['p99']:.0f} ms, replicas saw "

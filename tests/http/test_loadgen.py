@@ -83,6 +83,16 @@ def test_a_publish_burst_downloads_the_channel_once_per_pilot(site: Server) -> N
     assert report["settings"]["burst"] == 150
 
 
+def test_a_burst_shared_by_two_processes_is_one_report(site: Server) -> None:
+    code, report, stderr = loadgen(site.base, "--burst", "120", "--within", "1", "--mix",
+                                   "full=1,pinned=1", "--processes", "2", "--seed", "5")
+    assert code == 0, stderr
+    assert report["requests"] == 120 and report["statuses"] == {"200": 120}
+    assert report["settings"]["processes"] == 2
+    assert report["kinds"]["full"]["requests"] + report["kinds"]["pinned"]["requests"] == 120
+    assert "loadgen" in stderr
+
+
 def test_slow_clients_are_held_open_together_and_verified(site: Server) -> None:
     size = len(site.request(f"/{site.package}/latest.tar.gz").body)
     rate = max(1, size // 3)      # each download takes about 3 s

@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("web.storeview", "sync", "audit"),               # a server's view; the origin's writer;
                                                       # rebuild and compare (audit)
     ("replica", "loadgen", "probe"),                  # HTTP clients: pull loop, load, check
-    ("web.server",),                                  # HTTP front end of one process
+    ("web.server", "loadpool"),                       # one server process; loadgen processes
     ("web.supervisor",),                              # the server's processes, the pull loop
     ("web.worker",),                                  # a worker process's entry point
     ("cli",),

@@ -6,6 +6,7 @@ import pytest
 
 from codecache.errors import ConfigError
 from codecache.loadgen import Kind, Profile, parse_mix
+from codecache.loadpool import shares, split
 from codecache.loadstats import Tally, percentile, report, table
 
 
@@ -54,3 +55,21 @@ def test_an_impossible_profile_is_a_config_error(changes: dict[str, object]) -> 
     fields: dict[str, object] = {"url": "http://127.0.0.1:1", **changes}
     with pytest.raises(ConfigError):
         Profile(**fields).validate()  # type: ignore[arg-type]
+
+
+def test_shares_add_up_and_differ_by_at_most_one() -> None:
+    assert shares(10, 3) == [4, 3, 3]
+    assert shares(2, 4) == [1, 1, 0, 0]
+    assert sum(shares(2001, 2)) == 2001
+
+
+def test_a_profile_splits_into_shares_of_one_schedule() -> None:
+    burst = split(Profile("http://127.0.0.1:1", burst=2001, processes=2, seed=4))
+    assert [p.burst for p in burst] == [1001, 1000]
+    assert {p.processes for p in burst} == {1} and len({p.seed for p in burst}) == 2
+    slow = split(Profile("http://127.0.0.1:1", slow=10, processes=3))
+    assert [p.slow for p in slow] == [4, 3, 3] and all(p.schedule == "none" for p in slow)
+    tiny = split(Profile("http://127.0.0.1:1", burst=1, processes=2))
+    assert [p.burst for p in tiny] == [1]
+    rate = split(Profile("http://127.0.0.1:1", rate=100.0, requests=10, processes=2))
+    assert [p.rate for p in rate] == [50.0, 50.0] and [p.requests for p in rate] == [5, 5]

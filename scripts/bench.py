@@ -376,8 +376,9 @@ def throughput(targets: dict[str, str], etags: dict[str, dict[str, str]], rounds
 # --- processes and memory -----------------------------------------------------------------
 
 
-def session_rss(pid: int) -> int:
-    """Resident bytes of a process and everything in its session (a replica's workers)."""
+def session_rss(pid: int, field: str = "VmRSS:") -> int:
+    """Resident bytes of a process and everything in its session (a replica's workers);
+    ``field="Pss:"``: proportional share instead (shared pages divided among the sharers)."""
     total = 0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -386,8 +387,9 @@ def session_rss(pid: int) -> int:
             stat = (entry / "stat").read_text().rpartition(")")[2].split()
             if int(stat[3]) != pid:      # field 6: session id
                 continue
-            for line in (entry / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            source = entry / ("status" if field == "VmRSS:" else "smaps_rollup")
+            for line in source.read_text().splitlines():
+                if line.startswith(field):
                     total += int(line.split()[1]) * 1024
         except (OSError, IndexError, ValueError):
             continue
@@ -400,6 +402,7 @@ class RssSampler:
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self.peak = {name: 0 for name in pids}
+        self.peak_pss = {name: 0 for name in pids}
         self.before = {name: session_rss(pid) for name, pid in pids.items()}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -408,6 +411,7 @@ class RssSampler:
         while not self._stop.wait(0.25):
             for name, pid in self.pids.items():
                 self.peak[name] = max(self.peak[name], session_rss(pid))
+                self.peak_pss[name] = max(self.peak_pss[name], session_rss(pid, "Pss:"))
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -485,6 +489,7 @@ def slow_pilots(vip: str, pids: dict[str, int], count: int, quick: bool) -> dict
             "held_at_once": result["slow_peak_open"],
             "latency_ms": result["latency_ms"], "statuses": result["statuses"],
             "rss_before": sampler.before, "rss_peak": sampler.peak,
+            "pss_peak": sampler.peak_pss,
             "replica_rss_peak_max": max(replicas.values()) if replicas else 0}
 
 

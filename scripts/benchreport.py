@@ -137,6 +137,9 @@ def markdown(report: dict[str, Any], png: str) -> str:
         "Peak RSS while they were held (each process with everything in its session, "
         "sampled every 0.25 s; before the run in brackets): " + ", ".join(
             f"{name} {peak[name] / 2**20:.0f} MB ({slow['rss_before'][name] / 2**20:.0f})"
+            for name in sorted(peak)) + "; proportional set size (shared pages divided "
+        "among the processes that share them), peak: " + ", ".join(
+            f"{name} {slow.get('pss_peak', {}).get(name, 0) / 2**20:.0f} MB"
             for name in sorted(peak)) + ". The VIP's nginx holds the connections and serves "
         "the channel URL from its 1 s cache; the replicas see about one request per second "
         "for it.",

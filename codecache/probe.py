@@ -346,9 +346,12 @@ def check_tarball(index: Index, package: str, version: str, data: bytes, minisig
                   keys: Mapping[str, PublicKey]) -> None:
     """``data`` and its ``.minisig`` are the release the signed index lists.
 
-    The signature must verify with a trusted key and its trusted comment must be exactly
-    the one the index names for this release (package, version, sha256, size, svn URL@REV),
-    and ``data`` must hash to the release's sha256.
+    ``data`` must hash to the release's sha256; the ``.minisig`` served must be the one
+    the index lists (the primary key's); and a signature of the release by a trusted key
+    (the served one, or during a key rotation another the index carries) must verify over
+    ``data`` with exactly the trusted comment the index names for this release (package,
+    version, sha256, size, svn URL@REV), so a valid signature of another release cannot
+    pass for this one.
 
     Raises:
         IntegrityError: any of it does not hold (``SignatureError``, ``HashMismatch``).
@@ -358,8 +361,12 @@ def check_tarball(index: Index, package: str, version: str, data: bytes, minisig
     if digest != release.sha256 or len(data) != release.size:
         raise HashMismatch(f"{len(data)} bytes hashing to {digest}, the index lists "
                            f"{release.size} bytes {release.sha256}")
-    parsed = parse_minisig(minisig)
-    verify_minisig(keys, parsed, BytesIO(data))
+    if minisig != release.minisig:
+        raise SignatureError("the .minisig served is not the signature the signed index "
+                             "lists for this release")
+    trusted = [text for keyid, text in release.all_signatures().items() if keyid in keys]
+    parsed = parse_minisig(trusted[0] if trusted else minisig)
+    verify_minisig(keys, parsed, BytesIO(data))   # an untrusted key is refused here
     if parsed.trusted_comment != release.trusted_comment(package):
         raise SignatureError(f"signature's trusted comment {parsed.trusted_comment!r} names "
                              f"another release than {package} {version}")

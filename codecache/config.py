@@ -64,7 +64,9 @@ class ServerConfig:
     listen: tuple[str, ...] = ("127.0.0.1:8080",)
     channel_max_age: int = 60
     # Blobs up to this size are held in memory after one verified read.
-    memory_blob_max: int = 64 * 1024 * 1024
+    # Larger ones are sent from their file with sendfile(2): no copy per connection (a
+    # large body written from memory is copied into each slow client's send buffer).
+    memory_blob_max: int = 1024 * 1024
     memory_total_max: int = 512 * 1024 * 1024
     # How often the server looks for a new index or a changed/missing blob.
     watch_interval: float = 0.25

@@ -48,6 +48,16 @@ class BlobCache:
                     self._memory.move_to_end(sha256)
         return data
 
+    def verified_path(self, sha256: str, size: int) -> Path | None:
+        """The file of a large blob whose bytes hashed right and whose file is unchanged
+        since (one stat, no hashing: cheap enough for the event loop); None: ask ``load``.
+        """
+        verified = self._verified.get(sha256)
+        if size <= self._blob_max or verified is None or sha256 in self._problems:
+            return None
+        path = self._store.blob_path(sha256)
+        return path if file_identity(path) == verified else None
+
     def load(self, sha256: str, size: int) -> bytes | Path:
         """Verified bytes (small blobs, now cached) or the verified file's path (large ones).
 

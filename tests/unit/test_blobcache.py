@@ -113,3 +113,21 @@ def test_blobs_leaving_the_index_are_forgotten(store: Store) -> None:
     cache.check({})
     assert cache.cached(sha) is None
     assert cache.memory_bytes == 0
+
+
+def test_verified_path_only_for_a_large_blob_unchanged_since_it_hashed_right(
+        store: Store) -> None:
+    data = b"x" * 100
+    sha = hashlib.sha256(data).hexdigest()
+    path = store.blob_path(sha)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    cache = BlobCache(store, blob_max=10, total_max=1000)
+    assert cache.verified_path(sha, 100) is None          # not hashed yet
+    assert cache.load(sha, 100) == path
+    assert cache.verified_path(sha, 100) == path
+    path.write_bytes(b"y" * 100)                            # changed on disk
+    os.utime(path, ns=(1, 1))
+    assert cache.verified_path(sha, 100) is None            # the request path re-hashes
+    small = BlobCache(store, blob_max=1000, total_max=1000)
+    assert small.verified_path(sha, 100) is None            # held in memory instead

@@ -244,6 +244,9 @@ class Replica:
             await asyncio.to_thread(
                 self._store.install, candidate, previous=held.index if held else None,
                 history=history, marks=marks, reset_serial=reset_serial)
+            # What was just swapped in is the candidate, verified already (under the lock,
+            # so no other writer came in between): not read and verified again.
+            self._held, self._held_id = candidate, file_identity(self._store.index_path)
             if history is not None:
                 self._history = history
                 self._history_id = file_identity(self._store.history_path)
@@ -436,15 +439,15 @@ class Replica:
         """Blobs missing, of the wrong size, reported by the server, or re-hashed wrong."""
         suspects = set(self._suspects())
         bad = set()
+        blob_dir = str(self._store.blob_dir)   # a str path: this runs per blob, every install
         for sha256, size in sizes.items():
-            path = self._store.blob_path(sha256)
-            identity = file_identity(path)
+            identity = file_identity(f"{blob_dir}/{sha256}")
             if identity is None or identity[1] != size or sha256 in suspects:
                 bad.add(sha256)
                 continue
             if self._verified.get(sha256) == identity:
                 continue
-            if sha256_file(path) == (sha256, size):
+            if sha256_file(self._store.blob_path(sha256)) == (sha256, size):
                 self._verified[sha256] = identity
             else:
                 log.error("blob corrupt on disk sha256=%s: fetching it again", sha256)

@@ -323,8 +323,11 @@ def sign_document(secrets: SecretKey | Sequence[SecretKey], signed: Mapping[str,
                            for k in keys]}
 
 
-def verify_document(keys: Mapping[str, PublicKey], document: object) -> dict[str, Any]:
+def verify_document(keys: Mapping[str, PublicKey], document: object, *,
+                    message: bytes | None = None) -> dict[str, Any]:
     """Return the ``signed`` part if any signature verifies with a trusted key.
+
+    ``message``: ``canonical_json`` of the ``signed`` part where the caller has it already.
 
     Raises:
         SignatureError: malformed document or no valid trusted signature.
@@ -333,7 +336,8 @@ def verify_document(keys: Mapping[str, PublicKey], document: object) -> dict[str
             or not isinstance(document.get("signatures"), list):
         raise SignatureError("index is not a signed document")
     signed: dict[str, Any] = document["signed"]
-    message = canonical_json(signed)
+    if message is None:
+        message = canonical_json(signed)
     for entry in document["signatures"]:
         if not isinstance(entry, dict):
             continue

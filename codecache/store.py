@@ -156,10 +156,10 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
 FileIdentity = tuple[int, int, int]
 
 
-def file_identity(path: Path) -> FileIdentity | None:
+def file_identity(path: str | Path) -> FileIdentity | None:
     """What changes when a file is replaced or rewritten: (mtime_ns, size, inode)."""
     try:
-        st = path.stat()
+        st = os.stat(path)  # noqa: PTH116 - called per blob, thousands of times: str paths too
     except FileNotFoundError:
         return None
     return st.st_mtime_ns, st.st_size, st.st_ino
@@ -375,19 +375,26 @@ class Store:
         if history is not None and history.head != index.history:
             raise HistoryError(None, f"refusing to install serial {signed.serial}: the history "
                                "given is not the one its index signs")
+        # Per-release work runs on every install, thousands of times at scale: plain
+        # string paths and one directory listing per package, not a Path and a stat each.
+        blob_dir = str(self.blob_dir)
         for sha256, size in sorted(index.blob_sizes().items()):
             try:
-                actual = self.blob_path(sha256).stat().st_size
+                actual = os.stat(f"{blob_dir}/{sha256}").st_size  # noqa: PTH116 - hot loop
             except FileNotFoundError:
                 raise BlobUnavailable(sha256, "missing from the store") from None
             if actual != size:
                 raise BlobUnavailable(sha256, f"{actual} bytes on disk, {size} listed")
         for package, pkg in index.packages.items():
             known = previous.packages.get(package) if previous is not None else None
+            try:
+                present = set(os.listdir(self.signature_dir / package))  # noqa: PTH208
+            except FileNotFoundError:
+                present = set()
             for version, release in pkg.releases.items():
                 before = known.releases.get(version) if known is not None else None
-                path = self.signature_path(package, version)
-                if before is not None and before.minisig == release.minisig and path.exists():
+                if before is not None and before.minisig == release.minisig \
+                        and f"{version}.minisig" in present:
                     continue  # written by an earlier install: no need to read it again
                 self._write_signature(package, version, release.minisig)
         if history is not None:

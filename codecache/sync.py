@@ -75,6 +75,7 @@ class Origin:
         if not self._secrets:
             raise ConfigError("no signing key")
         self._keys = {**trusted, **{s.public.keyid: s.public for s in self._secrets}}
+        self._signing_keyids: list[str] | None = None
         self._svn = svn
         self._held: SignedIndex | None = None   # the index this writer installed last
         self._warned: set[tuple[str, str]] = set()  # skipped tags already logged as warnings
@@ -339,7 +340,10 @@ class Origin:
     # --- key rotation ---------------------------------------------------------------------
 
     def _keyids(self) -> list[str]:
-        return [k.public.keyid for k in self._secrets]
+        # Asked for every release at every commit: derived once (a public key costs).
+        if self._signing_keyids is None:
+            self._signing_keyids = [k.public.keyid for k in self._secrets]
+        return self._signing_keyids
 
     def _release_signed(self, release: Release) -> bool:
         """Whether ``release`` carries exactly one signature per signing key, primary first."""

@@ -150,7 +150,8 @@ def make_repository(directory: Path, tags: list[str]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     repo = directory / "repo"
     subprocess.run(["svnadmin", "create", str(repo)], check=True)
-    (repo / "conf" / "svnserve.conf").write_text("[general]\nanon-access = read\n")
+    # Loopback only: anyone may commit, so the measurement can make tags with svnmucc.
+    (repo / "conf" / "svnserve.conf").write_text("[general]\nanon-access = write\n")
     dump = directory / "repo.dump"
     write_dump(dump, tags)
     with dump.open("rb") as fh:

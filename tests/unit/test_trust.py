@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 
 import pytest
 
 from codecache.errors import IndexRefused, Refusal
 from codecache.index import EMPTY, Index, Release, add_release
-from codecache.signing import SecretKey, generate_key, sign_document
+from codecache.signing import SecretKey, canonical_json, generate_key, sign_document
 from codecache.trust import (
     Mark,
     Outcome,
@@ -148,3 +149,37 @@ def test_offers_raise_the_sources_mark_only(key: SecretKey) -> None:
     assert offered(state, UP, signed(key, 4)) == {UP: Mark(5, "d")}
     higher = signed(key, 6)
     assert offered(state, UP, higher) == {UP: Mark(6, higher.digest)}
+
+
+def test_the_signed_bytes_are_read_from_the_document_in_the_layout_sign_index_writes(
+        key: SecretKey) -> None:
+    doc = signed(key, 5)
+    payload = json.loads(doc.document)["signed"]
+    assert doc.document == (b'{"signatures":' + canonical_json(
+        json.loads(doc.document)["signatures"]) + b',"signed":' + canonical_json(payload)
+        + b"}\n")
+    got = verify(doc.document, keys(key))  # type: ignore[arg-type]
+    assert got.digest == doc.digest == hashlib.sha256(canonical_json(payload)).hexdigest()
+    # The same document in another layout (indented, as older versions wrote it) is
+    # serialised again: same payload, same digest.
+    indented = json.dumps(json.loads(doc.document), indent=1, sort_keys=True).encode()
+    assert verify(indented, keys(key)).digest == doc.digest  # type: ignore[arg-type]
+    assert verify(indented, keys(key)).index == got.index  # type: ignore[arg-type]
+
+
+def test_a_second_signed_member_after_the_signed_bytes_is_refused(key: SecretKey) -> None:
+    """json.loads keeps the last of duplicate keys: the payload read must be the one signed."""
+    doc = signed(key, 5)
+    evil = dataclasses.replace(index(6), expires=NOW + 10 ** 6)
+    evil_payload = canonical_json(json.loads(sign_index(key, evil).document)["signed"])
+    forged = doc.document.rstrip(b"\n")[:-1] + b',"signed":' + evil_payload + b"}\n"
+    assert json.loads(forged)["signed"]["serial"] == 6
+    with pytest.raises(IndexRefused) as info:
+        verify(forged, keys(key))  # type: ignore[arg-type]
+    assert info.value.reason is Refusal.BAD_SIGNATURE
+    # Nor does a payload swapped under the original signatures pass.
+    swapped = doc.document.replace(canonical_json(json.loads(doc.document)["signed"]),
+                                   evil_payload)
+    with pytest.raises(IndexRefused) as info:
+        verify(swapped, keys(key))  # type: ignore[arg-type]
+    assert info.value.reason is Refusal.BAD_SIGNATURE

@@ -12,11 +12,10 @@ One pull: ``GET /index.json`` from the first upstream with ``Cache-Control: no-c
 ``If-None-Match`` of the index held (an unchanged index costs a 304). A 304, or the same
 index again, confirms the one held. A new index that ``trust`` accepts is installed once
 every blob it lists is on disk and hashed right, and its release history (``/history.json``,
-fetched after the index: only the bytes past the entries held, ``Range`` from the start
-of the last one held) verifies against it and keeps every entry held (``history_fork``
-otherwise; ``trust.accept_history`` decides). A network error, a timeout, a 5xx, a redirect
-or a refused index moves on to the next upstream; when none answers, the last good index
-keeps being served.
+fetched after the index, only what is new: ``history_mirror``) verifies against it and
+keeps every entry held (``history_fork`` otherwise; ``trust.accept_history`` decides).
+A network error, a timeout, a 5xx, a redirect or a refused index moves on to the next
+upstream; when none answers, the last good index keeps being served.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -38,14 +38,12 @@ import aiohttp
 from codecache.config import Config
 from codecache.errors import (
     CodecacheError,
-    HistoryError,
     IndexRefused,
     Refusal,
     StoreBusy,
     StoreError,
 )
-from codecache.history import Entry, History, parse_document, parse_tail
-from codecache.index import HistoryHead
+from codecache.history_mirror import Fetch, HistoryMirror
 from codecache.signing import PublicKey, load_trusted_keys
 from codecache.store import (
     FileIdentity,
@@ -60,7 +58,6 @@ from codecache.trust import (
     Outcome,
     SignedIndex,
     TrustState,
-    accept_history,
     decide,
     offered,
     verify,
@@ -106,8 +103,7 @@ class Replica:
         self._held: SignedIndex | None = None
         self._held_id: FileIdentity | None = None
         self._verified: dict[str, FileIdentity] = {}
-        self._history: History | None = None       # the history held, verified
-        self._history_id: FileIdentity | None = None
+        self._history = HistoryMirror(self._store)   # the release history held
         self._counters = _Counters()
         self._status = PullStatus()
 
@@ -236,8 +232,9 @@ class Replica:
                        marks: Mapping[str, Mark], reset_serial: bool) -> None:
         async with self._writer_lock():
             # The history first: it is small, and a fork refuses the index before any blob.
-            history = await self._take_history(session, upstream, candidate, held,
-                                               allow_fork=reset_serial)
+            history = await self._history.take(
+                self._history_fetch(session, upstream), upstream, candidate.index.history,
+                held.index.history if held is not None else None, allow_fork=reset_serial)
             sizes = candidate.index.blob_sizes()
             missing = await asyncio.to_thread(self._bad_blobs, sizes)
             await self._fetch(session, upstream, {s: sizes[s] for s in missing})
@@ -248,33 +245,12 @@ class Replica:
             # so no other writer came in between): not read and verified again.
             self._held, self._held_id = candidate, file_identity(self._store.index_path)
             if history is not None:
-                self._history = history
-                self._history_id = file_identity(self._store.history_path)
+                self._history.installed(history)
 
     # --- history --------------------------------------------------------------------------
 
-    async def _take_history(self, session: aiohttp.ClientSession, upstream: str,
-                            candidate: SignedIndex, held: SignedIndex | None, *,
-                            allow_fork: bool) -> History | None:
-        """The history ``candidate`` signs, verified; None where the file stays as it is.
-
-        Raises:
-            IndexRefused: ``history_fork`` (``trust.accept_history``), ``too_large``.
-            UpstreamFailure: the history could not be fetched.
-        """
-        want = candidate.index.history
-        held_head = held.index.history if held is not None else None
-        local = await asyncio.to_thread(self._local_history, held_head) \
-            if held_head is not None else None
-        if want is not None and local is not None and want == local.head:
-            return None   # a re-sign: the history held is the one signed
-        offered_entries: History | list[Entry] | None = None
-        if want is not None and (allow_fork or held_head is None
-                                 or want.length >= held_head.length):
-            # (a shorter history is a fork whatever the upstream's file says: no fetch)
-            offered_entries = await self._fetch_history(session, upstream, local, want)
-        return await asyncio.to_thread(accept_history, want, offered_entries, held_head,
-                                       local=local, allow_lower=allow_fork)
+    def _history_fetch(self, session: aiohttp.ClientSession, upstream: str) -> Fetch:
+        return functools.partial(self._get_history, session, upstream)
 
     async def _repair_history(self, session: aiohttp.ClientSession, upstream: str,
                               held: SignedIndex) -> None:
@@ -283,77 +259,22 @@ class Replica:
         A failure here is logged, never a refusal: the index itself was just confirmed.
         """
         head = held.index.history
-        if head is None or await asyncio.to_thread(self._local_history, head) is not None:
+        if head is None or await asyncio.to_thread(self._history.held, head) is not None:
             return
         try:
             async with self._writer_lock():
-                raw, _ = await self._get_history(session, upstream, None)
-                entries = await asyncio.to_thread(_parse_history, raw, upstream)
-                history = await asyncio.to_thread(accept_history, head, entries, head)
-                assert history is not None  # noqa: S101 - a head was given, so a history
+                history = await self._history.repair(self._history_fetch(session, upstream),
+                                                     upstream, head)
+                if history is None:
+                    return
                 await asyncio.to_thread(self._store.install, held, previous=held.index,
                                         history=history)
-                self._history = history
-                self._history_id = file_identity(self._store.history_path)
+                self._history.installed(history)
                 self._new_install = True   # the server in this process serves it at once
         except (UpstreamFailure, IndexRefused) as err:
             log.error("cannot repair the history from %s: %s", upstream, err)
             return
         log.warning("history.json repaired from %s (%d entries)", upstream, len(history))
-
-    def _local_history(self, head: HistoryHead) -> History | None:
-        """The history on disk verified against the index held; None if it does not verify.
-
-        Kept while the file stays the same, so a pull does not re-read years of history.
-        """
-        identity = file_identity(self._store.history_path)
-        if identity == self._history_id and (self._history is None
-                                             or self._history.head == head):
-            return self._history   # None: this very file failed before (not re-read)
-        self._history_id = identity
-        try:
-            self._history = self._store.load_history(head)
-        except (HistoryError, StoreError) as err:
-            log.error("history on disk does not verify against the index held (%s): fetching "
-                      "it whole from the upstream", err)
-            self._history = None
-        return self._history
-
-    async def _fetch_history(self, session: aiohttp.ClientSession, upstream: str,
-                             local: History | None,
-                             want: HistoryHead) -> History | list[Entry]:
-        """What the upstream offers: the entries held plus its tail, or its whole file.
-
-        The tail is ``Range: bytes=<start of the last entry held>-``: appends never move
-        earlier bytes (``history`` module), so a range that starts with that very entry's
-        bytes and chains on from it is the rest of the same history. Anything else (a 200,
-        a 416, bytes that do not line up, a link that does not follow) is read whole, and
-        ``accept_history`` then names what differs.
-
-        Raises:
-            IndexRefused: ``malformed`` or ``too_large``.
-            UpstreamFailure: transport failures.
-        """
-        if local is not None and len(local) and want.length > len(local):
-            start = local.line_offset(len(local) - 1)
-            raw, partial = await self._get_history(session, upstream, start)
-            if partial:
-                tail = parse_tail(raw, local.lines[-1])
-                if tail is not None:
-                    try:
-                        extended = await asyncio.to_thread(local.extended, tail)
-                    except HistoryError:
-                        pass
-                    else:
-                        log.debug("history: %d new entries in %d bytes from %s", len(tail),
-                                  len(raw), upstream)
-                        return extended
-                log.info("history from %s does not continue the %d entries held byte for "
-                         "byte: reading it whole", upstream, len(local))
-            else:
-                return await asyncio.to_thread(_parse_history, raw, upstream)
-        raw, _ = await self._get_history(session, upstream, None)
-        return await asyncio.to_thread(_parse_history, raw, upstream)
 
     async def _get_history(self, session: aiohttp.ClientSession, upstream: str,
                            start: int | None) -> tuple[bytes, bool]:
@@ -539,13 +460,6 @@ class Replica:
 
 
 # --- response checks ----------------------------------------------------------------------
-
-
-def _parse_history(raw: bytes, upstream: str) -> list[Entry]:
-    try:
-        return parse_document(raw)
-    except HistoryError as err:
-        raise IndexRefused(Refusal.MALFORMED, f"history from {upstream}: {err}") from None
 
 
 def _check_response(response: aiohttp.ClientResponse, upstream: str, *,

@@ -176,7 +176,8 @@ def test_a_replica_repairs_a_damaged_history_file_from_its_upstream(
         assert path.read_bytes() == good
         path.write_bytes(good.replace(b'"actor":"sync"', b'"actor":"mallory"', 1))
         replica.wait_for("the history file is repaired", lambda: path.read_bytes() == good, 15)
-        assert "history.json repaired" in replica.log_text()
+        replica.wait_for("the repair is logged",
+                         lambda: "history.json repaired" in replica.log_text(), 5)
         replica.wait_for("the repaired file is served",
                          lambda: replica.request("/history.json").body == good, 5)
         assert refusals(replica, "history_fork") == 0

@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("trust", "logs"),                                # the trust decision (pure); log output
     ("store", "readiness", "web.catalog", "web.statuspage"),
     ("check",),                                       # check's judgement of facts (pure)
-    ("web.blobcache", "svn"),
+    ("web.blobcache", "svn", "history_mirror"),       # ...; a replica's history (no I/O)
     ("build",),                                       # the one build rule: svn URL@REV -> tar.gz
     ("web.storeview", "sync", "audit"),               # a server's view; the origin's writer;
                                                       # rebuild and compare (audit)

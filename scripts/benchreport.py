@@ -14,6 +14,7 @@ TARGETS = {"get_3mb": (0.95, 0.95), "get_200kb": (0.80, 0.90), "304_100": (0.50,
 RSS_TARGET_MB = 150
 SYNC_TARGET = 1.3
 MB = 1e6
+HAND_WRITTEN = "## Server hot path"
 
 
 def write(report: dict[str, Any], out: Path) -> list[Path]:
@@ -21,7 +22,11 @@ def write(report: dict[str, Any], out: Path) -> list[Path]:
     report = {**report, "verdicts": verdicts(report)}
     paths = [out / "benchmark.json", out / "benchmark.md", out / "benchmark.png"]
     paths[0].write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    paths[1].write_text(markdown(report, paths[2].name))
+    # A hand-written section at the end of an existing report (the server's hot-path
+    # profile, written by whoever measured it) survives a new run.
+    old = paths[1].read_text() if paths[1].exists() else ""
+    kept = old[old.index(HAND_WRITTEN):] if HAND_WRITTEN in old else ""
+    paths[1].write_text(markdown(report, paths[2].name) + ("\n" + kept if kept else ""))
     plot(report, paths[2])
     return paths
 

@@ -230,3 +230,27 @@ def test_access_sample_logs_one_in_n_answers_and_every_error(template_origin: Or
         lines = [line for line in s.log_text().splitlines() if "codecache.access" in line]
         assert sum(f'"GET {path}" 200' in line for line in lines) == 3
         assert sum(" 404 " in line for line in lines) == 1
+
+
+def test_a_channel_move_is_served_by_every_worker(server: Server) -> None:
+    server.origin.cli("publish", server.package, "1.0.0", "--channel", "latest", check=True)
+    answered: set[int] = set()
+
+    def every_worker_serves_it() -> bool:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        try:  # one connection, so one worker, for both requests
+            conn.request("GET", "/healthz")
+            pid = json.loads(conn.getresponse().read())["pid"]
+            conn.request("GET", f"/{server.package}/latest.tar.gz")
+            response = conn.getresponse()
+            response.read()
+            version = response.getheader("X-Codecache-Version")
+        finally:
+            conn.close()
+        if version != "1.0.0":
+            answered.clear()   # a worker still serving the old target: start over
+            return False
+        answered.add(pid)
+        return len(answered) == WORKERS
+
+    server.wait_for("every worker serves the moved channel", every_worker_serves_it, DEADLINE)

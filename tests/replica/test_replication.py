@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -88,3 +90,54 @@ def test_an_unchanged_index_costs_one_304_per_interval(served_origin: Server,
         assert index_requests("304") - before_304 >= 2
     finally:
         replica.stop()
+
+
+def test_a_replica_of_several_workers_pulls_once_and_every_worker_serves_the_publish(
+        served_origin: Server, tmp_path: Path) -> None:
+    """The pull loop runs in the server's parent (one per server); every worker serves."""
+    origin = served_origin
+    replica = start_replica(tmp_path / "replica", origin.origin, [origin.base],
+                            env={"CODECACHE_SERVER_WORKERS": "3"})
+    try:
+        workers = Path(f"/proc/{replica.process.pid}/task/{replica.process.pid}/children")
+        assert len(workers.read_text().split()) == 3
+        target = release_info(origin.origin, "1.0.0")["sha256"]
+        origin.origin.cli("publish", origin.package, "1.0.0", "--channel", "latest", check=True)
+        answered: set[int] = set()
+
+        def every_worker_serves_it() -> bool:
+            # Fresh connections spread over the workers; each one that answers must serve
+            # the new target, and all three must have answered.
+            pid = json.loads(replica.request("/healthz").body)["pid"]
+            if channel_sha(replica, origin.package) != target:
+                answered.clear()
+                return False
+            answered.add(pid)
+            return len(answered) == 3
+
+        replica.wait_for("every worker serves the new channel target",
+                         every_worker_serves_it, 30)
+        # One pull loop, in the parent: it holds connections to the origin, no worker does.
+        parent, children = replica.process.pid, [int(p) for p in workers.read_text().split()]
+        replica.wait_for("the parent holds a connection to the origin",
+                         lambda: _connections_to(parent, origin.port) > 0, 30)
+        assert all(_connections_to(pid, origin.port) == 0 for pid in children)
+    finally:
+        replica.stop()
+
+
+def _connections_to(pid: int, port: int) -> int:
+    """TCP connections of process ``pid`` to 127.0.0.1:``port`` (from /proc, no tools)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = str(fd.readlink())
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote_port = int(fields[2].split(":")[1], 16)
+        if remote_port == port and fields[9] in inodes:
+            count += 1
+    return count

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import random
 import re
@@ -48,7 +49,16 @@ def assert_consistent(origin: Origin, expected: dict[str, Any]) -> int:
         assert signature.read_text() == record["minisig"]
     for version in channels.values():
         assert version in releases
+    # The history verifies against the index (exit 0) and records every release it lists.
+    history = json.loads(origin.cli("history", "--json", check=True).stdout)["entries"]
+    assert sorted(e["version"] for e in history if e["action"] == "release") == \
+        sorted(releases)
     return len(releases)
+
+
+def history_summary(origin: Origin) -> list[tuple[Any, ...]]:
+    entries = json.loads(origin.cli("history", "--json", check=True).stdout)["entries"]
+    return [(e["action"], e["version"], e["channel"], e["from"], e["actor"]) for e in entries]
 
 
 def kill_sync_after(origin: Origin, delay: float) -> int | None:
@@ -97,6 +107,9 @@ def test_kill_9_during_sync_never_leaves_a_broken_store(
             partial += 0 < listed < len(TAGS)
         victim.cli("sync", "--once", check=True)
         assert summary(victim.status_json(), name) == (expected_releases, expected_channels), \
+            f"seed {seed}, iteration {iteration}"
+        # Killed and resumed, the history tells the same story as an uninterrupted sync.
+        assert history_summary(victim) == history_summary(reference), \
             f"seed {seed}, iteration {iteration}"
     assert killed >= ITERATIONS // 2, f"seed {seed}: {killed} kills landed ({typical=:.2f}s)"
     assert partial >= 1, f"seed {seed}: no kill landed in the middle of publishing"

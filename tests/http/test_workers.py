@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Origin, copy_origin
-from tests.http.helpers import Server, running
+from tests.conftest import Origin, SvnRepo, copy_origin
+from tests.http.helpers import Server, new_origin, release_bytes, running
 
 WORKERS = 3
 DEADLINE = 30.0
@@ -254,3 +254,32 @@ def test_a_channel_move_is_served_by_every_worker(server: Server) -> None:
         return len(answered) == WORKERS
 
     server.wait_for("every worker serves the moved channel", every_worker_serves_it, DEADLINE)
+
+
+def test_sigterm_lets_a_download_in_flight_finish(svn_server: SvnRepo, tmp_path: Path) -> None:
+    """A slow client mid-download when the server is told to stop still gets every byte."""
+    package = f"big{os.getpid()}"
+    svn_server.new_package(package)
+    # About 9 MB of tarball (hex of random bytes: gzip keeps ~55 %), more than the kernel's
+    # socket buffers hold (tcp_wmem max 4 MiB), so the server is still sending at SIGTERM.
+    svn_server.change(package, "lib/pilot/data.txt", os.urandom(8 << 20).hex())
+    svn_server.tag(package, "2.0.0")
+    origin = new_origin(svn_server, tmp_path / "origin", package=package, tags=("2.0.0",))
+    expected = release_bytes(origin, "2.0.0")
+    with running(origin, env={"CODECACHE_SERVER_WORKERS": "2"}) as s:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", s.port))
+        sock.sendall(f"GET /{package}/releases/2.0.0.tar.gz HTTP/1.1\r\nHost: x\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        received = sock.recv(4096)
+        time.sleep(0.5)  # not a timing assertion: lets the server fill its socket buffer
+        s.process.send_signal(signal.SIGTERM)   # the body is far from sent
+        sock.settimeout(DEADLINE)
+        while chunk := sock.recv(65536):
+            received += chunk
+        sock.close()
+        assert s.process.wait(timeout=DEADLINE) == 0
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert body == expected

@@ -532,10 +532,17 @@ def cmd_history(args: argparse.Namespace) -> int:
         # The index first: a history fetched after it may be longer (verify_history reads
         # the first ``length`` entries only).
         signed = verify_index(_fetch_index(args.url, config), keys)
-        if signed.index.history is not None:
-            body = _fetch_index(args.url, config, "history.json")
+        head = signed.index.history
+        if head is not None:
             try:
-                history = verify_history(parse_history(body), signed.index.history)
+                for attempt in range(3):
+                    entries = parse_history(_fetch_index(args.url, config, "history.json"))
+                    if len(entries) >= head.length or attempt == 2:
+                        break
+                    # Behind its index, not wrong: a front-tier cache keeps each file up to
+                    # a second, independently. Ask again before calling it a failure.
+                    time.sleep(1)
+                history = verify_history(entries, head)
             except HistoryError as err:
                 raise HistoryError(err.seq, f"{args.url.rstrip('/')}/history.json does not "
                                    f"verify against its signed index: {err}") from None

@@ -35,6 +35,15 @@ log = logging.getLogger("codecache.replica")
 Fetch = Callable[[int | None], Awaitable[tuple[bytes, bool]]]
 
 
+class HistoryBehind(Exception):
+    """The upstream's file is shorter than the index it served signs.
+
+    Not a refusal: nothing is wrong with what it signed; its history has not caught up
+    (a cache in between, a pool of replicas behind one name). The caller treats it as an
+    upstream failure and tries again (or the next upstream).
+    """
+
+
 class HistoryMirror:
     """The history one replica store holds. Construct once per pull loop."""
 
@@ -83,6 +92,9 @@ class HistoryMirror:
         # A shorter history than the one held is a fork whatever the upstream's file says.
         if want is not None and (allow_fork or held is None or want.length >= held.length):
             offered = await self._offered(fetch, upstream, local, want)
+            if len(offered) < want.length:
+                raise HistoryBehind(f"{upstream}/history.json has {len(offered)} entries, its "
+                                    f"index signs {want.length}")
         return await asyncio.to_thread(accept_history, want, offered, held, local=local,
                                        allow_lower=allow_fork)
 

@@ -43,7 +43,7 @@ from codecache.errors import (
     StoreBusy,
     StoreError,
 )
-from codecache.history_mirror import Fetch, HistoryMirror
+from codecache.history_mirror import Fetch, HistoryBehind, HistoryMirror
 from codecache.signing import PublicKey, load_trusted_keys
 from codecache.store import (
     FileIdentity,
@@ -232,9 +232,12 @@ class Replica:
                        marks: Mapping[str, Mark], reset_serial: bool) -> None:
         async with self._writer_lock():
             # The history first: it is small, and a fork refuses the index before any blob.
-            history = await self._history.take(
-                self._history_fetch(session, upstream), upstream, candidate.index.history,
-                held.index.history if held is not None else None, allow_fork=reset_serial)
+            try:
+                history = await self._history.take(
+                    self._history_fetch(session, upstream), upstream, candidate.index.history,
+                    held.index.history if held is not None else None, allow_fork=reset_serial)
+            except HistoryBehind as err:
+                raise UpstreamFailure("history_behind", str(err)) from None
             sizes = candidate.index.blob_sizes()
             missing = await asyncio.to_thread(self._bad_blobs, sizes)
             await self._fetch(session, upstream, {s: sizes[s] for s in missing})

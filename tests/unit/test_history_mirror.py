@@ -17,7 +17,7 @@ import pytest
 
 from codecache.errors import IndexRefused, Refusal
 from codecache.history import EMPTY_HISTORY, Action, Actor, Change, History, parse_document
-from codecache.history_mirror import Fetch, HistoryMirror
+from codecache.history_mirror import Fetch, HistoryBehind, HistoryMirror
 from codecache.store import Store
 
 NOW = 1_800_000_000
@@ -155,3 +155,12 @@ def test_a_body_that_is_not_a_history_is_malformed(tmp_path: Path) -> None:
     with pytest.raises(IndexRefused) as info:
         take(holding(tmp_path, None), up.fetch, sample(2), None)
     assert info.value.reason is Refusal.MALFORMED
+
+
+@pytest.mark.parametrize("held_length", [0, 3])
+def test_an_upstream_file_shorter_than_its_index_signs_is_behind_not_a_fork(
+        tmp_path: Path, held_length: int) -> None:
+    held = sample(held_length) if held_length else None
+    up = Upstream(sample(4).render())     # a cache or a pool member not caught up yet
+    with pytest.raises(HistoryBehind):
+        take(holding(tmp_path, held), up.fetch, sample(6), held)

@@ -328,8 +328,36 @@ def _bool(value: object) -> bool:
     return value
 
 
+_RELEASE_FIELDS = ("version", "sha256", "size", "tar_sha256", "svn_url", "revision", "author",
+                   "date", "minisig", "yanked")
+
+
 def _parse_release(version: str, r: object) -> Release:
+    """One release record, validated, or the same Release as the last time it was.
+
+    Every verification of an index parses every release, and a long-running node
+    verifies thousands of unchanged ones on each change (the pull loop, every server
+    worker). A record whose values (and their types: ``true`` is not ``1``) are exactly
+    those of one that passed before is that Release again; any other goes through
+    every check.
+    """
     d = _dict(r)
+    signatures = d.get("signatures")
+    values = (version, *(d[f] for f in _RELEASE_FIELDS), d.get("yanked_reason"),
+              tuple(sorted(signatures.items())) if isinstance(signatures, dict) else signatures)
+    return _checked_release((*values, *map(type, values)))
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _checked_release(key: tuple[Any, ...]) -> Release:
+    values = key[:len(key) // 2]
+    d: dict[str, Any] = dict(zip(_RELEASE_FIELDS, values[1:], strict=False))
+    d["yanked_reason"], signatures = values[-2], values[-1]
+    d["signatures"] = dict(signatures) if isinstance(signatures, tuple) else signatures
+    return _new_release(values[0], d)
+
+
+def _new_release(version: str, d: dict[str, Any]) -> Release:
     if not is_version(version) or d["version"] != version:
         raise ValueError(f"bad version {version!r}")
     if not is_sha256(d["sha256"]) or not is_sha256(d["tar_sha256"]):

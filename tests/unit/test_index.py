@@ -260,3 +260,18 @@ def test_malformed_payload_is_an_integrity_error(index: Index,
 def test_payload_that_is_not_an_object_is_an_integrity_error(payload: object) -> None:
     with pytest.raises(IntegrityError):
         from_payload(payload)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("size", True), ("size", 100.0), ("revision", True), ("yanked", 0), ("sha256", "A" * 64),
+    ("date", "2027-01-15T08:00:00"), ("version", "other"),
+])
+def test_a_record_parsed_before_does_not_let_a_near_copy_pass(index: Index, field: str,
+                                                              value: object) -> None:
+    """Releases seen before are reused (thousands per verification); never a different one."""
+    payload = to_payload(index)
+    assert from_payload(copy.deepcopy(payload)) == from_payload(payload)  # cached: equal
+    bad = copy.deepcopy(payload)
+    bad["packages"]["pilot"]["releases"]["1.0.0"][field] = value
+    with pytest.raises(IntegrityError):
+        from_payload(bad)

@@ -358,7 +358,7 @@ def _actor(args: argparse.Namespace) -> Actor:
     The name is self-asserted, so the uid that ran the command is recorded beside it.
     """
     uid = os.getuid()
-    name = args.actor or os.environ.get("CODECACHE_ACTOR")
+    name = args.actor if args.actor is not None else os.environ.get("CODECACHE_ACTOR")
     if name is None:
         try:
             name = pwd.getpwuid(uid).pw_name

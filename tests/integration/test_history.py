@@ -171,3 +171,15 @@ def test_a_store_from_before_history_starts_it_with_import_entries(store_copy: O
     ]
     assert [e["serial"] for e in entries[:3]] == [imported_serial] * 3
     assert entries[3]["serial"] > imported_serial
+
+
+@pytest.mark.parametrize(("args", "env"), [(["--actor", ""], None),
+                                           (["--actor", "a\tb"], None),
+                                           ([], {"CODECACHE_ACTOR": ""})])
+def test_a_bad_actor_name_is_a_usage_error_and_changes_nothing(
+        store_copy: Origin, args: list[str], env: dict[str, str] | None) -> None:
+    before = store_copy.index_bytes()
+    result = store_copy.cli(*args, "publish", store_copy.package, "1.0.0", "--channel",
+                            "production", env=env)
+    assert "actor" in assert_one_line_error(result, 2)
+    assert store_copy.index_bytes() == before

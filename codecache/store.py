@@ -21,6 +21,7 @@ Writers (sync, publish, yank, replication) serialise on ``.lock``; readers never
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import fcntl
 import hashlib
@@ -50,6 +51,10 @@ from codecache.signing import PublicKey
 from codecache.trust import Mark, SignedIndex, TrustState, verify
 
 _CHUNK = 1 << 20
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+except OSError:  # no C library to ask: fall back to sync()
+    _LIBC = None
 _TMP_MARK = ".tmp-"
 
 
@@ -145,6 +150,28 @@ def atomic_file(path: Path, *, durable: bool = True) -> Iterator[BinaryIO]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def sync_filesystem(path: Path) -> None:
+    """Flush everything written to the file system holding ``path`` (Linux ``syncfs``).
+
+    Many small files made durable at once: one flush instead of two fsyncs per file.
+    Falls back to ``sync()`` where ``syncfs`` is not available.
+
+    Raises:
+        StoreError: the flush failed (an I/O error).
+    """
+    syncfs = getattr(_LIBC, "syncfs", None) if _LIBC is not None else None
+    if syncfs is None:
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise StoreError(f"cannot flush {path} to disk: {os.strerror(err)}")
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
@@ -385,6 +412,7 @@ class Store:
                 raise BlobUnavailable(sha256, "missing from the store") from None
             if actual != size:
                 raise BlobUnavailable(sha256, f"{actual} bytes on disk, {size} listed")
+        written = 0
         for package, pkg in index.packages.items():
             known = previous.packages.get(package) if previous is not None else None
             try:
@@ -396,7 +424,13 @@ class Store:
                 if before is not None and before.minisig == release.minisig \
                         and f"{version}.minisig" in present:
                     continue  # written by an earlier install: no need to read it again
-                self._write_signature(package, version, release.minisig)
+                written += self._write_signature(package, version, release.minisig)
+        if written:
+            # Each file was renamed into place without its own fsync: one flush of the file
+            # system makes them all durable before the index that names them is swapped.
+            # (A key switch rewrites every release's .minisig: 5,000 fsync pairs took 39 s
+            # here, with the writers' lock held.)
+            sync_filesystem(self.signature_dir)
         if history is not None:
             atomic_write(self.history_path, history.render())
         atomic_write(self.index_path, signed.document)
@@ -405,19 +439,21 @@ class Store:
         new_marks = state.marks if marks is None else marks
         self.save_state(dataclasses.replace(state, highest_serial=highest, marks=new_marks))
 
-    def _write_signature(self, package: str, version: str, minisig: str) -> None:
+    def _write_signature(self, package: str, version: str, minisig: str) -> int:
+        """Write one ``.minisig`` atomically but not yet durably (see ``install``); 1 if written."""
         path = self.signature_path(package, version)
         data = minisig.encode()
         try:
             if path.read_bytes() == data:
-                return
+                return 0
         except FileNotFoundError:
             pass
         try:
             make_dirs(path.parent)
         except OSError as err:
             raise StoreError(f"cannot create {path.parent}: {err.strerror}") from err
-        atomic_write(path, data)
+        atomic_write(path, data, durable=False)
+        return 1
 
     # --- local state ----------------------------------------------------------------------
 

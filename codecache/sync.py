@@ -38,6 +38,7 @@ from codecache.index import (
     Package,
     Release,
     add_release,
+    minisig_keyid,
     move_channel,
     release_comment,
     yank,
@@ -76,6 +77,8 @@ class Origin:
             raise ConfigError("no signing key")
         self._keys = {**trusted, **{s.public.keyid: s.public for s in self._secrets}}
         self._signing_keyids: list[str] | None = None
+        self._primary = self._secrets[0].public.keyid
+        self._keyid_set = frozenset(k.public.keyid for k in self._secrets)
         self._svn = svn
         self._held: SignedIndex | None = None   # the index this writer installed last
         self._warned: set[tuple[str, str]] = set()  # skipped tags already logged as warnings
@@ -347,9 +350,11 @@ class Origin:
 
     def _release_signed(self, release: Release) -> bool:
         """Whether ``release`` carries exactly one signature per signing key, primary first."""
-        have = release.all_signatures()
-        return list(have) == self._keyids() if len(have) == 1 else (
-            set(have) == set(self._keyids()) and have[self._keyids()[0]] == release.minisig)
+        keyids = self._keyid_set
+        if not release.signatures:   # one signature: ``minisig``
+            return len(keyids) == 1 and minisig_keyid(release.minisig) in keyids
+        return release.signatures.keys() == keyids \
+            and release.signatures.get(self._primary) == release.minisig
 
     def _keys_out_of_date(self, index: Index) -> bool:
         """The signing keys changed since ``index`` was signed (a rotation step)."""

@@ -500,6 +500,9 @@ def _print_status(index: Index, local: dict[str, Any], mutated: list[dict[str, A
     trusted = set(local["trusted_keys"])
     print("signed by " + ", ".join(k + ("" if k in trusted else " (not trusted here)")
                                    for k in local["signed_by"]))
+    if index.history is not None:   # the signed length and head; `history` verifies them
+        print(f"history {index.history.length} entries, head {index.history.head or '-'} "
+              "(codecache history)")
     replica = local.get("replica")
     if replica is not None:
         print(f"replica of {replica['upstream']}: serial {replica['serial']}, last confirmed "

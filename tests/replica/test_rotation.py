@@ -93,14 +93,16 @@ class Pilot:
 
 @dataclass
 class Chain:
+    """origin → A → B (pilots' replica, behind the squid); C (pulls from A) joins later."""
+
     origin: Origin
     origin_server: Server
-    a_dir: Path
-    b_dir: Path
+    tmp: Path
     a: Server
     b: Server
     squid: Squid
     servers: list[Server] = field(default_factory=list)
+    c: Server | None = None
 
     def set_origin_keys(self, secret: list[str], trusted: list[str]) -> None:
         config = self.origin.config
@@ -117,35 +119,43 @@ class Chain:
         return serial
 
     def sync(self) -> int:
-        """``sync --once`` on the origin; wait until replica B serves what it signed."""
+        """``sync --once`` on the origin; wait until every replica serves what it signed."""
         self.origin.cli("sync", "--once", check=True)
+        return self.wait_replicas()
+
+    def wait_replicas(self) -> int:
         serial = self.origin_serial()
-        self.b.wait_for(f"replica B serves serial {serial}",
-                        lambda: readyz(self.b).get("serial") == serial, PROPAGATION)
+        for name, server in self.replicas():
+            def serves(replica: Server = server) -> bool:
+                return readyz(replica).get("serial") == serial
+            server.wait_for(f"replica {name} serves serial {serial}", serves, PROPAGATION)
         return serial
 
-    def restart_nodes(self, trusted: list[Path]) -> None:
-        """Restart the origin's server (its config was changed) and give A and B ``trusted``.
+    def replicas(self) -> list[tuple[str, Server]]:
+        found = [("A", self.a), ("B", self.b)]
+        return found + ([("C", self.c)] if self.c is not None else [])
 
-        ``codecache serve`` reads ``trusted_keys`` at start: every node that serves, the
-        origin's included, is restarted on its own port.
-        """
+    def restart_origin_server(self) -> None:
+        """``codecache serve`` reads ``trusted_keys`` at start: the origin's too."""
         self.origin_server.stop()
         self.origin_server = start_server(self.origin, port=self.origin_server.port)
         self.servers.append(self.origin_server)
-        for attr, directory, upstream in (("a", self.a_dir, self.origin_server.base),
-                                          ("b", self.b_dir, self.a.base)):
-            server: Server = getattr(self, attr)
-            write_config(directory, trusted, upstream)
+
+    def restart_replica(self, name: str, trusted: list[Path]) -> None:
+        """Give replica A, B or C these trusted keys (a config change), restarted on its port."""
+        attr = name.lower()
+        directory = self.tmp / attr
+        server: Server | None = getattr(self, attr)
+        upstream = {"a": self.origin_server.base, "b": self.a.base, "c": self.a.base}[attr]
+        write_config(directory, trusted, upstream)
+        port = None
+        if server is not None:
             server.stop()
-            env = {"CODECACHE_SERVER_CHANNEL_MAX_AGE": str(MAX_AGE)} if attr == "b" else None
-            restarted = start_server(replica_origin(directory, self.origin), port=server.port,
-                                     env=env)
-            self.servers.append(restarted)
-            setattr(self, attr, restarted)
-        serial = self.origin_serial()
-        self.b.wait_for(f"replica B back at serial {serial}",
-                        lambda: readyz(self.b).get("serial") == serial, PROPAGATION)
+            port = server.port
+        env = {"CODECACHE_SERVER_CHANNEL_MAX_AGE": str(MAX_AGE)} if attr == "b" else None
+        restarted = start_server(replica_origin(directory, self.origin), port=port, env=env)
+        self.servers.append(restarted)
+        setattr(self, attr, restarted)
 
 
 def write_config(directory: Path, trusted: list[Path], upstream: str) -> None:
@@ -185,8 +195,7 @@ def chain(svn_server: SvnRepo, tmp_path: Path) -> Iterator[Chain]:
             b = start_server(replica_origin(tmp_path / "b", origin),
                              env={"CODECACHE_SERVER_CHANNEL_MAX_AGE": str(MAX_AGE)})
             servers.append(b)
-            found = Chain(origin, origin_server, tmp_path / "a", tmp_path / "b", a, b, squid,
-                          servers)
+            found = Chain(origin, origin_server, tmp_path, a, b, squid, servers)
             yield found
         finally:
             for server in servers:
@@ -260,14 +269,17 @@ def test_rotation_through_a_replica_chain_and_a_squid_fails_no_pilot(
     old.fetch_pilot(b_base() + channel, squid)
     assert old.failures == [], old.failures
 
-    # step 1: a new key; every replica (and the origin) trusts both, restarted
+    # step 1: a new key; the origin and replica A trust both (restarted). Replica B is left
+    # trusting the old key only, as a replica not yet reached by the config change would be.
     run_cli("keygen", "--secret-key", str(keys / "new.key"), "--public-key",
             str(keys / "new.pub"), check=True)
     new_pub = keys / "new.pub"
     new = Pilot("new-key pilot", new_pub, keyid_of(new_pub), tmp_path / "new")
     assert new.keyid != old.keyid
     chain.set_origin_keys(["keys/codecache.key"], ["keys/old.pub", "keys/new.pub"])
-    chain.restart_nodes([old_pub, new_pub])
+    chain.restart_origin_server()
+    chain.restart_replica("A", [old_pub, new_pub])
+    chain.wait_replicas()
     old_pilot_round()
     assert old.failures == [], old.failures
     # nothing is signed by the new key yet
@@ -280,8 +292,15 @@ def test_rotation_through_a_replica_chain_and_a_squid_fails_no_pilot(
                           ["keys/old.pub", "keys/new.pub"])
     with Background(old_pilot_round):
         chain.sync()
+    # a new replica C (pulling from A) that trusts only the new key takes the index at once
+    chain.restart_replica("C", [new_pub])
+    chain.wait_replicas()
+    assert chain.c is not None
+    c = chain.c
     index = json.loads(chain.b.request("/index.json").body)
     assert [s["keyid"] for s in index["signatures"]] == [old.keyid, new.keyid]
+    assert json.loads(c.request("/index.json").body) == index
+    new.check(c.base, release, squid=None)
     assert index["signed"]["packages"][package]["channels"]["latest"]["version"] == "1.3.0"
     for path in (release, f"/{package}/releases/1.3.0.tar.gz", channel):
         for pilot in (old, new):
@@ -320,7 +339,8 @@ def test_rotation_through_a_replica_chain_and_a_squid_fails_no_pilot(
     chain.set_origin_keys(["keys/new.key", "keys/codecache.key"],
                           ["keys/old.pub", "keys/new.pub"])
     with Background(both_pilots_round):
-        chain.sync()
+        chain.sync()   # B (old key only) and C (new key only) both take it
+    new.check(c.base, release, squid=None, plain_sig=True)
     index = json.loads(chain.b.request("/index.json").body)
     assert [s["keyid"] for s in index["signatures"]] == [new.keyid, old.keyid]
     # the plain .minisig is the new key's now: directly at once, through the squid once
@@ -342,10 +362,16 @@ def test_rotation_through_a_replica_chain_and_a_squid_fails_no_pilot(
             new.check(b_base(), path, squid=None)
             new.check(b_base(), path, squid=squid)
 
+    # B must trust the new key before the old one stops signing (late, but in time)
+    chain.restart_replica("B", [old_pub, new_pub])
+    chain.wait_replicas()
     chain.set_origin_keys(["keys/new.key"], ["keys/new.pub"])
     with Background(new_pilot_round):
         chain.sync()
-    chain.restart_nodes([new_pub])
+    chain.restart_origin_server()
+    for name in ("A", "B"):
+        chain.restart_replica(name, [new_pub])
+    chain.wait_replicas()
     new_pilot_round()
     new.fetch_pilot(b_base() + channel, squid)
     index = json.loads(chain.b.request("/index.json").body)

@@ -34,6 +34,8 @@ from tests.conftest import (
 from tests.http.helpers import running
 
 PACKAGE = "auditpilot"
+# Both Subversion clients (svn.client): pysvn where found (the default), and the svn command.
+CLIENTS = [{}, {"CODECACHE_SVN_CLIENT": "cli"}]
 
 
 def _svn(*args: str, cwd: Path) -> None:
@@ -175,10 +177,11 @@ def test_audit_of_a_served_index_by_url(site: AuditSite, tmp_path: Path) -> None
     assert "signature" in line
 
 
+@pytest.mark.parametrize("client", CLIENTS, ids=["default", "cli"])
 def test_audit_names_the_release_whose_svn_content_differs_from_what_was_signed(
-        site: AuditSite) -> None:
+        site: AuditSite, client: dict[str, str]) -> None:
     with site.evil_served(), read_only(site.origin.store):
-        result = run_cli("audit", config=site.auditor)
+        result = run_cli("audit", config=site.auditor, env=client)
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert any(line.startswith(f"OK {PACKAGE} 1.0.0 ") for line in lines), lines
@@ -188,8 +191,9 @@ def test_audit_names_the_release_whose_svn_content_differs_from_what_was_signed(
     assert f"{PACKAGE} 1.2.0" in error and "1.0.0" not in error
 
 
-def test_a_tag_missing_from_svn_is_a_mismatch_not_an_outage(site: AuditSite,
-                                                             tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", CLIENTS, ids=["default", "cli"])
+def test_a_tag_missing_from_svn_is_a_mismatch_not_an_outage(
+        site: AuditSite, tmp_path: Path, client: dict[str, str]) -> None:
     # An empty repository at the same URL: the recorded path does not exist there.
     empty = tmp_path / "empty"
     subprocess.run([require("svnadmin"), "create", str(empty)], check=True)
@@ -197,7 +201,7 @@ def test_a_tag_missing_from_svn_is_a_mismatch_not_an_outage(site: AuditSite,
     site.served.rename(site.honest)
     empty.rename(site.served)
     try:
-        result = run_cli("audit", config=site.auditor)
+        result = run_cli("audit", config=site.auditor, env=client)
     finally:
         site.served.rename(empty)
         site.honest.rename(site.served)
@@ -210,5 +214,6 @@ def test_audit_exits_3_when_subversion_cannot_be_reached(site: AuditSite) -> Non
     # Last in the module: it stops the svnserve.
     site.svnserve.terminate()
     site.svnserve.wait(timeout=10)
-    line = assert_one_line_error(run_cli("audit", config=site.auditor), 3)
-    assert "connect" in line.lower()
+    for client in CLIENTS:
+        line = assert_one_line_error(run_cli("audit", config=site.auditor, env=client), 3)
+        assert "connect" in line.lower(), client

@@ -236,8 +236,9 @@ class Supervisor:
     async def _wait(self, proc: asyncio.subprocess.Process) -> int:
         """The worker's exit status; when the server stops, give it its grace, then kill."""
         waiting = asyncio.create_task(proc.wait())
-        await asyncio.wait([waiting, asyncio.create_task(self._stop.wait())],
-                           return_when=asyncio.FIRST_COMPLETED)
+        stopping = asyncio.create_task(self._stop.wait())
+        await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()  # a worker that died: no task left behind per replacement
         if not waiting.done():
             grace = self._config.server.shutdown_timeout + _KILL_GRACE
             try:

@@ -11,6 +11,7 @@ import contextlib
 import http.client
 import json
 import os
+import resource
 import signal
 import socket
 import time
@@ -30,6 +31,9 @@ DEADLINE = 30.0
 def server(template_origin: Origin, tmp_path: Path) -> Iterator[Server]:
     env = {"CODECACHE_SERVER_WORKERS": str(WORKERS)}
     with running(copy_origin(template_origin, tmp_path / "origin"), env=env) as s:
+        # Ready when the first worker answers; the others may still be starting.
+        s.wait_for(f"{WORKERS} workers", lambda: len(_children(s.process.pid)) == WORKERS,
+                   DEADLINE)
         yield s
 
 
@@ -283,3 +287,20 @@ def test_sigterm_lets_a_download_in_flight_finish(svn_server: SvnRepo, tmp_path:
     head, _, body = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     assert body == expected
+
+
+def test_the_open_files_limit_is_raised_to_the_hard_limit(template_origin: Origin,
+                                                          tmp_path: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))  # inherited by serve
+    try:
+        env = {"CODECACHE_SERVER_WORKERS": "2"}
+        with running(copy_origin(template_origin, tmp_path / "origin"), env=env) as s:
+            s.wait_for("2 workers", lambda: len(_children(s.process.pid)) == 2, DEADLINE)
+            for pid in (s.process.pid, *_children(s.process.pid)):
+                limits = Path(f"/proc/{pid}/limits").read_text()
+                line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+                assert line.split()[3:5] == [str(hard), str(hard)], line
+            assert f"open files limit {hard} (hard {hard})" in s.log_text()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

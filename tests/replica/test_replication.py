@@ -100,7 +100,8 @@ def test_a_replica_of_several_workers_pulls_once_and_every_worker_serves_the_pub
                             env={"CODECACHE_SERVER_WORKERS": "3"})
     try:
         workers = Path(f"/proc/{replica.process.pid}/task/{replica.process.pid}/children")
-        assert len(workers.read_text().split()) == 3
+        # Ready when the first worker answers; the others may still be starting.
+        replica.wait_for("three workers", lambda: len(workers.read_text().split()) == 3, 30)
         target = release_info(origin.origin, "1.0.0")["sha256"]
         origin.origin.cli("publish", origin.package, "1.0.0", "--channel", "latest", check=True)
         answered: set[int] = set()

@@ -171,6 +171,17 @@ name = "pilot"
 svn_url = "{self.root}/pilot"
 tag_pattern = '^[0-9]+(\\.[0-9]+)*$'
 auto_channel = "latest"
+""")
+        # The sync path publishes into a store of its own (same keys, same svnserve), so the
+        # served store holds what pilots fetch and the replicas' memory is not about the tree.
+        self.sync_config = self.dir / "sync.toml"
+        self.sync_config.write_text(f"""\
+role = "origin"
+[store]
+path = "sync-store"
+[signing]
+secret_key = "keys/k.key"
+trusted_keys = ["keys/k.pub"]
 [[packages]]
 name = "tree"
 svn_url = "{self.root}/tree"
@@ -203,7 +214,7 @@ def sync_path(origin: Origin, rounds: int) -> dict[str, Any]:
 
         def timed_publish(tag: str = tag) -> None:
             start = time.monotonic()
-            out = codecache(origin.config, "sync", "--once", "--package", "tree")
+            out = codecache(origin.sync_config, "sync", "--once", "--package", "tree")
             publish.append(time.monotonic() - start)
             if f"tree {tag}" not in out and tag not in out:
                 raise SystemExit(f"bench: sync did not publish tree {tag}: {out}")

@@ -172,7 +172,8 @@ def markdown(report: dict[str, Any], png: str) -> str:
     lines += [
         "", "## Sync path: publishing a new tag", "",
         f"A tree of {sync['files']:,} files, {sync['bytes'] / MB:.0f} MB, tagged anew each "
-        "round (`svn copy` on the server). `codecache sync --once --package tree` (list the "
+        "round (`svn copy` on the server), published into an origin store of its own (not the "
+        "one the cluster serves). `codecache sync --once --package tree` (list the "
         "tags, export the new one at its pinned URL@REV, build the reproducible tarball, hash, "
         "sign, store, write and sign the index) against `svn export -q URL DIR && tar czf "
         "OUT -C . DIR` of the same tag, from the same svnserve; the order alternates:",

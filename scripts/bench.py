@@ -474,7 +474,8 @@ def served_version(base: str, path: str) -> str | None:
 
 
 def replica_requests(cluster_dir: Path, path: str) -> dict[str, int]:
-    """Requests for ``path`` in each replica's access log (every worker writes there)."""
+    """Requests for ``path`` in each replica's access log (every worker writes there; the
+    cluster's replicas log every request: ``log.access_sample`` is left at 1)."""
     counts = {}
     for logfile in sorted((cluster_dir / "logs").glob("replica-*.log")):
         text = logfile.read_text(errors="replace")

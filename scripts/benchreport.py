@@ -14,21 +14,36 @@ TARGETS = {"get_3mb": (0.95, 0.95), "get_200kb": (0.80, 0.90), "304_100": (0.50,
 RSS_TARGET_MB = 150
 SYNC_TARGET = 1.3
 MB = 1e6
-HAND_WRITTEN = "## Server hot path"
+
+
+KEPT = "<!-- Sections below are written by hand; scripts/bench keeps them when it rewrites " \
+    "this file. -->"
+GENERATED = ("Targets", "Throughput (wrk)", "Publish burst", "Sync path: publishing a new tag",
+             "Propagation of a publish", "Commands")
 
 
 def write(report: dict[str, Any], out: Path) -> list[Path]:
-    """Write the three files into ``out``; return their paths."""
+    """Write the three files into ``out``; return their paths. Hand-written sections of an
+    existing benchmark.md (after the KEPT marker, or any section this script does not
+    write) are kept at its end."""
     report = {**report, "verdicts": verdicts(report)}
     paths = [out / "benchmark.json", out / "benchmark.md", out / "benchmark.png"]
+    kept = hand_written(paths[1].read_text()) if paths[1].exists() else ""
     paths[0].write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    # A hand-written section at the end of an existing report (the server's hot-path
-    # profile, written by whoever measured it) survives a new run.
-    old = paths[1].read_text() if paths[1].exists() else ""
-    kept = old[old.index(HAND_WRITTEN):] if HAND_WRITTEN in old else ""
-    paths[1].write_text(markdown(report, paths[2].name) + ("\n" + kept if kept else ""))
+    text = markdown(report, paths[2].name)
+    paths[1].write_text(text + (f"\n{KEPT}\n\n{kept.strip()}\n" if kept.strip() else ""))
     plot(report, paths[2])
     return paths
+
+
+def hand_written(text: str) -> str:
+    """The sections of a previous report that scripts/bench did not write."""
+    if KEPT in text:
+        return text.split(KEPT, 1)[1]
+    sections = text.split("\n## ")[1:]
+    return "\n".join(f"## {section.rstrip()}\n" for section in sections
+                     if not section.startswith(GENERATED)
+                     and "slow pilots through the VIP" not in section.split("\n", 1)[0])
 
 
 def _met(ok: bool) -> str:

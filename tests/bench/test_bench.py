@@ -112,3 +112,16 @@ def test_quick_bench_refuses_to_write_over_docs() -> None:
     assert result.returncode != 0
     assert "never writes over docs" in result.stderr
     assert docs_state() == before
+
+
+def test_a_rewritten_report_keeps_the_sections_written_by_hand() -> None:
+    import sys
+    sys.path.insert(0, str(REPO / "scripts"))
+    import benchreport
+
+    old = "# Benchmark\n\n## Targets\n| a |\n\n## Scale\nsvn numbers\n\n## Commands\nx\n"
+    assert benchreport.hand_written(old).strip() == "## Scale\nsvn numbers"
+    marked = f"# Benchmark\n\n## Targets\n{benchreport.KEPT}\n\n## Notes\nkeep\n"
+    assert benchreport.hand_written(marked).strip() == "## Notes\nkeep"
+    assert benchreport.hand_written("# Benchmark\n\n## 200 slow pilots through the VIP\nx\n") \
+        == ""

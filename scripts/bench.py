@@ -505,6 +505,22 @@ def slow_pilots(vip: str, pids: dict[str, int], count: int, quick: bool) -> dict
             "replica_rss_peak_max": max(replicas.values()) if replicas else 0}
 
 
+def generator_capacity(vip: str, quick: bool) -> dict[str, Any]:
+    """How many one-connection-per-pilot downloads per second the generator itself drives
+    (closed loop, the same 2 processes as the burst) against the VIP, beside wrk's rate with
+    ``Connection: close`` for the same URL: what a burst's latency can be read against."""
+    count = 500 if quick else 4000
+    result, command = loadgen(vip, "--concurrency", "64", "--requests", str(count), "--mix",
+                              "full=1", "--channel", "small", "--processes", "2", "--quiet",
+                              timeout=300)
+    close = wrk(f"{vip}/pilot/small.tar.gz", 64, 2 if quick else 5, "Connection: close")
+    log(f"generator: {result['requests_per_s']:,.0f} new-connection downloads/s (loadgen, "
+        f"2 processes); wrk with Connection: close {close['rps']:,.0f}/s")
+    return {"loadgen_rps": result["requests_per_s"], "loadgen_errors": result["errors_total"],
+            "loadgen_command": " ".join(command), "wrk_close_rps": close["rps"],
+            "wrk_command": "wrk -t1 -c64 -d5s -H 'Connection: close' VIP/pilot/small.tar.gz"}
+
+
 def publish_burst(origin: Origin, vip: str, replicas: list[str], cluster_dir: Path,
                   pilots: int, rounds: int) -> dict[str, Any]:
     """Move the ``burst`` channel, wait until the replicas serve it, then ``pilots`` pilots
@@ -686,6 +702,7 @@ def main() -> int:
         log(f"publish burst: {burst:,} pilots within 1 s of a channel move")
         report["burst"] = publish_burst(origin, vip, replicas, cluster_dir, burst,
                                         1 if quick else 3)
+        report["burst"]["generator"] = generator_capacity(vip, quick)
         log("propagation of a publish (scripts/propagation.py)")
         prop_rounds = 2 if quick else 7
         prop = run([PY, str(REPO / "scripts" / "propagation.py"), "--dir", str(cluster_dir),

@@ -178,12 +178,20 @@ def markdown(report: dict[str, Any], png: str) -> str:
                      f"{r['corrupted']} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
                      f"{r['max_ms']:.0f} | {r['upstream_total']} "
                      f"({', '.join(str(x) for x in r['upstream_requests'].values())}) |")
+    generator = burst.get("generator")
+    capacity = (f" Measured right after, the same two generator processes drove "
+                f"{generator['loadgen_rps']:,.0f} one-connection-per-pilot downloads/s "
+                f"against the VIP in a closed loop (`{generator['loadgen_command']}`), where "
+                f"wrk with `Connection: close` got {generator['wrk_close_rps']:,.0f}/s: a "
+                f"burst of {burst['pilots']:,} within 1 s needs {burst['pilots']:,}/s, so "
+                "when the first figure is below that, the p99 above is mostly the "
+                "generator's own queue.") if generator else ""
     lines += ["", "Latency counts from each pilot's scheduled arrival (no coordinated "
               "omission), so it includes the load generator's own lag: two Python processes "
               "opening a new connection per pilot, on the same cores as the VIP and the "
-              "replicas. The requests at the replicas are the VIP filling and revalidating its "
-              "1 s channel cache (one request fills it while the others wait, "
-              "`proxy_cache_lock`)."]
+              "replicas." + capacity + " The requests at the replicas are the VIP filling "
+              "and revalidating its 1 s channel cache (one request fills it while the others "
+              "wait, `proxy_cache_lock`)."]
     lines += [
         "", "## Sync path: publishing a new tag", "",
         f"A tree of {sync['files']:,} files, {sync['bytes'] / MB:.0f} MB, tagged anew each "

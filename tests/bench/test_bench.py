@@ -66,6 +66,7 @@ def test_quick_bench_reports_every_case_for_every_server(
     assert all(r["requests"] == 100 for r in burst["rounds"])
     # the VIP had to fetch the moved channel from a replica: the access-log count sees it
     assert all(r["upstream_total"] >= 1 for r in burst["rounds"]), burst
+    assert burst["generator"]["loadgen_rps"] > 0 and burst["generator"]["wrk_close_rps"] > 0
     assert report["sync_path"]["publish_median_s"] > 0
     assert report["sync_path"]["export_tar_median_s"] > 0
     assert report["propagation"]["rounds"] == 2

@@ -61,6 +61,10 @@ class Metrics:
         tally[key] = tally.get(key, 0) + 1
         if body_bytes:
             self._bytes[route] = self._bytes.get(route, 0) + body_bytes
+        if route not in FILE_ROUTES:
+            # Probes, scrapes, errors: rare, and a probe must count at once, so any
+            # worker's next /metrics shows it (files wait for the tick: the hot path).
+            self.flush()
 
     def flush(self) -> None:
         """Move the request tallies into the (possibly shared) instruments."""

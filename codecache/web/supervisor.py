@@ -80,6 +80,11 @@ def bind(config: Config, slots: int) -> list[list[socket.socket]]:
     try:
         for address in config.server.listen:
             host, port = split_listen(address)
+            if slots > 1:
+                # SO_REUSEPORT would let a second server (an old one still running) share
+                # the port silently: first claim it alone, so that fails as it should.
+                with _listening_socket(host, port, reuse_port=False, listen=False) as probe:
+                    port = probe.getsockname()[1]
             for slot in range(slots):
                 sock = _listening_socket(host, port, reuse_port=slots > 1)
                 port = sock.getsockname()[1]  # port 0: every slot on the one chosen
@@ -92,7 +97,8 @@ def bind(config: Config, slots: int) -> list[list[socket.socket]]:
     return per_slot
 
 
-def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+def _listening_socket(host: str, port: int, *, reuse_port: bool,
+                      listen: bool = True) -> socket.socket:
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                flags=socket.AI_PASSIVE)
     family, kind, proto, _, address = infos[0]
@@ -104,7 +110,8 @@ def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socke
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
-        sock.listen(1024)
+        if listen:
+            sock.listen(1024)
         sock.setblocking(False)
     except OSError:
         sock.close()

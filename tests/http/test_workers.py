@@ -14,6 +14,8 @@ import os
 import resource
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -304,3 +306,14 @@ def test_the_open_files_limit_is_raised_to_the_hard_limit(template_origin: Origi
             assert f"open files limit {hard} (hard {hard})" in s.log_text()
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_second_server_on_the_same_port_is_refused(server: Server) -> None:
+    """SO_REUSEPORT must not let an old and a new server share a port without a word."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODECACHE_")}
+    env.update(CODECACHE_SERVER_WORKERS="2", CODECACHE_SERVER_LISTEN=f"127.0.0.1:{server.port}")
+    second = subprocess.run(
+        [sys.executable, "-m", "codecache", "--config", str(server.origin.config), "serve"],
+        capture_output=True, text=True, env=env, timeout=DEADLINE, check=False)
+    assert second.returncode == 2
+    assert "cannot listen on" in second.stderr

@@ -353,10 +353,13 @@ async def _periodic(interval: float, work: Callable[[], Awaitable[None]],
 
 
 @contextlib.asynccontextmanager
-async def _pull_loop(config: Config, state: StoreView) -> AsyncIterator[None]:
-    """A single-process replica server runs its pull loop in-process."""
+async def _pull_loop(config: Config, state: StoreView,
+                     tell: Callable[[], None] | None) -> AsyncIterator[None]:
+    """A replica's pull loop in this process; ``tell`` the other workers of an install."""
     async def installed() -> None:
         await asyncio.to_thread(state.refresh)
+        if tell is not None:
+            tell()
 
     replica = Replica(config, suspects=lambda: tuple(state.blob_problems), installed=installed)
     stop = asyncio.Event()
@@ -431,11 +434,13 @@ class _QuietParseErrors(logging.Filter):
 
 async def run(config: Config, sockets: Sequence[socket.socket], stop: asyncio.Event, *,
               workers: int = 1, metrics_dir: Path | None = None, pull: bool = False,
+              installed: Callable[[], None] | None = None,
               notifier: Notifier | None = None) -> None:
     """Serve on ``sockets`` (bound and listening) until ``stop`` is set, then drain.
 
     ``workers``/``metrics_dir``: this process is one of several (``supervisor``); ``pull``:
-    run a replica's pull loop in this process (the single-process server); ``notifier``:
+    run a replica's pull loop in this process (the single-process server, or worker 0),
+    calling ``installed`` after an install; ``notifier``:
     tell systemd when ready and while alive (the process systemd started).
     """
     notifier = notifier or Notifier(None, None)
@@ -464,7 +469,7 @@ async def run(config: Config, sockets: Sequence[socket.socket], stop: asyncio.Ev
         await stack.enter_async_context(_periodic(
             config.store.scrub_interval, lambda: asyncio.to_thread(state.scrub), "scrub"))
         if pull and config.role is Role.REPLICA:
-            await stack.enter_async_context(_pull_loop(config, state))
+            await stack.enter_async_context(_pull_loop(config, state, installed))
         try:
             for sock in sockets:
                 await web.SockSite(runner, sock, backlog=1024).start()

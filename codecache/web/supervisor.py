@@ -1,17 +1,20 @@
 """``codecache serve``: one server of ``server.workers`` processes on one port.
 
 Owns the processes of a server: the open-files limit (raised to the hard limit at start),
-the listening sockets, the workers and the replica pull loop. The parent binds, for every
+the listening sockets and the workers. The parent binds, for every
 ``listen`` address, one ``SO_REUSEPORT`` socket per worker slot (the kernel spreads
 connections over them evenly) and hands each worker its sockets; it keeps them open, so
 connections waiting in a dead worker's queue are served by its replacement. The parent
-serves no request: it runs a replica's pull loop (one per server, not per worker) and
-tells the workers about an install with SIGUSR1 (they also watch the store on disk), and
-replaces a worker that dies. SIGTERM/SIGINT: workers stop accepting and finish in-flight
-responses within ``shutdown_timeout``, then the parent exits.
+serves no request and imports no HTTP code (it stays small): it replaces a worker that
+dies and passes a SIGUSR1 from a worker on to every worker. On a replica, worker 0 also
+runs the pull loop (one per server, not per worker; a replacement of worker 0 takes it
+over) and, after an install, sends that SIGUSR1 so every worker looks at the store at
+once (they also watch it every ``watch_interval``). SIGTERM/SIGINT: workers stop
+accepting and finish in-flight responses within ``shutdown_timeout``, then the parent exits.
 
-Workers are fresh interpreters (``python -m codecache.web.worker``), not forks: the parent
-runs an event loop and an HTTP client, which a fork would copy half-alive. The config and
+Workers are fresh interpreters (``python -m codecache.web.worker``), not forks: replacing
+a worker would mean forking the parent's running event loop, which a fork copies
+half-alive. The config and
 the socket numbers reach a worker pickled on its stdin. ``/metrics`` of any worker counts
 the whole server through prometheus_client's multiprocess files in a private directory.
 
@@ -35,7 +38,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from codecache.config import Config, Role, split_listen
+from codecache.config import Config, split_listen
 from codecache.errors import ConfigError
 from codecache.notify import Notifier
 from codecache.signing import load_trusted_keys
@@ -58,6 +61,7 @@ class WorkerSpec:
     metrics_dir: Path
     log_level: int
     log_formatter: logging.Formatter | None
+    pull: bool = False     # run a replica's pull loop (worker 0 only)
 
 
 def raise_open_files_limit() -> tuple[int, int]:
@@ -162,7 +166,7 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 class Supervisor:
-    """The parent of the worker processes (and, on a replica, the pull loop)."""
+    """The parent of the worker processes."""
 
     def __init__(self, config: Config, sockets: list[list[socket.socket]],
                  notifier: Notifier) -> None:
@@ -175,13 +179,13 @@ class Supervisor:
 
     async def run(self) -> None:
         self._stop = _stop_on_signals()
+        # A worker that installed an index asks for every worker to look at the store.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self._notify)
         metrics_dir = Path(tempfile.mkdtemp(prefix="codecache-metrics-"))
         try:
             async with asyncio.TaskGroup() as group:
                 for slot in range(len(self._sockets)):
                     group.create_task(self._keep_running(slot, metrics_dir))
-                if self._config.role is Role.REPLICA:
-                    group.create_task(self._pull())
                 watchdog = group.create_task(self._alive())
                 await self._stop.wait()
                 self._notifier.stopping("stopping: finishing requests in flight")
@@ -226,7 +230,7 @@ class Supervisor:
         root = logging.getLogger()
         formatter = root.handlers[0].formatter if root.handlers else None
         spec = WorkerSpec(self._config, slot, len(self._sockets), fds, metrics_dir,
-                          root.level, formatter)
+                          root.level, formatter, pull=slot == 0)
         env = {k: v for k, v in os.environ.items() if k not in _PARENT_ONLY_ENV}
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         proc = await asyncio.create_subprocess_exec(
@@ -267,13 +271,6 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGUSR1)
 
-    async def _pull(self) -> None:
-        from codecache.replica import Replica  # the HTTP client: only a replica's parent
-
-        async def installed() -> None:
-            self._notify()
-
-        await Replica(self._config, installed=installed).run(self._stop)
 
 
 def _mark_dead(pid: int, metrics_dir: Path) -> None:

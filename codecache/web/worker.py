@@ -51,7 +51,8 @@ async def _run(spec: WorkerSpec, sockets: list[socket.socket]) -> None:
     watcher = asyncio.create_task(watch_parent())
     try:
         await server.run(spec.config, sockets, stop, workers=spec.workers,
-                         metrics_dir=spec.metrics_dir)
+                         metrics_dir=spec.metrics_dir, pull=spec.pull,
+                         installed=lambda: os.kill(parent, signal.SIGUSR1))
     finally:
         watcher.cancel()
 

@@ -94,7 +94,7 @@ def test_an_unchanged_index_costs_one_304_per_interval(served_origin: Server,
 
 def test_a_replica_of_several_workers_pulls_once_and_every_worker_serves_the_publish(
         served_origin: Server, tmp_path: Path) -> None:
-    """The pull loop runs in the server's parent (one per server); every worker serves."""
+    """One pull loop per server (in worker 0), not per worker; every worker serves."""
     origin = served_origin
     replica = start_replica(tmp_path / "replica", origin.origin, [origin.base],
                             env={"CODECACHE_SERVER_WORKERS": "3"})
@@ -118,11 +118,12 @@ def test_a_replica_of_several_workers_pulls_once_and_every_worker_serves_the_pub
 
         replica.wait_for("every worker serves the new channel target",
                          every_worker_serves_it, 30)
-        # One pull loop, in the parent: it holds connections to the origin, no worker does.
+        # One pull loop, in one worker: only it holds connections to the origin.
         parent, children = replica.process.pid, [int(p) for p in workers.read_text().split()]
-        replica.wait_for("the parent holds a connection to the origin",
-                         lambda: _connections_to(parent, origin.port) > 0, 30)
-        assert all(_connections_to(pid, origin.port) == 0 for pid in children)
+        replica.wait_for("a worker holds a connection to the origin", lambda: any(
+            _connections_to(pid, origin.port) for pid in children), 30)
+        assert _connections_to(parent, origin.port) == 0
+        assert sum(_connections_to(pid, origin.port) > 0 for pid in children) == 1
     finally:
         replica.stop()
 

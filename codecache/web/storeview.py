@@ -66,9 +66,7 @@ class StoreView:
         """
         with self._refreshing:
             self._refresh_index()
-            # After the index: the writer puts history.json in place before index.json,
-            # so the history read here is at least as long as the index served names.
-            self._refresh_history()
+            self._refresh_history()   # a history that changed alone (a replica's repair)
             self._refresh_state()
             self._refresh_pull_status()
             if self.catalog is not None:
@@ -104,6 +102,10 @@ class StoreView:
             self.index_problem = f"index on disk refused: {err}"
             self._index_id = identity
             return
+        # The history after this index was read (the writer puts history.json in place
+        # before index.json, so it is at least as long as the index names) and before the
+        # index is served, so no request sees the new index with the old history.
+        self._refresh_history()
         self.catalog = Catalog(signed.index, raw, self.config.server.channel_max_age)
         self._index_id, self.index_problem, self.confirmed_at = identity, None, time.time()
         log.info("serving index serial=%d", signed.serial)

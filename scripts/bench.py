@@ -261,16 +261,18 @@ def static_nginx(work: Path, workers: int, files: dict[str, Path]) -> Iterator[s
     for d in [www, *www.rglob("*")]:
         d.chmod(0o755 if d.is_dir() else 0o644)
     user = "user nobody nogroup;" if os.geteuid() == 0 else ""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nofile = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
     temp = Path(tempfile.mkdtemp(prefix="codecache-bench-tmp-"))
     if os.geteuid() == 0:
         shutil.chown(temp, "nobody", "nogroup")
     (prefix / "nginx.conf").write_text(f"""\
 {user}
 worker_processes {workers};
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile {nofile};
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
-events {{ worker_connections 24576; }}
+events {{ worker_connections {min(24576, nofile)}; }}
 http {{
     access_log off;
     sendfile on;

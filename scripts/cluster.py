@@ -31,6 +31,7 @@ import json
 import os
 import pwd
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -155,6 +156,7 @@ def render_front(template: str, *, listens: Sequence[str], replicas: Sequence[st
 def render_main(front: str, *, prefix: Path, cache_dir: Path, user: WorkerUser | None) -> str:
     """A complete nginx.conf (main, events, http) around the front-tier config."""
     temp = cache_dir / "temp"
+    nofile, connections = nginx_limits()
     user_line = f"user {user.name} {user.group};" if user else "# not root: workers run as me"
     front_text = "\n".join(f"    {line}" if line else "" for line in front.splitlines())
     return f"""\
@@ -164,12 +166,13 @@ def render_main(front: str, *, prefix: Path, cache_dir: Path, user: WorkerUser |
 worker_processes auto;
 # Room for 10,000 pilots held open at once (scripts/bench holds 10,000 slow downloads): each
 # proxied request needs a client and an upstream connection, and one worker may take them all.
-worker_rlimit_nofile 65536;
+# Capped at the open-files hard limit nginx inherits (a failed setrlimit is an [alert]).
+worker_rlimit_nofile {nofile};
 pid {prefix / "nginx.pid"};
 error_log {prefix / "logs" / "error.log"} warn;
 
 events {{
-    worker_connections 24576;
+    worker_connections {connections};
 }}
 
 http {{
@@ -186,6 +189,14 @@ http {{
 {front_text}
 }}
 """
+
+
+def nginx_limits() -> tuple[int, int]:
+    """(worker_rlimit_nofile, worker_connections): 65,536 and 24,576, or less where the
+    open-files hard limit that nginx inherits from us is lower."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nofile = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+    return nofile, min(24576, nofile)
 
 
 def _reachable_by(path: Path, user: WorkerUser) -> bool:

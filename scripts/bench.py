@@ -623,6 +623,9 @@ def main() -> int:
                         "nginx static (default: one per core where the server supports "
                         "[server] workers, else 1)")
     parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--scale", action="store_true", help="also run scripts/scale.py "
+                        "--quick (bulk import, one change at 1,000 releases; into the "
+                        "JSON report; the full numbers: docs/scale.md)")
     parser.add_argument("--rounds", type=int, help="wrk rounds per case and server "
                         "(default 5; quick 1)")
     parser.add_argument("--seconds", type=int, help="seconds per wrk run (default 5; "
@@ -720,6 +723,11 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
         else:
             log(f"work directory kept: {work}")
+    if args.scale:
+        log("scale (scripts/scale.py --quick)")
+        scale = run([PY, str(REPO / "scripts" / "scale.py"), "--quick", "--json"],
+                    timeout=1800).stdout
+        report["scale"] = {**json.loads(scale), "command": "python3 scripts/scale.py --quick"}
     report["seconds"] = round(time.monotonic() - started, 1)
     report["command"] = "scripts/bench" + (" --quick" if quick else "")
     paths = benchreport.write(report, out)

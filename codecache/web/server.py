@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import re
 import signal
 import socket
@@ -99,12 +100,20 @@ def request_id(request: web.BaseRequest) -> str:
     follows a download from the front tier's access log into the replica's.
     """
     rid = request.get(_REQUEST_ID)
-    if rid is None:
-        given = request.headers.get("X-Request-ID", "")
-        # 128 random bits as 32 hex digits, like nginx's $request_id (uuid4() costs 4x more).
-        rid = given if _REQUEST_ID_RE.fullmatch(given) else os.urandom(16).hex()
-        request[_REQUEST_ID] = rid
-    return str(rid)
+    return str(rid) if rid is not None else _assign_request_id(request)
+
+
+def _assign_request_id(request: web.BaseRequest) -> str:
+    """Take or make the id (``Front`` does, first thing: a ``get`` of an absent key of an
+    aiohttp request costs a KeyError)."""
+    given = request.headers.get("X-Request-ID")
+    # 128 random bits as 32 hex digits, like nginx's $request_id. A correlation id, not a
+    # secret: the interpreter's generator (seeded from os.urandom in every process) costs
+    # a fraction of a getrandom(2) call per request.
+    rid = given if given and _REQUEST_ID_RE.fullmatch(given) else \
+        f"{random.getrandbits(128):032x}"
+    request[_REQUEST_ID] = rid
+    return rid
 
 
 class Front:
@@ -118,7 +127,7 @@ class Front:
         metrics = self.state.metrics
         metrics.in_flight_now += 1
         route = "other"
-        rid = request_id(request)
+        rid = _assign_request_id(request)
         try:
             if request.method not in _METHODS:
                 # Before routing: a CONNECT's authority-form target matches no route and
@@ -409,11 +418,19 @@ class AccessLogger(AbstractAccessLogger):
             "serial": request.get(_SERIAL), "ms": round(time * 1000, 2),
             "agent": request.headers.get("User-Agent"), "request_id": request_id(request),
         }
-        self.logger.info(
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
+        # The record is made here rather than by ``Logger.info``: that walks the stack to
+        # find its caller (unused by our formats) and checks every extra= key; a quarter
+        # of an access line's cost (docs/benchmark.md, "server hot path").
+        record = logging.LogRecord(
+            self.logger.name, logging.INFO, __file__, 0,
             '%s "%s %s" %d %d %.2fms version=%s serial=%s request_id=%s agent="%s"',
-            fields["remote"], fields["method"], path, response.status, body,
-            fields["ms"], fields["version"] or "-", fields["serial"] or "-",
-            fields["request_id"], fields["agent"] or "-", extra=fields)
+            (fields["remote"], fields["method"], path, response.status, body, fields["ms"],
+             fields["version"] or "-", fields["serial"] or "-", fields["request_id"],
+             fields["agent"] or "-"), None)
+        record.__dict__.update(fields)
+        self.logger.handle(record)
 
 
 class _QuietParseErrors(logging.Filter):

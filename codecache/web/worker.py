@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import pickle
@@ -20,9 +21,11 @@ from codecache.web import server
 from codecache.web.supervisor import WorkerSpec
 
 _PARENT_CHECK = 1.0   # seconds between looks at the parent
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def main() -> None:
+    _die_with_parent()
     spec = pickle.loads(sys.stdin.buffer.read())  # noqa: S301 - from our parent, by pipe
     if not isinstance(spec, WorkerSpec):
         raise SystemExit("codecache worker: expected a WorkerSpec on stdin")
@@ -33,6 +36,16 @@ def main() -> None:
     sockets = [socket.socket(fileno=fd) for fd in spec.fds]
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_run(spec, sockets))
+
+
+def _die_with_parent() -> None:
+    """A server killed with SIGKILL takes its workers along at once (Linux: the parent-death
+    signal), so nothing, a pull loop least of all, outlives it: ``kill -9`` of the server
+    must stop every write to its store. Elsewhere the watch in ``_run`` stops a worker
+    within a second."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 async def _run(spec: WorkerSpec, sockets: list[socket.socket]) -> None:

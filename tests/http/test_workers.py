@@ -317,3 +317,24 @@ def test_a_second_server_on_the_same_port_is_refused(server: Server) -> None:
         capture_output=True, text=True, env=env, timeout=DEADLINE, check=False)
     assert second.returncode == 2
     assert "cannot listen on" in second.stderr
+
+
+def test_sigkill_of_the_server_takes_its_workers_along(server: Server) -> None:
+    """Nothing outlives a server killed with SIGKILL (a worker could go on writing)."""
+    workers = _children(server.process.pid)
+    server.process.kill()
+    server.process.wait(timeout=DEADLINE)
+    server.wait_for("every worker is gone", lambda: not any(
+        _alive(pid) for pid in workers), DEADLINE)
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", server.port),
+                                                          timeout=2):
+        pass
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (an orphan's zombie waits for whoever adopted it)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status and "\nState:\tX" not in status

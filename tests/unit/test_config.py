@@ -220,3 +220,13 @@ def test_split_listen(address: str, parsed: tuple[str, int]) -> None:
 def test_split_listen_refuses_malformed_addresses(address: str) -> None:
     with pytest.raises(ConfigError):
         split_listen(address)
+
+
+def test_svn_client_defaults_to_auto_and_takes_only_known_clients(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, MINIMAL), env={}).svn.client == "auto"
+    path = write(tmp_path, MINIMAL + '[svn]\nclient = "cli"\n')
+    assert load_config(path, env={}).svn.client == "cli"
+    env = {"CODECACHE_SVN_CLIENT": "pysvn"}
+    assert load_config(write(tmp_path, MINIMAL), env=env).svn.client == "pysvn"
+    with pytest.raises(ConfigError, match=r"svn\.client must be one of auto, cli, pysvn"):
+        load_config(write(tmp_path, MINIMAL + '[svn]\nclient = "subvertpy"\n'), env={})

@@ -24,8 +24,10 @@ from codecache.errors import ConfigError
 from codecache.readiness import Health, Readiness
 
 # Refusals that mean two origins write at once, or an origin went back in time (a restore
-# nobody told the replicas about): DESIGN.md §5.
-TWO_WRITERS = ("conflict", "rollback")
+# nobody told the replicas about): DESIGN.md §5. A history fork is the same event seen in the
+# release history (a restored or promoted origin wrote new entries), or tampering; either
+# way the replica takes no more updates until an operator acts, so it is critical too.
+TWO_WRITERS = ("conflict", "rollback", "history_fork")
 # A refusal that is normal in a chain of replicas and no alarm.
 HARMLESS = ("stale_upstream",)
 

@@ -180,7 +180,7 @@ def test_a_replica_that_never_confirmed_is_critical() -> None:
     assert result.state is State.CRITICAL and "never confirmed" in result.message
 
 
-@pytest.mark.parametrize("reason", ["conflict", "rollback"])
+@pytest.mark.parametrize("reason", ["conflict", "rollback", "history_fork"])
 def test_two_writers_seen_recently_are_critical(reason: str) -> None:
     facts = replica(refusals={reason: 3}, refused_at={reason: NOW - 120})
     result = assess(facts, LIMITS)

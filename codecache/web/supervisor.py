@@ -62,6 +62,7 @@ class WorkerSpec:
     log_level: int
     log_formatter: logging.Formatter | None
     pull: bool = False     # run a replica's pull loop (worker 0 only)
+    parent: int = 0        # the parent's pid: a worker whose parent is another stops
 
 
 def raise_open_files_limit() -> tuple[int, int]:
@@ -230,7 +231,7 @@ class Supervisor:
         root = logging.getLogger()
         formatter = root.handlers[0].formatter if root.handlers else None
         spec = WorkerSpec(self._config, slot, len(self._sockets), fds, metrics_dir,
-                          root.level, formatter, pull=slot == 0)
+                          root.level, formatter, pull=slot == 0, parent=os.getpid())
         env = {k: v for k, v in os.environ.items() if k not in _PARENT_ONLY_ENV}
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         proc = await asyncio.create_subprocess_exec(

@@ -29,6 +29,9 @@ def main() -> None:
     spec = pickle.loads(sys.stdin.buffer.read())  # noqa: S301 - from our parent, by pipe
     if not isinstance(spec, WorkerSpec):
         raise SystemExit("codecache worker: expected a WorkerSpec on stdin")
+    if os.getppid() != spec.parent:
+        # The parent died before the death signal was set (while this one started up).
+        raise SystemExit("codecache worker: the server that started it is gone")
     handler = logging.StreamHandler(sys.stderr)
     if spec.log_formatter is not None:
         handler.setFormatter(spec.log_formatter)
@@ -53,7 +56,7 @@ async def _run(spec: WorkerSpec, sockets: list[socket.socket]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    parent = os.getppid()
+    parent = spec.parent
 
     async def watch_parent() -> None:
         while os.getppid() == parent:  # noqa: ASYNC110 - nothing signals a parent's death

@@ -10,7 +10,8 @@ umask or the machine, the same tree gives the same bytes:
 * mode 0755 for directories and files with an owner-executable bit (``svn:executable``),
   0644 for other files, 0777 for symlinks (stored as symlinks, target kept verbatim);
 * POSIX.1-2001 (PAX) format; a PAX header only where a name needs it, never atime/ctime;
-* gzip level 9, header without file name and with mtime 0.
+* gzip level 9, header without file name and with mtime 0; compressed in a thread of its
+  own while the tar stream is built (the deflate data is the same as one serial pass).
 
 Anything that is not a directory, regular file or symlink is refused.
 """
@@ -21,8 +22,10 @@ import gzip
 import hashlib
 import io
 import os
+import queue
 import stat
 import tarfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -57,6 +60,62 @@ class _HashingWriter(io.RawIOBase):
         return len(data)
 
 
+class _CompressingWriter(io.RawIOBase):
+    """The tar stream's sink: gzip runs in a thread of its own, fed in order through a
+    bounded queue, so compressing (zlib releases the GIL) overlaps reading files and
+    writing tar headers. The compressed bytes do not depend on how the input is cut:
+    deflate without flushes decides only on the stream, so they are the serial ones."""
+
+    def __init__(self, gz: gzip.GzipFile) -> None:
+        self._gz = gz
+        self._pending = bytearray()
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._compress, name="gzip", daemon=True)
+        self._thread.start()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self._pending += data
+        if len(self._pending) >= _CHUNK:
+            self._hand_over()
+        return len(data)
+
+    def finish(self) -> None:
+        """Compress what is left and wait for it; re-raise the compressor's failure."""
+        self._hand_over()
+        self._stop()
+        if self._failure is not None:
+            raise self._failure
+
+    def _stop(self) -> None:
+        if self._thread.is_alive():
+            self._chunks.put(None)
+            self._thread.join()
+
+    def _hand_over(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if self._pending:
+            self._chunks.put(bytes(self._pending))
+            self._pending.clear()
+
+    def _compress(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            if self._failure is None:
+                try:
+                    self._gz.write(chunk)
+                except BaseException as exc:
+                    self._failure = exc
+
+    def abandon(self) -> None:
+        """Stop the compressor without raising (the archive failed already)."""
+        self._pending.clear()
+        self._stop()
+
+
 def build_tarball(tree: Path, prefix: str, mtime: int, output: BinaryIO) -> TarballInfo:
     """Write the reproducible archive of ``tree`` (as ``prefix/``) to ``output``.
 
@@ -66,10 +125,16 @@ def build_tarball(tree: Path, prefix: str, mtime: int, output: BinaryIO) -> Tarb
     compressed = _HashingWriter(output)
     with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, compresslevel=9,
                        mtime=0) as gz:
-        plain = _HashingWriter(gz)  # type: ignore[arg-type]
-        with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            for relative in _sorted_entries(tree):
-                _add_entry(tar, tree, relative, prefix, mtime)
+        sink = _CompressingWriter(gz)
+        plain = _HashingWriter(sink)  # type: ignore[arg-type]
+        try:
+            with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for relative in _sorted_entries(tree):
+                    _add_entry(tar, tree, relative, prefix, mtime)
+        except BaseException:
+            sink.abandon()
+            raise
+        sink.finish()
     return TarballInfo(compressed.digest.hexdigest(), compressed.size, plain.digest.hexdigest())
 
 

@@ -7,6 +7,8 @@ import hashlib
 import io
 import os
 import tarfile
+import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -173,3 +175,59 @@ def test_an_empty_tree_is_just_the_top_directory(tmp_path: Path) -> None:
         (member,) = tar.getmembers()
     assert member.name == "p"
     assert member.isdir()
+
+
+def large_tree(root: Path) -> Path:
+    """Several MiB of barely compressible files: the tar stream passes the compressor thread
+    in many chunks, and a file ends in the middle of one."""
+    seed = hashlib.sha256(b"large tree").digest()
+    for n in range(7):
+        block = b"".join(hashlib.sha256(seed + bytes([n, i % 256, i // 256])).digest()
+                         for i in range(700_000 // 32 + 64))
+        path = root / f"part{n}" / "data.bin"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(block[: 700_000 + 1234 * n])
+    return root
+
+
+def test_compressed_bytes_are_one_serial_deflate_of_the_tar_stream(tmp_path: Path) -> None:
+    # The compressor runs in a thread of its own; the deflate data it writes must be exactly
+    # one level-9 deflate of the whole tar stream, or releases built before would change.
+    data, info = archive(large_tree(tmp_path / "big"))
+    tar_stream = gzip.decompress(data)
+    assert len(tar_stream) > 4 << 20
+    assert hashlib.sha256(tar_stream).hexdigest() == info.tar_sha256
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    assert data[10:-8] == deflate.compress(tar_stream) + deflate.flush()
+
+
+class FailingOutput(io.RawIOBase):
+    """An output whose disk fills up after ``room`` bytes."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self.room -= len(data)
+        if self.room < 0:
+            raise OSError(28, "No space left on device")
+        return len(data)
+
+
+def test_a_failing_output_raises_from_the_compressor_and_leaves_no_thread(
+        tmp_path: Path) -> None:
+    big = large_tree(tmp_path / "big")
+    with pytest.raises(OSError, match="No space left"):
+        build_tarball(big, "p", MTIME, FailingOutput(room=1 << 20))  # type: ignore[arg-type]
+    assert not [t for t in threading.enumerate() if t.name == "gzip"]
+
+
+def test_a_refused_entry_after_large_files_leaves_no_thread(tmp_path: Path) -> None:
+    big = large_tree(tmp_path / "big")
+    os.mkfifo(big / "zz-pipe")
+    with pytest.raises(UnsupportedFile, match="zz-pipe"):
+        archive(big)
+    assert not [t for t in threading.enumerate() if t.name == "gzip"]

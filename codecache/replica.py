@@ -204,23 +204,30 @@ class Replica:
 
     async def _fetch_index(self, session: aiohttp.ClientSession, upstream: str,
                            held: SignedIndex | None) -> bytes | None:
-        headers = {"Cache-Control": "no-cache"}
+        headers = {}
         if held is not None:
             headers["If-None-Match"] = f'"sha256-{hashlib.sha256(held.document).hexdigest()}"'
-        cap = self._config.replica.max_index_size
+        async with self._get_document(session, upstream, "index", headers) as response:
+            if response.status == 304 and held is not None:
+                return None
+            _check_response(response, upstream)
+            return await _read_capped(response, self._config.replica.max_index_size, "index")
+
+    @contextlib.asynccontextmanager
+    async def _get_document(self, session: aiohttp.ClientSession, upstream: str, what: str,
+                            headers: Mapping[str, str]) -> AsyncIterator[aiohttp.ClientResponse]:
+        """GET ``/{what}.json`` bypassing caches, read within one deadline; a timeout or a
+        network error becomes an ``UpstreamFailure``."""
         deadline = self._config.replica.timeout * 3
         try:
             # allow_redirects=False: aiohttp follows redirects unless told not to, and an
             # upstream must not send the replica elsewhere (``_check_response``).
             async with asyncio.timeout(deadline), session.get(
-                    f"{upstream}/index.json", headers=headers,
+                    f"{upstream}/{what}.json", headers={"Cache-Control": "no-cache", **headers},
                     allow_redirects=False) as response:
-                if response.status == 304 and held is not None:
-                    return None
-                _check_response(response, upstream)
-                return await _read_capped(response, cap, "index")
+                yield response
         except TimeoutError:
-            raise UpstreamFailure("timeout", f"no complete index within {deadline:.0f}s") \
+            raise UpstreamFailure("timeout", f"no complete {what} within {deadline:.0f}s") \
                 from None
         except aiohttp.ClientError as err:
             raise UpstreamFailure("connect", _one_line(err)) from None
@@ -282,31 +289,20 @@ class Replica:
     async def _get_history(self, session: aiohttp.ClientSession, upstream: str,
                            start: int | None) -> tuple[bytes, bool]:
         """GET ``/history.json`` bypassing caches, from byte ``start`` on; (body, partial)."""
-        headers = {"Cache-Control": "no-cache"}
-        if start is not None:
-            headers["Range"] = f"bytes={start}-"
+        headers = {} if start is None else {"Range": f"bytes={start}-"}
         cap = self._config.replica.max_index_size
-        deadline = self._config.replica.timeout * 3
-        try:
-            async with asyncio.timeout(deadline), session.get(
-                    f"{upstream}/history.json", headers=headers,
-                    allow_redirects=False) as response:
-                if start is not None and response.status == 416:
-                    return b"", True     # shorter than what is held: read it whole
-                if start is not None and response.status == 206:
-                    # A 206 must be the range asked for; then it is checked byte for byte.
-                    if not response.headers.get("Content-Range", "").startswith(
-                            f"bytes {start}-"):
-                        return b"", True
-                    _check_response(response, upstream, partial=True)
-                    return await _read_capped(response, cap, "history"), True
-                _check_response(response, upstream)
-                return await _read_capped(response, cap, "history"), False
-        except TimeoutError:
-            raise UpstreamFailure("timeout", f"no complete history within {deadline:.0f}s") \
-                from None
-        except aiohttp.ClientError as err:
-            raise UpstreamFailure("connect", _one_line(err)) from None
+        async with self._get_document(session, upstream, "history", headers) as response:
+            if start is not None and response.status == 416:
+                return b"", True     # shorter than what is held: read it whole
+            if start is not None and response.status == 206:
+                # A 206 must be the range asked for; then it is checked byte for byte.
+                if not response.headers.get("Content-Range", "").startswith(
+                        f"bytes {start}-"):
+                    return b"", True
+                _check_response(response, upstream, partial=True)
+                return await _read_capped(response, cap, "history"), True
+            _check_response(response, upstream)
+            return await _read_capped(response, cap, "history"), False
 
     async def _repair(self, session: aiohttp.ClientSession, upstream: str,
                       held: SignedIndex | None) -> None:

@@ -202,7 +202,9 @@ def test_compressed_bytes_are_one_serial_deflate_of_the_tar_stream(tmp_path: Pat
 
 
 class FailingOutput(io.RawIOBase):
-    """An output whose disk fills up after ``room`` bytes."""
+    """An output whose disk fills up after ``room`` bytes: a stand-in, because a real full
+    disk needs a tmpfs mount, which an unprivileged container cannot make (the full-disk
+    case with a real tmpfs is tests/check, where it skips if it cannot mount)."""
 
     def __init__(self, room: int) -> None:
         self.room = room

@@ -252,11 +252,12 @@ def test_two_writers_seen_by_a_replica_are_critical(served: Server, tmp_path: Pa
             assert result.value("refusals_rollback") >= 1
             local = check(config=replica.origin.config)
             assert local.state == "CRITICAL" and "rollback" in local.message
-            # The runbook's action after a deliberate restore: accept the lower serial
-            # once, restart the replica's server (its refusal record starts afresh).
+            # The runbook's action after a deliberate restore: stop the replica's server (its
+            # pull loop would go on refusing and recording it), accept the lower serial once,
+            # start it again (its refusal record starts afresh).
+            replica.stop()
             override = replica.origin.cli("replicate", "--accept-lower-serial")
             assert override.returncode == 0, override.stderr
-            replica.stop()
             replica = start_server(replica.origin, port=replica.port)
             after = check("--url", replica.base, config=replica.origin.config)
             assert (after.code, after.state) == (0, "OK"), after.stdout

@@ -20,10 +20,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from codecache import __version__
-from codecache.check import Facts, State, Thresholds, assess, parse_limit, parse_percent
 from codecache.config import Config, LogFormat, Role, load_config, parse_duration
 from codecache.errors import (
     AuditMismatch,
@@ -40,36 +39,18 @@ from codecache.errors import (
     StoreError,
     UpstreamError,
 )
-from codecache.history import Action, Actor, History, check_actor
-from codecache.history import parse_document as parse_history
-from codecache.history import verify as verify_history
-from codecache.index import Index, format_time, to_payload
 from codecache.logs import JsonFormatter
 from codecache.logs import configure as configure_logging
-from codecache.names import check_channel, check_package, version_key
-from codecache.notify import Notifier
-from codecache.probe import (
-    DeadlineExceeded,
-    Targets,
-    parse_target,
-    probe_store,
-    probe_url,
-    with_deadline,
-)
-from codecache.signing import (
-    generate_key,
-    load_minisig,
-    load_public_key,
-    load_secret_key,
-    load_trusted_keys,
-    verify_minisig,
-    write_key_pair,
-)
-from codecache.store import Store, sha256_file
-from codecache.svn import Svn
-from codecache.sync import Origin
-from codecache.trust import TrustState, evaluate, is_expired
-from codecache.trust import verify as verify_index
+
+if TYPE_CHECKING:
+    from codecache.check import Limit
+    from codecache.history import Actor, History
+    from codecache.index import Index
+    from codecache.sync import Origin
+
+# A verb imports what it runs inside its function: `codecache serve`'s parent (it supervises
+# workers and serves nothing) and short verbs (--version, status, verify) then load neither
+# aiohttp nor prometheus_client nor the svn and sync machinery (docs/benchmark.md, Memory).
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 _NAGIOS = ("check",)    # commands that follow the Nagios plugin conventions
@@ -87,6 +68,8 @@ class UsageError(ConfigError):
 def exit_code(err: BaseException, command: str | None = None) -> int:
     """The one mapping from errors to exit codes (``check``: all of them are UNKNOWN)."""
     if command in _NAGIOS:
+        from codecache.check import State
+
         return int(State.UNKNOWN)
     if isinstance(err, IntegrityError):
         return EXIT_INVALID
@@ -288,8 +271,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _limit(text: str, option: str) -> Limit:
+    from codecache.check import parse_limit  # only when a check option is given
+
+    return parse_limit(text, option)
+
+
+def _percent(text: str, option: str) -> float:
+    from codecache.check import parse_percent
+
+    return parse_percent(text, option)
+
+
+# check's thresholds; left None on the command line, ``Thresholds()``'s default applies.
+_THRESHOLDS = ("expiry_warning", "expiry_critical", "lag_warning", "lag_critical",
+               "disk_warning", "disk_critical", "refusal_window")
+
+
 def _check_parser(sub: Any) -> None:
-    d = Thresholds()
     p = sub.add_parser(
         "check", command="check", help="monitoring plugin (Nagios conventions: exit 0 OK, "
         "1 WARNING, 2 CRITICAL, 3 UNKNOWN; one status line with performance data)",
@@ -303,28 +302,28 @@ def _check_parser(sub: Any) -> None:
     p.add_argument("-t", "--timeout", type=_typed(_seconds, "--timeout"), default=10.0,
                    metavar="DURATION", help="overall deadline, e.g. 10 or 10s (default 10s; "
                    "no answer: CRITICAL)")
-    p.add_argument("--expiry-warning", type=_typed(parse_limit, "--expiry-warning"),
-                   default=d.expiry_warning, metavar="DURATION|PCT",
+    p.add_argument("--expiry-warning", type=_typed(_limit, "--expiry-warning"),
+                   metavar="DURATION|PCT",
                    help="WARNING when less than this is left before "
                    "the index expires: a duration or a share of its validity (default 50%%)")
-    p.add_argument("--expiry-critical", type=_typed(parse_limit, "--expiry-critical"),
-                   default=d.expiry_critical, metavar="DURATION|PCT",
+    p.add_argument("--expiry-critical", type=_typed(_limit, "--expiry-critical"),
+                   metavar="DURATION|PCT",
                    help="CRITICAL when less than this is left "
                    "(default 0s: once it has expired)")
     p.add_argument("--lag-warning", type=_typed(_seconds, "--lag-warning"),
-                   default=d.lag_warning, metavar="DURATION",
+                   metavar="DURATION",
                    help="a replica's lag behind its upstream "
                    "(default 30s)")
     p.add_argument("--lag-critical", type=_typed(_seconds, "--lag-critical"),
-                   default=d.lag_critical, metavar="DURATION", help="(default 5m)")
-    p.add_argument("--disk-warning", type=_typed(parse_percent, "--disk-warning"),
-                   default=d.disk_warning, metavar="PCT",
+                   metavar="DURATION", help="(default 5m)")
+    p.add_argument("--disk-warning", type=_typed(_percent, "--disk-warning"),
+                   metavar="PCT",
                    help="free space of the store's file system below "
                    "this percentage (default 10%%)")
-    p.add_argument("--disk-critical", type=_typed(parse_percent, "--disk-critical"),
-                   default=d.disk_critical, metavar="PCT", help="(default 5%%)")
+    p.add_argument("--disk-critical", type=_typed(_percent, "--disk-critical"),
+                   metavar="PCT", help="(default 5%%)")
     p.add_argument("--refusal-window", type=_typed(_seconds, "--refusal-window"),
-                   default=d.refusal_window, metavar="DURATION",
+                   metavar="DURATION",
                    help="upstream refusals seen within this "
                    "window are reported (default 1h)")
     p.add_argument("--verify", action="append", metavar="PACKAGE/CHANNEL",
@@ -357,6 +356,8 @@ def _actor(args: argparse.Namespace) -> Actor:
 
     The name is self-asserted, so the uid that ran the command is recorded beside it.
     """
+    from codecache.history import Actor, check_actor
+
     uid = os.getuid()
     name = args.actor if args.actor is not None else os.environ.get("CODECACHE_ACTOR")
     if name is None:
@@ -368,6 +369,11 @@ def _actor(args: argparse.Namespace) -> Actor:
 
 
 def _origin(config: Config, args: argparse.Namespace) -> Origin:
+    from codecache.signing import load_secret_key, load_trusted_keys
+    from codecache.store import Store
+    from codecache.svn import Svn
+    from codecache.sync import Origin
+
     if config.role is not Role.ORIGIN:
         raise ConfigError("this command needs role = \"origin\" (it writes the store)")
     if not config.signing.secret_keys:
@@ -389,6 +395,8 @@ def _origin(config: Config, args: argparse.Namespace) -> Origin:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    from codecache.signing import generate_key, write_key_pair
+
     secret = generate_key()
     write_key_pair(secret, args.secret_key, args.public_key)
     print(f"key {secret.public.keyid}: secret {args.secret_key} (mode 0600), "
@@ -409,6 +417,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
                   f"tag now at r{m.current_revision} (not republished)")
         print(f"index serial {report.serial}")
         return EXIT_OK
+    from codecache.notify import Notifier
+
     notifier = Notifier.from_env()
     stop = threading.Event()
 
@@ -445,6 +455,11 @@ def cmd_yank(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from codecache.index import format_time, to_payload
+    from codecache.signing import load_trusted_keys
+    from codecache.store import Store
+    from codecache.trust import TrustState, evaluate, is_expired
+
     config = _config(args)
     store = Store(config.store.path)
     keys = load_trusted_keys(config.signing.trusted_keys)
@@ -494,6 +509,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _print_status(index: Index, local: dict[str, Any], mutated: list[dict[str, Any]]) -> None:
+    from codecache.index import format_time
+    from codecache.names import version_key
+
     print(f"index serial {index.serial}, generated {format_time(index.generated)} "
           f"({local['index_age_seconds']}s ago), expires {format_time(index.expires)}"
           + (" [EXPIRED]" if local["index_expired"] else ""))
@@ -524,6 +542,14 @@ def _print_status(index: Index, local: dict[str, Any], mutated: list[dict[str, A
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    from codecache.history import parse_document as parse_history
+    from codecache.history import verify as verify_history
+    from codecache.names import check_channel, check_package
+    from codecache.signing import load_trusted_keys
+    from codecache.store import Store
+    from codecache.trust import TrustState, evaluate
+    from codecache.trust import verify as verify_index
+
     if args.package is not None:
         check_package(args.package)
     if args.channel is not None:
@@ -564,6 +590,9 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def _print_history(args: argparse.Namespace, serial: int, history: History | None) -> None:
     """The verified history as a table or JSON, filtered by package and channel."""
+    from codecache.history import Action
+    from codecache.index import format_time
+
     entries = [e for e in (history.entries if history is not None else ())
                if (args.package is None or e.change.package == args.package)
                and (args.channel is None or e.change.channel == args.channel)]
@@ -620,10 +649,19 @@ def cmd_replicate(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    limits = Thresholds(expiry_warning=args.expiry_warning, expiry_critical=args.expiry_critical,
-                        lag_warning=args.lag_warning, lag_critical=args.lag_critical,
-                        disk_warning=args.disk_warning, disk_critical=args.disk_critical,
-                        refusal_window=args.refusal_window)
+    from codecache.check import Facts, Thresholds, assess
+    from codecache.probe import (
+        DeadlineExceeded,
+        Targets,
+        parse_target,
+        probe_store,
+        probe_url,
+        with_deadline,
+    )
+    from codecache.signing import load_public_key, load_trusted_keys
+
+    limits = Thresholds(**{name: getattr(args, name) for name in _THRESHOLDS
+                           if getattr(args, name) is not None})
     targets: Targets = () if args.no_verify else "all" if "all" in (args.verify or ()) \
         else tuple(parse_target(t) for t in args.verify) if args.verify else None
     config = None if args.url is not None and args.key else _config(args)
@@ -659,6 +697,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from codecache.signing import load_minisig, load_public_key, load_trusted_keys, verify_minisig
+    from codecache.store import sha256_file
+
     sig_path: Path = args.sig or args.file.with_name(args.file.name + ".minisig")
     if args.key is not None:
         key = load_public_key(args.key)
@@ -714,6 +755,10 @@ def cmd_loadgen(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from codecache.audit import Auditor  # the rebuild needs only svn and the public keys
+    from codecache.signing import load_trusted_keys
+    from codecache.store import Store
+    from codecache.svn import Svn
+    from codecache.trust import verify as verify_index
 
     if args.release_version is not None and args.package is None:
         raise ConfigError("audit --version needs --package")

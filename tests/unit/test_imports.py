@@ -114,10 +114,35 @@ def test_imports_point_only_to_lower_layers(module: str) -> None:
     assert upward == [], f"{module} (layer {RANK[module]}) imports {upward}"
 
 
+def module_level_imports_of(module: str) -> set[str]:
+    """Like ``imports_of``, but only the imports run when the module is imported: none
+    inside a function (``if TYPE_CHECKING:`` blocks are not run either)."""
+    tree = ast.parse(module_path(module).read_text(), f"{module}.py")
+    found: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found.update(_normalise(alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            found.add(_normalise(node.module or ""))
+    return found
+
+
 def test_the_walk_sees_function_level_imports() -> None:
-    # cli imports the HTTP server lazily, inside a function.
+    # cli imports each verb's implementation lazily, inside the verb's function; the
+    # ranks above still hold for those imports.
     assert "codecache.web.supervisor" in imports_of("cli")
+    assert "codecache.sync" in imports_of("cli")
     assert "argparse" in imports_of("cli")
+    assert "codecache.sync" not in module_level_imports_of("cli")
+
+
+def test_cli_imports_no_verb_implementation_when_it_starts() -> None:
+    # `codecache serve`'s parent and short verbs load only what parsing argv needs: none of
+    # aiohttp, cryptography (signing), prometheus_client, the store, svn or sync.
+    found = module_level_imports_of("cli")
+    assert {m for m in found if m.startswith("codecache.")} <= {
+        "codecache.config", "codecache.errors", "codecache.logs"}
+    assert found.isdisjoint({"aiohttp", "cryptography", "prometheus_client"})
 
 
 @pytest.mark.parametrize("module", CORE)

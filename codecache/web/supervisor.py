@@ -12,11 +12,11 @@ over) and, after an install, sends that SIGUSR1 so every worker looks at the sto
 once (they also watch it every ``watch_interval``). SIGTERM/SIGINT: workers stop
 accepting and finish in-flight responses within ``shutdown_timeout``, then the parent exits.
 
-Workers are fresh interpreters (``python -m codecache.web.worker``), not forks: replacing
-a worker would mean forking the parent's running event loop, which a fork copies
-half-alive. The config and
-the socket numbers reach a worker pickled on its stdin. ``/metrics`` of any worker counts
-the whole server through prometheus_client's multiprocess files in a private directory.
+Workers are fresh interpreters (``python -m codecache.web.worker``), not forks: the parent
+never imports the serving code (aiohttp, the store view, prometheus_client), nor asyncio:
+it waits for signals and timers in a plain ``select`` loop. The config and the socket
+numbers reach a worker pickled on its stdin. ``/metrics`` of any worker counts the whole
+server through prometheus_client's multiprocess files in a private directory.
 
 ``workers = 1`` is the single-process server: the same ``server.run``, pull loop included,
 in this process.
@@ -24,17 +24,19 @@ in this process.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
 import pickle
 import resource
+import select
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,92 +143,101 @@ def serve(config: Config) -> None:
     notifier = Notifier.from_env()
     try:
         if workers == 1:
-            asyncio.run(_single(config, sockets[0], notifier))
+            _single(config, sockets[0], notifier)
         else:
-            asyncio.run(Supervisor(config, sockets, notifier).run())
+            Supervisor(config, sockets, notifier).run()
     finally:
         for sock in (s for slot in sockets for s in slot):
             sock.close()
 
 
-async def _single(config: Config, sockets: list[socket.socket], notifier: Notifier) -> None:
+def _single(config: Config, sockets: list[socket.socket], notifier: Notifier) -> None:
     # Imported here: the parent of workers serves nothing and stays small (aiohttp's
     # server side, the store view and prometheus_client live in the workers).
+    import asyncio
+
     from codecache.web import server
 
-    stop = _stop_on_signals()
-    await server.run(config, sockets, stop, pull=True, notifier=notifier)
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await server.run(config, sockets, stop, pull=True, notifier=notifier)
 
-
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
+    asyncio.run(run())
 
 
 class Supervisor:
-    """The parent of the worker processes."""
+    """The parent of the worker processes.
+
+    One loop without asyncio: it sleeps in ``select`` on the signal wakeup pipe until a
+    signal arrives (a worker died, stop, SIGUSR1) or a timer is due (a restart after a
+    pause, the watchdog). The parent serves nothing, and an event loop (asyncio imports ssl)
+    would be ~9 MB of its resident memory (docs/benchmark.md, Memory).
+    """
 
     def __init__(self, config: Config, sockets: list[list[socket.socket]],
                  notifier: Notifier) -> None:
         self._config = config
         self._sockets = sockets
         self._notifier = notifier
-        self._procs: dict[int, asyncio.subprocess.Process] = {}
-        self._stop = asyncio.Event()
-        self._all_started = asyncio.Event()
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}   # slot -> running worker
+        self._started: dict[int, float] = {}                  # slot -> when (monotonic)
+        self._restart_at: dict[int, float] = {}               # slot -> when to start again
 
-    async def run(self) -> None:
-        self._stop = _stop_on_signals()
-        # A worker that installed an index asks for every worker to look at the store.
-        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self._notify)
+    def run(self) -> None:
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_read, False)
+        os.set_blocking(wake_write, False)
+        watched = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGCHLD)
+        # The handlers do nothing: the C handler writes each signal's number to the wakeup
+        # pipe, and the loop reads them from there (as asyncio does).
+        previous = {sig: signal.signal(sig, _ignore) for sig in watched}
+        previous_wakeup = signal.set_wakeup_fd(wake_write)
         metrics_dir = Path(tempfile.mkdtemp(prefix="codecache-metrics-"))
         try:
-            async with asyncio.TaskGroup() as group:
-                for slot in range(len(self._sockets)):
-                    group.create_task(self._keep_running(slot, metrics_dir))
-                watchdog = group.create_task(self._alive())
-                await self._stop.wait()
-                self._notifier.stopping("stopping: finishing requests in flight")
-                watchdog.cancel()
-                self._terminate()
+            self._loop(wake_read, metrics_dir)
         finally:
+            signal.set_wakeup_fd(previous_wakeup)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            os.close(wake_read)
+            os.close(wake_write)
             shutil.rmtree(metrics_dir, ignore_errors=True)
         log.info("stopped")
 
-    async def _alive(self) -> None:
-        """sd_notify: READY once every worker is started (the sockets already listen)."""
-        await self._all_started.wait()
+    def _loop(self, wake: int, metrics_dir: Path) -> None:
+        for slot in range(len(self._sockets)):
+            self._spawn(slot, metrics_dir)
+        # sd_notify: READY once every worker is started (the sockets already listen).
         self._notifier.ready(f"serving on {', '.join(self._config.server.listen)} with "
                              f"{len(self._sockets)} workers")
         interval = self._notifier.watchdog_interval
-        while interval is not None:
-            self._notifier.watchdog()
-            await asyncio.sleep(interval)
+        next_watchdog = time.monotonic()
+        stopping = False
+        while not stopping:
+            now = time.monotonic()
+            self._reap(metrics_dir, now)
+            for slot, when in list(self._restart_at.items()):
+                if when <= now:
+                    del self._restart_at[slot]
+                    self._spawn(slot, metrics_dir)
+            if interval is not None and next_watchdog <= now:
+                self._notifier.watchdog()
+                next_watchdog = now + interval
+            timers = [*self._restart_at.values(), *([next_watchdog] if interval else [])]
+            timeout = max(0.0, min(timers) - now) if timers else None
+            select.select([wake], [], [], timeout)
+            for sig in _drain(wake):
+                if sig == signal.SIGUSR1:
+                    self._notify()
+                elif sig in (signal.SIGINT, signal.SIGTERM):
+                    stopping = True
+        self._notifier.stopping("stopping: finishing requests in flight")
+        self._stop(wake, metrics_dir)
 
-    async def _keep_running(self, slot: int, metrics_dir: Path) -> None:
-        """Run worker ``slot``; start a new one whenever it dies, until the server stops."""
-        loop = asyncio.get_running_loop()
-        while not self._stop.is_set():
-            started = loop.time()
-            proc = await self._spawn(slot, metrics_dir)
-            self._procs[slot] = proc
-            if len(self._procs) == len(self._sockets):
-                self._all_started.set()
-            code = await self._wait(proc)
-            del self._procs[slot]
-            _mark_dead(proc.pid, metrics_dir)
-            if self._stop.is_set():
-                break
-            log.error("worker %d (pid %d) exited with %s; starting a new one", slot,
-                      proc.pid, _describe(code))
-            if loop.time() - started < _RESTART_PAUSE:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), _RESTART_PAUSE)
-
-    async def _spawn(self, slot: int, metrics_dir: Path) -> asyncio.subprocess.Process:
+    def _spawn(self, slot: int, metrics_dir: Path) -> None:
         fds = tuple(sock.fileno() for sock in self._sockets[slot])
         root = logging.getLogger()
         formatter = root.handlers[0].formatter if root.handlers else None
@@ -234,37 +245,52 @@ class Supervisor:
                           root.level, formatter, pull=slot == 0, parent=os.getpid())
         env = {k: v for k, v in os.environ.items() if k not in _PARENT_ONLY_ENV}
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "codecache.web.worker", stdin=asyncio.subprocess.PIPE,
-            pass_fds=fds, env=env)
+        proc = subprocess.Popen([sys.executable, "-m", "codecache.web.worker"],
+                                stdin=subprocess.PIPE, pass_fds=fds, env=env)
         assert proc.stdin is not None  # noqa: S101 - stdin=PIPE above
-        proc.stdin.write(pickle.dumps(spec))
+        with contextlib.suppress(ConnectionError):   # died at once: reaped like any death
+            proc.stdin.write(pickle.dumps(spec))
         with contextlib.suppress(ConnectionError):
-            await proc.stdin.drain()
-        proc.stdin.close()
+            proc.stdin.close()
+        self._procs[slot] = proc
+        self._started[slot] = time.monotonic()
         log.info("worker %d started (pid %d)", slot, proc.pid)
-        return proc
 
-    async def _wait(self, proc: asyncio.subprocess.Process) -> int:
-        """The worker's exit status; when the server stops, give it its grace, then kill."""
-        waiting = asyncio.create_task(proc.wait())
-        stopping = asyncio.create_task(self._stop.wait())
-        await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()  # a worker that died: no task left behind per replacement
-        if not waiting.done():
-            grace = self._config.server.shutdown_timeout + _KILL_GRACE
-            try:
-                await asyncio.wait_for(asyncio.shield(waiting), grace)
-            except TimeoutError:
-                log.error("worker pid %d did not stop within %.0f s: killed", proc.pid, grace)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-        return await waiting
+    def _reap(self, metrics_dir: Path, now: float) -> None:
+        """Workers that died: replace each, after a pause if it died right after its start."""
+        for slot, proc in list(self._procs.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del self._procs[slot]
+            _mark_dead(proc.pid, metrics_dir)
+            log.error("worker %d (pid %d) exited with %s; starting a new one", slot,
+                      proc.pid, _describe(code))
+            quick = now - self._started[slot] < _RESTART_PAUSE
+            self._restart_at[slot] = now + _RESTART_PAUSE if quick else now
 
-    def _terminate(self) -> None:
+    def _stop(self, wake: int, metrics_dir: Path) -> None:
+        """SIGTERM every worker; each gets ``shutdown_timeout`` (and a grace) before SIGKILL."""
         for proc in self._procs.values():
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
+        grace = self._config.server.shutdown_timeout + _KILL_GRACE
+        deadline = time.monotonic() + grace
+        while any(proc.poll() is None for proc in self._procs.values()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            select.select([wake], [], [], min(left, 0.1))
+            for sig in _drain(wake):
+                if sig == signal.SIGUSR1:
+                    self._notify()
+        for proc in self._procs.values():
+            if proc.poll() is None:
+                log.error("worker pid %d did not stop within %.0f s: killed", proc.pid, grace)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                proc.wait()
+            _mark_dead(proc.pid, metrics_dir)
 
     def _notify(self) -> None:
         """Tell every worker to look at the store now (an index was installed)."""
@@ -272,6 +298,18 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGUSR1)
 
+
+def _ignore(signum: int, frame: object) -> None:
+    """A Python-level handler that does nothing: the wakeup pipe carries the signal."""
+
+
+def _drain(wake: int) -> list[int]:
+    """The signal numbers written to the wakeup pipe since the last look."""
+    found: list[int] = []
+    with contextlib.suppress(BlockingIOError):
+        while data := os.read(wake, 512):
+            found.extend(data)
+    return found
 
 
 def _mark_dead(pid: int, metrics_dir: Path) -> None:

@@ -1,9 +1,10 @@
 """Ed25519 keys and signatures in minisign's formats, and signing of canonical JSON.
 
 Owns: key generation and key files (minisign public and unencrypted secret key formats,
-so the stock ``minisign`` tool can use both), detached release signatures (``.minisig``,
-prehashed ``ED``: Ed25519 over BLAKE2b-512 of the file), and the embedded signature of the
-index (pure Ed25519 over canonical JSON). Does not own what is signed or where it is kept.
+so the stock ``minisign`` tool can use both; ``keyfiles`` reads a public key file's text),
+detached release signatures (``.minisig``, prehashed ``ED``: Ed25519 over BLAKE2b-512 of
+the file), and the embedded signature of the index (pure Ed25519 over canonical JSON).
+Does not own what is signed or where it is kept.
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from codecache.errors import ConfigError, InsecureKeyFile, SignatureError
+from codecache.keyfiles import SIG_ALG as _SIG_ALG
+from codecache.keyfiles import decode_key_line as _decode_key_line
+from codecache.keyfiles import parse_public_key as _parse_public_key
+from codecache.keyfiles import read_public_key, read_trusted_keys
 
-_SIG_ALG = b"Ed"           # key algorithm, and legacy (non-prehashed) signature algorithm
 _PREHASHED_ALG = b"ED"     # signature over BLAKE2b-512 of the file
 _KDF_NONE = b"\0\0"
 _CHECKSUM_ALG = b"B2"
@@ -157,10 +161,8 @@ def parse_public_key(text: str, where: str = "public key") -> PublicKey:
     Raises:
         ConfigError: malformed key.
     """
-    blob = _decode_key_line(text, Path(where), "public")
-    if len(blob) != 42 or blob[:2] != _SIG_ALG:
-        raise ConfigError(f"{where} is not a minisign Ed25519 public key")
-    return PublicKey(blob[2:10], Ed25519PublicKey.from_public_bytes(blob[10:]))
+    key_id, raw = _parse_public_key(text, where)
+    return PublicKey(key_id, Ed25519PublicKey.from_public_bytes(raw))
 
 
 def load_public_key(path: Path) -> PublicKey:
@@ -169,13 +171,8 @@ def load_public_key(path: Path) -> PublicKey:
     Raises:
         ConfigError: missing, unreadable or malformed file.
     """
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"public key {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read public key {path}: {err}") from err
-    return parse_public_key(text, str(path))
+    key_id, raw = read_public_key(path)
+    return PublicKey(key_id, Ed25519PublicKey.from_public_bytes(raw))
 
 
 def load_trusted_keys(paths: Iterable[Path]) -> dict[str, PublicKey]:
@@ -184,20 +181,9 @@ def load_trusted_keys(paths: Iterable[Path]) -> dict[str, PublicKey]:
     Raises:
         ConfigError: no key configured, or a key file is bad.
     """
-    keys = {key.keyid: key for key in map(load_public_key, paths)}
-    if not keys:
-        raise ConfigError("no trusted public key configured (signing.trusted_keys)")
-    return keys
-
-
-def _decode_key_line(text: str, path: Path, kind: str) -> bytes:
-    lines = [line for line in text.splitlines() if line.strip()]
-    if len(lines) < 2 or not lines[0].startswith("untrusted comment:"):
-        raise ConfigError(f"{path} is not a minisign {kind} key file")
-    try:
-        return base64.b64decode(lines[1].strip(), validate=True)
-    except binascii.Error:
-        raise ConfigError(f"{path} is not a minisign {kind} key file (bad base64)") from None
+    keys = (PublicKey(key_id, Ed25519PublicKey.from_public_bytes(raw))
+            for key_id, raw in read_trusted_keys(paths))
+    return {key.keyid: key for key in keys}
 
 
 # --- detached release signatures (.minisig) -------------------------------------------------

@@ -42,8 +42,8 @@ from pathlib import Path
 
 from codecache.config import Config, split_listen
 from codecache.errors import ConfigError
+from codecache.keyfiles import read_trusted_keys
 from codecache.notify import Notifier
-from codecache.signing import load_trusted_keys
 
 log = logging.getLogger("codecache.web.supervisor")
 _RESTART_PAUSE = 1.0      # a worker that dies within this of its start is restarted after it
@@ -136,7 +136,9 @@ def serve(config: Config) -> None:
     workers = config.server.worker_count()
     log.info("open files limit %d (hard %d); %d worker process%s", soft, hard, workers,
              "" if workers == 1 else "es")
-    load_trusted_keys(config.signing.trusted_keys)  # a bad key: one clear error, no worker
+    # A bad key: one clear error, no worker. Read as text: this process never loads
+    # cryptography (the workers verify with the keys).
+    read_trusted_keys(config.signing.trusted_keys)
     sockets = bind(config, workers)
     for address in config.server.listen:
         log.info("listening on http://%s", address)

@@ -17,6 +17,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[2] / "codecache"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "web.conditional", "metrics", "notify", "loadstats",   # no codecache imports
      "pysvn_worker"),                                 # (run as a script by the system Python)
+    ("keyfiles",),                                    # public key files as text (no cryptography)
     ("names", "signing", "tarball"),
     ("config", "index"),
     ("history",),                                     # the release history chain (pure)
@@ -35,8 +36,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("__main__",),
 )
 RANK = {module: rank for rank, layer in enumerate(LAYERS) for module in layer}
-CORE = ("errors", "config", "names", "signing", "tarball", "index", "history", "trust", "store",
-        "readiness", "metrics", "check")
+CORE = ("errors", "config", "names", "keyfiles", "signing", "tarball", "index", "history",
+        "trust", "store", "readiness", "metrics", "check")
 # The HTTP-facing side lives in codecache/web/; only its server and storeview touch aiohttp.
 WEB = ("web.conditional", "web.catalog", "web.blobcache", "web.statuspage", "web.storeview",
        "web.server", "web.supervisor", "web.worker")
@@ -143,6 +144,17 @@ def test_cli_imports_no_verb_implementation_when_it_starts() -> None:
     assert {m for m in found if m.startswith("codecache.")} <= {
         "codecache.config", "codecache.errors", "codecache.logs"}
     assert found.isdisjoint({"aiohttp", "cryptography", "prometheus_client"})
+
+
+
+def test_the_parent_of_workers_loads_no_serving_code_nor_cryptography() -> None:
+    # `codecache serve`'s parent supervises and serves nothing: no event loop, no HTTP, no
+    # signing (it checks the trusted keys as text with keyfiles).
+    found = module_level_imports_of("web.supervisor")
+    assert {m for m in found if m.startswith("codecache.")} <= {
+        "codecache.config", "codecache.errors", "codecache.keyfiles", "codecache.notify"}
+    assert found.isdisjoint({"asyncio", "aiohttp", "cryptography", "prometheus_client"})
+    assert "cryptography" not in imports_of("keyfiles")
 
 
 @pytest.mark.parametrize("module", CORE)

@@ -164,6 +164,8 @@ def render_main(front: str, *, prefix: Path, cache_dir: Path, user: WorkerUser |
 #   nginx -p {prefix} -c <this file>
 {user_line}
 worker_processes auto;
+# The location regexes (nginx/codecache.conf) run on every request: compile them to machine code.
+pcre_jit on;
 # Room for 10,000 pilots held open at once (scripts/bench holds 10,000 slow downloads): each
 # proxied request needs a client and an upstream connection, and one worker may take them all.
 # Capped at the open-files hard limit nginx inherits (a failed setrlimit is an [alert]).

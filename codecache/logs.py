@@ -1,21 +1,33 @@
 """Log output for every command: human text lines or one JSON object per line.
 
 Owns: the two formatters and installing one of them on the root logger (DESIGN.md §7
-``[log] format``, the global ``--log-format``). Modules log with the standard library
-(``logging.getLogger("codecache....")``) and pass structured facts as ``extra=`` fields
-(``package``, ``version``, ``serial``, ``status``, ``request_id``, ...): the JSON format
-emits each of them as a key of its own, the text format keeps the message as written
-(messages already spell the facts a human needs as ``key=value``).
+``[log] format``, the global ``--log-format``), and the access line of ``serve``. Modules
+log with the standard library (``logging.getLogger("codecache....")``) and pass structured
+facts as ``extra=`` fields (``package``, ``version``, ``serial``, ``status``,
+``request_id``, ...): the JSON format emits each of them as a key of its own, the text
+format keeps the message as written (messages already spell the facts a human needs as
+``key=value``).
+
+The access line (one per answered request) is the exception to "everything through
+``Logger.info``": a record, its formatting and a write(2) per request cost as much CPU as
+the request (docs/benchmark.md, "server hot path"). ``AccessLog`` renders the same line
+with one template per format (the time string made once per second) and ``LogHandler``
+writes the lines of one event-loop iteration together, like nginx's
+``access_log ... buffer=``: at once on a quiet server, batched on a busy one.
 
 Does not own: where the lines go (stderr; under systemd that is the journal) or rotation.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 import sys
 import time
+from collections import deque
+from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any, TextIO
 
 from codecache.config import LogFormat
@@ -24,6 +36,12 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "taskName"}
+_JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+# The access line: its facts (JSON keys, in this order) and its text message.
+ACCESS_FIELDS = ("remote", "method", "path", "status", "bytes", "route", "package",
+                 "version", "serial", "ms", "agent", "request_id")
+ACCESS_MESSAGE = '%s "%s %s" %d %d %.2fms version=%s serial=%s request_id=%s agent="%s"'
 
 
 def rfc3339_millis(created: float) -> str:
@@ -38,12 +56,59 @@ def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
             if k not in _STANDARD and not k.startswith("_")}
 
 
+def _json_value(value: object) -> str:
+    """``value`` as ``json.dumps(value, default=str)`` writes it (the common types first)."""
+    if value is None:
+        return "null"
+    if type(value) is str:
+        return _json_str(value)
+    if type(value) is int:  # not a bool
+        return int.__repr__(value)
+    if type(value) is float and math.isfinite(value):
+        return float.__repr__(value)
+    return _JSON_ENCODER.encode(value)
+
+
+class _PerSecond:
+    """``time.strftime(fmt, convert(t))`` for the whole second of ``t``, made once a second."""
+
+    __slots__ = ("_convert", "_fmt", "_second", "_text")
+
+    def __init__(self, fmt: str, convert: Any) -> None:
+        self._fmt, self._convert = fmt, convert
+        self._second, self._text = -1, ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._text = time.strftime(self._fmt, self._convert(second))
+            self._second = second
+        return self._text
+
+
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT``: ``2026-01-02 03:04:05,678 INFO codecache.sync message`` (local time)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+        self._seconds = _PerSecond(self.default_time_format, self.converter)
+
+    def access_line(self, name: str, created: float, message: str,
+                    values: tuple[object, ...]) -> str:
+        """What ``format`` makes of an INFO record of logger ``name`` with ``message``."""
+        return f"{self._seconds(created)},{int(created % 1 * 1000):03d} INFO {name} {message}"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line: time, level, logger, message, the extras.
 
     Values that are not JSON types are written as their ``str()``; a traceback goes to an
     ``exception`` key (JSON escapes its newlines, so a record stays one line).
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seconds = _PerSecond("%Y-%m-%dT%H:%M:%S", time.gmtime)
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -60,12 +125,126 @@ class JsonFormatter(logging.Formatter):
             entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry, default=str, separators=(",", ":"))
 
+    def access_line(self, name: str, created: float, message: str,
+                    values: tuple[object, ...]) -> str:
+        """What ``format`` makes of an INFO record of logger ``name`` with ``message`` and
+        ``values`` of ``ACCESS_FIELDS`` as ``extra=``: the same line, by one template."""
+        return _JSON_ACCESS % (self._seconds(created), int(created % 1 * 1000), _json_str(name),
+                               _json_str(message), *map(_json_value, values))
+
+
+_JSON_ACCESS = ('{"time":"%s.%03dZ","level":"info","logger":%s,"message":%s,'
+                + ",".join(f'"{key}":%s' for key in ACCESS_FIELDS) + "}")
+
+
+class LogHandler(logging.StreamHandler[TextIO]):
+    """Every record to ``stream`` (stderr), and preformatted lines batched.
+
+    ``add_line`` keeps a line until the end of the event-loop iteration (``call_soon``):
+    a quiet loop writes it at once, a busy one writes all the lines of an iteration with
+    one write(2). A record and ``flush`` write the lines kept before them first, so the
+    output stays in order; ``logging.shutdown`` (at exit) flushes too, so a graceful stop
+    loses nothing. Lines are appended on the loop's thread only; a ``deque`` lets another
+    thread's record take them out safely.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream if stream is not None else sys.stderr)
+        self._lines: deque[str] = deque()
+        self._flush_on: asyncio.AbstractEventLoop | None = None  # a flush is scheduled there
+
+    def add_line(self, line: str) -> None:
+        """Write ``line`` (no newline) at the end of this event-loop iteration."""
+        self._lines.append(line + self.terminator)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on a loop: nothing would flush it later
+            self.flush()
+            return
+        if self._flush_on is not loop:
+            self._flush_on = loop
+            loop.call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flush_on = None
+        self.flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._write_lines()  # Handler.handle holds the lock
+        super().emit(record)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write_lines()
+            super().flush()
+
+    def _write_lines(self) -> None:
+        if not self._lines:
+            return
+        lines = self._lines
+        text = "".join([lines.popleft() for _ in range(len(lines))])
+        try:
+            self.stream.write(text)
+        except Exception:  # like a record that cannot be written: reported, not raised
+            self.handleError(logging.makeLogRecord({"msg": text}))
+
+
+class AccessLog:
+    """The access lines of ``logger``: ``LogHandler.add_line`` of the line its handler's
+    formatter makes, when it is the one handler and nothing filters on the way; else a
+    ``LogRecord`` through ``logging`` as usual (same output, ordinary cost)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self._handler = _sole_handler(logger)
+
+    def write(self, *, remote: str | None, method: str, path: str, status: int, nbytes: int,
+              route: str, package: str | None, version: str | None, serial: int | None,
+              ms: float, agent: str | None, request_id: str) -> None:
+        """One line (``nbytes`` is the ``bytes`` field), if the logger takes INFO."""
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
+        values = (remote, method, path, status, nbytes, route, package, version, serial, ms,
+                  agent, request_id)
+        created = time.time()
+        message = ACCESS_MESSAGE % (remote, method, path, status, nbytes, ms, version or "-",
+                                    serial or "-", request_id, agent or "-")
+        handler = self._handler
+        if handler is not None:
+            formatter: TextFormatter | JsonFormatter = handler.formatter  # type: ignore[assignment]
+            handler.add_line(formatter.access_line(self.logger.name, created, message, values))
+            return
+        record = logging.LogRecord(self.logger.name, logging.INFO, __file__, 0, "%s",
+                                   (message,), None)
+        record.created = created
+        record.__dict__.update(zip(ACCESS_FIELDS, values, strict=True))
+        self.logger.handle(record)
+
+
+def _sole_handler(logger: logging.Logger) -> LogHandler | None:
+    """The ``LogHandler`` with one of our formatters that ``logger``'s records reach, if it
+    is the only handler they reach and no filter looks at them on the way."""
+    handlers: list[logging.Handler] = []
+    node: logging.Logger | None = logger
+    while node is not None:
+        if node.filters:
+            return None
+        handlers += node.handlers
+        node = node.parent if node.propagate else None
+    if len(handlers) != 1:
+        return None
+    handler = handlers[0]
+    if isinstance(handler, LogHandler) and not handler.filters and \
+            handler.level <= logging.INFO and \
+            isinstance(handler.formatter, TextFormatter | JsonFormatter):
+        return handler
+    return None
+
 
 def configure(fmt: LogFormat, *, debug: bool, stream: TextIO | None = None) -> None:
     """Send every log record to ``stream`` (default stderr) in ``fmt``; replaces handlers."""
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt is LogFormat.JSON
-                         else logging.Formatter(TEXT_FORMAT))
+    handler = LogHandler(stream)
+    handler.setFormatter(JsonFormatter() if fmt is LogFormat.JSON else TextFormatter())
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

@@ -41,6 +41,7 @@ from codecache.errors import (
     NotFound,
     Refused,
 )
+from codecache.logs import AccessLog
 from codecache.metrics import CONTENT_TYPE
 from codecache.notify import Notifier
 from codecache.replica import Replica
@@ -385,13 +386,15 @@ async def _pull_loop(config: Config, state: StoreView,
 class AccessLogger(AbstractAccessLogger):
     """One line per request: what was asked, what was served (version, index serial), the id.
 
-    The facts are ``extra=`` fields (JSON keys with ``--log-format json``); the text
-    message spells the same facts for a human.
+    The facts are the JSON keys with ``--log-format json``; the text message spells the
+    same facts for a human. ``logs.AccessLog`` renders and writes them.
     """
 
     #: Write one line in this many answered requests; errors always (``log.access_sample``).
     sample = 1
     _skipped = 0
+    #: Where the lines go: one per process, made by ``run``.
+    sink: AccessLog
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         if response.status < 400 and self.sample != 1:
@@ -411,26 +414,12 @@ class AccessLogger(AbstractAccessLogger):
         body = response.content_length or 0
         if request.method == "HEAD" or response.status in (204, 304):
             body = 0
-        fields = {
-            "remote": request.remote, "method": request.method, "path": path,
-            "status": response.status, "bytes": body, "route": route,
-            "package": package, "version": response.headers.get("X-Codecache-Version"),
-            "serial": request.get(_SERIAL), "ms": round(time * 1000, 2),
-            "agent": request.headers.get("User-Agent"), "request_id": request_id(request),
-        }
-        if not self.logger.isEnabledFor(logging.INFO):
-            return
-        # The record is made here rather than by ``Logger.info``: that walks the stack to
-        # find its caller (unused by our formats) and checks every extra= key; a quarter
-        # of an access line's cost (docs/benchmark.md, "server hot path").
-        record = logging.LogRecord(
-            self.logger.name, logging.INFO, __file__, 0,
-            '%s "%s %s" %d %d %.2fms version=%s serial=%s request_id=%s agent="%s"',
-            (fields["remote"], fields["method"], path, response.status, body, fields["ms"],
-             fields["version"] or "-", fields["serial"] or "-", fields["request_id"],
-             fields["agent"] or "-"), None)
-        record.__dict__.update(fields)
-        self.logger.handle(record)
+        self.sink.write(
+            remote=request.remote, method=request.method, path=path, status=response.status,
+            nbytes=body, route=route, package=package,
+            version=response.headers.get("X-Codecache-Version"),
+            serial=request.get(_SERIAL), ms=round(time * 1000, 2),
+            agent=request.headers.get("User-Agent"), request_id=request_id(request))
 
 
 class _QuietParseErrors(logging.Filter):
@@ -468,7 +457,8 @@ async def run(config: Config, sockets: Sequence[socket.socket], stop: asyncio.Ev
         Front(state), header_timeout=config.server.header_timeout,
         keepalive_timeout=config.server.keepalive_timeout,
         access_log_class=type("SampledAccessLogger", (AccessLogger,),
-                              {"sample": config.log.access_sample}),
+                              {"sample": config.log.access_sample,
+                               "sink": AccessLog(access_log)}),
         access_log=access_log if config.log.access_sample else None,
         max_line_size=4096, max_field_size=8190, handler_cancellation=True)
     runner = web.ServerRunner(server, shutdown_timeout=config.server.shutdown_timeout)
@@ -499,6 +489,8 @@ async def run(config: Config, sockets: Sequence[socket.socket], stop: asyncio.Ev
         finally:
             # Stops accepting, lets in-flight responses finish within shutdown_timeout.
             await runner.cleanup()
+            for handler in logging.getLogger().handlers:
+                handler.flush()  # the access lines of the last requests (LogHandler)
 
 
 def _ping(notifier: Notifier) -> Callable[[], Awaitable[None]]:

@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 
+from codecache.logs import LogHandler
 from codecache.web import server
 from codecache.web.supervisor import WorkerSpec
 
@@ -32,7 +33,7 @@ def main() -> None:
     if os.getppid() != spec.parent:
         # The parent died before the death signal was set (while this one started up).
         raise SystemExit("codecache worker: the server that started it is gone")
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LogHandler(sys.stderr)  # batches the access lines (logs.AccessLog)
     if spec.log_formatter is not None:
         handler.setFormatter(spec.log_formatter)
     logging.basicConfig(level=spec.log_level, handlers=[handler])

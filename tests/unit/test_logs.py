@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from codecache import logs
 from codecache.config import LogFormat
 from codecache.logs import JsonFormatter, configure, rfc3339_millis
 
@@ -79,3 +81,108 @@ def test_configure_text_keeps_the_message_as_written(restore_root_logger: None) 
     configure(LogFormat.TEXT, debug=True, stream=out)
     logging.getLogger("codecache.x").debug("serial=%d", 5, extra={"serial": 5})
     assert out.getvalue().rstrip().endswith("DEBUG codecache.x serial=5")
+
+
+# --- the access line: one template per format, lines batched per event-loop iteration --
+
+
+ACCESS_VALUES = [
+    # remote, method, path, status, bytes, route, package, version, serial, ms, agent, id
+    ("127.0.0.1", "GET", "/pilot/releases/1.2.0.tar.gz", 200, 362, "release", "pilot",
+     "1.2.0", 1764158400, 0.87, "curl/8.5.0", "0123456789abcdef0123456789abcdef"),
+    (None, "HEAD", "/pilot/latest.tar.gz?x=%22y%22", 304, 0, "channel", "pilot", None, None,
+     12.0, None, "pilot-7f3a.42"),
+    ("::1", "GET", '/p\u00e4th/"quoted"\\', 404, 113, "other", None, None, 0, 1234.5,
+     'wget "\u00fcber" \udce9\t', "r"),
+]
+
+
+def record_of_access(name: str, created: float, message: str,
+                     values: tuple[object, ...]) -> logging.LogRecord:
+    """The record ``logging`` would make of an access line: the reference output."""
+    record = logging.getLogger(name).makeRecord(
+        name, logging.INFO, __file__, 1, "%s", (message,), None,
+        extra=dict(zip(logs.ACCESS_FIELDS, values, strict=True)))
+    record.created = created
+    record.msecs = int((created - int(created)) * 1000) + 0.0
+    return record
+
+
+@pytest.mark.parametrize("values", ACCESS_VALUES)
+@pytest.mark.parametrize("created", [1764158400.0, 1764158400.999, 1764158459.5004])
+@pytest.mark.parametrize("formatter", [logs.TextFormatter(), JsonFormatter()],
+                         ids=["text", "json"])
+def test_access_line_is_what_the_formatter_makes_of_the_record(
+        formatter: logs.TextFormatter | JsonFormatter, created: float,
+        values: tuple[object, ...]) -> None:
+    message = "a message with \"quotes\" and \u00e4"
+    expected = formatter.format(record_of_access("codecache.access", created, message, values))
+    assert formatter.access_line("codecache.access", created, message, values) == expected
+
+
+def test_access_line_of_a_later_second_has_its_own_time() -> None:
+    formatter = JsonFormatter()
+    values = ACCESS_VALUES[0]
+    first = json.loads(formatter.access_line("codecache.access", 1764158400.5, "m", values))
+    later = json.loads(formatter.access_line("codecache.access", 1764158401.25, "m", values))
+    assert (first["time"], later["time"]) == ("2025-11-26T12:00:00.500Z",
+                                             "2025-11-26T12:00:01.250Z")
+
+
+def test_access_log_writes_the_json_keys_in_order(restore_root_logger: None) -> None:
+    out = io.StringIO()
+    configure(LogFormat.JSON, debug=False, stream=out)
+    access = logs.AccessLog(logging.getLogger("codecache.access"))
+    access.write(remote="127.0.0.1", method="GET", path="/p/latest.tar.gz", status=200,
+                 nbytes=362, route="channel", package="p", version="1.2.0", serial=7,
+                 ms=1.5, agent=None, request_id="id-1")
+    (line,) = out.getvalue().splitlines()  # not on an event loop: written at once
+    entry = json.loads(line)
+    assert list(entry) == ["time", "level", "logger", "message", *logs.ACCESS_FIELDS]
+    assert entry["message"] == ('127.0.0.1 "GET /p/latest.tar.gz" 200 362 1.50ms '
+                                'version=1.2.0 serial=7 request_id=id-1 agent="-"')
+    assert (entry["bytes"], entry["agent"], entry["serial"]) == (362, None, 7)
+
+
+def test_access_log_through_another_handler_is_the_same_line(
+        restore_root_logger: None) -> None:
+    """A handler that is not a LogHandler (or a filter on the way) gets a record."""
+    out, plain = io.StringIO(), io.StringIO()
+    configure(LogFormat.TEXT, debug=False, stream=out)
+    other = logging.StreamHandler(plain)
+    other.setFormatter(logs.TextFormatter())
+    logging.getLogger().addHandler(other)
+    logs.AccessLog(logging.getLogger("codecache.access")).write(
+        remote=None, method="HEAD", path="/x", status=404, nbytes=0, route="other",
+        package=None, version=None, serial=None, ms=0.25, agent="curl", request_id="r")
+    assert out.getvalue() == plain.getvalue()
+    assert out.getvalue().endswith(
+        ' INFO codecache.access None "HEAD /x" 404 0 0.25ms version=- serial=- request_id=r '
+        'agent="curl"\n')
+
+
+def test_lines_of_one_loop_iteration_are_written_together_in_order() -> None:
+    out = io.StringIO()
+    handler = logs.LogHandler(out)
+    handler.setFormatter(logs.TextFormatter())
+    seen: list[str] = []
+
+    async def main() -> None:
+        for i in range(5):
+            handler.add_line(f"line {i}")
+        seen.append(out.getvalue())   # still this iteration: kept
+        await asyncio.sleep(0)        # the next iteration writes them
+        seen.append(out.getvalue())
+        handler.add_line("line 5")
+        handler.handle(logging.makeLogRecord({  # writes what is kept first
+            "name": "codecache.x", "msg": "other record", "levelname": "INFO",
+            "levelno": logging.INFO}))
+        handler.add_line("line 6")
+        handler.flush()
+
+    asyncio.run(main())
+    assert seen == ["", "".join(f"line {i}\n" for i in range(5))]
+    lines = out.getvalue().splitlines()
+    assert lines[5] == "line 5"
+    assert lines[6].endswith(" INFO codecache.x other record")
+    assert lines[7] == "line 6"

@@ -20,7 +20,6 @@ Does not own: where the lines go (stderr; under systemd that is the journal) or 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -28,9 +27,12 @@ import sys
 import time
 from collections import deque
 from json.encoder import encode_basestring_ascii as _json_str
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from codecache.config import LogFormat
+
+if TYPE_CHECKING:  # not imported: serve's parent runs no event loop and loads no asyncio
+    from asyncio import AbstractEventLoop
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
@@ -151,16 +153,14 @@ class LogHandler(logging.StreamHandler[TextIO]):
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(stream if stream is not None else sys.stderr)
         self._lines: deque[str] = deque()
-        self._flush_on: asyncio.AbstractEventLoop | None = None  # a flush is scheduled there
+        self._flush_on: AbstractEventLoop | None = None  # a flush is scheduled there
 
-    def add_line(self, line: str) -> None:
-        """Write ``line`` (no newline) at the end of this event-loop iteration."""
-        self._lines.append(line + self.terminator)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # not on a loop: nothing would flush it later
-            self.flush()
-            return
+    def add_line(self, line: str, loop: AbstractEventLoop) -> None:
+        """Write ``line`` (with its newline) at the end of ``loop``'s current iteration.
+
+        Called on ``loop``'s thread.
+        """
+        self._lines.append(line)
         if self._flush_on is not loop:
             self._flush_on = loop
             loop.call_soon(self._flush_soon)
@@ -190,12 +190,16 @@ class LogHandler(logging.StreamHandler[TextIO]):
 
 
 class AccessLog:
-    """The access lines of ``logger``: ``LogHandler.add_line`` of the line its handler's
-    formatter makes, when it is the one handler and nothing filters on the way; else a
-    ``LogRecord`` through ``logging`` as usual (same output, ordinary cost)."""
+    """The access lines of ``logger``, written from ``loop``'s thread.
 
-    def __init__(self, logger: logging.Logger) -> None:
+    The line its handler's formatter makes, handed to ``LogHandler.add_line`` when that is
+    the one handler and nothing filters on the way; else a ``LogRecord`` through
+    ``logging`` as usual (same output, ordinary cost).
+    """
+
+    def __init__(self, logger: logging.Logger, loop: AbstractEventLoop) -> None:
         self.logger = logger
+        self._loop = loop
         self._handler = _sole_handler(logger)
 
     def write(self, *, remote: str | None, method: str, path: str, status: int, nbytes: int,
@@ -206,19 +210,18 @@ class AccessLog:
             return
         values = (remote, method, path, status, nbytes, route, package, version, serial, ms,
                   agent, request_id)
-        created = time.time()
         message = ACCESS_MESSAGE % (remote, method, path, status, nbytes, ms, version or "-",
                                     serial or "-", request_id, agent or "-")
         handler = self._handler
-        if handler is not None:
-            formatter: TextFormatter | JsonFormatter = handler.formatter  # type: ignore[assignment]
-            handler.add_line(formatter.access_line(self.logger.name, created, message, values))
+        if handler is None:
+            record = logging.LogRecord(self.logger.name, logging.INFO, __file__, 0, "%s",
+                                       (message,), None)
+            record.__dict__.update(zip(ACCESS_FIELDS, values, strict=True))
+            self.logger.handle(record)
             return
-        record = logging.LogRecord(self.logger.name, logging.INFO, __file__, 0, "%s",
-                                   (message,), None)
-        record.created = created
-        record.__dict__.update(zip(ACCESS_FIELDS, values, strict=True))
-        self.logger.handle(record)
+        formatter: TextFormatter | JsonFormatter = handler.formatter  # type: ignore[assignment]
+        line = formatter.access_line(self.logger.name, time.time(), message, values)
+        handler.add_line(line + handler.terminator, self._loop)
 
 
 def _sole_handler(logger: logging.Logger) -> LogHandler | None:

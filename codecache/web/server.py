@@ -453,12 +453,13 @@ async def run(config: Config, sockets: Sequence[socket.socket], stop: asyncio.Ev
     logging.getLogger("aiohttp.server").addFilter(_QuietParseErrors())
     state = StoreView(config, workers=workers, metrics_dir=metrics_dir)
     await asyncio.to_thread(state.refresh)  # serve at once what the store holds
+    loop = asyncio.get_running_loop()
     server = _LowLevelServer(
         Front(state), header_timeout=config.server.header_timeout,
         keepalive_timeout=config.server.keepalive_timeout,
         access_log_class=type("SampledAccessLogger", (AccessLogger,),
                               {"sample": config.log.access_sample,
-                               "sink": AccessLog(access_log)}),
+                               "sink": AccessLog(access_log, loop)}),
         access_log=access_log if config.log.access_sample else None,
         max_line_size=4096, max_field_size=8190, handler_cancellation=True)
     runner = web.ServerRunner(server, shutdown_timeout=config.server.shutdown_timeout)
@@ -468,7 +469,6 @@ async def run(config: Config, sockets: Sequence[socket.socket], stop: asyncio.Ev
         await asyncio.to_thread(state.refresh)
         state.metrics.flush()  # on the loop: the tallies are not locked
 
-    loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR1, lambda: loop.create_task(watch()))
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(_periodic(config.server.watch_interval, watch,

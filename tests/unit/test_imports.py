@@ -144,6 +144,8 @@ def test_cli_imports_no_verb_implementation_when_it_starts() -> None:
     assert {m for m in found if m.startswith("codecache.")} <= {
         "codecache.config", "codecache.errors", "codecache.logs"}
     assert found.isdisjoint({"aiohttp", "cryptography", "prometheus_client"})
+    # logs batches serve's access lines on the event loop it is handed, without asyncio.
+    assert module_level_imports_of("logs").isdisjoint({"asyncio", "aiohttp"})
 
 
 

@@ -6,7 +6,7 @@ import asyncio
 import io
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -129,14 +129,24 @@ def test_access_line_of_a_later_second_has_its_own_time() -> None:
                                              "2025-11-26T12:00:01.250Z")
 
 
+def access_on_a_loop(write: Callable[[logs.AccessLog], None]) -> None:
+    """``write`` lines of an ``AccessLog`` on a running event loop, then let it flush."""
+    async def main() -> None:
+        write(logs.AccessLog(logging.getLogger("codecache.access"),
+                             asyncio.get_running_loop()))
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+
+
 def test_access_log_writes_the_json_keys_in_order(restore_root_logger: None) -> None:
     out = io.StringIO()
     configure(LogFormat.JSON, debug=False, stream=out)
-    access = logs.AccessLog(logging.getLogger("codecache.access"))
-    access.write(remote="127.0.0.1", method="GET", path="/p/latest.tar.gz", status=200,
-                 nbytes=362, route="channel", package="p", version="1.2.0", serial=7,
-                 ms=1.5, agent=None, request_id="id-1")
-    (line,) = out.getvalue().splitlines()  # not on an event loop: written at once
+    access_on_a_loop(lambda access: access.write(
+        remote="127.0.0.1", method="GET", path="/p/latest.tar.gz", status=200, nbytes=362,
+        route="channel", package="p", version="1.2.0", serial=7, ms=1.5, agent=None,
+        request_id="id-1"))
+    (line,) = out.getvalue().splitlines()
     entry = json.loads(line)
     assert list(entry) == ["time", "level", "logger", "message", *logs.ACCESS_FIELDS]
     assert entry["message"] == ('127.0.0.1 "GET /p/latest.tar.gz" 200 362 1.50ms '
@@ -152,9 +162,9 @@ def test_access_log_through_another_handler_is_the_same_line(
     other = logging.StreamHandler(plain)
     other.setFormatter(logs.TextFormatter())
     logging.getLogger().addHandler(other)
-    logs.AccessLog(logging.getLogger("codecache.access")).write(
+    access_on_a_loop(lambda access: access.write(
         remote=None, method="HEAD", path="/x", status=404, nbytes=0, route="other",
-        package=None, version=None, serial=None, ms=0.25, agent="curl", request_id="r")
+        package=None, version=None, serial=None, ms=0.25, agent="curl", request_id="r"))
     assert out.getvalue() == plain.getvalue()
     assert out.getvalue().endswith(
         ' INFO codecache.access None "HEAD /x" 404 0 0.25ms version=- serial=- request_id=r '
@@ -168,16 +178,17 @@ def test_lines_of_one_loop_iteration_are_written_together_in_order() -> None:
     seen: list[str] = []
 
     async def main() -> None:
+        loop = asyncio.get_running_loop()
         for i in range(5):
-            handler.add_line(f"line {i}")
+            handler.add_line(f"line {i}\n", loop)
         seen.append(out.getvalue())   # still this iteration: kept
         await asyncio.sleep(0)        # the next iteration writes them
         seen.append(out.getvalue())
-        handler.add_line("line 5")
+        handler.add_line("line 5\n", loop)
         handler.handle(logging.makeLogRecord({  # writes what is kept first
             "name": "codecache.x", "msg": "other record", "levelname": "INFO",
             "levelno": logging.INFO}))
-        handler.add_line("line 6")
+        handler.add_line("line 6\n", loop)
         handler.flush()
 
     asyncio.run(main())
@@ -186,3 +197,4 @@ def test_lines_of_one_loop_iteration_are_written_together_in_order() -> None:
     assert lines[5] == "line 5"
     assert lines[6].endswith(" INFO codecache.x other record")
     assert lines[7] == "line 6"
+

@@ -358,6 +358,7 @@ def wrk(url: str, connections: int, seconds: int, header: str | None) -> dict[st
         argv += ["-H", header]
     out = run([*argv, url], timeout=seconds + 120).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    requests = re.search(r"(\d+) requests in", out)
     p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
     p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
@@ -365,15 +366,19 @@ def wrk(url: str, connections: int, seconds: int, header: str | None) -> dict[st
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = (sum(int(x) for x in socket_errors.groups()) if socket_errors else 0) + (
         int(non2xx[1]) if non2xx else 0)
-    if rps is None or p50 is None or p99 is None:
+    if rps is None or p50 is None or p99 is None or requests is None:
         raise SystemExit(f"bench: cannot read wrk's output:\n{out}")
     return {"rps": float(rps[1]), "p50_ms": _ms(p50[1]), "p99_ms": _ms(p99[1]),
-            "errors": errors}
+            "errors": errors, "requests": int(requests[1])}
 
 
 def throughput(targets: dict[str, str], etags: dict[str, dict[str, str]], rounds: int,
                seconds: int, quick: bool) -> dict[str, Any]:
+    """wrk against each target; besides req/s (which wrk, on the same cores, also limits),
+    the CPU the server's processes spent per request: the steadier figure on a shared
+    machine."""
     results: dict[str, Any] = {}
+    sessions = {t: listener_session(u) for t, u in targets.items()}
     for case, (label, channel, conditional, conns) in CASES.items():
         connections = conns[1] if quick else conns[0]
         per: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
@@ -382,7 +387,10 @@ def throughput(targets: dict[str, str], etags: dict[str, dict[str, str]], rounds
             for target in order:
                 url = f"{targets[target]}/pilot/{channel}.tar.gz"
                 header = f"If-None-Match: {etags[target][channel]}" if conditional else None
+                before = session_cpu(sessions[target])
                 result = wrk(url, connections, seconds, header)
+                result["cpu_us"] = ((session_cpu(sessions[target]) - before)
+                                    / max(1, result["requests"]) * 1e6)
                 per[target].append(result)
                 log(f"{case} round {round_ + 1}/{rounds} {target}: {result['rps']:,.0f} req/s "
                     f"p50 {result['p50_ms']:.2f} ms p99 {result['p99_ms']:.2f} ms"
@@ -396,16 +404,47 @@ def throughput(targets: dict[str, str], etags: dict[str, dict[str, str]], rounds
                             "median_rps": statistics.median(r["rps"] for r in rs),
                             "median_p50_ms": statistics.median(r["p50_ms"] for r in rs),
                             "median_p99_ms": statistics.median(r["p99_ms"] for r in rs),
+                            "cpu_us": [round(r["cpu_us"], 1) for r in rs],
+                            "median_cpu_us": statistics.median(r["cpu_us"] for r in rs),
                             "errors": sum(r["errors"] for r in rs)}
                         for t, rs in per.items()}}
-        nginx = results[case]["targets"]["nginx"]["median_rps"]
+        nginx = results[case]["targets"]["nginx"]
         for t in targets:
-            results[case]["targets"][t]["ratio"] = \
-                results[case]["targets"][t]["median_rps"] / nginx
+            mine = results[case]["targets"][t]
+            mine["ratio"] = mine["median_rps"] / nginx["median_rps"]
+            # nginx's CPU per request over ours: the throughput ratio on idle, CPU-bound cores.
+            mine["cpu_ratio"] = nginx["median_cpu_us"] / mine["median_cpu_us"]
     return results
 
 
 # --- processes and memory -----------------------------------------------------------------
+
+
+def listener_session(url: str) -> int:
+    """The session id of the processes listening on ``url``'s port (a server and its
+    workers: nginx's master and workers, a replica's parent and workers)."""
+    port = url.rsplit(":", 1)[1]
+    out = run(["ss", "-Hltnp", f"sport = :{port}"]).stdout
+    pid = re.search(r"pid=(\d+)", out)
+    if pid is None:
+        raise SystemExit(f"bench: no process found listening on port {port}")
+    return int((Path("/proc") / pid[1] / "stat").read_text().rpartition(")")[2].split()[3])
+
+
+def session_cpu(sid: int) -> float:
+    """CPU seconds (user + system) spent so far by the live processes of session ``sid``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rpartition(")")[2].split()
+            if int(stat[3]) == sid:                 # field 6: session id
+                total += int(stat[11]) + int(stat[12])  # fields 14, 15: utime, stime
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / tick
 
 
 def session_rss(pid: int, field: str = "VmRSS:") -> int:

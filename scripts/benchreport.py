@@ -132,6 +132,18 @@ def markdown(report: dict[str, Any], png: str) -> str:
             f"{r['ratio']:.2f} | {v['median_rps']:,.0f} | {v['ratio']:.2f} | "
             f"{n['median_p50_ms']:.2f} / {r['median_p50_ms']:.2f} / {v['median_p50_ms']:.2f} | "
             f"{n['median_p99_ms']:.2f} / {r['median_p99_ms']:.2f} / {v['median_p99_ms']:.2f} |")
+    lines += ["", "CPU per request (user + system time of all the server's processes over a "
+              "wrk run, divided by the requests it answered; medians): the steadier figure "
+              "when wrk and other jobs share the cores. Its ratio is the throughput ratio on "
+              "idle cores where both servers are CPU-bound. The VIP's figure is its nginx "
+              "only (the replicas behind it see about one request per second per URL).", "",
+              "| case | µs/request nginx / replica / VIP | replica / nginx | VIP / nginx |",
+              "| --- | --- | --- | --- |"]
+    for case in t.values():
+        n, r, v = (case["targets"][x] for x in ("nginx", "replica", "vip"))
+        lines.append(
+            f"| {case['label']} | {n['median_cpu_us']:,.1f} / {r['median_cpu_us']:,.1f} / "
+            f"{v['median_cpu_us']:,.1f} | {r['cpu_ratio']:.2f} | {v['cpu_ratio']:.2f} |")
     errors = {f"{c['label']} {who}": x["errors"] for c in t.values()
               for who, x in c["targets"].items() if x["errors"]}
     lines += ["", "wrk errors (socket errors + non-2xx/3xx): "

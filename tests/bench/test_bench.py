@@ -57,7 +57,10 @@ def test_quick_bench_reports_every_case_for_every_server(
         for measured in targets.values():
             assert measured["median_rps"] > 0 and measured["ratio"] > 0
             assert len(measured["rps"]) >= 1
-        assert targets["nginx"]["ratio"] == 1.0
+            # the server's processes were found and spent CPU on the requests they answered
+            assert measured["median_cpu_us"] > 0 and measured["cpu_ratio"] > 0
+            assert len(measured["cpu_us"]) == len(measured["rps"])
+        assert targets["nginx"]["ratio"] == 1.0 and targets["nginx"]["cpu_ratio"] == 1.0
     slow, burst = report["slow"], report["burst"]
     assert slow["pilots"] == 200 and slow["held_at_once"] >= 1
     assert slow["replica_rss_peak_max"] > 0
@@ -91,7 +94,8 @@ def test_quick_bench_writes_markdown_that_shows_the_plot(
                     "## Commands"):
         assert heading in text, heading
     rows = [line for line in text.splitlines() if line.startswith("| ")]
-    assert len(rows) >= 2 + 13 + 2 + 4 + 2 + 1
+    assert len(rows) >= 2 + 13 + 2 + 4 + 2 + 4 + 2 + 1
+    assert "µs/request nginx / replica / VIP" in text
     assert all(row.endswith("|") for row in rows)
     assert "wrk -t1" in text and "scripts/cluster up" in text
 

@@ -136,7 +136,7 @@ class Auditor:
             try:
                 built = build_release(self._svn, release.svn_url, release.revision,
                                       self._prefixes.get(package, package), release.date,
-                                      scratch)
+                                      scratch, release.size)
             except SvnNotFound as err:
                 return Finding(package, release.version, svn, Verdict.MISSING,
                                f"not in Subversion: {err}")

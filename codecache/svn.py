@@ -33,9 +33,10 @@ import tempfile
 import time
 import weakref
 import xml.etree.ElementTree as ET
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from codecache.config import SvnConfig
 from codecache.errors import ConfigError, SvnError, SvnNotFound
@@ -48,6 +49,16 @@ class Tag:
     revision: int   # last-changed revision of the tag's tree
     author: str
     date: int       # commit time of that revision, seconds since the epoch
+
+
+class ExportProgress(Protocol):
+    """Told what an export will write and what it has written (``Svn.export``'s watcher)."""
+
+    def listed(self, paths: list[str]) -> None:
+        """Every path the export will write, relative to its destination ('' is the root)."""
+
+    def exported(self, path: str) -> None:
+        """``path`` (relative, as listed) is complete on disk."""
 
 
 class Svn:
@@ -107,15 +118,26 @@ class Svn:
         except (ET.ParseError, ValueError, TypeError) as err:
             raise SvnError(f"unexpected output from svn list {svn_url}/tags: {err}") from err
 
-    def export(self, url: str, revision: int, destination: Path) -> None:
+    @property
+    def reports_progress(self) -> bool:
+        """Whether ``export`` tells a ``progress`` watcher what it writes as it goes (pysvn)."""
+        return self.client == "pysvn"
+
+    def export(self, url: str, revision: int, destination: Path,
+               progress: ExportProgress | None = None) -> None:
         """Export ``url@revision`` into ``destination`` (which must not exist yet).
+
+        ``progress`` (with a client that ``reports_progress``; the other ignores it) hears
+        the listing of ``url@revision`` first, then each path once it is complete on disk,
+        called from this thread, so a reader in another thread can work behind the export.
 
         Raises:
             SvnError: unreachable repository, missing path, timeout.
         """
         if self.client == "pysvn":
             self._call({"op": "export", "url": url, "revision": revision,
-                        "destination": str(destination)}, "export", f"{url}@{revision}")
+                        "destination": str(destination), "progress": progress is not None},
+                       "export", f"{url}@{revision}", progress=progress)
             return
         self._run(["export", "--quiet", "--ignore-externals", "--native-eol", "LF",
                    f"{url}@{revision}", str(destination)])
@@ -127,14 +149,15 @@ class Svn:
             weakref.finalize(self, shutil.rmtree, self._config_dir, ignore_errors=True)
         return self._config_dir
 
-    def _call(self, request: dict[str, Any], what: str, target: str | None = None) -> Any:
+    def _call(self, request: dict[str, Any], what: str, target: str | None = None,
+              progress: ExportProgress | None = None) -> Any:
         if self._worker is None or not self._worker.alive():
             assert self._python is not None  # noqa: S101 - only called with a pysvn client
             self._worker = _PysvnWorker(self._python, self._private_config_dir(),
                                         self._config.username, self._password(),
                                         self._config.timeout)
         try:
-            answer = self._worker.call(request, self._config.timeout)
+            answer = self._worker.call(request, self._config.timeout, progress)
         except SvnError as err:
             self._worker.stop()
             self._worker = None
@@ -221,7 +244,8 @@ class _PysvnWorker:
             raise SvnError(f"cannot start the pysvn worker: {err.strerror}") from None
         # Stopped when this object goes (its Svn was dropped) or the process exits.
         self._finalizer = weakref.finalize(self, _stop_process, self._process, self._stderr)
-        self._buffer = b""
+        self._buffer = b""                          # a line not complete yet
+        self._lines: deque[bytes] = deque()         # complete lines not taken yet
         answer = self.call({"config_dir": str(config_dir), "username": username,
                             "password": password}, timeout)
         if not answer.get("ok"):
@@ -235,8 +259,9 @@ class _PysvnWorker:
     def alive(self) -> bool:
         return self._process.poll() is None
 
-    def call(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """Send one request and wait for its answer.
+    def call(self, request: dict[str, Any], timeout: float,
+             progress: ExportProgress | None = None) -> dict[str, Any]:
+        """Send one request and wait for its answer; progress lines go to ``progress``.
 
         Raises:
             SvnError: no answer within ``timeout`` (the worker is killed), or it died.
@@ -248,8 +273,25 @@ class _PysvnWorker:
         except OSError:
             raise SvnError(self._died()) from None
         deadline = time.monotonic() + timeout
+        while True:
+            answer = self._next_line(deadline, timeout)
+            if "ok" in answer:
+                return answer
+            # A progress line of an export ({"listed": [...]} or {"exported": [...]}).
+            try:
+                if progress is not None and "listed" in answer:
+                    progress.listed([str(p) for p in answer["listed"]])
+                elif progress is not None:
+                    for path in answer["exported"]:
+                        progress.exported(str(path))
+            except (KeyError, TypeError):
+                self.stop()
+                raise SvnError("the pysvn worker answered garbage") from None
+
+    def _next_line(self, deadline: float, timeout: float) -> dict[str, Any]:
+        assert self._process.stdout is not None  # noqa: S101
         fd = self._process.stdout.fileno()
-        while b"\n" not in self._buffer:
+        while not self._lines:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.stop()
@@ -259,13 +301,17 @@ class _PysvnWorker:
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:
                     raise SvnError(self._died())
-                self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
+                # An export's progress comes as thousands of lines: split each chunk once.
+                *complete, self._buffer = (self._buffer + chunk).split(b"\n")
+                self._lines.extend(complete)
+        line = self._lines.popleft()
         try:
-            answer: dict[str, Any] = json.loads(line)
+            answer = json.loads(line)
         except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
             self.stop()
-            raise SvnError("the pysvn worker answered garbage") from None
+            raise SvnError("the pysvn worker answered garbage")
         return answer
 
     def _died(self) -> str:

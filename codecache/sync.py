@@ -303,7 +303,11 @@ class Origin:
         return self._commit(self._add_tag(index, pkg, tag, move_auto=True))
 
     def _add_tag(self, index: Index, pkg: PackageConfig, tag: Tag, *, move_auto: bool) -> Index:
-        release = self._build_release(pkg, tag)
+        # The size of the release added last (or last in the file): tags of one package
+        # are about the same size, and this is O(1) in a bulk import of thousands.
+        releases = index.packages.get(pkg.name, Package()).releases
+        hint = next(reversed(releases.values())).size if releases else None
+        release = self._build_release(pkg, tag, hint)
         index = add_release(index, pkg.name, release)
         auto = pkg.auto_channel
         if move_auto and auto and index.packages[pkg.name].highest_live() == tag.name:
@@ -322,12 +326,16 @@ class Origin:
             time.sleep(0.05)
         return move_channel(index, package, channel, version, self._now())
 
-    def _build_release(self, pkg: PackageConfig, tag: Tag) -> Release:
-        """Export, archive, sign and file one tag; returns its release record."""
+    def _build_release(self, pkg: PackageConfig, tag: Tag, expected_size: int | None) -> Release:
+        """Export, archive, sign and file one tag; returns its release record.
+
+        ``expected_size``: the size of the package's latest release (``build_release``).
+        """
         url = pkg.tag_url(tag.name)
         scratch = self._store.scratch_dir(f"export-{pkg.name}-")
         try:
-            built = build_release(self._svn, url, tag.revision, pkg.prefix, tag.date, scratch)
+            built = build_release(self._svn, url, tag.revision, pkg.prefix, tag.date, scratch,
+                                  expected_size)
             self._store.add_blob(built.archive, built.info.sha256)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

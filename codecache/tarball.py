@@ -26,9 +26,10 @@ import queue
 import stat
 import tarfile
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 from codecache.errors import UnsupportedFile
 
@@ -42,10 +43,16 @@ class TarballInfo:
     tar_sha256: str   # of the uncompressed tar stream, independent of the zlib build
 
 
+class Sink(Protocol):
+    """Where the archive goes: a binary file, or anything with its ``write``."""
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> object: ...
+
+
 class _HashingWriter(io.RawIOBase):
     """Write-through file object that hashes and counts what passes."""
 
-    def __init__(self, target: BinaryIO) -> None:
+    def __init__(self, target: Sink) -> None:
         self._target = target
         self.digest = hashlib.sha256()
         self.size = 0
@@ -116,8 +123,12 @@ class _CompressingWriter(io.RawIOBase):
         self._stop()
 
 
-def build_tarball(tree: Path, prefix: str, mtime: int, output: BinaryIO) -> TarballInfo:
+def build_tarball(tree: Path, prefix: str, mtime: int, output: Sink,
+                  entries: Iterable[str] | None = None) -> TarballInfo:
     """Write the reproducible archive of ``tree`` (as ``prefix/``) to ``output``.
+
+    ``entries``: the paths to archive, as ``sorted_entries(tree)`` gives them (the default);
+    a caller that knows them before the tree is complete passes them as they become ready.
 
     Raises:
         UnsupportedFile: the tree holds a device, fifo or socket.
@@ -126,10 +137,10 @@ def build_tarball(tree: Path, prefix: str, mtime: int, output: BinaryIO) -> Tarb
     with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, compresslevel=9,
                        mtime=0) as gz:
         sink = _CompressingWriter(gz)
-        plain = _HashingWriter(sink)  # type: ignore[arg-type]
+        plain = _HashingWriter(sink)
         try:
             with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                for relative in _sorted_entries(tree):
+                for relative in sorted_entries(tree) if entries is None else entries:
                     _add_entry(tar, tree, relative, prefix, mtime)
         except BaseException:
             sink.abandon()
@@ -138,7 +149,7 @@ def build_tarball(tree: Path, prefix: str, mtime: int, output: BinaryIO) -> Tarb
     return TarballInfo(compressed.digest.hexdigest(), compressed.size, plain.digest.hexdigest())
 
 
-def _sorted_entries(tree: Path) -> list[str]:
+def sorted_entries(tree: Path) -> list[str]:
     """Every path below ``tree`` relative to it ('' is the tree), in byte order."""
     found = [""]
     for root, dirs, files in os.walk(tree, followlinks=False):

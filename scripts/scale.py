@@ -59,7 +59,7 @@ from codecache.signing import (  # noqa: E402
     write_key_pair,
 )
 from codecache.store import Store  # noqa: E402
-from codecache.svn import Svn  # noqa: E402
+from codecache.svn import ExportProgress, Svn  # noqa: E402
 from codecache.sync import Origin  # noqa: E402
 from codecache.trust import sign_index, verify  # noqa: E402
 
@@ -252,9 +252,10 @@ class TimedSvn(Svn):
         super().__init__(*args, **kwargs)
         self.starts: list[float] = []
 
-    def export(self, url: str, revision: int, destination: Path) -> None:
+    def export(self, url: str, revision: int, destination: Path,
+               progress: ExportProgress | None = None) -> None:
         self.starts.append(time.monotonic())
-        super().export(url, revision, destination)
+        super().export(url, revision, destination, progress)
 
 
 def check(condition: bool, message: str) -> None:

@@ -55,21 +55,29 @@ def keyword_tag(svn_server: SvnRepo) -> tuple[str, int, int]:
     return f"{url}/tags/1.0.0", tag.revision, tag.date
 
 
-def build_bytes(client: str, tag: tuple[str, int, int], scratch: Path) -> bytes:
+def build_bytes(client: str, tag: tuple[str, int, int], scratch: Path,
+                streamed: bool | None = None) -> bytes:
+    """The archive ``client`` builds; ``streamed``: whether it must have been archived
+    behind the export (pysvn) or after it (the svn command)."""
     url, revision, date = tag
     scratch.mkdir()
     svn = Svn(SvnConfig(client=client))
     try:
         assert svn.client == client
-        return build_release(svn, url, revision, "pilot", date, scratch).archive.read_bytes()
+        built = build_release(svn, url, revision, "pilot", date, scratch)
+        if streamed is not None:
+            assert built.streamed is streamed
+        return built.archive.read_bytes()
     finally:
         svn.close()
 
 
 def test_cli_and_pysvn_build_byte_identical_tarballs(
         pysvn_available: None, keyword_tag: tuple[str, int, int], tmp_path: Path) -> None:
-    cli = build_bytes("cli", keyword_tag, tmp_path / "cli")
-    pysvn = build_bytes("pysvn", keyword_tag, tmp_path / "pysvn")
+    cli = build_bytes("cli", keyword_tag, tmp_path / "cli", streamed=False)
+    # pysvn's export reports its listing and each finished path, and the archive is built
+    # behind it: that listing (non-ASCII name, symlink, keyword files) is the exported tree.
+    pysvn = build_bytes("pysvn", keyword_tag, tmp_path / "pysvn", streamed=True)
     assert cli == pysvn
     listing = subprocess.run(["tar", "xzOf", "-", "pilot/etc/kw.txt"], input=cli,
                              capture_output=True, check=True).stdout.decode()
@@ -187,5 +195,22 @@ def test_a_crash_in_libsvn_is_one_svn_error_and_the_next_call_works(
         assert time.monotonic() - started < 30  # the crash ended the call, not the timeout
         assert [t.name for t in svn.list_tags(package_url)] == ["1.0.0"]
         assert svn.worker_pid not in (None, pid)
+    finally:
+        svn.close()
+
+
+def test_an_export_that_hangs_ends_at_the_timeout_while_the_archive_waits_behind_it(
+        pysvn_available: None, silent_server: str, keyword_tag: tuple[str, int, int],
+        tmp_path: Path) -> None:
+    svn = Svn(SvnConfig(timeout=1.0, client="pysvn"))
+    before = set(threading.enumerate())
+    try:
+        (tmp_path / "hang").mkdir()
+        with pytest.raises(SvnError, match="timed out"):
+            build_release(svn, f"{silent_server}/tags/1.0", 1, "pilot", 0, tmp_path / "hang")
+        assert set(threading.enumerate()) == before   # no exporter or compressor left
+        (tmp_path / "next").mkdir()
+        url, revision, date = keyword_tag
+        assert build_release(svn, url, revision, "pilot", date, tmp_path / "next").streamed
     finally:
         svn.close()

@@ -66,6 +66,10 @@ class _FifoInTag(Svn):
     def list_tags(self, svn_url: str) -> list:  # type: ignore[type-arg]
         return self._svn.list_tags(svn_url)
 
+    @property
+    def reports_progress(self) -> bool:
+        return False  # the FIFO appears after the export: archive the finished tree only
+
     def export(self, url: str, revision: int, destination: Path) -> None:
         self._svn.export(url, revision, destination)
         if url.endswith(f"/tags/{self._bad_tag}"):

@@ -22,6 +22,7 @@ error message.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import select
@@ -80,12 +81,28 @@ class Svn:
             ConfigError: ``svn.client = "pysvn"`` and no Python with pysvn is found.
         """
         if not self._chosen:
-            python = None if self._config.client == "cli" else find_pysvn_python()
+            python = None if self._config.client == "cli" else self._start_worker()
             if self._config.client == "pysvn" and python is None:
                 raise ConfigError("svn.client = \"pysvn\" but no Python with pysvn was "
                                   "found (Debian: apt-get install python3-svn)")
             self._python, self._chosen = python, True
         return "pysvn" if self._python is not None else "cli"
+
+    def _start_worker(self) -> str | None:
+        """Start the pysvn worker with the first Python that can; return that Python.
+
+        The worker is its own probe: a Python without pysvn ends it at once (one process
+        start per candidate, instead of a probe process and then the worker).
+        """
+        for python in _candidates():
+            try:
+                self._worker = _PysvnWorker(python, self._private_config_dir(),
+                                            self._config.username, self._password(),
+                                            self._config.timeout)
+            except SvnError:
+                continue
+            return python
+        return None
 
     @property
     def worker_pid(self) -> int | None:
@@ -214,11 +231,16 @@ _NOT_FOUND_CODES = {170000, 160013, 160006}
 _UNABLE_TO_CONNECT = 170013
 
 
+def _candidates() -> list[str]:
+    """The Pythons that may have pysvn: this one (if it finds pysvn), then the system's."""
+    found = [sys.executable] if importlib.util.find_spec("pysvn") is not None else []
+    # ``python -I`` finds no more than this process does: skip starting this one in vain.
+    return [p for p in dict.fromkeys([*found, _SYSTEM_PYTHON]) if p and Path(p).exists()]
+
+
 def find_pysvn_python() -> str | None:
     """A Python that can import pysvn: this one, else the system's (None: neither)."""
-    for python in dict.fromkeys((sys.executable, _SYSTEM_PYTHON)):
-        if not python or not Path(python).exists():
-            continue
+    for python in _candidates():
         try:
             probe = subprocess.run([python, "-I", "-c", "import pysvn"], capture_output=True,
                                    timeout=30, check=False)
@@ -246,8 +268,12 @@ class _PysvnWorker:
         self._finalizer = weakref.finalize(self, _stop_process, self._process, self._stderr)
         self._buffer = b""                          # a line not complete yet
         self._lines: deque[bytes] = deque()         # complete lines not taken yet
-        answer = self.call({"config_dir": str(config_dir), "username": username,
-                            "password": password}, timeout)
+        try:
+            answer = self.call({"config_dir": str(config_dir), "username": username,
+                                "password": password}, timeout)
+        except SvnError:
+            self.stop()   # e.g. a Python without pysvn: it ended at once
+            raise
         if not answer.get("ok"):
             self.stop()
             raise SvnError(f"the pysvn worker did not start: {answer}")

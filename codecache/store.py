@@ -56,6 +56,7 @@ try:
 except OSError:  # no C library to ask: fall back to sync()
     _LIBC = None
 _TMP_MARK = ".tmp-"
+_FSYNC_EACH_MAX = 16   # signatures written in one install that get an fsync each
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,7 +413,7 @@ class Store:
                 raise BlobUnavailable(sha256, "missing from the store") from None
             if actual != size:
                 raise BlobUnavailable(sha256, f"{actual} bytes on disk, {size} listed")
-        written = 0
+        todo: list[tuple[str, str, str]] = []
         for package, pkg in index.packages.items():
             known = previous.packages.get(package) if previous is not None else None
             try:
@@ -424,12 +425,16 @@ class Store:
                 if before is not None and before.minisig == release.minisig \
                         and f"{version}.minisig" in present:
                     continue  # written by an earlier install: no need to read it again
-                written += self._write_signature(package, version, release.minisig)
-        if written:
-            # Each file was renamed into place without its own fsync: one flush of the file
-            # system makes them all durable before the index that names them is swapped.
-            # (A key switch rewrites every release's .minisig: 5,000 fsync pairs took 39 s
-            # here, with the writers' lock held.)
+                todo.append((package, version, release.minisig))
+        # A few files (a sync pass, a publish) are made durable one by one. Many (a key
+        # switch rewrites every release's .minisig: 5,000 fsync pairs took 39 s here, with
+        # the writers' lock held) are renamed into place without an fsync each, and one
+        # flush of the file system makes them all durable before the index is swapped; a
+        # flush that also writes back whatever else is dirty on that file system (the
+        # export just archived, other programs' files), so not for a few.
+        each = len(todo) <= _FSYNC_EACH_MAX
+        written = sum(self._write_signature(*item, durable=each) for item in todo)
+        if written and not each:
             sync_filesystem(self.signature_dir)
         if history is not None:
             atomic_write(self.history_path, history.render())
@@ -439,8 +444,9 @@ class Store:
         new_marks = state.marks if marks is None else marks
         self.save_state(dataclasses.replace(state, highest_serial=highest, marks=new_marks))
 
-    def _write_signature(self, package: str, version: str, minisig: str) -> int:
-        """Write one ``.minisig`` atomically but not yet durably (see ``install``); 1 if written."""
+    def _write_signature(self, package: str, version: str, minisig: str, *,
+                         durable: bool) -> int:
+        """Write one ``.minisig`` atomically (durably: see ``install``); 1 if written."""
         path = self.signature_path(package, version)
         data = minisig.encode()
         try:
@@ -449,10 +455,13 @@ class Store:
         except FileNotFoundError:
             pass
         try:
-            make_dirs(path.parent)
+            if not path.parent.is_dir():
+                make_dirs(path.parent)
+                if durable:  # the new package directory's own entry, too
+                    fsync_dir(path.parent.parent)
         except OSError as err:
             raise StoreError(f"cannot create {path.parent}: {err.strerror}") from err
-        atomic_write(path, data, durable=False)
+        atomic_write(path, data, durable=durable)
         return 1
 
     # --- local state ----------------------------------------------------------------------

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from codecache.build import build_release
 from codecache.config import Config, PackageConfig
@@ -83,6 +84,7 @@ class Origin:
         self._held: SignedIndex | None = None   # the index this writer installed last
         self._warned: set[tuple[str, str]] = set()  # skipped tags already logged as warnings
         self._progress: Callable[[], None] = _nothing  # called before each tag is built
+        self._sweeper = _Sweeper()              # removes export scratch in the background
 
     # --- public operations ----------------------------------------------------------------
 
@@ -338,7 +340,9 @@ class Origin:
                                   expected_size)
             self._store.add_blob(built.archive, built.info.sha256)
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            # Thousands of unlinks: done while the release is signed and committed
+            # (``_commit`` waits for them), not before.
+            self._sweeper.remove(scratch)
         info, prehash = built.info, built.prehash
         comment = release_comment(pkg.name, tag.name, info.sha256, info.size, url, tag.revision)
         signatures = {k.public.keyid: sign_prehashed(k, prehash, comment) for k in self._secrets}
@@ -527,6 +531,7 @@ class Origin:
                                   primary_since=self._primary_since(index, now))
         signed = sign_index(self._secrets, new)
         self._store.install(signed, previous=old if self._held else None, history=history)
+        self._sweeper.wait()
         self._held = signed
         if history is not None:
             self._history = history
@@ -559,6 +564,24 @@ class Origin:
 
 def _nothing() -> None:
     pass
+
+
+class _Sweeper:
+    """Removes one scratch directory at a time in a thread of its own."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+
+    def remove(self, path: Path) -> None:
+        self.wait()
+        self._thread = threading.Thread(target=shutil.rmtree, args=(path,),
+                                        kwargs={"ignore_errors": True}, name="sweeper")
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
 
 
 class _Batch:

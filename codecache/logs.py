@@ -40,6 +40,10 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "taskName"}
 _JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
+# PIPE_BUF on Linux: a write of up to this many bytes to a pipe is not interleaved with
+# another writer's (several worker processes share the server's stderr).
+_ATOMIC_WRITE = 4096
+
 # The access line: its facts (JSON keys, in this order) and its text message.
 ACCESS_FIELDS = ("remote", "method", "path", "status", "bytes", "route", "package",
                  "version", "serial", "ms", "agent", "request_id")
@@ -143,11 +147,13 @@ class LogHandler(logging.StreamHandler[TextIO]):
     """Every record to ``stream`` (stderr), and preformatted lines batched.
 
     ``add_line`` keeps a line until the end of the event-loop iteration (``call_soon``):
-    a quiet loop writes it at once, a busy one writes all the lines of an iteration with
-    one write(2). A record and ``flush`` write the lines kept before them first, so the
-    output stays in order; ``logging.shutdown`` (at exit) flushes too, so a graceful stop
-    loses nothing. Lines are appended on the loop's thread only; a ``deque`` lets another
-    thread's record take them out safely.
+    a quiet loop writes it at once, a busy one writes the lines of an iteration with one
+    write(2) per 4 KiB of whole lines (several worker processes share one stderr: a pipe
+    write up to PIPE_BUF is never interleaved with another's, so lines stay whole, as with
+    one write per line). A record and ``flush`` write the lines kept before them first, so
+    the output stays in order; ``logging.shutdown`` (at exit) flushes too, so a graceful
+    stop loses nothing. Lines are appended on the loop's thread only; a ``deque`` lets
+    another thread's record take them out safely.
     """
 
     def __init__(self, stream: TextIO | None = None) -> None:
@@ -179,12 +185,26 @@ class LogHandler(logging.StreamHandler[TextIO]):
             super().flush()
 
     def _write_lines(self) -> None:
-        if not self._lines:
-            return
+        """Write the kept lines, whole lines of at most ``_ATOMIC_WRITE`` bytes per write."""
         lines = self._lines
-        text = "".join([lines.popleft() for _ in range(len(lines))])
+        chunk: list[str] = []
+        size = 0
+        while lines:
+            line = lines.popleft()
+            # An upper bound of its encoded size: stderr writes a lone surrogate (an
+            # undecodable header byte) as \udcXX.
+            n = len(line) if line.isascii() else 6 * len(line)
+            if chunk and size + n > _ATOMIC_WRITE:
+                self._write("".join(chunk))
+                chunk, size = [], 0
+            chunk.append(line)
+            size += n
+        if chunk:
+            self._write("".join(chunk))
+
+    def _write(self, text: str) -> None:
         try:
-            self.stream.write(text)
+            self.stream.write(text)  # stderr is line-buffered: one write(2) per call
         except Exception:  # like a record that cannot be written: reported, not raised
             self.handleError(logging.makeLogRecord({"msg": text}))
 

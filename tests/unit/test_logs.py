@@ -198,3 +198,36 @@ def test_lines_of_one_loop_iteration_are_written_together_in_order() -> None:
     assert lines[6].endswith(" INFO codecache.x other record")
     assert lines[7] == "line 6"
 
+
+
+class WriteRecorder(io.StringIO):
+    """A stream that remembers each ``write`` (a seam: the write(2) calls of stderr)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_kept_lines_go_out_in_writes_of_whole_lines_within_pipe_buf() -> None:
+    """A pipe write up to PIPE_BUF (4096) is not interleaved with another worker's."""
+    out = WriteRecorder()
+    handler = logs.LogHandler(out)
+    lines = [f"{i:04d} {'x' * (i % 300)}\n" for i in range(400)]
+    lines[7] = "y" * 5000 + "\n"             # longer than a pipe write: alone
+    lines[9] = "\u00e4\udce9" * 300 + "\n"  # not ASCII: counted by its largest encoding
+
+    async def main() -> None:
+        for line in lines:
+            handler.add_line(line, asyncio.get_running_loop())
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert "".join(out.writes) == "".join(lines)
+    assert 1 < len(out.writes) < len(lines)
+    for text in out.writes:
+        assert text.endswith("\n")
+        assert len(text.encode("utf-8", "backslashreplace")) <= 4096 or text == lines[7]

@@ -23,12 +23,6 @@ from typing import Any, BinaryIO
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    PublicFormat,
-)
 
 from codecache.errors import ConfigError, InsecureKeyFile, SignatureError
 from codecache.keyfiles import SIG_ALG as _SIG_ALG
@@ -55,7 +49,7 @@ class PublicKey:
         return format_keyid(self.key_id)
 
     def to_minisign(self) -> str:
-        raw = self.key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+        raw = self.key.public_bytes_raw()
         line = base64.b64encode(_SIG_ALG + self.key_id + raw).decode()
         return f"untrusted comment: minisign public key {self.keyid}\n{line}\n"
 
@@ -70,8 +64,8 @@ class SecretKey:
         return PublicKey(self.key_id, self.key.public_key())
 
     def to_minisign(self) -> str:
-        seed = self.key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-        public = self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        seed = self.key.private_bytes_raw()
+        public = self.key.public_key().public_bytes_raw()
         secret = seed + public  # libsodium's 64-byte secret key layout
         checksum = hashlib.blake2b(_SIG_ALG + self.key_id + secret, digest_size=32).digest()
         blob = (_SIG_ALG + _KDF_NONE + _CHECKSUM_ALG + bytes(32) + bytes(16)

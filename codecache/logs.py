@@ -26,6 +26,7 @@ import math
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from json.encoder import encode_basestring_ascii as _json_str
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -38,6 +39,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "taskName"}
+# json.dumps(..., default=str, separators=(",", ":")), made once.
 _JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
 # PIPE_BUF on Linux: a write of up to this many bytes to a pipe is not interleaved with
@@ -80,7 +82,7 @@ class _PerSecond:
 
     __slots__ = ("_convert", "_fmt", "_second", "_text")
 
-    def __init__(self, fmt: str, convert: Any) -> None:
+    def __init__(self, fmt: str, convert: Callable[[float], time.struct_time]) -> None:
         self._fmt, self._convert = fmt, convert
         self._second, self._text = -1, ""
 
@@ -129,7 +131,7 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, default=str, separators=(",", ":"))
+        return _JSON_ENCODER.encode(entry)
 
     def access_line(self, name: str, created: float, message: str,
                     values: tuple[object, ...]) -> str:

@@ -411,9 +411,9 @@ class AccessLogger(AbstractAccessLogger):
             package = unquote(path.split("?", 1)[0].split("/")[1])
         # The body's declared length: aiohttp's body_length counts the headers too and
         # misses what sendfile(2) sent.
-        body = response.content_length or 0
-        if request.method == "HEAD" or response.status in (204, 304):
-            body = 0
+        body = 0
+        if request.method != "HEAD" and response.status not in (204, 304):
+            body = response.content_length or 0
         self.sink.write(
             remote=request.remote, method=request.method, path=path, status=response.status,
             nbytes=body, route=route, package=package,

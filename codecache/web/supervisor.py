@@ -14,7 +14,7 @@ accepting and finish in-flight responses within ``shutdown_timeout``, then the p
 
 Workers are fresh interpreters (``python -m codecache.web.worker``), not forks: the parent
 never imports the serving code (aiohttp, the store view, prometheus_client), nor asyncio:
-it waits for signals and timers in a plain ``select`` loop. The config and the socket
+it waits for signals and timers in a plain ``poll`` loop. The config and the socket
 numbers reach a worker pickled on its stdin. ``/metrics`` of any worker counts the whole
 server through prometheus_client's multiprocess files in a private directory.
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import pickle
 import resource
@@ -173,10 +174,10 @@ def _single(config: Config, sockets: list[socket.socket], notifier: Notifier) ->
 class Supervisor:
     """The parent of the worker processes.
 
-    One loop without asyncio: it sleeps in ``select`` on the signal wakeup pipe until a
+    One loop without asyncio: it sleeps in ``poll`` on the signal wakeup pipe until a
     signal arrives (a worker died, stop, SIGUSR1) or a timer is due (a restart after a
-    pause, the watchdog). The parent serves nothing, and an event loop (asyncio imports ssl)
-    would be ~9 MB of its resident memory (docs/benchmark.md, Memory).
+    pause, the watchdog). The parent serves nothing, and an event loop (asyncio imports
+    ssl) would add ~5 MB to its ~18 MB (docs/benchmark.md, Memory).
     """
 
     def __init__(self, config: Config, sockets: list[list[socket.socket]],
@@ -199,7 +200,7 @@ class Supervisor:
         previous_wakeup = signal.set_wakeup_fd(wake_write)
         metrics_dir = Path(tempfile.mkdtemp(prefix="codecache-metrics-"))
         try:
-            self._loop(wake_read, metrics_dir)
+            self._loop(_Wakeup(wake_read), metrics_dir)
         finally:
             signal.set_wakeup_fd(previous_wakeup)
             for sig, handler in previous.items():
@@ -209,7 +210,7 @@ class Supervisor:
             shutil.rmtree(metrics_dir, ignore_errors=True)
         log.info("stopped")
 
-    def _loop(self, wake: int, metrics_dir: Path) -> None:
+    def _loop(self, wake: _Wakeup, metrics_dir: Path) -> None:
         for slot in range(len(self._sockets)):
             self._spawn(slot, metrics_dir)
         # sd_notify: READY once every worker is started (the sockets already listen).
@@ -229,9 +230,7 @@ class Supervisor:
                 self._notifier.watchdog()
                 next_watchdog = now + interval
             timers = [*self._restart_at.values(), *([next_watchdog] if interval else [])]
-            timeout = max(0.0, min(timers) - now) if timers else None
-            select.select([wake], [], [], timeout)
-            for sig in _drain(wake):
+            for sig in wake.wait(max(0.0, min(timers) - now) if timers else None):
                 if sig == signal.SIGUSR1:
                     self._notify()
                 elif sig in (signal.SIGINT, signal.SIGTERM):
@@ -271,7 +270,7 @@ class Supervisor:
             quick = now - self._started[slot] < _RESTART_PAUSE
             self._restart_at[slot] = now + _RESTART_PAUSE if quick else now
 
-    def _stop(self, wake: int, metrics_dir: Path) -> None:
+    def _stop(self, wake: _Wakeup, metrics_dir: Path) -> None:
         """SIGTERM every worker; each gets ``shutdown_timeout`` (and a grace) before SIGKILL."""
         for proc in self._procs.values():
             with contextlib.suppress(ProcessLookupError):
@@ -282,8 +281,7 @@ class Supervisor:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            select.select([wake], [], [], min(left, 0.1))
-            for sig in _drain(wake):
+            for sig in wake.wait(min(left, 0.1)):
                 if sig == signal.SIGUSR1:
                     self._notify()
         for proc in self._procs.values():
@@ -305,13 +303,22 @@ def _ignore(signum: int, frame: object) -> None:
     """A Python-level handler that does nothing: the wakeup pipe carries the signal."""
 
 
-def _drain(wake: int) -> list[int]:
-    """The signal numbers written to the wakeup pipe since the last look."""
-    found: list[int] = []
-    with contextlib.suppress(BlockingIOError):
-        while data := os.read(wake, 512):
-            found.extend(data)
-    return found
+class _Wakeup:
+    """The read end of the signal wakeup pipe (``poll``: no FD_SETSIZE limit, unlike select)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
+
+    def wait(self, timeout: float | None) -> list[int]:
+        """The signals that arrived, waiting up to ``timeout`` seconds (None: until one)."""
+        self._poll.poll(None if timeout is None else math.ceil(timeout * 1000))
+        found: list[int] = []
+        with contextlib.suppress(BlockingIOError):
+            while data := os.read(self._fd, 512):
+                found.extend(data)
+        return found
 
 
 def _mark_dead(pid: int, metrics_dir: Path) -> None:

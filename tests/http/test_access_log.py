@@ -5,15 +5,21 @@ The lines are rendered by one template and written a loop iteration's worth at a
 outside: every request of sequential and concurrent keep-alive clients (``http.client``)
 has exactly its line, text and ``--log-format json`` alike, with the fields and their
 order that operators parse (docs/admin.md, "Logs"); lines of requests answered just
-before a SIGTERM are in the log once the server has stopped.
+before a SIGTERM are in the log once the server has stopped; two workers writing to one
+full pipe never split each other's lines (each write is at most PIPE_BUF).
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Origin, copy_origin
+from tests.conftest import Origin, copy_origin, free_port, wait_for_port
 from tests.http.helpers import Server, running
 
 DEADLINE = 30.0
@@ -62,7 +68,8 @@ class Client:
         agent = None if kind % 2 else f"access-test/{kind}"
         if agent:
             headers["User-Agent"] = agent
-        method, path, route, package = "GET", f"/{pkg}/releases/1.0.0.tar.gz", "release", pkg
+        method, path, route = "GET", f"/{pkg}/releases/1.0.0.tar.gz", "release"
+        package: str | None = pkg
         serial: int | None = self.serial
         if kind % 5 == 1:
             method, path, route = "HEAD", f"/{pkg}/latest.tar.gz", "channel"
@@ -249,3 +256,75 @@ def test_lines_of_requests_answered_before_a_graceful_stop_are_kept(
     logged = set(request_ids(fmt, access_lines(server, fmt)))
     missing = [rid for done in answered for rid in done if rid not in logged]
     assert not missing, (len(missing), missing[:5], server.log_tail())
+
+
+def test_workers_on_one_pipe_never_split_each_others_lines(template_origin: Origin,
+                                                           tmp_path: Path) -> None:
+    """Two workers write long lines to one stderr pipe that a slow reader keeps full: a
+    write of at most PIPE_BUF is never interleaved, so every line stays whole."""
+    origin = copy_origin(template_origin, tmp_path / "origin")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODECACHE_")}
+    env.update(CODECACHE_SERVER_WORKERS="2", CODECACHE_SERVER_LISTEN=f"127.0.0.1:{port}")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "codecache", "--config", str(origin.config), "--log-format",
+         "json", "serve"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+        cwd=origin.dir)
+    assert process.stdout is not None
+    stdout = process.stdout
+    captured: list[bytes] = []
+    reading = threading.Event()
+
+    def read() -> None:
+        """Slowly until the clients are done (the pipe stays full), then all of it."""
+        while chunk := os.read(stdout.fileno(), 512):
+            captured.append(chunk)
+            if not reading.is_set():
+                time.sleep(0.001)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    answered: list[str] = []
+    try:
+        wait_for_port(port, timeout=30)
+        agent = "slow-pipe " + "a" * 1500   # lines of ~1.8 KB: two fill a pipe write
+        errors: list[BaseException] = []
+
+        def run(k: int) -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                for i in range(150):
+                    rid = f"p{k}-{i:03d}"
+                    conn.request("GET", "/healthz", headers={"X-Request-ID": rid,
+                                                             "User-Agent": agent})
+                    response = conn.getresponse()
+                    response.read()
+                    assert response.status == 200
+                    answered.append(rid)
+            except BaseException as err:  # reported by the main thread
+                errors.append(err)
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not errors, errors
+    finally:
+        reading.set()
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            reader.join(timeout=30)
+            stdout.close()
+    lines = b"".join(captured).decode().splitlines()
+    access = [line for line in lines if "slow-pipe" in line]
+    for line in access:
+        _, entry = parse_json(line)   # fails on a line another line was written into
+        assert entry["agent"] == agent, line[:200]
+    assert sorted(request_ids("json", access)) == sorted(answered)

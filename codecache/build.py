@@ -166,6 +166,7 @@ class _Arrivals:
         self._changed = threading.Condition()
         self._listed: list[str] | None = None
         self._exported: set[str] = set()
+        self._wanted: str | None = None             # the path the archiver waits for
         self._ended = False
         self.failure: BaseException | None = None
         self._archived: dict[str, _Identity] = {}   # path -> identity when it was taken
@@ -178,10 +179,11 @@ class _Arrivals:
             self._listed = ordered
             self._changed.notify_all()
 
-    def exported(self, path: str) -> None:
+    def exported(self, paths: list[str]) -> None:
         with self._changed:
-            self._exported.add(path)
-            self._changed.notify_all()
+            self._exported.update(paths)
+            if self._wanted in self._exported:   # wake the archiver only when it can go on
+                self._changed.notify_all()
 
     def end(self, failure: BaseException | None) -> None:
         with self._changed:
@@ -203,6 +205,7 @@ class _Arrivals:
             raise _ExportEnded
         for path in listed:
             with self._changed:
+                self._wanted = path
                 while path not in self._exported and not self._ended:
                     self._changed.wait()
                 if self.failure is not None:

@@ -58,8 +58,8 @@ class ExportProgress(Protocol):
     def listed(self, paths: list[str]) -> None:
         """Every path the export will write, relative to its destination ('' is the root)."""
 
-    def exported(self, path: str) -> None:
-        """``path`` (relative, as listed) is complete on disk."""
+    def exported(self, paths: list[str]) -> None:
+        """``paths`` (relative, as listed) are complete on disk."""
 
 
 class Svn:
@@ -308,8 +308,7 @@ class _PysvnWorker:
                 if progress is not None and "listed" in answer:
                     progress.listed([str(p) for p in answer["listed"]])
                 elif progress is not None:
-                    for path in answer["exported"]:
-                        progress.exported(str(path))
+                    progress.exported([str(path) for path in answer["exported"]])
             except (KeyError, TypeError):
                 self.stop()
                 raise SvnError("the pysvn worker answered garbage") from None

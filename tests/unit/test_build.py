@@ -57,7 +57,7 @@ class TreeSvn(Svn):
                 target.write_bytes(target.read_bytes().upper())
             _copy(self.source / path if path else self.source,
                   destination / path if path else destination)
-            progress.exported(path)
+            progress.exported([path])
             if path == self.fail_at:
                 raise SvnError("svn export failed: connection reset (stand-in)")
 
@@ -66,7 +66,7 @@ class _Unheard:
     def listed(self, paths: list[str]) -> None:
         pass
 
-    def exported(self, path: str) -> None:
+    def exported(self, paths: list[str]) -> None:
         pass
 
 

@@ -11,9 +11,11 @@ With a client that reports its progress (pysvn) the archive is built *behind* th
 the export lists the tree first and then names each path once it is complete on disk, and
 the archiver takes the listed paths in their archive order as they arrive, so compressing
 (the longest step) overlaps the export. The bytes are those of archiving the finished
-tree: afterwards the finished tree is walked again and every archived path must be there
-unchanged (same entries, same inode, size, mode, mtime and ctime); if anything differs,
-the archive is built again from the finished tree.
+tree: once the export has ended, its tree is walked (it must hold exactly the archived
+paths) and every archived path must be unchanged since it was taken (same inode, mode,
+size, mtime and ctime); each file is removed as soon as that is checked, while the archive
+is still compressing, so the caller's clean-up has only empty directories left. If
+anything differs, the tag is exported again and archived after the export.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import stat
 import threading
 from collections.abc import Iterator
@@ -68,8 +71,8 @@ def build_release(svn: Svn, url: str, revision: int, prefix: str, date: int,
         built = _build_behind_export(svn, url, revision, prefix, date, tree, archive)
         if built is not None:
             return built
-    else:
-        svn.export(url, revision, tree)
+        shutil.rmtree(tree, ignore_errors=True)   # files of it are removed already
+    svn.export(url, revision, tree)
     return _archive(url, revision, tree, prefix, date, archive)
 
 
@@ -93,7 +96,8 @@ def _archive(url: str, revision: int, tree: Path, prefix: str, date: int, archiv
 
 def _build_behind_export(svn: Svn, url: str, revision: int, prefix: str, date: int,
                          tree: Path, archive: Path) -> Built | None:
-    """Export in a thread while this one archives behind it; None: archive again.
+    """Export in a thread while this one archives behind it; None: export and archive
+    again, one after the other.
 
     Raises:
         SvnError: the export failed (whatever the archive did meanwhile).
@@ -103,10 +107,11 @@ def _build_behind_export(svn: Svn, url: str, revision: int, prefix: str, date: i
     def export() -> None:
         try:
             svn.export(url, revision, tree, progress=arrivals)
+            finished = sorted_entries(tree)
         except BaseException as err:  # handed to the archiving thread, raised there
             arrivals.end(err)
         else:
-            arrivals.end(None)
+            arrivals.end(None, finished)
 
     exporter = threading.Thread(target=export, name="svn-export", daemon=True)
     exporter.start()
@@ -120,11 +125,11 @@ def _build_behind_export(svn: Svn, url: str, revision: int, prefix: str, date: i
     if arrivals.failure is not None:
         raise arrivals.failure
     if built is not None and not arrivals.unchanged():
-        built, reason = None, "the tree changed behind the archive"
+        built, reason = None, "the tree is not what was archived"
     if built is None:
         # The export succeeded and the archive of it did not come out right (a listing that
-        # differs from the tree, or a real error, which archiving again raises as such).
-        log.info("archiving %s@%d again after the export: %s", url, revision, reason)
+        # differs from the tree, or a real error, which building again raises as such).
+        log.info("building %s@%d again, archived after the export: %s", url, revision, reason)
     return built
 
 
@@ -169,7 +174,9 @@ class _Arrivals:
         self._wanted: str | None = None             # the path the archiver waits for
         self._ended = False
         self.failure: BaseException | None = None
+        self._finished: list[str] | None = None     # the finished tree's paths
         self._archived: dict[str, _Identity] = {}   # path -> identity when it was taken
+        self._consistent = True                     # every archived path checked so far
 
     # --- the export's thread --------------------------------------------------------------
 
@@ -185,9 +192,10 @@ class _Arrivals:
             if self._wanted in self._exported:   # wake the archiver only when it can go on
                 self._changed.notify_all()
 
-    def end(self, failure: BaseException | None) -> None:
+    def end(self, failure: BaseException | None, finished: list[str] | None = None) -> None:
+        """The export ended: with ``failure``, or with the tree's paths ``finished``."""
         with self._changed:
-            self._ended, self.failure = True, failure
+            self._ended, self.failure, self._finished = True, failure, finished
             self._changed.notify_all()
 
     # --- the archiving thread -------------------------------------------------------------
@@ -203,6 +211,7 @@ class _Arrivals:
             listed = self._listed
         if listed is None or self.failure is not None:
             raise _ExportEnded
+        taken: list[str] = []   # archived, not yet checked against the finished tree
         for path in listed:
             with self._changed:
                 self._wanted = path
@@ -210,16 +219,33 @@ class _Arrivals:
                     self._changed.wait()
                 if self.failure is not None:
                     raise _ExportEnded
+                ended = self._ended
+            if ended:   # the files archived so far are final now: check, remove them
+                self._check_and_remove(taken)
             self._archived[path] = _identity(self._tree / path if path else self._tree)
-            yield path
+            yield path  # resumed once the archive has read all of ``path``
+            taken.append(path)
+        with self._changed:
+            self._changed.wait_for(lambda: self._ended)
+        if self.failure is not None:
+            raise _ExportEnded
+        self._check_and_remove(taken)
+
+    def _check_and_remove(self, paths: list[str]) -> None:
+        """Check archived ``paths`` against the finished tree; remove their files."""
+        for path in paths:
+            full = self._tree / path if path else self._tree
+            try:
+                same = self._consistent and _identity(full) == self._archived[path]
+            except OSError:
+                same = False
+            if not same:
+                self._consistent = False   # keep the rest: nothing more is removed
+                break
+            if self._archived[path][1] != stat.S_IFDIR:   # a file or symlink
+                full.unlink()
+        paths.clear()
 
     def unchanged(self) -> bool:
-        """After the export: the finished tree is exactly what was archived, unchanged."""
-        paths = sorted_entries(self._tree)
-        if paths != list(self._archived):
-            return False
-        try:
-            return all(_identity(self._tree / p if p else self._tree) == self._archived[p]
-                       for p in paths)
-        except OSError:
-            return False
+        """After the archive: the finished tree was exactly what was archived, unchanged."""
+        return self._consistent and self._finished == list(self._archived)

@@ -37,14 +37,16 @@ def pysvn_available() -> None:
 
 @pytest.fixture(scope="module")
 def keyword_tag(svn_server: SvnRepo) -> tuple[str, int, int]:
-    """A tag whose files use every keyword, a native-eol file, an executable, a symlink and
-    a non-ASCII name: (tag URL, revision, commit time)."""
+    """A tag whose files use every keyword, a native-eol file, an executable, a symlink, a
+    non-ASCII name and names that a URL escapes: (tag URL, revision, commit time)."""
     name, url = new_package(svn_server)
     trunk = svn_server.wc / name
     (trunk / "etc" / "kw.txt").write_text("".join(f"${k}$\n" for k in KEYWORDS.split()))
     (trunk / "lib" / "pilot" / "données.py").write_bytes("X = 'é'\r\nY = 2\r\n".encode())
+    (trunk / "share dir").mkdir()
+    (trunk / "share dir" / "a%20b+c;d.txt").write_text("escaped in a URL\n")
     svn_server.svn("add", "-q", str(trunk / "etc" / "kw.txt"),
-                   str(trunk / "lib" / "pilot" / "données.py"))
+                   str(trunk / "lib" / "pilot" / "données.py"), str(trunk / "share dir"))
     svn_server.svn("propset", "-q", "svn:keywords", KEYWORDS, str(trunk / "etc" / "kw.txt"),
                    str(trunk / "bin" / "pilot.sh"))
     svn_server.svn("propset", "-q", "svn:eol-style", "native",

@@ -20,6 +20,7 @@ anything differs, the tag is exported again and archived after the export.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -119,8 +120,10 @@ def _build_behind_export(svn: Svn, url: str, revision: int, prefix: str, date: i
         built: Built | None = _archive(url, revision, tree, prefix, date, archive,
                                        arrivals.entries())
     except Exception as err:  # whatever it was, the finished tree decides below
-        built = None
-        reason = str(err)
+        built, reason = None, str(err)
+        if isinstance(err.__cause__, OSError) and err.__cause__.errno in _DISK_FULL:
+            exporter.join()
+            raise   # building again would not help: the archive's own disk is full
     exporter.join()
     if arrivals.failure is not None:
         raise arrivals.failure
@@ -131,6 +134,9 @@ def _build_behind_export(svn: Svn, url: str, revision: int, prefix: str, date: i
         # differs from the tree, or a real error, which building again raises as such).
         log.info("building %s@%d again, archived after the export: %s", url, revision, reason)
     return built
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)   # no room for the archive
 
 
 class _Blake2bWriter:

@@ -7,7 +7,8 @@ of several worker processes keeps them in prometheus_client's multiprocess files
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -79,6 +80,27 @@ class Metrics:
     def render(self) -> bytes:
         self.flush()
         return generate_latest(self.registry)
+
+
+class _WorkerFiles(MultiProcessCollector):
+    """Every worker's instruments, from their prometheus_client files, but those not sized
+    yet: a worker creates its file empty and then sizes it, and a scrape (or the next
+    worker's start, which collects once to register) reading it in between would fail
+    with ``struct.error`` (prometheus_client 0.26). Such a file holds nothing yet."""
+
+    def collect(self) -> Iterable[Metric]:
+        files = []
+        for path in Path(self._path).glob("*.db"):
+            with contextlib.suppress(FileNotFoundError):  # a dead worker's, just removed
+                if path.stat().st_size >= _SIZED:
+                    files.append(str(path))
+        merged: Iterable[Metric] = self.merge(  # type: ignore[no-untyped-call]
+            files, accumulate=True)
+        return merged
+
+
+# A sized file starts with its 4-byte "bytes used" and 4 bytes of padding.
+_SIZED = 8
 
 
 class _Derived(Collector):
@@ -203,7 +225,7 @@ def create_metrics(*, generated: Callable[[], float | None], now: Callable[[], f
     own = CollectorRegistry(auto_describe=True)
     target = own if multiprocess_dir is None else None
     metrics = Metrics(
-        source=own if multiprocess_dir is None else MultiProcessCollector(
+        source=own if multiprocess_dir is None else _WorkerFiles(
             None, path=str(multiprocess_dir)),  # type: ignore[no-untyped-call]
         requests=Counter("codecache_http_requests", "HTTP requests by route and status "
                          "(304 ratio: status=\"304\" over all)", ["route", "status"],

@@ -473,6 +473,9 @@ async def run(config: Config, sockets: Sequence[socket.socket], stop: asyncio.Ev
         state.metrics.flush()  # on the loop: the tallies are not locked
 
     loop.add_signal_handler(signal.SIGUSR1, lambda: loop.create_task(watch()))
+    # A worker starts with SIGUSR1 blocked (supervisor: its default action would kill a
+    # worker still starting); one that came meanwhile is delivered now, to the handler.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(_periodic(config.server.watch_interval, watch,
                                                   "store-watch"))

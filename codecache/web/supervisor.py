@@ -246,8 +246,15 @@ class Supervisor:
                           root.level, formatter, pull=slot == 0, parent=os.getpid())
         env = {k: v for k, v in os.environ.items() if k not in _PARENT_ONLY_ENV}
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        proc = subprocess.Popen([sys.executable, "-m", "codecache.web.worker"],
-                                stdin=subprocess.PIPE, pass_fds=fds, env=env)
+        # The worker inherits a blocked SIGUSR1 (the mask survives exec) and unblocks it
+        # once it handles it: passed on while it starts, its default action would kill it.
+        # Here it is only held back for the moment of the spawn.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "codecache.web.worker"],
+                                    stdin=subprocess.PIPE, pass_fds=fds, env=env)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
         assert proc.stdin is not None  # noqa: S101 - stdin=PIPE above
         with contextlib.suppress(ConnectionError):   # died at once: reaped like any death
             proc.stdin.write(pickle.dumps(spec))

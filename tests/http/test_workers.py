@@ -128,6 +128,29 @@ def test_a_worker_killed_with_sigkill_is_replaced_and_serves(server: Server) -> 
     assert reply.status == 200
 
 
+def test_a_worker_told_to_look_at_the_store_while_it_starts_survives(server: Server) -> None:
+    """SIGUSR1 (an index was installed: every worker looks at the store) reaching a worker
+    that is still starting must not kill it (its default action): a replica's worker 0
+    sends one right after its first pull, while the other workers may still be starting."""
+    before = _children(server.process.pid)
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + DEADLINE
+    replaced: set[int] = set()
+    # The parent passes each SIGUSR1 on to every worker, the replacement from its start on.
+    while time.monotonic() < deadline and not replaced:
+        os.kill(server.process.pid, signal.SIGUSR1)
+        time.sleep(0.005)
+        replaced = _children(server.process.pid) - before
+    assert replaced, f"no worker replaced the killed one\n{server.log_tail()}"
+    for _ in range(400):   # 2 s of signals: the replacement's start-up and its first ticks
+        os.kill(server.process.pid, signal.SIGUSR1)
+        time.sleep(0.005)
+    assert _children(server.process.pid) - before == replaced, server.log_tail()
+    assert "exited with signal SIGUSR1" not in server.log_text()
+    assert _seen_workers(server, WORKERS) == _children(server.process.pid)
+
+
 def test_sigterm_stops_every_worker_and_exits_cleanly(server: Server) -> None:
     workers = _children(server.process.pid)
     server.process.send_signal(signal.SIGTERM)

@@ -144,6 +144,25 @@ def request_ids(fmt: str, lines: list[str]) -> list[str]:
     return [parse(line)[0] for line in lines]
 
 
+def in_threads(work: Callable[[int], None], count: int) -> None:
+    """``work(k)`` for each k below ``count``, each in a thread of its own, all at once;
+    what any of them raised fails the test here, in the main thread."""
+    errors: list[BaseException] = []
+
+    def run(k: int) -> None:
+        try:
+            work(k)
+        except BaseException as err:  # reported by the main thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+
+
 def index_facts(origin: Origin, server: Server) -> tuple[int, str]:
     serial = json.loads((origin.store / "index.json").read_bytes())["signed"]["serial"]
     etag = server.request(f"/{server.package}/releases/1.2.0.tar.gz",
@@ -177,24 +196,16 @@ def test_every_request_has_its_access_line_in_order(template_origin: Origin, tmp
         client.close()
         # ... then eight at once, so lines of one loop iteration are written together.
         per_thread: list[list[Answered]] = [[] for _ in range(8)]
-        errors: list[BaseException] = []
 
         def run(k: int) -> None:
             c = Client(server, serial, etag)
             try:
                 for i in range(60):
                     per_thread[k].append(c.ask(f"t{k}-{i:03d}", i + k))
-            except BaseException as err:  # reported by the main thread
-                errors.append(err)
             finally:
                 c.close()
 
-        threads = [threading.Thread(target=run, args=(k,)) for k in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-        assert not errors, errors
+        in_threads(run, 8)
         answered.update((a.request_id, a) for done in per_thread for a in done)
         total = before + len(answered)
         server.wait_for(f"{total} access lines",
@@ -288,7 +299,6 @@ def test_workers_on_one_pipe_never_split_each_others_lines(template_origin: Orig
     try:
         wait_for_port(port, timeout=30)
         agent = "slow-pipe " + "a" * 1500   # lines of ~1.8 KB: two fill a pipe write
-        errors: list[BaseException] = []
 
         def run(k: int) -> None:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -301,17 +311,10 @@ def test_workers_on_one_pipe_never_split_each_others_lines(template_origin: Orig
                     response.read()
                     assert response.status == 200
                     answered.append(rid)
-            except BaseException as err:  # reported by the main thread
-                errors.append(err)
             finally:
                 conn.close()
 
-        threads = [threading.Thread(target=run, args=(k,)) for k in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-        assert not errors, errors
+        in_threads(run, 8)
     finally:
         reading.set()
         process.send_signal(signal.SIGTERM)

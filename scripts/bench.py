@@ -434,39 +434,37 @@ def listener_session(url: str) -> int:
     return int((Path("/proc") / pid[1] / "stat").read_text().rpartition(")")[2].split()[3])
 
 
-def session_cpu(sid: int) -> float:
-    """CPU seconds (user + system) spent so far by the live processes of session ``sid``."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+def session_processes(sid: int) -> Iterator[tuple[Path, list[str]]]:
+    """The /proc directory and the stat fields (those after the command name) of each live
+    process of session ``sid``; one that ends while it is read is left out."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text().rpartition(")")[2].split()
-            if int(stat[3]) == sid:                 # field 6: session id
-                total += int(stat[11]) + int(stat[12])  # fields 14, 15: utime, stime
+            if int(stat[3]) == sid:      # field 6: session id
+                yield entry, stat
         except (OSError, IndexError, ValueError):
             continue
-    return total / tick
+
+
+def session_cpu(sid: int) -> float:
+    """CPU seconds (user + system) spent so far by the live processes of session ``sid``."""
+    ticks = sum(int(stat[11]) + int(stat[12])  # fields 14, 15: utime, stime
+                for _, stat in session_processes(sid))
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def session_rss(pid: int, field: str = "VmRSS:") -> int:
     """Resident bytes of a process and everything in its session (a replica's workers);
     ``field="Pss:"``: proportional share instead (shared pages divided among the sharers)."""
     total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text().rpartition(")")[2].split()
-            if int(stat[3]) != pid:      # field 6: session id
-                continue
-            source = entry / ("status" if field == "VmRSS:" else "smaps_rollup")
+    for entry, _ in session_processes(pid):
+        source = entry / ("status" if field == "VmRSS:" else "smaps_rollup")
+        with contextlib.suppress(OSError, IndexError, ValueError):  # it ended meanwhile
             for line in source.read_text().splitlines():
                 if line.startswith(field):
                     total += int(line.split()[1]) * 1024
-        except (OSError, IndexError, ValueError):
-            continue
     return total
 
 

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from aiohttp import HttpVersion10, web
+from aiohttp import HttpVersion10, HttpVersion11, web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
@@ -44,6 +45,7 @@ from codecache.errors import (
 from codecache.logs import AccessLog
 from codecache.metrics import CONTENT_TYPE
 from codecache.notify import Notifier
+from codecache.web.cachealign import MIN_BODY, OFFSET_HEADER, PAD_HEADER, header_start, pad
 from codecache.web.catalog import Representation, Route, service_route
 from codecache.web.conditional import Outcome, evaluate
 from codecache.web.statuspage import render_status_page
@@ -57,6 +59,7 @@ _METHODS = ("GET", "HEAD")  # read-only
 _ROUTE = "codecache.route"  # request-local: the route label for the access log
 _SERIAL = "codecache.serial"  # request-local: the index serial the answer came from
 _REQUEST_ID = "codecache.request_id"
+_DATE_SHAPE = "Thu, 01 Jan 1970 00:00:00 GMT"  # an HTTP-date is always this wide
 # A client's (or nginx's) X-Request-ID is reused only if it is short and plain: it goes
 # into every log line of the request and back into the response.
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:@+=-]{1,128}")
@@ -225,6 +228,8 @@ async def serve_representation(request: web.BaseRequest, state: StoreView,
                                    "Accept-Ranges": "bytes"})
     body = await _body(state, rep)
     status, headers = 200, rep.headers
+    if outcome is Outcome.FULL and rep.size >= MIN_BODY:
+        headers = _cache_padded(request, headers, rep.size)
     if outcome is Outcome.PARTIAL:
         status = 206
         headers = {**rep.headers, "Content-Range": f"bytes {start}-{end}/{rep.size}"}
@@ -232,6 +237,20 @@ async def serve_representation(request: web.BaseRequest, state: StoreView,
         return await _stream_file(request, body, start, end, status, headers)
     return web.Response(status=status, body=body[start:end + 1] if status == 206 else body,
                         headers=headers)
+
+
+def _cache_padded(request: web.BaseRequest, headers: dict[str, str],
+                  size: int) -> dict[str, str]:
+    """``headers`` and the pad that starts the body on a page in the front tier's cache
+    file (``cachealign``), when the request says where the header will start there."""
+    start = header_start(request.headers.get(OFFSET_HEADER), request.raw_path)
+    if start is None or request.version != HttpVersion11 or not request.keep_alive:
+        return headers   # aiohttp would add a Connection header: not worth predicting
+    # The headers aiohttp writes besides these (web_response._prepare_headers): the
+    # request id (Front), Content-Length, a Date (fixed width) and Server.
+    sent = [*headers.items(), ("X-Request-ID", request_id(request)),
+            ("Content-Length", str(size)), ("Date", _DATE_SHAPE), ("Server", SERVER_SOFTWARE)]
+    return {**headers, PAD_HEADER: pad(start, "HTTP/1.1 200 OK", sent)}
 
 
 async def _body(state: StoreView, rep: Representation) -> bytes | Path:

@@ -15,7 +15,8 @@ import pytest
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "codecache"
 # Lower layers first; a module may import only from layers before its own.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "web.conditional", "metrics", "notify", "loadstats",   # no codecache imports
+    ("errors", "web.conditional", "web.cachealign", "metrics", "notify",  # no codecache
+     "loadstats",                                                          # imports
      "pysvn_worker"),                                 # (run as a script by the system Python)
     ("keyfiles",),                                    # public key files as text (no cryptography)
     ("names", "signing", "tarball"),
@@ -39,7 +40,7 @@ RANK = {module: rank for rank, layer in enumerate(LAYERS) for module in layer}
 CORE = ("errors", "config", "names", "keyfiles", "signing", "tarball", "index", "history",
         "trust", "store", "readiness", "metrics", "check")
 # The HTTP-facing side lives in codecache/web/; only its server and storeview touch aiohttp.
-WEB = ("web.conditional", "web.catalog", "web.blobcache", "web.statuspage", "web.storeview",
+WEB = ("web.conditional", "web.cachealign", "web.catalog", "web.blobcache", "web.statuspage", "web.storeview",
        "web.server", "web.supervisor", "web.worker")
 WORKERS = ("svn", "build", "sync", "audit")
 EDGES = ("web.server", "replica", "loadgen", "cli")

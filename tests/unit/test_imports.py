@@ -40,8 +40,8 @@ RANK = {module: rank for rank, layer in enumerate(LAYERS) for module in layer}
 CORE = ("errors", "config", "names", "keyfiles", "signing", "tarball", "index", "history",
         "trust", "store", "readiness", "metrics", "check")
 # The HTTP-facing side lives in codecache/web/; only its server and storeview touch aiohttp.
-WEB = ("web.conditional", "web.cachealign", "web.catalog", "web.blobcache", "web.statuspage", "web.storeview",
-       "web.server", "web.supervisor", "web.worker")
+WEB = ("web.conditional", "web.cachealign", "web.catalog", "web.blobcache", "web.statuspage",
+       "web.storeview", "web.server", "web.supervisor", "web.worker")
 WORKERS = ("svn", "build", "sync", "audit")
 EDGES = ("web.server", "replica", "loadgen", "cli")
 

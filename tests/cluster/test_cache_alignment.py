@@ -62,8 +62,9 @@ def cache_file(cluster: Cluster, path: str, timeout: float = 10) -> bytes:
     key = b"\nKEY: " + path.encode() + b"\n"
     deadline = time.monotonic() + timeout
     while True:
+        # Not a temp file (use_temp_path=off: "<md5>.<n>" beside the objects) of a refresh.
         found = [data for file in cache_dir.rglob("*") if file.is_file()
-                 and key in (data := file.read_bytes())[:PAGE]]
+                 and "." not in file.name and key in (data := file.read_bytes())[:PAGE]]
         if found or time.monotonic() > deadline:
             assert len(found) == 1, f"{len(found)} cache files for {path}"
             return found[0]

@@ -249,12 +249,12 @@ class Supervisor:
         # The worker inherits a blocked SIGUSR1 (the mask survives exec) and unblocks it
         # once it handles it: passed on while it starts, its default action would kill it.
         # Here it is only held back for the moment of the spawn.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
         try:
             proc = subprocess.Popen([sys.executable, "-m", "codecache.web.worker"],
                                     stdin=subprocess.PIPE, pass_fds=fds, env=env)
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         assert proc.stdin is not None  # noqa: S101 - stdin=PIPE above
         with contextlib.suppress(ConnectionError):   # died at once: reaped like any death
             proc.stdin.write(pickle.dumps(spec))

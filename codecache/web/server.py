@@ -47,7 +47,7 @@ from codecache.metrics import CONTENT_TYPE
 from codecache.notify import Notifier
 from codecache.web.cachealign import MIN_BODY, OFFSET_HEADER, PAD_HEADER, header_start, pad
 from codecache.web.catalog import Representation, Route, service_route
-from codecache.web.conditional import Outcome, evaluate
+from codecache.web.conditional import Outcome, evaluate, format_http_date
 from codecache.web.statuspage import render_status_page
 from codecache.web.storeview import StoreView
 
@@ -59,7 +59,7 @@ _METHODS = ("GET", "HEAD")  # read-only
 _ROUTE = "codecache.route"  # request-local: the route label for the access log
 _SERIAL = "codecache.serial"  # request-local: the index serial the answer came from
 _REQUEST_ID = "codecache.request_id"
-_DATE_SHAPE = "Thu, 01 Jan 1970 00:00:00 GMT"  # an HTTP-date is always this wide
+_DATE_SHAPE = format_http_date(0)  # an IMF-fixdate is always this wide (aiohttp's Date too)
 # A client's (or nginx's) X-Request-ID is reused only if it is short and plain: it goes
 # into every log line of the request and back into the response.
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:@+=-]{1,128}")

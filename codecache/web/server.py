@@ -200,9 +200,10 @@ class Front:
 async def serve_representation(request: web.BaseRequest, state: StoreView,
                                rep: Representation) -> web.StreamResponse:
     h = request.headers
+    start, end = 0, rep.size - 1
     if not any(name in h for name in _CONDITIONAL):
         # The common case (a pilot's plain GET): no precondition, no range.
-        outcome, start, end = Outcome.FULL, 0, rep.size - 1
+        outcome = Outcome.FULL
     elif h.get("If-None-Match") == rep.etag and "If-Match" not in h and \
             "If-Unmodified-Since" not in h:
         # A revalidation with the one ETag we gave: RFC 9110 §13.2.2 step 3 says 304
@@ -215,7 +216,9 @@ async def serve_representation(request: web.BaseRequest, state: StoreView,
                             if_modified_since=h.get("If-Modified-Since"),
                             if_unmodified_since=h.get("If-Unmodified-Since"),
                             range_header=h.get("Range"), if_range=h.get("If-Range"))
-        outcome, start, end = decision.outcome, decision.start, decision.end
+        outcome = decision.outcome
+        if outcome is Outcome.PARTIAL:
+            start, end = decision.start, decision.end
         if outcome is Outcome.NOT_MODIFIED:
             return web.Response(status=304, headers=rep.validators)
         if outcome is Outcome.PRECONDITION_FAILED:

@@ -1,22 +1,43 @@
 """Conditional and range requests (RFC 9110 §13, §14) through real curl with raw headers.
 
 ``-H`` sets the exact header values; the server's answer (status, validators, body) is
-checked against the stored tarball of the release the URL names.
+checked against the stored tarball of the release the URL names, once with the blobs held
+in memory and once sent from their files (a large release: sendfile(2) of a byte range).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
 
-from tests.http.helpers import Fetched, Server, curl_fetch, http_date, release_bytes
+from tests.conftest import Origin, copy_origin
+from tests.http.helpers import (
+    STREAMED,
+    Fetched,
+    Server,
+    curl_fetch,
+    http_date,
+    release_bytes,
+    running,
+)
 
 FUTURE = "Fri, 01 Jan 2100 00:00:00 GMT"
 PAST = "Mon, 01 Jan 2001 00:00:00 GMT"
 OTHER_TAG = '"sha256-' + "0" * 64 + '"'
+
+
+@pytest.fixture(scope="module", params=["memory", "streamed"])
+def site(request: pytest.FixtureRequest, template_origin: Origin,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The module's server, once per way a blob's body is sent."""
+    env = STREAMED if request.param == "streamed" else None
+    with running(copy_origin(template_origin, tmp_path_factory.mktemp("site") / "o"),
+                 env=env) as s:
+        yield s
 
 
 @pytest.fixture(scope="module", params=["channel", "release"])

@@ -80,6 +80,10 @@ class ServerConfig:
     keepalive_timeout: float = 75.0
     # On SIGTERM/SIGINT, in-flight responses get this long to finish.
     shutdown_timeout: float = 10.0
+    # A plain GET of a file held in memory, and a revalidation that ends in 304, are
+    # answered from bytes made once per representation (web/fastpath.py); false: every
+    # request goes through aiohttp's request handling (same bytes, more CPU).
+    fast_answers: bool = True
 
     def worker_count(self) -> int:
         """Worker processes to run (``workers = 0``: one per CPU)."""
@@ -209,7 +213,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "signing": ("secret_key", "trusted_keys", "index_expiry", "resign_interval"),
     "server": ("listen", "channel_max_age", "memory_blob_max", "memory_total_max",
                "watch_interval", "workers", "header_timeout", "keepalive_timeout",
-               "shutdown_timeout"),
+               "shutdown_timeout", "fast_answers"),
     "sync": ("interval", "max_backoff"),
     "svn": ("username", "password", "password_file", "timeout", "client"),
     "replica": ("upstreams", "interval", "timeout", "max_index_size"),
@@ -313,6 +317,19 @@ def _int(value: object, key: str, minimum: int = 0) -> int:
     return value
 
 
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+
+
+def _bool(value: object, key: str) -> bool:
+    """A TOML boolean, or from the environment one of true/yes/on/1, false/no/off/0."""
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
 def _str_list(value: object, key: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
@@ -380,6 +397,7 @@ def _server(t: Mapping[str, Any]) -> ServerConfig:
                                          "server.keepalive_timeout"),
         shutdown_timeout=parse_duration(t.get("shutdown_timeout", d.shutdown_timeout),
                                         "server.shutdown_timeout"),
+        fast_answers=_bool(t.get("fast_answers", d.fast_answers), "server.fast_answers"),
     )
 
 

@@ -219,10 +219,28 @@ class AccessLog:
     ``logging`` as usual (same output, ordinary cost).
     """
 
-    def __init__(self, logger: logging.Logger, loop: AbstractEventLoop) -> None:
+    def __init__(self, logger: logging.Logger, loop: AbstractEventLoop,
+                 sample: int = 1) -> None:
         self.logger = logger
+        self.sample = sample
+        self._skipped = 0
         self._loop = loop
         self._handler = _sole_handler(logger)
+
+    def due(self, status: int) -> bool:
+        """Whether the answer with ``status`` gets a line (``log.access_sample``): every
+        one with ``sample`` 1, one in ``sample`` and every 4xx/5xx with more, none with 0."""
+        if self.sample == 1:
+            return True
+        if self.sample == 0:
+            return False
+        if status >= 400:
+            return True
+        self._skipped += 1
+        if self._skipped < self.sample:
+            return False
+        self._skipped = 0
+        return True
 
     def write(self, *, remote: str | None, method: str, path: str, status: int, nbytes: int,
               route: str, package: str | None, version: str | None, serial: int | None,

@@ -76,6 +76,19 @@ class Representation:
                                              "Content-Type": self.content_type})
 
 
+# Routes (their labels) whose path starts with the package name.
+_PACKAGE_ROUTES = frozenset({Route.CHANNEL.value, Route.RELEASE.value, Route.SIGNATURE.value,
+                             Route.CHECKSUM.value})
+
+
+def package_of(route: str, raw_path: str) -> str | None:
+    """The package named by ``raw_path``, a path of the route labelled ``route`` (for the
+    access line), or None for a route that names none."""
+    if route not in _PACKAGE_ROUTES:
+        return None
+    return unquote(raw_path.split("?", 1)[0].split("/")[1])
+
+
 def etag_for(sha256: str) -> str:
     return f'"sha256-{sha256}"'
 

@@ -17,11 +17,12 @@ import calendar
 import enum
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["Decision", "Outcome", "evaluate", "format_http_date", "parse_http_date"]
+__all__ = ["CONDITIONAL_FIELDS", "Decision", "Outcome", "evaluate", "format_http_date",
+           "parse_http_date", "plain_outcome"]
 
 # Upper bound on list members we look at (entity tags, range specs). Real clients
 # send a handful; the cap keeps hostile headers cheap. Anything past it is not
@@ -95,6 +96,10 @@ class Decision:
         return None
 
 
+# Request fields that can change the answer for a file; without them it is a plain 200.
+CONDITIONAL_FIELDS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since",
+                      "Range", "If-Range")
+
 _FULL = Decision(Outcome.FULL)
 _NOT_MODIFIED = Decision(Outcome.NOT_MODIFIED)
 _PRECONDITION_FAILED = Decision(Outcome.PRECONDITION_FAILED)
@@ -163,6 +168,23 @@ def evaluate(
     if if_range is not None and not _if_range_holds(if_range, current, last_modified):
         return _FULL
     return _resolve_range(spec, size)
+
+
+def plain_outcome(headers: Mapping[str, str], etag: str) -> Outcome | None:
+    """The outcome of the two GET/HEAD requests pilots repeat, without ``evaluate``.
+
+    ``headers`` are the request's fields, looked up case-insensitively. FULL when they ask
+    for no precondition and no range; NOT_MODIFIED when If-None-Match is exactly ``etag``
+    and neither If-Match nor If-Unmodified-Since is present (§13.2.2: step 3 answers 304,
+    If-Modified-Since and Range are not looked at once If-None-Match is false). None:
+    anything else, for ``evaluate`` to decide.
+    """
+    if not any(name in headers for name in CONDITIONAL_FIELDS):
+        return Outcome.FULL
+    if headers.get("If-None-Match") == etag and "If-Match" not in headers and \
+            "If-Unmodified-Since" not in headers:
+        return Outcome.NOT_MODIFIED
+    return None
 
 
 # --- entity tags -------------------------------------------------------------------

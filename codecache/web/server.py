@@ -17,19 +17,15 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
-import re
 import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from aiohttp import HttpVersion10, HttpVersion11, web
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
@@ -45,9 +41,10 @@ from codecache.errors import (
 from codecache.logs import AccessLog
 from codecache.metrics import CONTENT_TYPE
 from codecache.notify import Notifier
-from codecache.web.cachealign import MIN_BODY, OFFSET_HEADER, PAD_HEADER, header_start, pad
-from codecache.web.catalog import Representation, Route, service_route
-from codecache.web.conditional import Outcome, evaluate, format_http_date
+from codecache.web.catalog import Representation, Route, package_of, service_route
+from codecache.web.conditional import Outcome, evaluate, plain_outcome
+from codecache.web.fastpath import FastPath
+from codecache.web.headers import PAD_HEADER, cache_pad, request_id_from
 from codecache.web.statuspage import render_status_page
 from codecache.web.storeview import StoreView
 
@@ -59,21 +56,12 @@ _METHODS = ("GET", "HEAD")  # read-only
 _ROUTE = "codecache.route"  # request-local: the route label for the access log
 _SERIAL = "codecache.serial"  # request-local: the index serial the answer came from
 _REQUEST_ID = "codecache.request_id"
-_DATE_SHAPE = format_http_date(0)  # an IMF-fixdate is always this wide (aiohttp's Date too)
-# A client's (or nginx's) X-Request-ID is reused only if it is short and plain: it goes
-# into every log line of the request and back into the response.
-_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:@+=-]{1,128}")
-# Routes whose path starts with the package name.
-_PACKAGE_ROUTES = frozenset({"channel", "release", "signature", "checksum"})
 _STREAM_CHUNK = 256 * 1024
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
                406: "not_acceptable", 408: "request_timeout", 412: "precondition_failed",
                413: "payload_too_large", 414: "uri_too_long", 416: "range_not_satisfiable",
                431: "request_header_fields_too_large", 500: "internal_error",
                503: "unavailable"}
-# Request headers that can change the answer for a file; without them it is a plain 200.
-_CONDITIONAL = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since",
-                "Range", "If-Range")
 
 
 # --- errors: the one mapping to HTTP ------------------------------------------------------
@@ -97,11 +85,7 @@ def error_response(status: int, code: str, message: str,
 
 
 def request_id(request: web.BaseRequest) -> str:
-    """The request's id: its ``X-Request-ID`` if acceptable, else a new one (kept per request).
-
-    nginx/codecache.conf passes the client's id or its own ``$request_id``, so one id
-    follows a download from the front tier's access log into the replica's.
-    """
+    """The request's id (``headers.request_id_from``), kept with the request."""
     rid = request.get(_REQUEST_ID)
     return str(rid) if rid is not None else _assign_request_id(request)
 
@@ -109,13 +93,7 @@ def request_id(request: web.BaseRequest) -> str:
 def _assign_request_id(request: web.BaseRequest) -> str:
     """Take or make the id (``Front`` does, first thing: a ``get`` of an absent key of an
     aiohttp request costs a KeyError)."""
-    given = request.headers.get("X-Request-ID")
-    # 128 random bits as 32 hex digits, like nginx's $request_id. A correlation id, not a
-    # secret: the interpreter's generator (seeded from os.urandom in every process) costs
-    # a fraction of a getrandom(2) call per request.
-    rid = given if given and _REQUEST_ID_RE.fullmatch(given) else \
-        f"{random.getrandbits(128):032x}"
-    request[_REQUEST_ID] = rid
+    rid = request[_REQUEST_ID] = request_id_from(request.headers.get("X-Request-ID"))
     return rid
 
 
@@ -200,16 +178,11 @@ class Front:
 async def serve_representation(request: web.BaseRequest, state: StoreView,
                                rep: Representation) -> web.StreamResponse:
     h = request.headers
+    outcome = plain_outcome(h, rep.etag)
     start, end = 0, rep.size - 1
-    if not any(name in h for name in _CONDITIONAL):
-        # The common case (a pilot's plain GET): no precondition, no range.
-        outcome = Outcome.FULL
-    elif h.get("If-None-Match") == rep.etag and "If-Match" not in h and \
-            "If-Unmodified-Since" not in h:
-        # A revalidation with the one ETag we gave: RFC 9110 §13.2.2 step 3 says 304
-        # (If-Modified-Since and Range are not looked at once If-None-Match is false).
+    if outcome is Outcome.NOT_MODIFIED:
         return web.Response(status=304, headers=rep.validators)
-    else:
+    if outcome is None:
         decision = evaluate(method=request.method, etag=rep.etag,
                             last_modified=rep.last_modified, size=rep.size,
                             if_match=h.get("If-Match"), if_none_match=h.get("If-None-Match"),
@@ -231,7 +204,7 @@ async def serve_representation(request: web.BaseRequest, state: StoreView,
                                    "Accept-Ranges": "bytes"})
     body = await _body(state, rep)
     status, headers = 200, rep.headers
-    if outcome is Outcome.FULL and rep.size >= MIN_BODY:
+    if outcome is Outcome.FULL:
         headers = _cache_padded(request, headers, rep.size)
     if outcome is Outcome.PARTIAL:
         status = 206
@@ -245,15 +218,11 @@ async def serve_representation(request: web.BaseRequest, state: StoreView,
 def _cache_padded(request: web.BaseRequest, headers: dict[str, str],
                   size: int) -> dict[str, str]:
     """``headers`` and the pad that starts the body on a page in the front tier's cache
-    file (``cachealign``), when the request says where the header will start there."""
-    start = header_start(request.headers.get(OFFSET_HEADER), request.raw_path)
-    if start is None or request.version != HttpVersion11 or not request.keep_alive:
-        return headers   # aiohttp would add a Connection header: not worth predicting
-    # The headers aiohttp writes besides these (web_response._prepare_headers): the
-    # request id (Front), Content-Length, a Date (fixed width) and Server.
-    sent = [*headers.items(), ("X-Request-ID", request_id(request)),
-            ("Content-Length", str(size)), ("Date", _DATE_SHAPE), ("Server", SERVER_SOFTWARE)]
-    return {**headers, PAD_HEADER: pad(start, "HTTP/1.1 200 OK", sent)}
+    file (``headers.cache_pad``), when there is one."""
+    padding = cache_pad(request.headers, request.raw_path,
+                        request.version == HttpVersion11 and request.keep_alive,
+                        headers, size, request_id(request))
+    return headers if padding is None else {**headers, PAD_HEADER: padding}
 
 
 async def _body(state: StoreView, rep: Representation) -> bytes | Path:
@@ -321,20 +290,28 @@ def _corked(transport: asyncio.BaseTransport | None) -> Iterator[None]:
 
 
 class _Connection(RequestHandler):
-    """aiohttp's connection handler with a bound on the arrival of a request header.
+    """aiohttp's connection handler with a bound on the arrival of a request header, and
+    the requests ``fastpath`` answers taken before aiohttp's request handling sees them.
 
     aiohttp closes a connection that stays idle ``keepalive_timeout`` but has no bound of
     its own on a header that trickles in (slowloris): a timer starts when the connection
     opens, and again when the first byte of a later request arrives; a complete request
     stops it; if it fires first the connection is closed (nginx: client_header_timeout).
+
+    Built on aiohttp 3.14's handler (pyproject pins the minor series): its queue of parsed
+    requests (``_messages``), the future its loop waits on (``_waiter``), the parser's
+    queue slots and the keep-alive deadline; tests/http/test_fast_answers.py holds the
+    bytes to those of aiohttp's own answers.
     """
 
-    __slots__ = ("_header_timeout", "_header_timer")
+    __slots__ = ("_fast", "_header_timeout", "_header_timer")
 
-    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, header_timeout: float, fast: FastPath | None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timeout = header_timeout
         self._header_timer: asyncio.TimerHandle | None = None
+        self._fast = fast
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -345,13 +322,60 @@ class _Connection(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        idle = self._header_timer is None and not self._messages and \
-            self._waiter is not None and not self._waiter.done()
-        super().data_received(data)
+        waiter = self._waiter
+        idle = waiter is not None and not waiter.done() and not self._messages and \
+            not self._request_in_progress
+        if not idle:
+            super().data_received(data)
+        else:
+            # aiohttp's loop (``start``) waits for a request: parse without waking it, so
+            # that the requests ``fastpath`` answers never reach it.
+            self._waiter = None
+            try:
+                super().data_received(data)
+            finally:
+                self._waiter = waiter
+            answered = self._answer_fast() if self._messages else False
+            if self._messages and waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            if answered and not self._messages:
+                self._disarm()   # complete requests, answered: idle again
+                return
         if self._messages or self._request_in_progress:
             self._disarm()
-        elif idle and data:
+        elif idle and data and self._header_timer is None:
             self._arm()  # the first bytes of a new request on a kept-alive connection
+
+    def _answer_fast(self) -> bool:
+        """Answer the queued requests that ``fastpath`` can, in order, until one it cannot
+        (that one and the rest go aiohttp's way). Not while the socket still holds unsent
+        bytes: a client that does not read must meet aiohttp's flow control."""
+        fast, transport, parser = self._fast, self.transport, self._parser
+        if fast is None or transport is None or parser is None or self._buffer_paused:
+            return False
+        answered = False
+        loop = self._loop
+        while self._messages and not transport.get_write_buffer_size():
+            message, payload = self._messages[0]
+            wire = fast.answer(message, payload, self._remote, time.monotonic())
+            if wire is None:
+                break
+            self._messages.popleft()
+            parser.message_consumed()
+            transport.write(wire)
+            answered = True
+            if self._manager is not None:
+                self._manager.requests_count += 1
+        if answered:
+            self._next_keepalive_close_time = loop.time() + self._keepalive_timeout
+        return answered
+
+    def _remote(self) -> str | None:
+        """The peer's address as aiohttp's ``request.remote`` gives it."""
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        if isinstance(peer, list | tuple):
+            return str(peer[0])
+        return str(peer) if peer else None
 
     def _arm(self) -> None:
         self._disarm()
@@ -372,13 +396,15 @@ class _LowLevelServer(web.Server):
     """``web.Server`` making ``_Connection`` handlers."""
 
     def __init__(self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
-                 *, header_timeout: float, **kwargs: Any) -> None:
+                 *, header_timeout: float, fast: FastPath | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._header_timeout = header_timeout
+        self._fast = fast
 
     def __call__(self) -> RequestHandler:
         return _Connection(self, loop=self._loop, header_timeout=self._header_timeout,
-                           **self._kwargs)
+                           fast=self._fast, **self._kwargs)
 
 
 # --- background work ----------------------------------------------------------------------
@@ -436,25 +462,15 @@ class AccessLogger(AbstractAccessLogger):
     same facts for a human. ``logs.AccessLog`` renders and writes them.
     """
 
-    #: Write one line in this many answered requests; errors always (``log.access_sample``).
-    sample = 1
-    _skipped = 0
-    #: Where the lines go: one per process, made by ``run``.
+    #: Where the lines go, and which answers get one: one per process (aiohttp makes a
+    #: logger per connection), made by ``run``.
     sink: AccessLog
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        if response.status < 400 and self.sample != 1:
-            # aiohttp makes one logger per connection: the count is the class's (per process).
-            cls = type(self)
-            cls._skipped += 1
-            if cls._skipped < self.sample:
-                return
-            cls._skipped = 0
+        if not self.sink.due(response.status):
+            return
         route = request.get(_ROUTE, "other")
         path = request.raw_path
-        package = None
-        if route in _PACKAGE_ROUTES:
-            package = unquote(path.split("?", 1)[0].split("/")[1])
         # The body's declared length: aiohttp's body_length counts the headers too and
         # misses what sendfile(2) sent.
         body = 0
@@ -462,7 +478,7 @@ class AccessLogger(AbstractAccessLogger):
             body = response.content_length or 0
         self.sink.write(
             remote=request.remote, method=request.method, path=path, status=response.status,
-            nbytes=body, route=route, package=package,
+            nbytes=body, route=route, package=package_of(route, path),
             version=response.headers.get("X-Codecache-Version"),
             serial=request.get(_SERIAL), ms=round(time * 1000, 2),
             agent=request.headers.get("User-Agent"), request_id=request_id(request))
@@ -500,12 +516,13 @@ async def run(config: Config, sockets: Sequence[socket.socket], stop: asyncio.Ev
     state = StoreView(config, workers=workers, metrics_dir=metrics_dir)
     await asyncio.to_thread(state.refresh)  # serve at once what the store holds
     loop = asyncio.get_running_loop()
+    sink = AccessLog(access_log, loop, config.log.access_sample)
     server = _LowLevelServer(
         Front(state), header_timeout=config.server.header_timeout,
+        fast=FastPath(state, sink if config.log.access_sample else None)
+        if config.server.fast_answers else None,
         keepalive_timeout=config.server.keepalive_timeout,
-        access_log_class=type("SampledAccessLogger", (AccessLogger,),
-                              {"sample": config.log.access_sample,
-                               "sink": AccessLog(access_log, loop)}),
+        access_log_class=type("SampledAccessLogger", (AccessLogger,), {"sink": sink}),
         access_log=access_log if config.log.access_sample else None,
         max_line_size=4096, max_field_size=8190, handler_cancellation=True)
     runner = web.ServerRunner(server, shutdown_timeout=config.server.shutdown_timeout)

@@ -105,6 +105,22 @@ def test_env_overrides_scalar_keys(tmp_path: Path) -> None:
     assert config.role is Role.REPLICA
 
 
+@pytest.mark.parametrize(("value", "expected"), [
+    ("false", False), ("0", False), ("No", False), ("off", False),
+    ("true", True), ("1", True), (" yes ", True), ("ON", True),
+])
+def test_env_sets_a_boolean_key(tmp_path: Path, value: str, expected: bool) -> None:
+    config = load_config(write(tmp_path, MINIMAL),
+                         env={"CODECACHE_SERVER_FAST_ANSWERS": value})
+    assert config.server.fast_answers is expected
+
+
+@pytest.mark.parametrize("value", ["1", "0", '"maybe"', '[]'])
+def test_a_boolean_key_in_toml_is_not_a_number_or_a_word(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match=r"server\.fast_answers"):
+        load_config(write(tmp_path, MINIMAL + f"[server]\nfast_answers = {value}\n"), env={})
+
+
 def test_env_overrides_list_keys_with_commas(tmp_path: Path) -> None:
     env = {"CODECACHE_SIGNING_TRUSTED_KEYS": "a.pub, /abs/b.pub",
            "CODECACHE_SERVER_LISTEN": "127.0.0.1:9000,[::1]:9001",
@@ -144,6 +160,7 @@ def test_unknown_env_variable_is_an_error(tmp_path: Path, name: str) -> None:
     ({"CODECACHE_ROLE": "primary"}, "role"),
     ({"CODECACHE_REPLICA_UPSTREAMS": "ftp://x"}, "replica.upstreams"),
     ({"CODECACHE_SERVER_LISTEN": "localhost"}, "server.listen"),
+    ({"CODECACHE_SERVER_FAST_ANSWERS": "maybe"}, "server.fast_answers"),
 ])
 def test_bad_env_values_are_config_errors(tmp_path: Path, env: dict[str, str],
                                           key: str) -> None:

@@ -23,13 +23,15 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("config", "index"),
     ("history",),                                     # the release history chain (pure)
     ("trust", "logs"),                                # the trust decision (pure); log output
-    ("store", "readiness", "web.catalog", "web.statuspage"),
+    ("store", "readiness", "web.catalog", "web.statuspage",
+     "web.headers"),                                  # what every response carries
     ("check",),                                       # check's judgement of facts (pure)
     ("web.blobcache", "svn", "history_mirror"),       # ...; a replica's history (no I/O)
     ("build",),                                       # the one build rule: svn URL@REV -> tar.gz
     ("web.storeview", "sync", "audit"),               # a server's view; the origin's writer;
                                                       # rebuild and compare (audit)
     ("replica", "loadgen", "probe"),                  # HTTP clients: pull loop, load, check
+    ("web.fastpath",),                                # answers beside aiohttp's handling
     ("web.server", "loadpool"),                       # one server process; loadgen processes
     ("web.supervisor",),                              # the server's processes, the pull loop
     ("web.worker",),                                  # a worker process's entry point
@@ -39,9 +41,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 RANK = {module: rank for rank, layer in enumerate(LAYERS) for module in layer}
 CORE = ("errors", "config", "names", "keyfiles", "signing", "tarball", "index", "history",
         "trust", "store", "readiness", "metrics", "check")
-# The HTTP-facing side lives in codecache/web/; only its server and storeview touch aiohttp.
+# The HTTP-facing side lives in codecache/web/; its server, the answers written beside
+# aiohttp's handling (fastpath, headers) and storeview touch aiohttp.
 WEB = ("web.conditional", "web.cachealign", "web.catalog", "web.blobcache", "web.statuspage",
-       "web.storeview", "web.server", "web.supervisor", "web.worker")
+       "web.headers", "web.storeview", "web.fastpath", "web.server", "web.supervisor",
+       "web.worker")
 WORKERS = ("svn", "build", "sync", "audit")
 EDGES = ("web.server", "replica", "loadgen", "cli")
 
@@ -174,7 +178,8 @@ def test_svn_and_sync_do_not_import_the_http_or_cli_edges(module: str) -> None:
 
 def test_only_the_http_edges_import_aiohttp() -> None:
     users = {m for m in all_modules() if "aiohttp" in imports_of(m)}
-    assert users and users <= {"web.server", "web.storeview", "replica", "loadgen"}
+    assert users and users <= {"web.server", "web.fastpath", "web.headers", "web.storeview",
+                               "replica", "loadgen"}
 
 
 def test_only_cli_parses_argv() -> None:

@@ -1,0 +1,299 @@
+"""``server.fast_answers``: the requests pilots repeat, answered beside aiohttp's handling.
+
+The ordinary way (aiohttp's request handling, ``server.Front``) is the reference: a server
+with ``fast_answers = false`` must send the same bytes, byte for byte but for the Date, for
+every request the fast way answers. Then what the fast way must not change on a
+connection: pipelined requests answered in order whichever way each goes, a client that
+does not read meets flow control and still gets everything, the keep-alive timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from aiohttp.http import HttpRequestParser
+
+from codecache.config import load_config
+from codecache.web.fastpath import FastPath
+from codecache.web.storeview import StoreView
+from tests.conftest import Origin, copy_origin
+from tests.http.helpers import STREAMED, Server, release_bytes, running
+
+SLOW = {"CODECACHE_SERVER_FAST_ANSWERS": "false"}
+DATE = re.compile(rb"\r\nDate: [^\r]*\r\n")
+
+
+@pytest.fixture(scope="module")
+def pair(template_origin: Origin,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
+    """(fast, slow): two servers of identical copies of one origin."""
+    directory = tmp_path_factory.mktemp("pair")
+    with running(copy_origin(template_origin, directory / "fast")) as fast, \
+            running(copy_origin(template_origin, directory / "slow"), env=SLOW) as slow:
+        yield fast, slow
+
+
+class Connection:
+    """One kept-alive connection, raw bytes both ways; reads responses one at a time."""
+
+    def __init__(self, port: int, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(1 << 20)
+        self.buf += chunk
+        return bool(chunk)
+
+    def response(self, head_only: bool = False) -> tuple[int, bytes, bytes]:
+        """(status, header block, body) of the next response; a HEAD's has no body."""
+        while b"\r\n\r\n" not in self.buf:
+            assert self._fill(), f"connection closed; had {self.buf[:200]!r}"
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        match = re.search(rb"\r\nContent-Length: (\d+)", head, re.IGNORECASE)
+        length = 0 if head_only or status == 304 or match is None else int(match[1])
+        while len(self.buf) < length:
+            assert self._fill(), "connection closed in a body"
+        body, self.buf = self.buf[:length], self.buf[length:]
+        return status, head, body
+
+    def closed_by_server(self, within: float) -> bool:
+        self.sock.settimeout(within)
+        try:
+            return self.sock.recv(1) == b""
+        except TimeoutError:
+            return False
+
+
+def request(path: str, *headers: str, method: str = "GET") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: codecache.test",
+             "X-Request-ID: fixed-id-for-comparison", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def exchange(server: Server, *requests: tuple[bytes, bool]) -> list[bytes]:
+    """Each request on one connection in turn; the whole responses, Date removed."""
+    conn = Connection(server.port)
+    try:
+        answers = []
+        for data, head_only in requests:
+            conn.send(data)
+            _, head, body = conn.response(head_only)
+            answers.append(DATE.sub(b"\r\n", head) + b"\r\n\r\n" + body)
+        return answers
+    finally:
+        conn.close()
+
+
+def etag_of(server: Server, path: str) -> str:
+    return server.request(path).headers["etag"]
+
+
+def cases(package: str, etag: str) -> list[tuple[bytes, bool]]:
+    channel = f"/{package}/latest.tar.gz"
+    release = f"/{package}/releases/1.2.0.tar.gz"
+    return [
+        (request(channel), False),                # loads the blob (the ordinary way)
+        (request(channel), False),                # from memory
+        (request(release), False),
+        (request(channel, "User-Agent: Wget/1.21.3", "Connection: Keep-Alive"), False),
+        (request(channel, f"If-None-Match: {etag}"), False),
+        (request(channel, f"If-None-Match: {etag}", f"If-Modified-Since: {'x' * 3}"), False),
+        (request(channel, method="HEAD"), True),
+        (request(channel, f"If-None-Match: {etag}", method="HEAD"), True),
+        (request(f"{channel}.sha256"), False),
+        (request(f"{channel}.minisig"), False),
+        (request(f"/{package}/releases/1.0.0.tar.gz.sha256"), False),
+        (request("/index.json"), False),
+        (request(channel, "X-Request-ID: not a plain id"), False),
+    ]
+
+
+def test_the_fast_way_sends_the_bytes_of_the_ordinary_way(pair: tuple[Server, Server]) -> None:
+    fast, slow = pair
+    channel = f"/{fast.package}/latest.tar.gz"
+    etag = etag_of(fast, channel)
+    assert etag == etag_of(slow, channel)
+    want = exchange(slow, *cases(slow.package, etag))
+    got = exchange(fast, *cases(fast.package, etag))
+    for number, (mine, theirs) in enumerate(zip(got, want, strict=True)):
+        assert mine == theirs, f"case {number}"
+    assert got[1].endswith(release_bytes(fast.origin, "1.2.0"))
+
+
+def test_pipelined_requests_are_answered_in_order_whichever_way(
+        pair: tuple[Server, Server]) -> None:
+    fast, _ = pair
+    channel = f"/{fast.package}/latest.tar.gz"
+    etag = etag_of(fast, channel)
+    body = release_bytes(fast.origin, "1.2.0")
+    conn = Connection(fast.port)
+    try:
+        conn.send(request(channel) + request(channel, f"If-None-Match: {etag}")
+                  + request(f"/{fast.package}/nothing.tar.gz")     # 404: the ordinary way
+                  + request(channel, "Range: bytes=0-9")           # 206: the ordinary way
+                  + request(f"{channel}.sha256") + request(channel, method="HEAD")
+                  + request("/healthz") + request(channel))
+        got = [conn.response(), conn.response(), conn.response(), conn.response(),
+               conn.response(), conn.response(head_only=True), conn.response(),
+               conn.response()]
+    finally:
+        conn.close()
+    assert [status for status, _, _ in got] == [200, 304, 404, 206, 200, 200, 200, 200]
+    assert got[0][2] == body and got[7][2] == body
+    assert got[3][2] == body[:10]
+    assert got[4][2] == f"{hashlib.sha256(body).hexdigest()}  latest.tar.gz\n".encode()
+    assert b'"status":"ok"' in got[6][2].replace(b" ", b"")
+
+
+def test_a_client_that_does_not_read_still_gets_every_answer(
+        pair: tuple[Server, Server]) -> None:
+    """2,000 pipelined downloads sent before reading any: the socket's buffers fill, the
+    server must stop answering fast and meet aiohttp's flow control, then go on, in order."""
+    fast, _ = pair
+    channel = f"/{fast.package}/latest.tar.gz"
+    body = release_bytes(fast.origin, "1.2.0")
+    count = 2000
+    conn = Connection(fast.port, timeout=30)
+    try:
+        fast.request(channel)   # the blob in memory
+        conn.sock.setblocking(False)
+        data = memoryview(request(channel) * count)
+        deadline = time.monotonic() + 30
+        while data and time.monotonic() < deadline:   # as much as the server takes
+            try:
+                data = data[conn.sock.send(data):]
+            except BlockingIOError:
+                time.sleep(0.05)
+        conn.sock.setblocking(True)
+        conn.sock.settimeout(30)
+        assert not data, "the server stopped reading for good"
+        for number in range(count):
+            status, _, got = conn.response()
+            assert (status, got == body) == (200, True), f"answer {number}"
+    finally:
+        conn.close()
+
+
+def test_a_connection_in_use_outlives_the_keepalive_timeout_and_idle_it_does_not(
+        template_origin: Origin, tmp_path: Path) -> None:
+    with running(copy_origin(template_origin, tmp_path / "o"),
+                 env={"CODECACHE_SERVER_KEEPALIVE_TIMEOUT": "1s"}) as server:
+        path = f"/{server.package}/latest.tar.gz.sha256"
+        conn = Connection(server.port)
+        try:
+            started = time.monotonic()
+            while time.monotonic() - started < 3:   # three keep-alive timeouts, in use
+                conn.send(request(path))
+                assert conn.response()[0] == 200
+                time.sleep(0.3)
+            assert conn.closed_by_server(within=15), "idle past keepalive_timeout, still open"
+        finally:
+            conn.close()
+
+
+# --- FastPath itself: which requests it takes (the rest go the ordinary way) ---------------
+
+
+def store_view(template_origin: Origin, directory: Path,
+               env: dict[str, str] | None = None) -> StoreView:
+    origin = copy_origin(template_origin, directory / "o")
+    view = StoreView(load_config(origin.config, env=env or {}), workers=1, metrics_dir=None)
+    view.refresh()
+    return view
+
+
+@pytest.fixture(scope="module")
+def state(template_origin: Origin, tmp_path_factory: pytest.TempPathFactory) -> StoreView:
+    view = store_view(template_origin, tmp_path_factory.mktemp("state"))
+    assert view.catalog is not None
+    _, rep = view.catalog.lookup(f"/{template_origin.package}/latest.tar.gz")
+    assert rep is not None and rep.blob is not None
+    view.blobs.load(rep.blob, rep.size)
+    return view
+
+
+def answer(state: StoreView, method: str, path: str, headers: dict[str, str] | None = None,
+           *, version: str = "1.1", body: bytes = b"") -> bytes | None:
+    """What FastPath answers to the request, parsed by aiohttp's own parser."""
+    lines = [f"{method} {path} HTTP/{version}", "Host: codecache.test",
+             *(f"{name}: {value}" for name, value in (headers or {}).items())]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    loop = asyncio.new_event_loop()
+    try:
+        parser = HttpRequestParser(mock.Mock(), loop, 2**16, max_line_size=4096,
+                                   max_field_size=8190)
+        messages, _, _ = parser.feed_data(("\r\n".join(lines) + "\r\n\r\n").encode()
+                                          + body)
+    finally:
+        loop.close()
+    (message, payload), = messages
+    return FastPath(state, None).answer(message, payload, lambda: "127.0.0.1", 0.0)
+
+
+def test_fast_path_answers_the_plain_cases(state: StoreView, template_origin: Origin) -> None:
+    package = template_origin.package
+    channel = f"/{package}/latest.tar.gz"
+    assert state.catalog is not None
+    _, rep = state.catalog.lookup(channel)
+    assert rep is not None
+    full = answer(state, "GET", channel)
+    assert full is not None and full.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert full.endswith(release_bytes(template_origin, "1.2.0"))
+    revalidated = answer(state, "GET", channel, {"If-None-Match": rep.etag})
+    assert revalidated is not None and revalidated.startswith(b"HTTP/1.1 304 Not Modified")
+    head = answer(state, "HEAD", channel)
+    assert head is not None and head.endswith(b"\r\n\r\n")
+    assert answer(state, "GET", f"{channel}.sha256") is not None
+
+
+@pytest.mark.parametrize(("method", "path", "headers", "version", "body"), [
+    ("GET", "/{p}/latest.tar.gz", {"Connection": "close"}, "1.1", b""),
+    ("GET", "/{p}/latest.tar.gz", {}, "1.0", b""),
+    ("GET", "/{p}/latest.tar.gz", {"Connection": "keep-alive"}, "1.0", b""),
+    ("POST", "/{p}/latest.tar.gz", {}, "1.1", b""),
+    ("GET", "/{p}/latest.tar.gz", {}, "1.1", b"a body"),
+    ("GET", "/{p}/latest.tar.gz", {"Transfer-Encoding": "chunked"}, "1.1", b""),
+    ("GET", "/{p}/latest.tar.gz", {"Range": "bytes=0-1"}, "1.1", b""),
+    ("GET", "/{p}/latest.tar.gz", {"If-None-Match": '"other"'}, "1.1", b""),
+    ("GET", "/{p}/latest.tar.gz", {"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"},
+     "1.1", b""),
+    ("GET", "/{p}/nothing.tar.gz", {}, "1.1", b""),
+    ("GET", "/readyz", {}, "1.1", b""),
+    ("GET", "/history.json", {}, "1.1", b""),
+    ("GET", "/%zz", {}, "1.1", b""),
+])
+def test_fast_path_leaves_the_rest_to_the_ordinary_way(
+        state: StoreView, template_origin: Origin, method: str, path: str,
+        headers: dict[str, str], version: str, body: bytes) -> None:
+    assert answer(state, method, path.format(p=template_origin.package), headers,
+                  version=version, body=body) is None
+
+
+def test_fast_path_sends_no_file_but_revalidates_it(template_origin: Origin,
+                                                    tmp_path: Path) -> None:
+    """A blob sent from its file (above memory_blob_max) goes the ordinary way (sendfile);
+    its 304 needs no body and is answered."""
+    streamed = store_view(template_origin, tmp_path, env={**STREAMED})
+    channel = f"/{template_origin.package}/latest.tar.gz"
+    assert streamed.catalog is not None
+    _, rep = streamed.catalog.lookup(channel)
+    assert rep is not None
+    assert answer(streamed, "GET", channel) is None
+    assert answer(streamed, "GET", channel, {"If-None-Match": rep.etag}) is not None

@@ -3,7 +3,8 @@ sendfile(2) reads whole pages (codecache.web.cachealign; nginx/README.md, "Cost 
 request"), and the replicas' pad never reaches a client.
 
 A cluster of its own (real svnserve, origin, two replicas, nginx from nginx/codecache.conf)
-whose releases hold 200 KB of noise: above cachealign.MIN_BODY."""
+whose releases hold noise above cachealign.MIN_BODY: 200 KB, which a replica holds in
+memory, and 1.2 MB, which it sends from the file (above server.memory_blob_max)."""
 
 from __future__ import annotations
 
@@ -29,17 +30,16 @@ from tests.conftest import (
 )
 from tests.http.helpers import raw_request
 
-NOISE = 200_000
 OFFSET = "342"   # what nginx/codecache.conf sends
 
 
-@pytest.fixture(scope="module")
-def big(svn_server: SvnRepo,
+@pytest.fixture(scope="module", params=[200_000, 1_200_000], ids=["memory", "file"])
+def big(request: pytest.FixtureRequest, svn_server: SvnRepo,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, Origin]]:
     for tool in ("nginx", "curl", "svnserve"):
         require(tool)
     name, url = new_package(svn_server)
-    commit_random_files(svn_server, name, 1, NOISE)
+    commit_random_files(svn_server, name, 1, request.param)
     tag_sample_releases(svn_server, name)
     directory = tmp_path_factory.mktemp("aligned")
     origin = make_origin(directory / "origin", name, url)
@@ -130,3 +130,30 @@ def test_a_replica_pads_only_what_the_front_tier_asks_for(big: tuple[Cluster, Or
         head, body = raw_get(cluster, target, *extra, version=version)
         assert head.split(b" ")[1] in (b"200", b"206"), head
         assert b"X-Codecache-Pad" not in head, (extra, version)
+
+
+def test_after_a_channel_move_the_vip_serves_the_new_release_whole(
+        big: tuple[Cluster, Origin], tmp_path: Path) -> None:
+    """The VIP revalidates its copy of a channel URL with the old ETag once the copy is
+    stale (proxy_cache_revalidate); the replica's 200 must carry the whole new release
+    (a file-backed one once carried its first byte). Runs last: it moves the channel."""
+    cluster, origin = big
+    path = f"/{origin.package}/latest.tar.gz"
+    first = curl(cluster.vip + path, cwd=tmp_path)
+    assert first.status == 200 and first.header("x-codecache-version") == "1.2.0"
+    want = sha256_of(origin, "1.0.0")
+    origin.cli("publish", origin.package, "1.0.0", "--channel", "latest", check=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            moved = curl(cluster.vip + path, cwd=tmp_path)
+            assert moved.status == 200
+            if moved.header("x-codecache-version") == "1.0.0":
+                break
+            assert time.monotonic() < deadline, "the VIP still serves 1.2.0 after 30 s"
+            time.sleep(0.2)
+        for response in moved, curl(cluster.vip + path, cwd=tmp_path):   # the fill, a hit
+            assert response.header("content-length") == str(len(response.body))
+            assert hashlib.sha256(response.body).hexdigest() == want
+    finally:
+        origin.cli("publish", origin.package, "1.2.0", "--channel", "latest", check=True)

@@ -119,11 +119,15 @@ def test_a_replica_pads_only_what_the_front_tier_asks_for(big: tuple[Cluster, Or
     cluster, origin = big
     target = f"/{origin.package}/releases/1.0.0.tar.gz"
     sha = sha256_of(origin, "1.0.0")
-    head, body = raw_get(cluster, target, f"X-Codecache-Cache-Offset: {OFFSET}")
-    assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nX-Codecache-Pad: " in head
-    assert hashlib.sha256(body).hexdigest() == sha
-    # Where nginx would put the body: its 342 bytes, the key (the target), "\n", the header.
-    assert (int(OFFSET) + len(target) + 1 + len(head) + 4) % PAGE == 0
+    # The first from the file, the next from memory where the replica holds the blob
+    # (server.fast_answers: the bytes are written by web/fastpath.py).
+    for _ in range(2):
+        head, body = raw_get(cluster, target, f"X-Codecache-Cache-Offset: {OFFSET}")
+        assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nX-Codecache-Pad: " in head
+        assert hashlib.sha256(body).hexdigest() == sha
+        # Where nginx would put the body: its 342 bytes, the key (the target), "\n", the
+        # header.
+        assert (int(OFFSET) + len(target) + 1 + len(head) + 4) % PAGE == 0
     for extra, version in ((), "1.1"), (("X-Codecache-Cache-Offset: nonsense",), "1.1"), \
             ((f"X-Codecache-Cache-Offset: {OFFSET}",), "1.0"), \
             ((f"X-Codecache-Cache-Offset: {OFFSET}", "Range: bytes=10-"), "1.1"):

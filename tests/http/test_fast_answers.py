@@ -120,7 +120,6 @@ def cases(package: str, etag: str) -> list[tuple[bytes, bool]]:
         (request(f"{channel}.minisig"), False),
         (request(f"/{package}/releases/1.0.0.tar.gz.sha256"), False),
         (request("/index.json"), False),
-        (request(channel, "X-Request-ID: not a plain id"), False),
     ]
 
 

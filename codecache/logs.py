@@ -50,6 +50,24 @@ _ATOMIC_WRITE = 4096
 ACCESS_FIELDS = ("remote", "method", "path", "status", "bytes", "route", "package",
                  "version", "serial", "ms", "agent", "request_id")
 ACCESS_MESSAGE = '%s "%s %s" %d %d %.2fms version=%s serial=%s request_id=%s agent="%s"'
+# What answers of one kind share in their access lines (``AccessLog.prepare``): every
+# fact but remote, ms, agent and request_id, i.e. ACCESS_FIELDS[1:9] (method .. serial).
+AccessFacts = tuple[str, str, int, int, str, "str | None", "str | None", "int | None"]
+# Renders one access line: (time.time(), remote, ms, agent, request_id) -> the line.
+AccessRenderer = Callable[[float, "str | None", float, "str | None", str], str]
+
+
+def _message_parts(facts: AccessFacts) -> tuple[str, str]:
+    """ACCESS_MESSAGE without remote, ms, request_id and agent: the text between them."""
+    method, path, status, nbytes, _, _, version, serial = facts
+    return (f' "{method} {path}" {status:d} {nbytes:d} ',
+            f"ms version={version or '-'} serial={serial or '-'} request_id=")
+
+
+def _message(remote: str | None, before_ms: str, ms: float, after_ms: str, request_id: str,
+             agent: str | None) -> str:
+    """ACCESS_MESSAGE from ``_message_parts`` and the per-request values."""
+    return f'{remote}{before_ms}{ms:.2f}{after_ms}{request_id} agent="{agent or "-"}"'
 
 
 def rfc3339_millis(created: float) -> str:
@@ -106,6 +124,19 @@ class TextFormatter(logging.Formatter):
         """What ``format`` makes of an INFO record of logger ``name`` with ``message``."""
         return f"{self._seconds(created)},{int(created % 1 * 1000):03d} INFO {name} {message}"
 
+    def access_renderer(self, name: str, facts: AccessFacts) -> AccessRenderer:
+        """``access_line`` for the answers that share ``facts``, taking the rest."""
+        before_ms, after_ms = _message_parts(facts)
+        level_name = f" INFO {name} "
+        seconds = self._seconds
+
+        def render(created: float, remote: str | None, ms: float, agent: str | None,
+                   request_id: str) -> str:
+            return (f"{seconds(created)},{int(created % 1 * 1000):03d}{level_name}"
+                    f"{_message(remote, before_ms, ms, after_ms, request_id, agent)}")
+
+        return render
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line: time, level, logger, message, the extras.
@@ -139,6 +170,25 @@ class JsonFormatter(logging.Formatter):
         ``values`` of ``ACCESS_FIELDS`` as ``extra=``: the same line, by one template."""
         return _JSON_ACCESS % (self._seconds(created), int(created % 1 * 1000), _json_str(name),
                                _json_str(message), *map(_json_value, values))
+
+    def access_renderer(self, name: str, facts: AccessFacts) -> AccessRenderer:
+        """``access_line`` for the answers that share ``facts`` (their JSON made once),
+        taking the rest."""
+        before_ms, after_ms = _message_parts(facts)
+        head = f'","level":"info","logger":{_json_str(name)},"message":'
+        shared = "".join(f',"{key}":{_json_value(value)}'
+                         for key, value in zip(ACCESS_FIELDS[1:9], facts, strict=True))
+        seconds = self._seconds
+
+        def render(created: float, remote: str | None, ms: float, agent: str | None,
+                   request_id: str) -> str:
+            message = _message(remote, before_ms, ms, after_ms, request_id, agent)
+            return (f'{{"time":"{seconds(created)}.{int(created % 1 * 1000):03d}Z{head}'
+                    f'{_json_str(message)},"remote":{_json_value(remote)}{shared},'
+                    f'"ms":{_json_value(ms)},"agent":{_json_value(agent)},'
+                    f'"request_id":{_json_value(request_id)}}}')
+
+        return render
 
 
 _JSON_ACCESS = ('{"time":"%s.%03dZ","level":"info","logger":%s,"message":%s,'
@@ -242,6 +292,14 @@ class AccessLog:
         self._skipped = 0
         return True
 
+    def prepare(self, *, method: str, path: str, status: int, nbytes: int, route: str,
+                package: str | None, version: str | None,
+                serial: int | None) -> PreparedAccess:
+        """The line of answers with these facts, made ready for ``PreparedAccess.write``
+        (for answers a server repeats: the facts rendered once, not per request)."""
+        return PreparedAccess(self, (method, path, status, nbytes, route, package, version,
+                                     serial))
+
     def write(self, *, remote: str | None, method: str, path: str, status: int, nbytes: int,
               route: str, package: str | None, version: str | None, serial: int | None,
               ms: float, agent: str | None, request_id: str) -> None:
@@ -262,6 +320,35 @@ class AccessLog:
         formatter: TextFormatter | JsonFormatter = handler.formatter  # type: ignore[assignment]
         line = formatter.access_line(self.logger.name, time.time(), message, values)
         handler.add_line(line + handler.terminator, self._loop)
+
+
+class PreparedAccess:
+    """The access line of the answers that share ``facts`` (``AccessLog.prepare``): what
+    they share rendered once, the rest per request. The same line as ``AccessLog.write``."""
+
+    __slots__ = ("_access", "_facts", "_render")
+
+    def __init__(self, access: AccessLog, facts: AccessFacts) -> None:
+        self._access = access
+        self._facts = facts
+        handler = access._handler
+        formatter = handler.formatter if handler is not None else None
+        self._render = formatter.access_renderer(access.logger.name, facts) \
+            if isinstance(formatter, TextFormatter | JsonFormatter) else None
+
+    def write(self, *, remote: str | None, ms: float, agent: str | None,
+              request_id: str) -> None:
+        """One line, if the logger takes INFO."""
+        access = self._access
+        handler, render = access._handler, self._render
+        if handler is None or render is None:
+            method, path, status, nbytes, route, package, version, serial = self._facts
+            access.write(remote=remote, method=method, path=path, status=status,
+                         nbytes=nbytes, route=route, package=package, version=version,
+                         serial=serial, ms=ms, agent=agent, request_id=request_id)
+        elif access.logger.isEnabledFor(logging.INFO):
+            line = render(time.time(), remote, ms, agent, request_id)
+            handler.add_line(line + handler.terminator, access._loop)
 
 
 def _sole_handler(logger: logging.Logger) -> LogHandler | None:

@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import HttpVersion11
 from aiohttp.streams import EMPTY_PAYLOAD
 
-from codecache.logs import AccessLog
+from codecache.logs import AccessLog, PreparedAccess
 from codecache.web.catalog import Representation, Route, package_of
 from codecache.web.conditional import Outcome, format_http_date, plain_outcome
 from codecache.web.headers import PAD_HEADER, SERVER, cache_pad, request_id_from
@@ -36,15 +36,17 @@ _SERVER = f"Server: {SERVER}\r\n\r\n"
 
 
 class _Wire:
-    """The header blocks of one representation, without the per-answer lines."""
+    """The header blocks of one representation, without the per-answer lines, and its
+    access lines by (method, status) as they are first needed."""
 
-    __slots__ = ("not_modified", "ok", "rep", "route")
+    __slots__ = ("access_lines", "not_modified", "ok", "rep", "route")
 
     def __init__(self, route: Route, rep: Representation) -> None:
         self.route = route
         self.rep = rep
         self.not_modified = _HEAD_304 + _lines(rep.validators)
         self.ok = _HEAD_200 + _lines(rep.headers)
+        self.access_lines: dict[tuple[str, int], PreparedAccess] = {}
 
 
 def _lines(headers: dict[str, str]) -> str:
@@ -144,11 +146,16 @@ class FastPath:
         access = self._access
         if access is None or not access.due(status):
             return
-        catalog = self._state.catalog
-        route = wire.route.value
-        access.write(
-            remote=remote(), method=message.method, path=message.path, status=status,
-            nbytes=nbytes, route=route, package=package_of(route, message.path),
-            version=wire.rep.version, serial=catalog.index.serial if catalog else None,
-            ms=round((time.monotonic() - started) * 1000, 2),
-            agent=message.headers.get("User-Agent"), request_id=rid)
+        # Everything but who asked, how fast and by which id is the same for every answer
+        # of this kind (the wire belongs to one raw path and one index): rendered once.
+        kind = (message.method, status)
+        line = wire.access_lines.get(kind)
+        if line is None:
+            catalog = self._state.catalog
+            route = wire.route.value
+            line = wire.access_lines[kind] = access.prepare(
+                method=message.method, path=message.path, status=status, nbytes=nbytes,
+                route=route, package=package_of(route, message.path), version=wire.rep.version,
+                serial=catalog.index.serial if catalog else None)
+        line.write(remote=remote(), ms=round((time.monotonic() - started) * 1000, 2),
+                   agent=message.headers.get("User-Agent"), request_id=rid)

@@ -133,6 +133,23 @@ def test_the_fast_way_sends_the_bytes_of_the_ordinary_way(pair: tuple[Server, Se
     for number, (mine, theirs) in enumerate(zip(got, want, strict=True)):
         assert mine == theirs, f"case {number}"
     assert got[1].endswith(release_bytes(fast.origin, "1.2.0"))
+    # And the same access lines (but for the time and the milliseconds taken).
+    mine_lines = access_lines(fast, len(got))
+    assert mine_lines == access_lines(slow, len(want))
+    assert sum('request_id=fixed-id-for-comparison' in line for line in mine_lines) == len(got)
+
+
+ACCESS = re.compile(r"^\S+ \S+ INFO codecache\.access (.*) [0-9.]+ms (.*)$")
+
+
+def access_lines(server: Server, count: int) -> list[str]:
+    """The last ``count`` access lines of the server's log, without time and duration."""
+    def lines() -> list[str]:
+        found = [ACCESS.match(line) for line in server.log_text().splitlines()]
+        return [f"{m[1]} {m[2]}" for m in found if m and "fixed-id-for-comparison" in m[2]]
+
+    server.wait_for(f"{count} access lines", lambda: len(lines()) >= count, timeout=10)
+    return lines()[-count:]
 
 
 def test_pipelined_requests_are_answered_in_order_whichever_way(

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -120,6 +121,23 @@ def test_access_line_is_what_the_formatter_makes_of_the_record(
     assert formatter.access_line("codecache.access", created, message, values) == expected
 
 
+@pytest.mark.parametrize("values", ACCESS_VALUES)
+@pytest.mark.parametrize("created", [1764158400.0, 1764158400.999, 1764158459.5004])
+@pytest.mark.parametrize("formatter", [logs.TextFormatter(), JsonFormatter()],
+                         ids=["text", "json"])
+def test_a_prepared_access_line_is_the_same_line(
+        formatter: logs.TextFormatter | JsonFormatter, created: float,
+        values: tuple[Any, ...]) -> None:
+    remote, method, path, status, nbytes, route, package, version, serial, ms, agent, rid = \
+        values
+    message = logs.ACCESS_MESSAGE % (remote, method, path, status, nbytes, ms, version or "-",
+                                     serial or "-", rid, agent or "-")
+    render = formatter.access_renderer("codecache.access", (
+        method, path, status, nbytes, route, package, version, serial))
+    assert render(created, remote, ms, agent, rid) == \
+        formatter.access_line("codecache.access", created, message, values)
+
+
 def test_access_line_of_a_later_second_has_its_own_time() -> None:
     formatter = JsonFormatter()
     values = ACCESS_VALUES[0]
@@ -152,6 +170,40 @@ def test_access_log_writes_the_json_keys_in_order(restore_root_logger: None) -> 
     assert entry["message"] == ('127.0.0.1 "GET /p/latest.tar.gz" 200 362 1.50ms '
                                 'version=1.2.0 serial=7 request_id=id-1 agent="-"')
     assert (entry["bytes"], entry["agent"], entry["serial"]) == (362, None, 7)
+
+
+@pytest.mark.parametrize("log_format", [LogFormat.TEXT, LogFormat.JSON])
+def test_a_prepared_line_is_written_like_any_other(restore_root_logger: None,
+                                                   log_format: LogFormat) -> None:
+    """Through our handler (the line rendered from what was prepared) and through another
+    handler as well (a record, as ``write`` makes): the same lines."""
+    out, plain = io.StringIO(), io.StringIO()
+    configure(log_format, debug=False, stream=out)
+
+    def both(access: logs.AccessLog) -> None:
+        facts: dict[str, Any] = {"method": "GET", "path": "/p/latest.tar.gz", "status": 304,
+                                 "nbytes": 0, "route": "channel", "package": "p",
+                                 "version": "1.2.0", "serial": 7}
+        access.prepare(**facts).write(remote="::1", ms=0.5, agent="wget", request_id="id-2")
+        access.write(remote="::1", ms=0.5, agent="wget", request_id="id-2", **facts)
+
+    def untimed(line: str) -> object:
+        if log_format is LogFormat.TEXT:
+            return line.split(" ", 2)[2]   # after the date and the time
+        entry = json.loads(line)
+        del entry["time"]
+        return list(entry.items())
+
+    access_on_a_loop(both)
+    first, second = out.getvalue().splitlines()
+    assert untimed(first) == untimed(second)
+    assert "request_id=id-2" in first
+    other = logging.StreamHandler(plain)
+    other.setFormatter(logs.TextFormatter() if log_format is LogFormat.TEXT else JsonFormatter())
+    logging.getLogger().addHandler(other)
+    access_on_a_loop(both)
+    lines = plain.getvalue().splitlines()
+    assert [untimed(line) for line in lines] == [untimed(first)] * 2
 
 
 def test_access_log_through_another_handler_is_the_same_line(

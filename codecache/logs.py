@@ -49,7 +49,8 @@ _ATOMIC_WRITE = 4096
 # The access line: its facts (JSON keys, in this order) and its text message.
 ACCESS_FIELDS = ("remote", "method", "path", "status", "bytes", "route", "package",
                  "version", "serial", "ms", "agent", "request_id")
-ACCESS_MESSAGE = '%s "%s %s" %d %d %.2fms version=%s serial=%s request_id=%s agent="%s"'
+# The text message is ``REMOTE "METHOD PATH" STATUS BYTES MSms version=V serial=S
+# request_id=ID agent="AGENT"`` (``-`` for a missing version, serial or agent).
 # What answers of one kind share in their access lines (``AccessLog.prepare``): every
 # fact but remote, ms, agent and request_id, i.e. ACCESS_FIELDS[1:9] (method .. serial).
 AccessFacts = tuple[str, str, int, int, str, "str | None", "str | None", "int | None"]
@@ -58,15 +59,16 @@ AccessRenderer = Callable[[float, "str | None", float, "str | None", str], str]
 
 
 def _message_parts(facts: AccessFacts) -> tuple[str, str]:
-    """ACCESS_MESSAGE without remote, ms, request_id and agent: the text between them."""
+    """The access message without remote, ms, request_id and agent: the text between."""
     method, path, status, nbytes, _, _, version, serial = facts
     return (f' "{method} {path}" {status:d} {nbytes:d} ',
             f"ms version={version or '-'} serial={serial or '-'} request_id=")
 
 
-def _message(remote: str | None, before_ms: str, ms: float, after_ms: str, request_id: str,
+def _message(parts: tuple[str, str], remote: str | None, ms: float, request_id: str,
              agent: str | None) -> str:
-    """ACCESS_MESSAGE from ``_message_parts`` and the per-request values."""
+    """The access message from ``_message_parts`` and the per-request values."""
+    before_ms, after_ms = parts
     return f'{remote}{before_ms}{ms:.2f}{after_ms}{request_id} agent="{agent or "-"}"'
 
 
@@ -126,14 +128,14 @@ class TextFormatter(logging.Formatter):
 
     def access_renderer(self, name: str, facts: AccessFacts) -> AccessRenderer:
         """``access_line`` for the answers that share ``facts``, taking the rest."""
-        before_ms, after_ms = _message_parts(facts)
+        parts = _message_parts(facts)
         level_name = f" INFO {name} "
         seconds = self._seconds
 
         def render(created: float, remote: str | None, ms: float, agent: str | None,
                    request_id: str) -> str:
             return (f"{seconds(created)},{int(created % 1 * 1000):03d}{level_name}"
-                    f"{_message(remote, before_ms, ms, after_ms, request_id, agent)}")
+                    f"{_message(parts, remote, ms, request_id, agent)}")
 
         return render
 
@@ -174,7 +176,7 @@ class JsonFormatter(logging.Formatter):
     def access_renderer(self, name: str, facts: AccessFacts) -> AccessRenderer:
         """``access_line`` for the answers that share ``facts`` (their JSON made once),
         taking the rest."""
-        before_ms, after_ms = _message_parts(facts)
+        parts = _message_parts(facts)
         head = f'","level":"info","logger":{_json_str(name)},"message":'
         shared = "".join(f',"{key}":{_json_value(value)}'
                          for key, value in zip(ACCESS_FIELDS[1:9], facts, strict=True))
@@ -182,7 +184,7 @@ class JsonFormatter(logging.Formatter):
 
         def render(created: float, remote: str | None, ms: float, agent: str | None,
                    request_id: str) -> str:
-            message = _message(remote, before_ms, ms, after_ms, request_id, agent)
+            message = _message(parts, remote, ms, request_id, agent)
             return (f'{{"time":"{seconds(created)}.{int(created % 1 * 1000):03d}Z{head}'
                     f'{_json_str(message)},"remote":{_json_value(remote)}{shared},'
                     f'"ms":{_json_value(ms)},"agent":{_json_value(agent)},'
@@ -306,10 +308,9 @@ class AccessLog:
         """One line (``nbytes`` is the ``bytes`` field), if the logger takes INFO."""
         if not self.logger.isEnabledFor(logging.INFO):
             return
-        values = (remote, method, path, status, nbytes, route, package, version, serial, ms,
-                  agent, request_id)
-        message = ACCESS_MESSAGE % (remote, method, path, status, nbytes, ms, version or "-",
-                                    serial or "-", request_id, agent or "-")
+        facts = (method, path, status, nbytes, route, package, version, serial)
+        message = _message(_message_parts(facts), remote, ms, request_id, agent)
+        values = (remote, *facts, ms, agent, request_id)
         handler = self._handler
         if handler is None:
             record = logging.LogRecord(self.logger.name, logging.INFO, __file__, 0, "%s",

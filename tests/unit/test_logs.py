@@ -98,6 +98,10 @@ ACCESS_VALUES = [
 ]
 
 
+# The access message as documented (docs/admin.md): the reference for logs' renderers.
+ACCESS_MESSAGE = '%s "%s %s" %d %d %.2fms version=%s serial=%s request_id=%s agent="%s"'
+
+
 def record_of_access(name: str, created: float, message: str,
                      values: tuple[object, ...]) -> logging.LogRecord:
     """The record ``logging`` would make of an access line: the reference output."""
@@ -130,8 +134,8 @@ def test_a_prepared_access_line_is_the_same_line(
         values: tuple[Any, ...]) -> None:
     remote, method, path, status, nbytes, route, package, version, serial, ms, agent, rid = \
         values
-    message = logs.ACCESS_MESSAGE % (remote, method, path, status, nbytes, ms, version or "-",
-                                     serial or "-", rid, agent or "-")
+    message = ACCESS_MESSAGE % (remote, method, path, status, nbytes, ms, version or "-",
+                                serial or "-", rid, agent or "-")
     render = formatter.access_renderer("codecache.access", (
         method, path, status, nbytes, route, package, version, serial))
     assert render(created, remote, ms, agent, rid) == \

@@ -22,7 +22,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import HttpVersion10, HttpVersion11, web
 from aiohttp.abc import AbstractAccessLogger
@@ -47,6 +47,9 @@ from codecache.web.fastpath import FastPath
 from codecache.web.headers import PAD_HEADER, cache_pad, request_id_from
 from codecache.web.statuspage import render_status_page
 from codecache.web.storeview import StoreView
+
+if TYPE_CHECKING:   # aiohttp's header type (multidict comes with aiohttp)
+    from multidict import CIMultiDictProxy
 
 log = logging.getLogger("codecache.web.server")
 access_log = logging.getLogger("codecache.access")
@@ -185,7 +188,8 @@ async def serve_representation(request: web.BaseRequest, state: StoreView,
     if outcome is None:
         decision = evaluate(method=request.method, etag=rep.etag,
                             last_modified=rep.last_modified, size=rep.size,
-                            if_match=h.get("If-Match"), if_none_match=h.get("If-None-Match"),
+                            if_match=_list_field(h, "If-Match"),
+                            if_none_match=_list_field(h, "If-None-Match"),
                             if_modified_since=h.get("If-Modified-Since"),
                             if_unmodified_since=h.get("If-Unmodified-Since"),
                             range_header=h.get("Range"), if_range=h.get("If-Range"))
@@ -213,6 +217,13 @@ async def serve_representation(request: web.BaseRequest, state: StoreView,
         return await _stream_file(request, body, start, end, status, headers)
     return web.Response(status=status, body=body[start:end + 1] if status == 206 else body,
                         headers=headers)
+
+
+def _list_field(headers: CIMultiDictProxy[str], name: str) -> str | None:
+    """A list-valued field sent on several lines, as one comma-separated value (RFC 9110
+    §5.3), or None when absent."""
+    values = headers.getall(name, ())
+    return ", ".join(values) if values else None
 
 
 def _cache_padded(request: web.BaseRequest, headers: dict[str, str],

@@ -89,6 +89,24 @@ def test_if_none_match_list_with_the_etag_gives_304(site: Server, url_path: str,
     _assert_304(got, etag)
 
 
+def test_if_none_match_on_two_lines_is_one_list(site: Server, url_path: str,
+                                                validators: tuple[str, str],
+                                                workdir: Path) -> None:
+    """RFC 9110 §5.3: a list field sent on several lines is one list."""
+    etag, _ = validators
+    got = _get(site, url_path, workdir, f"If-None-Match: {OTHER_TAG}",
+               f"If-None-Match: {etag}")
+    _assert_304(got, etag)
+
+
+def test_if_match_on_two_lines_is_one_list(site: Server, url_path: str,
+                                           validators: tuple[str, str], workdir: Path,
+                                           body: bytes) -> None:
+    etag, _ = validators
+    _assert_full(_get(site, url_path, workdir, f"If-Match: {OTHER_TAG}", f"If-Match: {etag}"),
+                 body)
+
+
 def test_if_none_match_star_gives_304(site: Server, url_path: str,
                                       validators: tuple[str, str], workdir: Path) -> None:
     _assert_304(_get(site, url_path, workdir, "If-None-Match: *"), validators[0])

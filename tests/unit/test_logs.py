@@ -119,27 +119,18 @@ def record_of_access(name: str, created: float, message: str,
                          ids=["text", "json"])
 def test_access_line_is_what_the_formatter_makes_of_the_record(
         formatter: logs.TextFormatter | JsonFormatter, created: float,
-        values: tuple[object, ...]) -> None:
-    message = "a message with \"quotes\" and \u00e4"
-    expected = formatter.format(record_of_access("codecache.access", created, message, values))
-    assert formatter.access_line("codecache.access", created, message, values) == expected
-
-
-@pytest.mark.parametrize("values", ACCESS_VALUES)
-@pytest.mark.parametrize("created", [1764158400.0, 1764158400.999, 1764158459.5004])
-@pytest.mark.parametrize("formatter", [logs.TextFormatter(), JsonFormatter()],
-                         ids=["text", "json"])
-def test_a_prepared_access_line_is_the_same_line(
-        formatter: logs.TextFormatter | JsonFormatter, created: float,
         values: tuple[Any, ...]) -> None:
+    """The line made from a whole record, and the line made ready for answers of one kind
+    (``access_renderer``): both what ``logging`` would write."""
     remote, method, path, status, nbytes, route, package, version, serial, ms, agent, rid = \
         values
     message = ACCESS_MESSAGE % (remote, method, path, status, nbytes, ms, version or "-",
                                 serial or "-", rid, agent or "-")
+    expected = formatter.format(record_of_access("codecache.access", created, message, values))
+    assert formatter.access_line("codecache.access", created, message, values) == expected
     render = formatter.access_renderer("codecache.access", (
         method, path, status, nbytes, route, package, version, serial))
-    assert render(created, remote, ms, agent, rid) == \
-        formatter.access_line("codecache.access", created, message, values)
+    assert render(created, remote, ms, agent, rid) == expected
 
 
 def test_access_line_of_a_later_second_has_its_own_time() -> None:

@@ -7,8 +7,10 @@ documented JSON error body, the slow-client bounds of a connection (``header_tim
 Read-only: GET and HEAD, anything else 405. How many such processes run and who binds the
 port is ``supervisor``'s business.
 
-aiohttp's low-level ``web.Server`` calls ``handle`` directly: no router, middleware chain
-or application signals on the hot path (docs/benchmark.md, "server hot path").
+aiohttp's low-level ``web.Server`` calls ``Front`` directly: no router, middleware chain
+or application signals on the hot path (docs/benchmark.md, "server hot path"). Before
+that, each connection (``_Connection``) hands the requests ``fastpath`` can answer to it
+(``[server] fast_answers``); ``Front`` stays the reference for their bytes.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["CONDITIONAL_FIELDS", "Decision", "Outcome", "evaluate", "format_http_date",
-           "parse_http_date", "plain_outcome"]
+__all__ = ["Decision", "Outcome", "evaluate", "format_http_date", "parse_http_date",
+           "plain_outcome"]
 
 # Upper bound on list members we look at (entity tags, range specs). Real clients
 # send a handful; the cap keeps hostile headers cheap. Anything past it is not
@@ -97,8 +97,8 @@ class Decision:
 
 
 # Request fields that can change the answer for a file; without them it is a plain 200.
-CONDITIONAL_FIELDS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since",
-                      "Range", "If-Range")
+_CONDITIONAL_FIELDS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since",
+                       "Range", "If-Range")
 
 _FULL = Decision(Outcome.FULL)
 _NOT_MODIFIED = Decision(Outcome.NOT_MODIFIED)
@@ -179,7 +179,7 @@ def plain_outcome(headers: Mapping[str, str], etag: str) -> Outcome | None:
     If-Modified-Since and Range are not looked at once If-None-Match is false). None:
     anything else, for ``evaluate`` to decide.
     """
-    if not any(name in headers for name in CONDITIONAL_FIELDS):
+    if not any(name in headers for name in _CONDITIONAL_FIELDS):
         return Outcome.FULL
     if headers.get("If-None-Match") == etag and "If-Match" not in headers and \
             "If-Unmodified-Since" not in headers:

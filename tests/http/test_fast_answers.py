@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from unittest import mock
 
 import pytest
+from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http import HttpRequestParser
 
 from codecache.config import load_config
+from codecache.logs import AccessLog
 from codecache.web.fastpath import FastPath
 from codecache.web.storeview import StoreView
 from tests.conftest import Origin, copy_origin
@@ -253,14 +255,15 @@ def answer(state: StoreView, method: str, path: str, headers: dict[str, str] | N
         lines.append(f"Content-Length: {len(body)}")
     loop = asyncio.new_event_loop()
     try:
-        parser = HttpRequestParser(mock.Mock(), loop, 2**16, max_line_size=4096,
+        parser = HttpRequestParser(BaseProtocol(loop), loop, 2**16, max_line_size=4096,
                                    max_field_size=8190)
         messages, _, _ = parser.feed_data(("\r\n".join(lines) + "\r\n\r\n").encode()
                                           + body)
     finally:
         loop.close()
     (message, payload), = messages
-    return FastPath(state, None).answer(message, payload, lambda: "127.0.0.1", 0.0)
+    access = AccessLog(logging.getLogger("codecache.access"), loop, sample=0)   # no lines
+    return FastPath(state, access).answer(message, payload, lambda: "127.0.0.1", 0.0)
 
 
 def test_fast_path_answers_the_plain_cases(state: StoreView, template_origin: Origin) -> None:

@@ -56,7 +56,7 @@ def _lines(headers: dict[str, str]) -> str:
 class FastPath:
     """Answers for one server process, over its ``StoreView``."""
 
-    def __init__(self, state: StoreView, access: AccessLog | None) -> None:
+    def __init__(self, state: StoreView, access: AccessLog) -> None:
         self._state = state
         self._access = access
         self._catalog: object = None
@@ -144,7 +144,7 @@ class FastPath:
     def _log(self, message: Any, status: int, nbytes: int, wire: _Wire, rid: str,
              remote: Callable[[], str | None], started: float) -> None:
         access = self._access
-        if access is None or not access.due(status):
+        if not access.due(status):
             return
         # Everything but who asked, how fast and by which id is the same for every answer
         # of this kind (the wire belongs to one raw path and one index): rendered once.

@@ -335,10 +335,10 @@ class _Connection(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        waiter = self._waiter
+        waiter, fast = self._waiter, self._fast
         idle = waiter is not None and not waiter.done() and not self._messages and \
             not self._request_in_progress
-        if not idle:
+        if not idle or fast is None:
             super().data_received(data)
         else:
             # aiohttp's loop (``start``) waits for a request: parse without waking it, so
@@ -348,7 +348,7 @@ class _Connection(RequestHandler):
                 super().data_received(data)
             finally:
                 self._waiter = waiter
-            answered = self._answer_fast() if self._messages else False
+            answered = self._answer_fast(fast) if self._messages else False
             if self._messages and waiter is not None and not waiter.done():
                 waiter.set_result(None)
             if answered and not self._messages:
@@ -359,12 +359,12 @@ class _Connection(RequestHandler):
         elif idle and data and self._header_timer is None:
             self._arm()  # the first bytes of a new request on a kept-alive connection
 
-    def _answer_fast(self) -> bool:
+    def _answer_fast(self, fast: FastPath) -> bool:
         """Answer the queued requests that ``fastpath`` can, in order, until one it cannot
         (that one and the rest go aiohttp's way). Not while the socket still holds unsent
         bytes: a client that does not read must meet aiohttp's flow control."""
-        fast, transport, parser = self._fast, self.transport, self._parser
-        if fast is None or transport is None or parser is None or self._buffer_paused:
+        transport, parser = self.transport, self._parser
+        if transport is None or parser is None or self._buffer_paused:
             return False
         answered = False
         loop = self._loop
@@ -532,8 +532,7 @@ async def run(config: Config, sockets: Sequence[socket.socket], stop: asyncio.Ev
     sink = AccessLog(access_log, loop, config.log.access_sample)
     server = _LowLevelServer(
         Front(state), header_timeout=config.server.header_timeout,
-        fast=FastPath(state, sink if config.log.access_sample else None)
-        if config.server.fast_answers else None,
+        fast=FastPath(state, sink) if config.server.fast_answers else None,
         keepalive_timeout=config.server.keepalive_timeout,
         access_log_class=type("SampledAccessLogger", (AccessLogger,), {"sink": sink}),
         access_log=access_log if config.log.access_sample else None,

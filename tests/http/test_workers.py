@@ -261,6 +261,21 @@ def test_access_sample_logs_one_in_n_answers_and_every_error(template_origin: Or
         assert sum(" 404 " in line for line in lines) == 1
 
 
+def test_access_sample_0_logs_no_answer(template_origin: Origin, tmp_path: Path) -> None:
+    """Neither the answers written beside aiohttp's handling (fastpath) nor the others."""
+    env = {"CODECACHE_SERVER_WORKERS": "1", "CODECACHE_LOG_ACCESS_SAMPLE": "0"}
+    with running(copy_origin(template_origin, tmp_path / "origin"), env=env) as s:
+        path = f"/{s.package}/releases/1.2.0.tar.gz"
+        etag = s.request(path).headers["etag"]
+        for _ in range(5):
+            assert s.request(path).status == 200
+            assert s.request(path, headers={"If-None-Match": etag}).status == 304
+        assert s.request(f"/{s.package}/releases/9.9.9.tar.gz").status == 404
+        # Answered after them by the same process: their lines would be written by now.
+        assert b"codecache_http_requests_total" in s.request("/metrics").body
+        assert [line for line in s.log_text().splitlines() if "codecache.access" in line] == []
+
+
 def test_a_channel_move_is_served_by_every_worker(server: Server) -> None:
     server.origin.cli("publish", server.package, "1.0.0", "--channel", "latest", check=True)
     answered: set[int] = set()

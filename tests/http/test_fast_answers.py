@@ -211,12 +211,13 @@ def test_a_client_that_does_not_read_still_gets_every_answer(
 def test_a_connection_in_use_outlives_the_keepalive_timeout_and_idle_it_does_not(
         template_origin: Origin, tmp_path: Path) -> None:
     with running(copy_origin(template_origin, tmp_path / "o"),
-                 env={"CODECACHE_SERVER_KEEPALIVE_TIMEOUT": "1s"}) as server:
+                 env={"CODECACHE_SERVER_KEEPALIVE_TIMEOUT": "2s"}) as server:
         path = f"/{server.package}/latest.tar.gz.sha256"
         conn = Connection(server.port)
         try:
             started = time.monotonic()
-            while time.monotonic() - started < 3:   # three keep-alive timeouts, in use
+            # Two and a half keep-alive timeouts in use; 1.7 s of margin between requests.
+            while time.monotonic() - started < 5:
                 conn.send(request(path))
                 assert conn.response()[0] == 200
                 time.sleep(0.3)

@@ -30,6 +30,7 @@ _SUFFIXES = {".tar.gz": "tarball", ".tar.gz.minisig": "minisig", ".tar.gz.sha256
 # the 16-digit form, or minisign 0.11's without leading zeros). Lower-case "gz" before
 # ".minisig" is never a key id, so a version can never be mistaken for one.
 _KEYED_SIGNATURE = re.compile(r"(?P<name>.+)\.tar\.gz\.(?P<keyid>[0-9A-F]{1,16})\.minisig")
+_ABSOLUTE_FORM = re.compile(r"https?://[^/]*", re.IGNORECASE)   # scheme://authority
 
 
 class Route(enum.Enum):
@@ -86,7 +87,7 @@ def package_of(route: str, raw_path: str) -> str | None:
     access line), or None for a route that names none."""
     if route not in _PACKAGE_ROUTES:
         return None
-    return unquote(raw_path.split("?", 1)[0].split("/")[1])
+    return unquote(_origin_form(raw_path).split("/")[1])
 
 
 def etag_for(sha256: str) -> str:
@@ -261,16 +262,28 @@ def _split_suffix(name: str) -> tuple[str, str, str | None]:
     raise NotFound("no such path")
 
 
+def _origin_form(raw_path: str) -> str:
+    """The path of a request target, without its query; of an absolute-form target too.
+
+    RFC 9112 §3.2.2: a server MUST accept the absolute-form (what a client sends when it
+    takes this server for its proxy). One store answers whatever the authority names.
+    """
+    path = raw_path.split("?", 1)[0]
+    absolute = _ABSOLUTE_FORM.match(path)
+    return path if absolute is None else path[absolute.end():] or "/"
+
+
 def split_path(raw_path: str) -> list[str]:
-    """Decoded segments of an absolute raw path ('/' → ['']).
+    """Decoded segments of a raw request path ('/' → ['']), origin- or absolute-form.
 
     Each segment is percent-decoded exactly once; a decoded segment holding a slash,
     backslash or control character, or one that is not UTF-8, is refused.
 
     Raises:
-        BadRequest: not an absolute path, too long, bad encoding, NUL or control chars.
+        BadRequest: neither an absolute path nor an http(s) URI, too long, bad encoding,
+            NUL or control chars.
     """
-    path = raw_path.split("?", 1)[0]
+    path = _origin_form(raw_path)
     if len(path) > MAX_PATH_LENGTH:
         raise BadRequest("request path too long")
     if not path.startswith("/"):

@@ -126,3 +126,18 @@ def test_curl_I_headers_equal_the_get_headers(served: Server, workdir: Path) -> 
                 continue
             assert head.headers.get(name) == get.headers.get(name), (path, name)
             assert get.headers.get(name), (path, name)
+
+
+def test_curl_taking_the_server_for_its_proxy_gets_the_tarball(served: Server,
+                                                              workdir: Path) -> None:
+    """A site that points its pilots' http_proxy at codecache: curl then sends the
+    absolute-form (GET http://host/path), which a server MUST accept (RFC 9112 §3.2.2)."""
+    proxy = ("-x", served.base)
+    for path, version in _paths(served):
+        url = f"http://codecache.invalid{path}"
+        got = curl_fetch(url, *proxy, "--etag-save", "etag.txt", cwd=workdir)
+        assert got.status == 200, got
+        assert got.body == release_bytes(served.origin, version)
+        assert got.headers["etag"] == f'"sha256-{release_info(served.origin, version)["sha256"]}"'
+        again = curl_fetch(url, *proxy, "--etag-compare", "etag.txt", cwd=workdir)
+        assert again.status == 304

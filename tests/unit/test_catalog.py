@@ -14,7 +14,15 @@ from codecache.errors import (
     ReleaseNotFound,
 )
 from codecache.index import Channel, Index, Package, Release
-from codecache.web.catalog import IMMUTABLE, BadRequest, Catalog, Route, service_route, split_path
+from codecache.web.catalog import (
+    IMMUTABLE,
+    BadRequest,
+    Catalog,
+    Route,
+    package_of,
+    service_route,
+    split_path,
+)
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -91,6 +99,8 @@ def test_blob_and_index_routes(catalog: Catalog) -> None:
     ("/pilot/%252e%252e.tar.gz", NotFound),
     ("/pilot/latest.tar.gz/", NotFound),
     ("//pilot/latest.tar.gz", NotFound),
+    ("http://evil/../etc/passwd", NotFound),
+    ("http://evil/%2e%2e/%2e%2e/etc/passwd", NotFound),
     ("/Pilot/latest.tar.gz", NotFound),
 ])
 def test_lookup_refuses_unknown_and_hostile_paths(catalog: Catalog, path: str,
@@ -100,8 +110,8 @@ def test_lookup_refuses_unknown_and_hostile_paths(catalog: Catalog, path: str,
 
 
 @pytest.mark.parametrize("path", [
-    "http://evil/../etc/passwd", "/a%00b", "/%ff%fe", "/a\\b", "/a%5cb", "/a%2fb",
-    "/" + "a" * 2000, "/%c0%ae%c0%ae/x",
+    "file:///etc/passwd", "ftp://x/pilot/latest.tar.gz", "pilot/latest.tar.gz", "/a%00b",
+    "/%ff%fe", "/a\\b", "/a%5cb", "/a%2fb", "/" + "a" * 2000, "/%c0%ae%c0%ae/x",
 ])
 def test_split_path_rejects_malformed(path: str) -> None:
     with pytest.raises(BadRequest):
@@ -113,6 +123,17 @@ def test_split_path_decodes_each_segment_once() -> None:
     assert split_path("/pilot/releases/1.0.0%2Bhotfix.tar.gz") == [
         "pilot", "releases", "1.0.0+hotfix.tar.gz"]
     assert split_path("/a/%2541") == ["a", "%41"]
+
+
+def test_split_path_takes_the_path_of_an_absolute_form_target() -> None:
+    # RFC 9112 §3.2.2: what a client sends when it takes the server for its proxy.
+    assert split_path("http://codecache.example:8080/pilot/latest.tar.gz?x=/y") == [
+        "pilot", "latest.tar.gz"]
+    assert split_path("HTTPS://codecache.example/pilot/releases/1.0.0%2B1.tar.gz") == [
+        "pilot", "releases", "1.0.0+1.tar.gz"]
+    assert split_path("http://codecache.example") == [""]
+    assert split_path("http://codecache.example?x") == [""]
+    assert package_of(Route.CHANNEL.value, "http://h/pil%6ft/latest.tar.gz") == "pilot"
 
 
 def test_service_routes_need_no_index() -> None:

@@ -53,7 +53,8 @@ def front(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
 
 def assert_json_error(response: Response, status: int, code: str) -> None:
     assert response.status == status, (response.status, response.body[:300])
-    assert response.header("content-type") == "application/json"
+    # As a replica's: the same type, the same body shape.
+    assert response.header("content-type") == "application/json; charset=utf-8"
     assert response.header("cache-control") == "no-store"
     assert response.header("x-request-id")
     error = json.loads(response.body)["error"]
@@ -67,7 +68,7 @@ def test_no_replica_reachable_is_a_json_502(front: str, tmp_path: Path) -> None:
         response = curl(f"{front}/pilot/latest.tar.gz", *args, cwd=tmp_path)
         assert_json_error(response, 502, "upstream_unavailable")
     head = curl(f"{front}/pilot/latest.tar.gz", "-I", cwd=tmp_path)
-    assert (head.status, head.header("content-type")) == (502, "application/json")
+    assert (head.status, head.header("content-type")) == (502, "application/json; charset=utf-8")
 
 
 @pytest.mark.parametrize("front", ["silent"], indirect=True)

@@ -72,6 +72,24 @@ def test_vip_answers_304_to_if_none_match_and_if_modified_since(cluster: Cluster
     assert other.status == 200 and other.body == first.body
 
 
+@pytest.mark.parametrize("path", ["/pilot/latest.tar.gz", "/pilot/releases/1.2.0.tar.gz"])
+def test_vip_answers_failed_preconditions_as_a_replica_does(cluster: Cluster, workdir: Path,
+                                                            path: str) -> None:
+    """If-Match and If-Unmodified-Since are checked by nginx's not-modified filter on the
+    cached object: its 412 must be a replica's (JSON body, no-store), not nginx's page."""
+    first = curl(cluster.vip + path, cwd=workdir)
+    assert first.status == 200
+    for header in ('If-Match: "sha256-0000"', "If-Unmodified-Since: Sat, 01 Jan 2000 00:00:00 GMT"):
+        replica = curl(cluster.replicas[0] + path, "-H", header, cwd=workdir)
+        vip = curl(cluster.vip + path, "-H", header, cwd=workdir)
+        assert replica.status == vip.status == 412, (header, vip.status, vip.body[:200])
+        for name in ("content-type", "cache-control"):
+            assert vip.header(name) == replica.header(name), (header, name)
+        assert json.loads(vip.body) == json.loads(replica.body)
+    held = curl(cluster.vip + path, "-H", f"If-Match: {first.header('etag')}", cwd=workdir)
+    assert held.status == 200 and held.body == first.body
+
+
 def test_wget_N_through_the_vip_does_not_download_again(cluster: Cluster,
                                                         workdir: Path) -> None:
     command = [require("wget"), "--no-config", "-N", cluster.vip + "/pilot/latest.tar.gz"]

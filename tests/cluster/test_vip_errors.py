@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.helpers import REPO, Response, curl
+from tests.cluster.helpers import Response, cluster_cmd, curl
 from tests.conftest import free_port, require, wait_for_port
 
 
@@ -31,11 +31,9 @@ def front(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     port = free_port()
     prefix = tmp_path / "front"
     prefix.mkdir()
-    rendered = subprocess.run(
-        ["bash", str(REPO / "scripts" / "cluster"), "render-nginx", "--out",
-         str(prefix / "nginx.conf"), "--prefix", str(prefix), "--listen", f"127.0.0.1:{port}",
-         f"--replica=http://127.0.0.1:{replica}"],
-        capture_output=True, text=True, timeout=120, check=False)
+    rendered = cluster_cmd("render-nginx", "--out", str(prefix / "nginx.conf"), "--prefix",
+                           str(prefix), "--listen", f"127.0.0.1:{port}",
+                           f"--replica=http://127.0.0.1:{replica}")
     assert rendered.returncode == 0, rendered.stderr
     info = json.loads(rendered.stdout)
     process = subprocess.Popen([nginx, "-p", str(prefix), "-c", info["conf"],

@@ -1,6 +1,6 @@
 import sys
 
-from codecache.cli import main
+from codecache.cli.main import main
 
 # The guard keeps a spawned process (loadgen --processes) that re-imports this module as
 # __mp_main__ from running the command line again.

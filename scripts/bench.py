@@ -661,7 +661,7 @@ def workers_supported() -> bool:
                                       'trusted_keys = ["k.pub"]\n[server]\nworkers = 1\n'
                                       '[replica]\nupstreams = ["http://127.0.0.1:1"]\n')
         result = run([PY, "-c", "import sys; from pathlib import Path; "
-                      "from codecache.config import load_config; "
+                      "from codecache.core.config import load_config; "
                       "load_config(Path(sys.argv[1]), env={})", str(probe / "c.toml")],
                      check=False)
         return result.returncode == 0 or "workers" not in result.stderr

@@ -530,8 +530,8 @@ def load_origin_config(path: Path) -> OriginSetup:
     Raises:
         ClusterError: missing, unreadable, invalid, not an origin, or a store without index.
     """
-    from codecache.config import Role, load_config
-    from codecache.errors import CodecacheError
+    from codecache.core.config import Role, load_config
+    from codecache.core.errors import CodecacheError
 
     if not path.is_file():
         raise ClusterError(f"--origin-config {path}: no such file", code=2)

@@ -16,7 +16,15 @@ from __future__ import annotations
 import argparse
 import time
 
-from codecache.history import EMPTY_HISTORY, Action, Actor, Change, load, parse_document, verify
+from codecache.core.history import (
+    EMPTY_HISTORY,
+    Action,
+    Actor,
+    Change,
+    load,
+    parse_document,
+    verify,
+)
 
 
 def main() -> None:

@@ -48,20 +48,20 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from codecache.config import load_config  # noqa: E402
-from codecache.history import Actor  # noqa: E402
-from codecache.index import Index, Package, Release, release_comment  # noqa: E402
-from codecache.signing import (  # noqa: E402
+from codecache.core.config import load_config  # noqa: E402
+from codecache.core.history import Actor  # noqa: E402
+from codecache.core.index import Index, Package, Release, release_comment  # noqa: E402
+from codecache.core.signing import (  # noqa: E402
     generate_key,
     load_secret_key,
     load_trusted_keys,
     sign_prehashed,
     write_key_pair,
 )
-from codecache.store import Store  # noqa: E402
-from codecache.svn import ExportProgress, Svn  # noqa: E402
-from codecache.sync import Origin  # noqa: E402
-from codecache.trust import sign_index, verify  # noqa: E402
+from codecache.core.trust import sign_index, verify  # noqa: E402
+from codecache.origin.svn import ExportProgress, Svn  # noqa: E402
+from codecache.origin.sync import Origin  # noqa: E402
+from codecache.store.store import Store  # noqa: E402
 
 PACKAGE = "pilot"
 BASE_DATE = 1_767_225_600   # 2026-01-01T00:00:00Z

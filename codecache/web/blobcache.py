@@ -18,8 +18,8 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from codecache.errors import BlobUnavailable
-from codecache.store import FileIdentity, Store, file_identity, sha256_file
+from codecache.core.errors import BlobUnavailable
+from codecache.store.store import FileIdentity, Store, file_identity, sha256_file
 
 log = logging.getLogger("codecache.blobs")
 

@@ -16,10 +16,10 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-from codecache.errors import BadRequest, BlobNotFound, NotFound, SignatureNotFound
-from codecache.history import last_time
-from codecache.index import Index, Release
-from codecache.names import is_channel, is_package, is_sha256, is_version
+from codecache.core.errors import BadRequest, BlobNotFound, NotFound, SignatureNotFound
+from codecache.core.history import last_time
+from codecache.core.index import Index, Release
+from codecache.core.names import is_channel, is_package, is_sha256, is_version
 from codecache.web.conditional import format_http_date
 
 IMMUTABLE = "public, max-age=31536000, immutable"

@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import HttpVersion11
 from aiohttp.streams import EMPTY_PAYLOAD
 
-from codecache.logs import AccessLog, PreparedAccess
+from codecache.telemetry.logs import AccessLog, PreparedAccess
 from codecache.web.catalog import Representation, Route, package_of
 from codecache.web.conditional import Outcome, format_http_date, plain_outcome
 from codecache.web.headers import PAD_HEADER, SERVER, cache_pad, request_id_from

@@ -31,8 +31,8 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
-from codecache.config import Config, Role
-from codecache.errors import (
+from codecache.core.config import Config
+from codecache.core.errors import (
     BadRequest,
     CodecacheError,
     IntegrityError,
@@ -40,9 +40,9 @@ from codecache.errors import (
     NotFound,
     Refused,
 )
-from codecache.logs import AccessLog
-from codecache.metrics import CONTENT_TYPE
-from codecache.notify import Notifier
+from codecache.telemetry.logs import AccessLog
+from codecache.telemetry.metrics import CONTENT_TYPE
+from codecache.telemetry.notify import Notifier
 from codecache.web.catalog import Representation, Route, package_of, service_route
 from codecache.web.conditional import Outcome, evaluate, plain_outcome
 from codecache.web.fastpath import FastPath
@@ -443,29 +443,9 @@ async def _periodic(interval: float, work: Callable[[], Awaitable[None]],
             await task
 
 
-@contextlib.asynccontextmanager
-async def _pull_loop(config: Config, state: StoreView,
-                     tell: Callable[[], None] | None) -> AsyncIterator[None]:
-    """A replica's pull loop in this process; ``tell`` the other workers of an install."""
-    # Imported here: only the process that pulls (worker 0 of a replica) needs the client
-    # side (aiofiles, the history mirror); the other workers stay ~1 MB smaller.
-    from codecache.replica import Replica
-
-    async def installed() -> None:
-        await asyncio.to_thread(state.refresh)
-        if tell is not None:
-            tell()
-
-    replica = Replica(config, suspects=lambda: tuple(state.blob_problems), installed=installed)
-    stop = asyncio.Event()
-    task = asyncio.create_task(replica.run(stop), name="replica-pull")
-    try:
-        yield
-    finally:
-        stop.set()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+#: Work beside serving (a replica's pull loop), entered once the store view is loaded and
+#: left when the server stops.
+Background = Callable[[StoreView], contextlib.AbstractAsyncContextManager[None]]
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -514,14 +494,14 @@ class _QuietParseErrors(logging.Filter):
 
 
 async def run(config: Config, sockets: Sequence[socket.socket], stop: asyncio.Event, *,
-              workers: int = 1, metrics_dir: Path | None = None, pull: bool = False,
-              installed: Callable[[], None] | None = None,
+              workers: int = 1, metrics_dir: Path | None = None,
+              background: Background | None = None,
               notifier: Notifier | None = None) -> None:
     """Serve on ``sockets`` (bound and listening) until ``stop`` is set, then drain.
 
-    ``workers``/``metrics_dir``: this process is one of several (``supervisor``); ``pull``:
-    run a replica's pull loop in this process (the single-process server, or worker 0),
-    calling ``installed`` after an install; ``notifier``:
+    ``workers``/``metrics_dir``: this process is one of several (``supervisor``);
+    ``background``: work to run beside serving, handed the store view (a replica's pull
+    loop, from whoever starts the server: the web side knows nothing of pulling); ``notifier``:
     tell systemd when ready and while alive (the process systemd started).
     """
     notifier = notifier or Notifier(None, None)
@@ -553,8 +533,8 @@ async def run(config: Config, sockets: Sequence[socket.socket], stop: asyncio.Ev
                                                   "store-watch"))
         await stack.enter_async_context(_periodic(
             config.store.scrub_interval, lambda: asyncio.to_thread(state.scrub), "scrub"))
-        if pull and config.role is Role.REPLICA:
-            await stack.enter_async_context(_pull_loop(config, state, installed))
+        if background is not None:
+            await stack.enter_async_context(background(state))
         try:
             for sock in sockets:
                 await web.SockSite(runner, sock, backlog=1024).start()

@@ -16,8 +16,8 @@ import heapq
 from collections.abc import Mapping
 from html import escape
 
-from codecache.index import Index, Package, Release, format_time
-from codecache.names import version_key
+from codecache.core.index import Index, Package, Release, format_time
+from codecache.core.names import version_key
 
 RELEASES_SHOWN = 20
 

@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codecache.config import Config, Role
-from codecache.errors import IndexRefused, NoIndex, NotFound, StoreError
-from codecache.metrics import Metrics, create_metrics
-from codecache.readiness import Readiness, judge
-from codecache.signing import load_trusted_keys
-from codecache.store import PullStatus, Store, file_identity
-from codecache.trust import TrustState, evaluate
+from codecache.core.config import Config, Role
+from codecache.core.errors import IndexRefused, NoIndex, NotFound, StoreError
+from codecache.core.readiness import Readiness, judge
+from codecache.core.signing import load_trusted_keys
+from codecache.core.trust import TrustState, evaluate
+from codecache.store.store import PullStatus, Store, file_identity
+from codecache.telemetry.metrics import Metrics, create_metrics
 from codecache.web.blobcache import BlobCache
 from codecache.web.catalog import Catalog, Representation, history_representation
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from codecache.index import Channel, Index, Package, Release
+from codecache.core.index import Channel, Index, Package, Release
 from codecache.web.statuspage import render_status_page
 from tests.cluster.helpers import REPO, Cluster, get, status_json
 from tests.conftest import require

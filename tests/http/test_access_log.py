@@ -1,7 +1,7 @@
 """The access log of a real ``codecache serve``: one line per answered request, in order.
 
 The lines are rendered by one template and written a loop iteration's worth at a time
-(``codecache.logs.AccessLog``, ``LogHandler``), so these tests hold that down from the
+(``codecache.telemetry.logs.AccessLog``, ``LogHandler``), so these tests hold that down from the
 outside: every request of sequential and concurrent keep-alive clients (``http.client``)
 has exactly its line, text and ``--log-format json`` alike, with the fields and their
 order that operators parse (docs/admin.md, "Logs"); lines of requests answered just

@@ -25,8 +25,8 @@ import pytest
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http import HttpRequestParser
 
-from codecache.config import load_config
-from codecache.logs import AccessLog
+from codecache.core.config import load_config
+from codecache.telemetry.logs import AccessLog
 from codecache.web.fastpath import FastPath
 from codecache.web.storeview import StoreView
 from tests.conftest import Origin, copy_origin

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from codecache.index import parse_time
+from codecache.core.index import parse_time
 from tests.conftest import assert_one_line_error, run_cli
 from tests.http.helpers import Server, curl_fetch, http_date
 from tests.integration.test_history import strip_history

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from codecache.index import parse_time
+from codecache.core.index import parse_time
 from tests.conftest import (
     Origin,
     SvnRepo,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codecache.index import parse_time
+from codecache.core.index import parse_time
 from tests.conftest import Origin, assert_one_line_error, run_cli
 
 

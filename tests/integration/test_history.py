@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from codecache.index import parse_time
-from codecache.signing import load_secret_key, load_trusted_keys
-from codecache.store import Store
-from codecache.trust import sign_index, verify
+from codecache.core.index import parse_time
+from codecache.core.signing import load_secret_key, load_trusted_keys
+from codecache.core.trust import sign_index, verify
+from codecache.store.store import Store
 from tests.conftest import SVN_USER, Origin, assert_one_line_error
 
 

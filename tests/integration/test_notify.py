@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from codecache.notify import Notifier
+from codecache.telemetry.notify import Notifier
 from tests.conftest import Origin, cli_command, cli_env, free_port
 
 DEADLINE = 60.0

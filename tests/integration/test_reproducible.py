@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codecache.index import format_time, parse_time
+from codecache.core.index import format_time, parse_time
 from tests.conftest import Origin, SvnRepo, make_origin, run_cli, write_config
 
 BLOCK = 512

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from codecache.build import build_release
-from codecache.config import SvnConfig
-from codecache.errors import SvnError, SvnNotFound
-from codecache.svn import Svn, find_pysvn_python
+from codecache.core.config import SvnConfig
+from codecache.core.errors import SvnError, SvnNotFound
+from codecache.origin.build import build_release
+from codecache.origin.svn import Svn, find_pysvn_python
 from tests.conftest import SvnRepo, new_package
 from tests.integration.test_sync_faults import AUTH_PASSWORD, AUTH_USER, auth_svn
 
@@ -103,9 +103,9 @@ def test_cli_and_pysvn_list_the_same_tags(pysvn_available: None,
 BUILD_IN_CHILD = """
 import sys
 from pathlib import Path
-from codecache.build import build_release
-from codecache.config import SvnConfig
-from codecache.svn import Svn
+from codecache.origin.build import build_release
+from codecache.core.config import SvnConfig
+from codecache.origin.svn import Svn
 url, revision, date, client, scratch = sys.argv[1:]
 built = build_release(Svn(SvnConfig(client=client)), url, int(revision), "pilot", int(date),
                       Path(scratch))

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from codecache.config import load_config
-from codecache.errors import SvnError
-from codecache.history import Actor
-from codecache.signing import load_secret_key, load_trusted_keys
-from codecache.store import Store
-from codecache.svn import Svn
-from codecache.sync import Origin as OriginWriter
+from codecache.core.config import load_config
+from codecache.core.errors import SvnError
+from codecache.core.history import Actor
+from codecache.core.signing import load_secret_key, load_trusted_keys
+from codecache.origin.svn import Svn
+from codecache.origin.sync import Origin as OriginWriter
+from codecache.store.store import Store
 from tests.conftest import (
     Origin,
     SvnRepo,
@@ -183,7 +183,7 @@ def test_usage_errors_are_one_line_exit_2(argv: list[str]) -> None:
 
 
 def test_store_is_world_readable_even_under_umask_077(origin: Origin) -> None:
-    script = (f"import os, sys; os.umask(0o077); from codecache.cli import main; "
+    script = (f"import os, sys; os.umask(0o077); from codecache.cli.main import main; "
               f"sys.exit(main(['--config', {str(origin.config)!r}, 'sync', '--once']))")
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
     for path in [origin.store, *origin.store.rglob("*")]:

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from codecache.history import EMPTY_HISTORY, Action, Actor, Change, History, parse_document
-from codecache.index import move_channel
-from codecache.signing import load_secret_key, load_trusted_keys
-from codecache.store import Store
-from codecache.trust import sign_index, verify
+from codecache.core.history import EMPTY_HISTORY, Action, Actor, Change, History, parse_document
+from codecache.core.index import move_channel
+from codecache.core.signing import load_secret_key, load_trusted_keys
+from codecache.core.trust import sign_index, verify
+from codecache.store.store import Store
 from tests.conftest import Origin, run_cli
 from tests.http.helpers import Server, start_server
 from tests.integration.test_history import strip_history

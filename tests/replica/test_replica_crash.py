@@ -37,9 +37,9 @@ from pathlib import Path
 
 import pytest
 
-from codecache.signing import load_trusted_keys
-from codecache.store import sha256_file
-from codecache.trust import verify
+from codecache.core.signing import load_trusted_keys
+from codecache.core.trust import verify
+from codecache.store.store import sha256_file
 from tests.conftest import cli_env, free_port, run_cli
 from tests.replica.upstream import FakeUpstream, Publisher, index, throttled, write_replica_dir
 

@@ -26,9 +26,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from codecache.index import EMPTY, Index, Release, add_release, move_channel, release_comment
-from codecache.signing import SecretKey, generate_key, sign_document, sign_prehashed
-from codecache.trust import sign_index
+from codecache.core.index import EMPTY, Index, Release, add_release, move_channel, release_comment
+from codecache.core.signing import SecretKey, generate_key, sign_document, sign_prehashed
+from codecache.core.trust import sign_index
 from tests.replica.conftest import write_replica_config
 
 Responder = Callable[["Handler"], None]

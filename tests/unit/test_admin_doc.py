@@ -1,4 +1,4 @@
-"""docs/admin.md's configuration reference cannot drift from codecache/config.py.
+"""docs/admin.md's configuration reference cannot drift from codecache/core/config.py.
 
 Both ways: every key the config code accepts has a row, every row names a key it accepts;
 and every default the table gives, written into a config file, loads into exactly the
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from codecache import config as config_module
-from codecache.config import load_config
+from codecache.core import config as config_module
+from codecache.core.config import load_config
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "admin.md"
 ROW = re.compile(r"^\| `(?P<key>[a-z_.\[\]]+)` \| (?P<default>.+?) \| (?P<meaning>.+) \|$")

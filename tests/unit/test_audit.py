@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from codecache.audit import Verdict, compare
-from codecache.index import Release
+from codecache.core.index import Release
+from codecache.origin.audit import Verdict, compare
 
 TAR, GZ = "1" * 64, "2" * 64
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from codecache.errors import BlobUnavailable
-from codecache.store import Store
+from codecache.core.errors import BlobUnavailable
+from codecache.store.store import Store
 from codecache.web.blobcache import BlobCache
 
 

@@ -1,4 +1,4 @@
-"""Unit tests for codecache.build: archiving behind the export gives the bytes of archiving
+"""Unit tests for codecache.origin.build: archiving behind the export gives the bytes of archiving
 the finished tree, whatever the export reports.
 
 The Subversion client here is a stand-in (a seam, named as such): its export copies a local
@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from codecache.build import STREAM_FROM, build_release
-from codecache.config import SvnConfig
-from codecache.errors import SvnError
-from codecache.signing import blake2b_file
-from codecache.svn import ExportProgress, Svn
-from codecache.tarball import build_tarball, sorted_entries
+from codecache.core.config import SvnConfig
+from codecache.core.errors import SvnError
+from codecache.core.signing import blake2b_file
+from codecache.core.tarball import build_tarball, sorted_entries
+from codecache.origin.build import STREAM_FROM, build_release
+from codecache.origin.svn import ExportProgress, Svn
 from tests.unit.test_tarball import MTIME, make_tree
 
 

@@ -6,14 +6,14 @@ import hashlib
 
 import pytest
 
-from codecache.errors import (
+from codecache.core.errors import (
     BlobNotFound,
     ChannelNotFound,
     NotFound,
     PackageNotFound,
     ReleaseNotFound,
 )
-from codecache.index import Channel, Index, Package, Release
+from codecache.core.index import Channel, Index, Package, Release
 from codecache.web.catalog import (
     IMMUTABLE,
     BadRequest,

@@ -7,7 +7,9 @@ import re
 
 import pytest
 
-from codecache.check import (
+from codecache.core.errors import ConfigError
+from codecache.core.readiness import Health, Readiness
+from codecache.ops.check import (
     Facts,
     Limit,
     State,
@@ -17,8 +19,6 @@ from codecache.check import (
     parse_percent,
     perfdata,
 )
-from codecache.errors import ConfigError
-from codecache.readiness import Health, Readiness
 
 NOW = 1_800_000_000.0
 DAY = 86400
@@ -256,7 +256,7 @@ def test_the_status_line_stays_one_line_with_one_bar() -> None:
 def test_with_deadline_stops_waiting_for_work_that_hangs() -> None:
     import threading
 
-    from codecache.probe import DeadlineExceeded, with_deadline
+    from codecache.ops.probe import DeadlineExceeded, with_deadline
 
     release = threading.Event()
     with pytest.raises(DeadlineExceeded, match=r"within 0\.1s"):

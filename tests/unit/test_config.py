@@ -1,4 +1,4 @@
-"""Unit tests for codecache.config: TOML, durations, env overrides, validation."""
+"""Unit tests for codecache.core.config: TOML, durations, env overrides, validation."""
 
 from __future__ import annotations
 
@@ -6,8 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from codecache.config import DEFAULT_TAG_PATTERN, Role, load_config, parse_duration, split_listen
-from codecache.errors import ConfigError
+from codecache.core.config import (
+    DEFAULT_TAG_PATTERN,
+    Role,
+    load_config,
+    parse_duration,
+    split_listen,
+)
+from codecache.core.errors import ConfigError
 
 MINIMAL = """\
 role = "origin"

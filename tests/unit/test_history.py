@@ -1,4 +1,4 @@
-"""Unit tests for codecache.history (the chain) and trust.accept_history (the fork rule)."""
+"""Unit tests for codecache.core.history (the chain) and trust.accept_history (the fork rule)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from codecache.errors import HistoryError, IndexRefused, Refusal
-from codecache.history import (
+from codecache.core.errors import HistoryError, IndexRefused, Refusal
+from codecache.core.history import (
     EMPTY_HISTORY,
     HEADER,
     Action,
@@ -24,7 +24,7 @@ from codecache.history import (
     parse_tail,
     verify,
 )
-from codecache.index import (
+from codecache.core.index import (
     EMPTY,
     HistoryHead,
     Index,
@@ -35,8 +35,8 @@ from codecache.index import (
     to_payload,
     yank,
 )
-from codecache.signing import canonical_json
-from codecache.trust import accept_history
+from codecache.core.signing import canonical_json
+from codecache.core.trust import accept_history
 
 NOW = 1_800_000_000
 RM = Actor("alice", 1001)

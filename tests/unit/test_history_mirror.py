@@ -1,4 +1,4 @@
-"""The replica's side of the history (codecache.history_mirror), with a fake transport.
+"""The replica's side of the history (codecache.replica.history_mirror), with a fake transport.
 
 The ``Fetch`` here is a seam, not a server: it hands out slices of bytes the test holds, so
 every answer an upstream can give (the range asked for, the whole file, a 416, other bytes)
@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from codecache.errors import IndexRefused, Refusal
-from codecache.history import EMPTY_HISTORY, Action, Actor, Change, History, parse_document
-from codecache.history_mirror import Fetch, HistoryBehind, HistoryMirror
-from codecache.store import Store
+from codecache.core.errors import IndexRefused, Refusal
+from codecache.core.history import EMPTY_HISTORY, Action, Actor, Change, History, parse_document
+from codecache.replica.history_mirror import Fetch, HistoryBehind, HistoryMirror
+from codecache.store.store import Store
 
 NOW = 1_800_000_000
 

@@ -1,4 +1,4 @@
-"""Unit tests for codecache.index: release-manager rules and the signed payload."""
+"""Unit tests for codecache.core.index: release-manager rules and the signed payload."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from codecache.errors import (
+from codecache.core.errors import (
     ChannelInUse,
     IntegrityError,
     PackageNotFound,
     ReleaseNotFound,
     ReleaseYanked,
 )
-from codecache.index import (
+from codecache.core.index import (
     EMPTY,
     Channel,
     Index,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from codecache.errors import ConfigError
-from codecache.keyfiles import parse_public_key, read_public_key, read_trusted_keys
-from codecache.signing import generate_key, load_trusted_keys
+from codecache.core.errors import ConfigError
+from codecache.core.keyfiles import parse_public_key, read_public_key, read_trusted_keys
+from codecache.core.signing import generate_key, load_trusted_keys
 
 
 def test_a_public_key_file_reads_as_the_key_signing_loads(tmp_path: Path) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from codecache.errors import ConfigError
-from codecache.loadgen import Kind, Profile, parse_mix
-from codecache.loadpool import shares, split
-from codecache.loadstats import Tally, percentile, report, table
+from codecache.core.errors import ConfigError
+from codecache.load.loadgen import Kind, Profile, parse_mix
+from codecache.load.loadpool import shares, split
+from codecache.load.loadstats import Tally, percentile, report, table
 
 
 def test_percentile_is_nearest_rank() -> None:

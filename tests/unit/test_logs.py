@@ -1,4 +1,4 @@
-"""Unit tests for codecache.logs: the JSON line format and the text format."""
+"""Unit tests for codecache.telemetry.logs: the JSON line format and the text format."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from codecache import logs
-from codecache.config import LogFormat
-from codecache.logs import JsonFormatter, configure, rfc3339_millis
+from codecache.core.config import LogFormat
+from codecache.telemetry import logs
+from codecache.telemetry.logs import JsonFormatter, configure, rfc3339_millis
 
 
 @pytest.fixture

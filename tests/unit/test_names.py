@@ -1,4 +1,4 @@
-"""Unit tests for codecache.names: name charsets and the natural version order."""
+"""Unit tests for codecache.core.names: name charsets and the natural version order."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from codecache.errors import InvalidName
-from codecache.names import (
+from codecache.core.errors import InvalidName
+from codecache.core.names import (
     check_channel,
     check_package,
     check_version,

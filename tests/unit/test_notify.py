@@ -1,10 +1,10 @@
-"""Unit tests for codecache.notify: reading systemd's environment (no sockets here)."""
+"""Unit tests for codecache.telemetry.notify: reading systemd's environment (no sockets here)."""
 
 from __future__ import annotations
 
 import os
 
-from codecache.notify import Notifier
+from codecache.telemetry.notify import Notifier
 
 
 def test_no_notify_socket_means_disabled_and_no_watchdog() -> None:

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from codecache.check import State, Thresholds, assess
-from codecache.config import Config, ReplicaConfig, Role, SigningConfig, StoreConfig
-from codecache.errors import ConfigError, HashMismatch, SignatureError
-from codecache.index import Channel, Index, Package, Release, release_comment
-from codecache.probe import Target, check_tarball, probe_store
-from codecache.signing import PublicKey, SecretKey, generate_key, sign_prehashed
-from codecache.store import PullStatus, Store
-from codecache.trust import sign_index
+from codecache.core.config import Config, ReplicaConfig, Role, SigningConfig, StoreConfig
+from codecache.core.errors import ConfigError, HashMismatch, SignatureError
+from codecache.core.index import Channel, Index, Package, Release, release_comment
+from codecache.core.signing import PublicKey, SecretKey, generate_key, sign_prehashed
+from codecache.core.trust import sign_index
+from codecache.ops.check import State, Thresholds, assess
+from codecache.ops.probe import Target, check_tarball, probe_store
+from codecache.store.store import PullStatus, Store
 
 DATA = b"pilot tarball bytes " * 500
 SVN = "svn://svn.example.org/pilot/tags/1.0.0"
@@ -186,7 +186,7 @@ def test_check_tarball_during_a_key_rotation_uses_a_trusted_signature(
 
 
 def test_targets_name_a_channel() -> None:
-    from codecache.probe import parse_target
+    from codecache.ops.probe import parse_target
     assert parse_target("pilot/latest") == Target("pilot", "latest")
     for bad in ("pilot", "/latest", "pilot/", "a/b/c"):
         with pytest.raises(ConfigError):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from codecache.index import EMPTY
-from codecache.readiness import Health, judge
+from codecache.core.index import EMPTY
+from codecache.core.readiness import Health, judge
 
 NOW = 1_800_000_000
 FRESH = dataclasses.replace(EMPTY, serial=5, generated=NOW, expires=NOW + 60)

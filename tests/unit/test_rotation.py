@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from codecache.config import load_config
-from codecache.errors import ConfigError, IntegrityError, SignatureNotFound
-from codecache.index import (
+from codecache.core.config import load_config
+from codecache.core.errors import ConfigError, IntegrityError, SignatureNotFound
+from codecache.core.index import (
     Channel,
     Index,
     Package,
@@ -23,7 +23,7 @@ from codecache.index import (
     release_comment,
     to_payload,
 )
-from codecache.signing import (
+from codecache.core.signing import (
     PublicKey,
     SecretKey,
     blake2b_file,

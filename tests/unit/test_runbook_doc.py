@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from codecache.check import Facts, State, Thresholds, assess
-from codecache.cli import _parser
-from codecache.readiness import Health, Readiness
+from codecache.cli.main import _parser
+from codecache.core.readiness import Health, Readiness
+from codecache.ops.check import Facts, State, Thresholds, assess
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 RUNBOOK = (DOCS / "runbook.md").read_text()

@@ -1,4 +1,4 @@
-"""Unit tests for codecache.signing: minisign key/signature formats, canonical JSON."""
+"""Unit tests for codecache.core.signing: minisign key/signature formats, canonical JSON."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from codecache.errors import ConfigError, InsecureKeyFile, SignatureError
-from codecache.signing import (
+from codecache.core.errors import ConfigError, InsecureKeyFile, SignatureError
+from codecache.core.signing import (
     PublicKey,
     SecretKey,
     blake2b_file,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
-from codecache.index import Channel, Index, Package, Release
+from codecache.core.index import Channel, Index, Package, Release
 from codecache.web.statuspage import RELEASES_SHOWN, ago, render_status_page
 
 NOW = 1_000_000

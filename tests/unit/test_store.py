@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from codecache.errors import (
+from codecache.core.errors import (
     BlobUnavailable,
     IndexRefused,
     NoIndex,
@@ -18,9 +18,10 @@ from codecache.errors import (
     StoreBusy,
     StoreError,
 )
-from codecache.index import EMPTY, Index, Release, add_release, move_channel
-from codecache.signing import SecretKey, generate_key
-from codecache.store import (
+from codecache.core.index import EMPTY, Index, Release, add_release, move_channel
+from codecache.core.signing import SecretKey, generate_key
+from codecache.core.trust import Mark, sign_index
+from codecache.store.store import (
     LocalState,
     MutatedTag,
     PullStatus,
@@ -28,7 +29,6 @@ from codecache.store import (
     atomic_write,
     sha256_file,
 )
-from codecache.trust import Mark, sign_index
 
 NOW = 1_800_000_000
 BLOB = b"abc"

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from codecache.config import load_config
-from codecache.index import EMPTY, Index, Release, add_release, move_channel
-from codecache.signing import SecretKey, generate_key
-from codecache.store import Store
-from codecache.trust import sign_index
+from codecache.core.config import load_config
+from codecache.core.index import EMPTY, Index, Release, add_release, move_channel
+from codecache.core.signing import SecretKey, generate_key
+from codecache.core.trust import sign_index
+from codecache.store.store import Store
 from codecache.web.storeview import StoreView
 
 BLOB = b"pilot tarball bytes"

@@ -1,4 +1,4 @@
-"""Unit tests for codecache.tarball: byte-for-byte reproducible archives (DESIGN.md §3)."""
+"""Unit tests for codecache.core.tarball: byte-for-byte reproducible archives (DESIGN.md §3)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from codecache.errors import CodecacheError, UnsupportedFile
-from codecache.tarball import TarballInfo, build_tarball
+from codecache.core.errors import CodecacheError, UnsupportedFile
+from codecache.core.tarball import TarballInfo, build_tarball
 
 MTIME = 1_700_000_000
 FILES = {

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from codecache.errors import IndexRefused, Refusal
-from codecache.index import EMPTY, Index, Release, add_release
-from codecache.signing import SecretKey, canonical_json, generate_key, sign_document
-from codecache.trust import (
+from codecache.core.errors import IndexRefused, Refusal
+from codecache.core.index import EMPTY, Index, Release, add_release
+from codecache.core.signing import SecretKey, canonical_json, generate_key, sign_document
+from codecache.core.trust import (
     Mark,
     Outcome,
     SignedIndex,

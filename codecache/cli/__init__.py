@@ -1,0 +1,1 @@
+"""The command line: argv to verbs, errors to exit codes."""

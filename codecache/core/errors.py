@@ -1,0 +1,250 @@
+"""The one error hierarchy of codecache.
+
+Every failure a user can see is one of these. Each class carries a stable ``code``
+(used verbatim in HTTP error bodies and logs). The mapping to HTTP status lives in
+``codecache.web.server`` (one middleware), the mapping to exit codes in ``codecache.cli.main``
+(one function); nothing else decides either.
+
+    CodecacheError
+    ├── ConfigError            bad config file, key or value; bad command-line input
+    ├── BadRequest             an HTTP request that is not even well-formed
+    ├── InvalidName            a package/channel/version name outside its charset
+    ├── NotFound               unknown package, release, channel or blob
+    │   ├── PackageNotFound
+    │   ├── ReleaseNotFound
+    │   ├── ChannelNotFound
+    │   ├── SignatureNotFound  no signature of a release by the key a URL names
+    │   └── BlobNotFound
+    ├── IntegrityError         never retried: the bytes are not what was signed
+    │   ├── SignatureError     bad, missing or untrusted signature
+    │   ├── HashMismatch       content does not match its sha256/size
+    │   ├── AuditMismatch      a release rebuilt from Subversion is not what was signed
+    │   ├── IndexRefused       a signed index this node will not accept; ``reason`` is one
+    │   │                      of ``Refusal`` (DESIGN.md §5's names)
+    │   └── HistoryError       a release history that is malformed or does not verify
+    │                          against the signed index (DESIGN.md §9)
+    ├── Refused                valid request, but the state or environment refuses it
+    │   ├── ReleaseYanked      publishing a withdrawn release
+    │   ├── ChannelInUse       yanking a release a channel still points to
+    │   ├── InsecureKeyFile    secret key readable by group/world
+    │   ├── UnsupportedFile    an exported tree holds a device, fifo or socket
+    │   ├── StoreError         the store cannot be read/written (disk full, permissions)
+    │   ├── BlobUnavailable    a blob the index lists is missing or corrupt on disk
+    │   ├── NoIndex            the store holds no index yet
+    │   └── StoreBusy          another writer holds the store lock
+    └── UpstreamError          retryable: Subversion or an upstream is unreachable
+        └── SvnError
+            └── SvnNotFound    the repository answered: no such path or revision
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class CodecacheError(Exception):
+    """Base of every codecache error; ``str(err)`` is a one-line message for users."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(CodecacheError):
+    code = "config_error"
+
+
+class BadRequest(CodecacheError):
+    """A request path that is not even well-formed (bad encoding, NUL, too long)."""
+
+    code = "bad_request"
+
+
+class InvalidName(CodecacheError):
+    code = "invalid_name"
+
+    def __init__(self, kind: str, value: str) -> None:
+        super().__init__(f"invalid {kind} name {value!r}")
+        self.kind = kind
+        self.value = value
+
+
+class NotFound(CodecacheError):
+    code = "not_found"
+
+
+class PackageNotFound(NotFound):
+    code = "package_not_found"
+
+    def __init__(self, package: str) -> None:
+        super().__init__(f"unknown package {package!r}")
+        self.package = package
+
+
+class ReleaseNotFound(NotFound):
+    code = "release_not_found"
+
+    def __init__(self, package: str, version: str) -> None:
+        super().__init__(f"package {package!r} has no release {version!r}")
+        self.package = package
+        self.version = version
+
+
+class ChannelNotFound(NotFound):
+    code = "channel_not_found"
+
+    def __init__(self, package: str, channel: str) -> None:
+        super().__init__(f"package {package!r} has no channel {channel!r}")
+        self.package = package
+        self.channel = channel
+
+
+class SignatureNotFound(NotFound):
+    code = "signature_not_found"
+
+    def __init__(self, package: str, version: str, keyid: str) -> None:
+        super().__init__(f"release {package} {version} has no signature by key {keyid}")
+        self.package = package
+        self.version = version
+        self.keyid = keyid
+
+
+class BlobNotFound(NotFound):
+    code = "blob_not_found"
+
+    def __init__(self, sha256: str) -> None:
+        super().__init__(f"no blob sha256:{sha256}")
+        self.sha256 = sha256
+
+
+class IntegrityError(CodecacheError):
+    code = "integrity_error"
+
+
+class SignatureError(IntegrityError):
+    code = "bad_signature"
+
+
+class HashMismatch(IntegrityError):
+    code = "hash_mismatch"
+
+
+class AuditMismatch(IntegrityError):
+    """Releases whose signed hashes are not what their Subversion tag rebuilds to."""
+
+    code = "audit_mismatch"
+
+    def __init__(self, releases: list[str]) -> None:
+        super().__init__(f"{len(releases)} release(s) do not match Subversion: "
+                         + ", ".join(releases))
+        self.releases = releases
+
+
+class Refusal(enum.Enum):
+    """Why a signed index was refused: the names logged and counted (DESIGN.md §5)."""
+
+    MALFORMED = "malformed"                     # not a signed index document at all
+    BAD_SIGNATURE = "bad_signature"             # no signature by a trusted key verifies
+    UNSUPPORTED_FORMAT = "unsupported_format"   # a ``format`` this version does not know
+    EXPIRED = "expired"                         # past ``expires`` (freeze protection)
+    ROLLBACK = "rollback"                       # lower than this source offered before
+    CONFLICT = "conflict"                       # same serial, other signed payload
+    STALE_UPSTREAM = "stale_upstream"           # merely behind what this node holds
+    BLOB_MISMATCH = "blob_mismatch"             # a blob it names has other bytes
+    TOO_LARGE = "too_large"                     # a body over its cap
+    BAD_ENCODING = "bad_encoding"               # a Content-Encoding we never decode
+    HISTORY_FORK = "history_fork"               # rewrites history entries already held
+
+
+class IndexRefused(IntegrityError):
+    """A signed index (or what an upstream sent in its place) that is not accepted."""
+
+    def __init__(self, reason: Refusal, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.code = reason.value
+
+
+class HistoryError(IntegrityError):
+    """The release history is malformed, or its chain does not reach the signed head."""
+
+    code = "history_invalid"
+
+    def __init__(self, seq: int | None, message: str) -> None:
+        super().__init__(message)
+        self.seq = seq           # the first entry found wrong, where one is to blame
+
+
+class Refused(CodecacheError):
+    code = "refused"
+
+
+class ReleaseYanked(Refused):
+    code = "release_yanked"
+
+    def __init__(self, package: str, version: str) -> None:
+        super().__init__(f"release {package} {version} is yanked; no channel may point to it")
+        self.package = package
+        self.version = version
+
+
+class ChannelInUse(Refused):
+    code = "channel_in_use"
+
+    def __init__(self, package: str, version: str, channels: list[str]) -> None:
+        names = ", ".join(channels)
+        super().__init__(
+            f"release {package} {version} is still published on channel(s) {names}; "
+            "move them to another release first"
+        )
+        self.package = package
+        self.version = version
+        self.channels = channels
+
+
+class InsecureKeyFile(Refused):
+    code = "insecure_key_file"
+
+
+class UnsupportedFile(Refused):
+    code = "unsupported_file"
+
+
+class StoreError(Refused):
+    code = "store_error"
+
+
+class BlobUnavailable(Refused):
+    code = "blob_unavailable"
+
+    def __init__(self, sha256: str, reason: str) -> None:
+        super().__init__(f"blob {sha256} is unavailable: {reason}")
+        self.sha256 = sha256
+        self.reason = reason
+
+
+class NoIndex(Refused):
+    code = "no_index"
+
+
+class StoreBusy(Refused):
+    code = "store_busy"
+
+
+class UpstreamError(CodecacheError):
+    code = "upstream_error"
+
+
+class SvnError(UpstreamError):
+    code = "svn_error"
+
+
+class SvnNotFound(SvnError):
+    """Subversion was reached and says the path (or revision) does not exist."""
+
+    code = "svn_not_found"

@@ -1,0 +1,184 @@
+"""Byte-for-byte reproducible ``tar.gz`` of an exported tree (DESIGN.md §3).
+
+Owns the archive rules only: what goes in, in which order, with which metadata, and how it
+is compressed. Whatever the order files come back from disk, their mtimes, owners, the
+umask or the machine, the same tree gives the same bytes:
+
+* entries sorted by the byte order of their full path (``prefix/...``, no trailing slash),
+  under one top-level directory ``prefix``;
+* mtime of every entry = the given commit time; uid/gid 0; empty user/group names;
+* mode 0755 for directories and files with an owner-executable bit (``svn:executable``),
+  0644 for other files, 0777 for symlinks (stored as symlinks, target kept verbatim);
+* POSIX.1-2001 (PAX) format; a PAX header only where a name needs it, never atime/ctime;
+* gzip level 9, header without file name and with mtime 0; compressed in a thread of its
+  own while the tar stream is built (the deflate data is the same as one serial pass).
+
+Anything that is not a directory, regular file or symlink is refused.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import queue
+import stat
+import tarfile
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from codecache.core.errors import UnsupportedFile
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class TarballInfo:
+    sha256: str       # of the .tar.gz bytes
+    size: int         # of the .tar.gz bytes
+    tar_sha256: str   # of the uncompressed tar stream, independent of the zlib build
+
+
+class Sink(Protocol):
+    """Where the archive goes: a binary file, or anything with its ``write``."""
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> object: ...
+
+
+class _HashingWriter(io.RawIOBase):
+    """Write-through file object that hashes and counts what passes."""
+
+    def __init__(self, target: Sink) -> None:
+        self._target = target
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self.digest.update(data)
+        self.size += len(data)
+        self._target.write(data)
+        return len(data)
+
+
+class _CompressingWriter(io.RawIOBase):
+    """The tar stream's sink: gzip runs in a thread of its own, fed in order through a
+    bounded queue, so compressing (zlib releases the GIL) overlaps reading files and
+    writing tar headers. The compressed bytes do not depend on how the input is cut:
+    deflate without flushes decides only on the stream, so they are the serial ones."""
+
+    def __init__(self, gz: gzip.GzipFile) -> None:
+        self._gz = gz
+        self._pending = bytearray()
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._compress, name="gzip", daemon=True)
+        self._thread.start()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self._pending += data
+        if len(self._pending) >= _CHUNK:
+            self._hand_over()
+        return len(data)
+
+    def finish(self) -> None:
+        """Compress what is left and wait for it; re-raise the compressor's failure."""
+        self._hand_over()
+        self._stop()
+        if self._failure is not None:
+            raise self._failure
+
+    def _stop(self) -> None:
+        if self._thread.is_alive():
+            self._chunks.put(None)
+            self._thread.join()
+
+    def _hand_over(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if self._pending:
+            self._chunks.put(bytes(self._pending))
+            self._pending.clear()
+
+    def _compress(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            if self._failure is None:
+                try:
+                    self._gz.write(chunk)
+                except BaseException as exc:
+                    self._failure = exc
+
+    def abandon(self) -> None:
+        """Stop the compressor without raising (the archive failed already)."""
+        self._pending.clear()
+        self._stop()
+
+
+def build_tarball(tree: Path, prefix: str, mtime: int, output: Sink,
+                  entries: Iterable[str] | None = None) -> TarballInfo:
+    """Write the reproducible archive of ``tree`` (as ``prefix/``) to ``output``.
+
+    ``entries``: the paths to archive, as ``sorted_entries(tree)`` gives them (the default);
+    a caller that knows them before the tree is complete passes them as they become ready.
+
+    Raises:
+        UnsupportedFile: the tree holds a device, fifo or socket.
+    """
+    compressed = _HashingWriter(output)
+    with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, compresslevel=9,
+                       mtime=0) as gz:
+        sink = _CompressingWriter(gz)
+        plain = _HashingWriter(sink)
+        try:
+            with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for relative in sorted_entries(tree) if entries is None else entries:
+                    _add_entry(tar, tree, relative, prefix, mtime)
+        except BaseException:
+            sink.abandon()
+            raise
+        sink.finish()
+    return TarballInfo(compressed.digest.hexdigest(), compressed.size, plain.digest.hexdigest())
+
+
+def sorted_entries(tree: Path) -> list[str]:
+    """Every path below ``tree`` relative to it ('' is the tree), in byte order."""
+    found = [""]
+    for root, dirs, files in os.walk(tree, followlinks=False):
+        rel_root = os.path.relpath(root, tree)
+        for name in dirs + files:
+            found.append(name if rel_root == "." else f"{rel_root}/{name}")
+    return sorted(found, key=lambda p: os.fsencode(p))
+
+
+def _add_entry(tar: tarfile.TarFile, tree: Path, relative: str, prefix: str,
+               mtime: int) -> None:
+    path = tree / relative if relative else tree
+    st = path.lstat()
+    info = tarfile.TarInfo(f"{prefix}/{relative}" if relative else prefix)
+    info.mtime = mtime
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if stat.S_ISDIR(st.st_mode):
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(info)
+    elif stat.S_ISLNK(st.st_mode):
+        info.type, info.mode = tarfile.SYMTYPE, 0o777
+        info.linkname = os.readlink(path)  # noqa: PTH115 - Path would normalise the target
+        tar.addfile(info)
+    elif stat.S_ISREG(st.st_mode):
+        info.type = tarfile.REGTYPE
+        info.mode = 0o755 if st.st_mode & stat.S_IXUSR else 0o644
+        info.size = st.st_size
+        with path.open("rb") as fh:
+            tar.addfile(info, fh)
+    else:
+        raise UnsupportedFile(f"cannot archive {relative!r}: not a file, directory or symlink")

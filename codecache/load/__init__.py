@@ -1,0 +1,1 @@
+"""The load generator: pilots' requests at scale (`codecache loadgen`)."""

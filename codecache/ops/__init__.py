@@ -1,0 +1,1 @@
+"""Operations: `codecache check` (the facts, the probe of a node or store, the verdict)."""

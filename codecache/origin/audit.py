@@ -1,0 +1,160 @@
+"""``codecache audit``: rebuild releases from Subversion and compare them with what was signed.
+
+Owns the audit of a verified index: each release (or a chosen one) is rebuilt from its
+recorded ``svn URL@REV`` by ``build.build_release``, the very step the sync worker
+publishes with, and compared with the signed record. ``tar_sha256`` (the uncompressed tar)
+decides, because another zlib may compress the same tar differently (DESIGN.md §3); a
+differing ``sha256`` alone is reported, not failed. Where the gzip bytes are identical,
+every release signature by a trusted key is also checked over the rebuilt bytes, with its
+trusted comment. Needs only public keys and read access to Subversion: it never signs and
+never writes a store (the rebuild happens in a private temporary directory).
+
+Where the index comes from (the local store or an upstream's ``/index.json``) and how the
+findings are printed is the caller's business (``cli``).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from codecache.core.errors import SignatureError, StoreError, SvnNotFound
+from codecache.core.index import Index, Release
+from codecache.core.names import version_key
+from codecache.core.signing import PublicKey, parse_minisig, verify_minisig
+from codecache.origin.build import Built, build_release
+from codecache.origin.svn import Svn
+
+log = logging.getLogger("codecache.audit")
+
+
+class Verdict(enum.Enum):
+    MATCH = "OK"                  # the tar and the gzip bytes are what was signed
+    RECOMPRESSED = "NOTE"         # the same tar, other gzip bytes: reported, not failed
+    MISMATCH = "MISMATCH"         # Subversion holds other content than was signed
+    MISSING = "MISSING"           # Subversion has no such path or revision
+
+    @property
+    def failed(self) -> bool:
+        return self in (Verdict.MISMATCH, Verdict.MISSING)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    package: str
+    version: str
+    svn: str              # URL@REV rebuilt from
+    verdict: Verdict
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.verdict.value} {self.package} {self.version} {self.svn}: {self.detail}"
+
+
+def compare(package: str, release: Release, built_sha256: str, built_tar_sha256: str,
+            signature_problems: list[str]) -> Finding:
+    """The verdict on one rebuilt release (pure)."""
+    svn = f"{release.svn_url}@{release.revision}"
+
+    def finding(verdict: Verdict, detail: str) -> Finding:
+        return Finding(package, release.version, svn, verdict, detail)
+
+    if built_tar_sha256 != release.tar_sha256:
+        return finding(Verdict.MISMATCH, f"tar_sha256 signed {release.tar_sha256}, rebuilt "
+                       f"{built_tar_sha256}: the signed release is not this Subversion content")
+    if built_sha256 != release.sha256:
+        return finding(Verdict.RECOMPRESSED, f"same tar (tar_sha256 {release.tar_sha256}), "
+                       f"other gzip bytes (sha256 signed {release.sha256}, rebuilt "
+                       f"{built_sha256}): another zlib compresses differently; not a failure")
+    if signature_problems:
+        return finding(Verdict.MISMATCH, "; ".join(signature_problems))
+    return finding(Verdict.MATCH, f"tar_sha256 {release.tar_sha256}, sha256 {release.sha256}")
+
+
+def check_signatures(package: str, release: Release, built: Built,
+                     keys: Mapping[str, PublicKey]) -> list[str]:
+    """Problems of the release's signatures by trusted keys, checked over the rebuilt bytes."""
+    problems = []
+    expected = release.trusted_comment(package)
+    for keyid, text in sorted(release.all_signatures().items()):
+        if keyid not in keys:
+            continue  # a key this auditor does not trust proves nothing either way
+        try:
+            minisig = parse_minisig(text)
+            with built.archive.open("rb") as fh:
+                verify_minisig(keys, minisig, fh)
+        except SignatureError as err:
+            problems.append(f"signature by {keyid}: {err}")
+            continue
+        if minisig.trusted_comment != expected:
+            problems.append(f"signature by {keyid} names other content: "
+                            f"{minisig.trusted_comment!r}")
+    return problems
+
+
+class Auditor:
+    """Rebuilds releases with one Subversion client; ``prefixes``: tar prefix per package."""
+
+    def __init__(self, svn_client: Svn, keys: Mapping[str, PublicKey],
+                 prefixes: Mapping[str, str], scratch_parent: Path | None = None) -> None:
+        self._svn = svn_client
+        self._keys = keys
+        self._prefixes = prefixes
+        self._scratch_parent = scratch_parent
+
+    def audit(self, index: Index, package: str | None = None, version: str | None = None,
+              report: Callable[[Finding], None] | None = None) -> list[Finding]:
+        """Audit every release of ``index`` (or of ``package``, or that one ``version``).
+
+        Raises:
+            PackageNotFound, ReleaseNotFound: the selection names nothing.
+            SvnError: Subversion cannot be reached (``SvnNotFound`` is a finding, not raised).
+            StoreError: the rebuild cannot be written to the temporary directory.
+        """
+        findings = []
+        for name, release in self._selection(index, package, version):
+            finding = self.audit_release(name, release)
+            log.debug("%s", finding.line())  # the caller reports findings
+            findings.append(finding)
+            if report is not None:
+                report(finding)
+        return findings
+
+    def audit_release(self, package: str, release: Release) -> Finding:
+        """Rebuild one release and judge it (see ``audit``)."""
+        svn = f"{release.svn_url}@{release.revision}"
+        try:
+            scratch = Path(tempfile.mkdtemp(prefix="codecache-audit-", dir=self._scratch_parent))
+        except OSError as err:
+            raise StoreError(f"cannot create a temporary directory: {err.strerror}") from err
+        try:
+            try:
+                built = build_release(self._svn, release.svn_url, release.revision,
+                                      self._prefixes.get(package, package), release.date,
+                                      scratch, release.size)
+            except SvnNotFound as err:
+                return Finding(package, release.version, svn, Verdict.MISSING,
+                               f"not in Subversion: {err}")
+            problems = check_signatures(package, release, built, self._keys) \
+                if built.info.sha256 == release.sha256 else []
+            return compare(package, release, built.info.sha256, built.info.tar_sha256, problems)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    @staticmethod
+    def _selection(index: Index, package: str | None,
+                   version: str | None) -> Iterator[tuple[str, Release]]:
+        if package is not None:
+            index.package(package)  # raises PackageNotFound
+        for name in sorted(index.packages) if package is None else [package]:
+            if version is not None:
+                yield name, index.release(name, version)
+                continue
+            releases = index.package(name).releases
+            for v in sorted(releases, key=version_key):
+                yield name, releases[v]

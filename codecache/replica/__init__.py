@@ -1,0 +1,1 @@
+"""A replica: pulls the origin's signed index, history and blobs and verifies all of it."""

@@ -1,9 +1,10 @@
 """The one error hierarchy of codecache.
 
 Every failure a user can see is one of these. Each class carries a stable ``code``
-(used verbatim in HTTP error bodies and logs). The mapping to HTTP status lives in
-``codecache.web.server`` (one middleware), the mapping to exit codes in ``codecache.cli.main``
-(one function); nothing else decides either.
+(used verbatim in HTTP error bodies and logs). The mapping to HTTP status lives here
+(``HTTP_STATUS``, ``error_status``: every error code an HTTP client can be sent, the front
+tier's included), the mapping to exit codes in ``codecache.cli.main`` (one function);
+nothing else decides either.
 
     CodecacheError
     ├── ConfigError            bad config file, key or value; bad command-line input
@@ -40,6 +41,7 @@ Every failure a user can see is one of these. Each class carries a stable ``code
 from __future__ import annotations
 
 import enum
+from types import MappingProxyType
 
 
 class CodecacheError(Exception):
@@ -248,3 +250,46 @@ class SvnNotFound(SvnError):
     """Subversion was reached and says the path (or revision) does not exist."""
 
     code = "svn_not_found"
+
+
+# --- errors to HTTP -----------------------------------------------------------------------
+
+#: Every error code an HTTP client can be sent, with its status: the server's own
+#: (docs/http.md, "Errors") and those of the nginx front tier (nginx/README.md; the bodies are
+#: written in nginx/codecache.conf). tests/unit/test_http_errors.py holds this table to both
+#: documents and to the conf.
+HTTP_STATUS = MappingProxyType({
+    "bad_request": 400,
+    "not_found": 404,
+    "package_not_found": 404,
+    "channel_not_found": 404,
+    "release_not_found": 404,
+    "signature_not_found": 404,
+    "blob_not_found": 404,
+    "method_not_allowed": 405,           # anything but GET/HEAD
+    "precondition_failed": 412,          # If-Match / If-Unmodified-Since
+    "payload_too_large": 413,            # nginx: a body over client_max_body_size
+    "range_not_satisfiable": 416,
+    "internal_error": 500,               # a bug (or a failure of nginx itself)
+    "upstream_unavailable": 502,         # nginx: no replica could be reached
+    "blob_unavailable": 503,
+    "no_index": 503,
+    "upstream_timeout": 504,             # nginx: no replica answered in time
+})
+
+
+def error_status(err: CodecacheError) -> int:
+    """The HTTP status of ``err``: its code's in ``HTTP_STATUS``; a code not listed there
+    by its class (a refusal or an integrity failure 503, anything unforeseen 500)."""
+    status = HTTP_STATUS.get(err.code)
+    return status if status is not None else _class_status(err)
+
+
+def _class_status(err: CodecacheError) -> int:
+    if isinstance(err, BadRequest):
+        return 400
+    if isinstance(err, NotFound):
+        return 404
+    if isinstance(err, Refused | IntegrityError):
+        return 503
+    return 500

@@ -50,10 +50,6 @@ class Notifier:
             interval = int(usec) / 2_000_000
         return cls(address, interval if address is not None else None)
 
-    @property
-    def enabled(self) -> bool:
-        return self._address is not None
-
     def send(self, *fields: str) -> bool:
         """Send ``KEY=VALUE`` fields in one datagram; True if it was delivered."""
         if self._address is None:

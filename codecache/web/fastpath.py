@@ -6,7 +6,7 @@ replica's requests, and aiohttp's machinery around each (a request object, a tas
 work of the answer itself (docs/benchmark.md, "server hot path"). Here a request that
 aiohttp's parser has already accepted is answered from header blocks built once per
 representation, if it is one of those two cases and nothing about it is unusual;
-everything else goes the ordinary way (``server.Front``), which stays the reference: the
+everything else goes the ordinary way (``front.Front``), which stays the reference: the
 bytes here are the ones it sends (a test compares them).
 
 The rules stay in one place each: which request fields give which outcome
@@ -122,7 +122,7 @@ class FastPath:
             pass
         try:
             route, rep = catalog.lookup(raw_path)
-        except Exception:   # an error answer: aiohttp's way (server.Front) writes it
+        except Exception:   # an error answer: aiohttp's way (front.Front) writes it
             return None
         wire = None if rep is None else _Wire(route, rep)   # service routes, history
         if len(self._wires) < _KEPT:

@@ -1,6 +1,6 @@
 """``server.fast_answers``: the requests pilots repeat, answered beside aiohttp's handling.
 
-The ordinary way (aiohttp's request handling, ``server.Front``) is the reference: a server
+The ordinary way (aiohttp's request handling, ``front.Front``) is the reference: a server
 with ``fast_answers = false`` must send the same bytes, byte for byte but for the Date, for
 every request the fast way answers. Then what the fast way must not change on a
 connection: pipelined requests answered in order whichever way each goes, a client that

@@ -3,7 +3,7 @@
 Every failure a user can see is one of these. Each class carries a stable ``code``
 (used verbatim in HTTP error bodies and logs). The mapping to HTTP status lives here
 (``HTTP_STATUS``, ``error_status``: every error code an HTTP client can be sent, the front
-tier's included), the mapping to exit codes in ``codecache.cli.main`` (one function);
+tier's included), the mapping to exit codes in ``codecache.cli.exits`` (one function);
 nothing else decides either.
 
     CodecacheError

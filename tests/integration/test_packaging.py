@@ -65,7 +65,8 @@ def test_build_gives_a_wheel_and_an_sdist_of_the_one_version(dist: Path) -> None
         names = set(zf.namelist())
         entry_points = zf.read(f"codecache-{version}.dist-info/entry_points.txt").decode()
         metadata = zf.read(f"codecache-{version}.dist-info/METADATA").decode()
-    assert {"codecache/cli/main.py", "codecache/web/server.py", "codecache/telemetry/notify.py"} <= names
+    assert {"codecache/cli/main.py", "codecache/cli/parser.py", "codecache/web/server.py",
+            "codecache/telemetry/notify.py"} <= names
     assert not any(n.startswith("tests/") for n in names)
     assert "codecache = codecache.cli.main:main" in entry_points
     assert f"Version: {version}\n" in metadata

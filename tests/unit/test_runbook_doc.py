@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from codecache.cli.main import _parser
+from codecache.cli.parser import build_parser
 from codecache.core.readiness import Health, Readiness
 from codecache.ops.check import Facts, State, Thresholds, assess
 
@@ -95,13 +95,13 @@ def test_the_commands_in_the_runbook_and_the_check_docs_parse() -> None:
     found = commands(RUNBOOK) + commands(section)
     assert len(found) >= 15
     for argv in (a for a in found if "--help" not in a):
-        args, extras = _parser().parse_known_args(argv)
+        args, extras = build_parser().parse_known_args(argv)
         assert extras == [], (argv, extras)
         assert args.command in _COMMANDS
 
 
 def test_every_check_option_is_documented() -> None:
-    parser = _parser()
+    parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     check = sub.choices["check"]  # type: ignore[index]
     options = [o for a in check._actions for o in a.option_strings if o.startswith("--")]

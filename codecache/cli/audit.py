@@ -1,0 +1,50 @@
+"""``audit``: rebuild releases from their sources and compare them with the signed index."""
+
+from __future__ import annotations
+
+import argparse
+
+from codecache.cli.common import config_of
+from codecache.cli.exits import EXIT_OK
+from codecache.cli.fetch import fetch_index
+from codecache.core.errors import (
+    AuditMismatch,
+    ConfigError,
+    NoIndex,
+)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from codecache.core.signing import load_trusted_keys
+    from codecache.core.trust import verify as verify_index
+    from codecache.origin.audit import Auditor  # the rebuild needs only svn and the public keys
+    from codecache.origin.svn import Svn
+    from codecache.store.store import Store
+
+    if args.release_version is not None and args.package is None:
+        raise ConfigError("audit --version needs --package")
+    config = config_of(args)
+    keys = load_trusted_keys(config.signing.trusted_keys)
+    raw: bytes | None
+    if args.url is not None:
+        raw = fetch_index(args.url, config)
+        source = args.url.rstrip("/") + "/index.json"
+    else:
+        store = Store(config.store.path)
+        raw = store.read_document()
+        if raw is None:
+            raise NoIndex(f"store {store.root} has no index yet (run codecache sync)")
+        source = str(store.index_path)
+    index = verify_index(raw, keys).index   # a bad signature is exit 1, like verify
+    prefixes = {p.name: p.prefix for p in config.packages}
+    print(f"auditing index serial {index.serial} from {source}", flush=True)
+    findings = Auditor(Svn(config.svn), keys, prefixes).audit(
+        index, args.package, args.release_version,
+        report=lambda f: print(f.line(), flush=True))
+    failed = [f"{f.package} {f.version}" for f in findings if f.verdict.failed]
+    notes = sum(1 for f in findings if not f.verdict.failed and f.verdict.value == "NOTE")
+    print(f"audited {len(findings)} release(s): {len(findings) - len(failed)} match "
+          f"Subversion ({notes} with other gzip bytes), {len(failed)} do not")
+    if failed:
+        raise AuditMismatch(failed)
+    return EXIT_OK

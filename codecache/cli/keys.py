@@ -1,0 +1,63 @@
+"""``keygen`` and ``verify``: make a key pair; check a tarball against its signature."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from codecache.cli.common import config_of
+from codecache.cli.exits import EXIT_OK
+from codecache.core.errors import (
+    ConfigError,
+    SignatureError,
+)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from codecache.core.signing import generate_key, write_key_pair
+
+    secret = generate_key()
+    write_key_pair(secret, args.secret_key, args.public_key)
+    print(f"key {secret.public.keyid}: secret {args.secret_key} (mode 0600), "
+          f"public {args.public_key}")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from codecache.core.signing import (
+        load_minisig,
+        load_public_key,
+        load_trusted_keys,
+        verify_minisig,
+    )
+    from codecache.store.store import sha256_file
+
+    sig_path: Path = args.sig or args.file.with_name(args.file.name + ".minisig")
+    if args.key is not None:
+        key = load_public_key(args.key)
+        keys = {key.keyid: key}
+    else:
+        keys = load_trusted_keys(config_of(args).signing.trusted_keys)
+    minisig = load_minisig(sig_path)
+    try:
+        with args.file.open("rb") as fh:
+            verify_minisig(keys, minisig, fh)
+    except FileNotFoundError:
+        raise ConfigError(f"file {args.file} does not exist") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read {args.file}: {err.strerror}") from err
+    fields = _comment_fields(minisig.trusted_comment)
+    sha256, size = sha256_file(args.file)
+    if fields.get("sha256", sha256) != sha256 or fields.get("size", str(size)) != str(size):
+        raise SignatureError("the signature's trusted comment names other content")
+    print(f"OK {args.file}: package={fields.get('package', '?')} "
+          f"version={fields.get('version', '?')} sha256={fields.get('sha256', '?')} "
+          f"key={minisig.keyid}")
+    return EXIT_OK
+
+
+def _comment_fields(comment: str) -> dict[str, str]:
+    words = comment.split()
+    if not words or words[0] != "codecache":
+        return {}
+    return dict(w.split("=", 1) for w in words[1:] if "=" in w)

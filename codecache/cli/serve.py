@@ -1,0 +1,36 @@
+"""``serve`` and ``replicate``: the long-running verbs of a node."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from codecache.cli.common import config_of, log
+from codecache.cli.exits import EXIT_OK, EXIT_REFUSED
+from codecache.core.config import Role
+from codecache.core.errors import ConfigError
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from codecache.node.supervisor import serve  # aiohttp is only needed by this command
+
+    serve(config_of(args))
+    return EXIT_OK
+
+
+def cmd_replicate(args: argparse.Namespace) -> int:
+    from codecache.replica.puller import replicate  # aiohttp is only needed by this command
+
+    config = config_of(args)
+    if config.role is not Role.REPLICA:
+        raise ConfigError("replicate needs role = \"replica\" (an origin writes its own store)")
+    once = args.once or args.accept_lower_serial
+    if args.accept_lower_serial:
+        log.warning("operator override: this pull may accept a lower serial than the "
+                    "highest accepted before")
+    ok = replicate(config, once=once, allow_lower=args.accept_lower_serial)
+    if once and not ok:
+        print("codecache: error: no upstream confirmed or updated the index (see the log)",
+              file=sys.stderr)
+        return EXIT_REFUSED
+    return EXIT_OK

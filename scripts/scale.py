@@ -59,7 +59,8 @@ from codecache.core.signing import (  # noqa: E402
     write_key_pair,
 )
 from codecache.core.trust import sign_index, verify  # noqa: E402
-from codecache.origin.svn import ExportProgress, Svn  # noqa: E402
+from codecache.origin.sources.base import ExportProgress, SourceRef  # noqa: E402
+from codecache.origin.sources.svn import Svn  # noqa: E402
 from codecache.origin.sync import Origin  # noqa: E402
 from codecache.store.store import Store  # noqa: E402
 
@@ -252,10 +253,10 @@ class TimedSvn(Svn):
         super().__init__(*args, **kwargs)
         self.starts: list[float] = []
 
-    def export(self, url: str, revision: int, destination: Path,
+    def export(self, ref: SourceRef, destination: Path,
                progress: ExportProgress | None = None) -> None:
         self.starts.append(time.monotonic())
-        super().export(url, revision, destination, progress)
+        super().export(ref, destination, progress)
 
 
 def check(condition: bool, message: str) -> None:

@@ -18,7 +18,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from codecache.core.signing import load_trusted_keys
     from codecache.core.trust import verify as verify_index
     from codecache.origin.audit import Auditor  # the rebuild needs only svn and the public keys
-    from codecache.origin.svn import Svn
+    from codecache.origin.sources.svn import Svn
     from codecache.store.store import Store
 
     if args.release_version is not None and args.package is None:

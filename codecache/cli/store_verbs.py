@@ -46,7 +46,7 @@ def _actor(args: argparse.Namespace) -> Actor:
 
 def _origin(config: Config, args: argparse.Namespace) -> Origin:
     from codecache.core.signing import load_secret_key, load_trusted_keys
-    from codecache.origin.svn import Svn
+    from codecache.origin.sources.svn import Svn
     from codecache.origin.sync import Origin
     from codecache.store.store import Store
 

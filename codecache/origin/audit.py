@@ -28,7 +28,7 @@ from codecache.core.index import Index, Release
 from codecache.core.names import version_key
 from codecache.core.signing import PublicKey, parse_minisig, verify_minisig
 from codecache.origin.build import Built, build_release
-from codecache.origin.svn import Svn
+from codecache.origin.sources.base import Source, release_ref
 
 log = logging.getLogger("codecache.audit")
 
@@ -98,11 +98,11 @@ def check_signatures(package: str, release: Release, built: Built,
 
 
 class Auditor:
-    """Rebuilds releases with one Subversion client; ``prefixes``: tar prefix per package."""
+    """Rebuilds releases from one source; ``prefixes``: tar prefix per package."""
 
-    def __init__(self, svn_client: Svn, keys: Mapping[str, PublicKey],
+    def __init__(self, source: Source, keys: Mapping[str, PublicKey],
                  prefixes: Mapping[str, str], scratch_parent: Path | None = None) -> None:
-        self._svn = svn_client
+        self._source = source
         self._keys = keys
         self._prefixes = prefixes
         self._scratch_parent = scratch_parent
@@ -134,9 +134,9 @@ class Auditor:
             raise StoreError(f"cannot create a temporary directory: {err.strerror}") from err
         try:
             try:
-                built = build_release(self._svn, release.svn_url, release.revision,
-                                      self._prefixes.get(package, package), release.date,
-                                      scratch, release.size)
+                built = build_release(self._source, release_ref(release),
+                                      self._prefixes.get(package, package), scratch,
+                                      release.size)
             except SvnNotFound as err:
                 return Finding(package, release.version, svn, Verdict.MISSING,
                                f"not in Subversion: {err}")

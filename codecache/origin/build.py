@@ -1,13 +1,14 @@
 """The one build rule of a release: Subversion ``URL@REV`` → reproducible ``tar.gz``.
 
 Owns the step the origin's sync worker publishes with and ``codecache audit`` checks with,
-so the two can never build differently: export ``URL@REV`` (``svn export --ignore-externals
---native-eol LF``, ``TZ=UTC``: ``svn.Svn.export``) into a scratch directory, archive it
-with ``tarball.build_tarball`` under the package's prefix with the tag's commit time as
-every mtime, and return the archive with its hashes (DESIGN.md §3). Where the archive goes
-afterwards (the store, or nowhere) is the caller's business.
+so the two can never build differently: export a source reference (Subversion ``URL@REV``:
+``svn export --ignore-externals --native-eol LF``, ``TZ=UTC``; ``sources.base.Source``)
+into a scratch directory, archive it with ``tarball.build_tarball`` under the package's
+prefix with the reference's commit time as every mtime, and return the archive with its
+hashes (DESIGN.md §3). Where the archive goes afterwards (the store, or nowhere) is the
+caller's business.
 
-With a client that reports its progress (pysvn) the archive is built *behind* the export:
+With a source that reports its progress (pysvn) the archive is built *behind* the export:
 the export lists the tree first and then names each path once it is complete on disk, and
 the archiver takes the listed paths in their archive order as they arrive, so compressing
 (the longest step) overlaps the export. The bytes are those of archiving the finished
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from codecache.core.errors import StoreError
 from codecache.core.tarball import Sink, TarballInfo, build_tarball, sorted_entries
-from codecache.origin.svn import Svn
+from codecache.origin.sources.base import Source, SourceRef
 
 log = logging.getLogger("codecache.build")
 
@@ -51,33 +52,33 @@ class Built:
     streamed: bool = False   # archived behind the export (False: after it, or again)
 
 
-def build_release(svn: Svn, url: str, revision: int, prefix: str, date: int,
-                  scratch: Path, expected_size: int | None = None) -> Built:
-    """Export ``url@revision`` and archive it as ``prefix/`` dated ``date``, in ``scratch``.
+def build_release(source: Source, ref: SourceRef, prefix: str, scratch: Path,
+                  expected_size: int | None = None) -> Built:
+    """Export ``ref`` and archive it as ``prefix/`` dated ``ref.time``, in ``scratch``.
 
     ``scratch`` is an empty private directory; ``tree`` and ``archive.tar.gz`` are made in it.
     ``expected_size``: about how large the archive will be (the package's last release),
     None if unknown. Archiving behind the export costs a listing of the tree first, one
-    more Subversion request: it is done where it pays, for archives of ``STREAM_FROM``
+    more request to the source: it is done where it pays, for archives of ``STREAM_FROM``
     bytes or more and where the size is unknown, not for a bulk import of small tags.
 
     Raises:
-        SvnError: Subversion unreachable, or (``SvnNotFound``) no such path or revision.
+        UpstreamError: the source is unreachable, or (``SvnNotFound``) has no such tree.
         UnsupportedFile: the tree holds a device, fifo or socket.
         StoreError: the archive cannot be written (disk full).
     """
     tree = scratch / "tree"
     archive = scratch / "archive.tar.gz"
-    if svn.reports_progress and (expected_size is None or expected_size >= STREAM_FROM):
-        built = _build_behind_export(svn, url, revision, prefix, date, tree, archive)
+    if source.reports_progress and (expected_size is None or expected_size >= STREAM_FROM):
+        built = _build_behind_export(source, ref, prefix, tree, archive)
         if built is not None:
             return built
         shutil.rmtree(tree, ignore_errors=True)   # files of it are removed already
-    svn.export(url, revision, tree)
-    return _archive(url, revision, tree, prefix, date, archive)
+    source.export(ref, tree)
+    return _archive(ref, tree, prefix, archive)
 
 
-def _archive(url: str, revision: int, tree: Path, prefix: str, date: int, archive: Path,
+def _archive(ref: SourceRef, tree: Path, prefix: str, archive: Path,
              entries: Iterator[str] | None = None) -> Built:
     """Archive ``tree`` into ``archive``, hashing the compressed bytes as they are written
     (no second read of the archive for the signature's BLAKE2b).
@@ -88,26 +89,26 @@ def _archive(url: str, revision: int, tree: Path, prefix: str, date: int, archiv
     try:
         with archive.open("wb") as out:
             sink = _Blake2bWriter(out)
-            info = build_tarball(tree, prefix, date, sink, entries)
+            info = build_tarball(tree, prefix, ref.time, sink, entries)
     except OSError as err:
-        raise StoreError(f"cannot write the tarball of {url}@{revision}: "
+        raise StoreError(f"cannot write the tarball of {ref.url}@{ref.id}: "
                          f"{err.strerror}") from err
     return Built(archive, info, sink.digest.digest(), streamed=entries is not None)
 
 
-def _build_behind_export(svn: Svn, url: str, revision: int, prefix: str, date: int,
-                         tree: Path, archive: Path) -> Built | None:
+def _build_behind_export(source: Source, ref: SourceRef, prefix: str, tree: Path,
+                         archive: Path) -> Built | None:
     """Export in a thread while this one archives behind it; None: export and archive
     again, one after the other.
 
     Raises:
-        SvnError: the export failed (whatever the archive did meanwhile).
+        UpstreamError: the export failed (whatever the archive did meanwhile).
     """
     arrivals = _Arrivals(tree)
 
     def export() -> None:
         try:
-            svn.export(url, revision, tree, progress=arrivals)
+            source.export(ref, tree, progress=arrivals)
             finished = sorted_entries(tree)
         except BaseException as err:  # handed to the archiving thread, raised there
             arrivals.end(err)
@@ -117,8 +118,7 @@ def _build_behind_export(svn: Svn, url: str, revision: int, prefix: str, date: i
     exporter = threading.Thread(target=export, name="svn-export", daemon=True)
     exporter.start()
     try:
-        built: Built | None = _archive(url, revision, tree, prefix, date, archive,
-                                       arrivals.entries())
+        built: Built | None = _archive(ref, tree, prefix, archive, arrivals.entries())
     except Exception as err:  # whatever it was, the finished tree decides below
         built, reason = None, str(err)
         if isinstance(err.__cause__, OSError) and err.__cause__.errno in _DISK_FULL:
@@ -132,7 +132,7 @@ def _build_behind_export(svn: Svn, url: str, revision: int, prefix: str, date: i
     if built is None:
         # The export succeeded and the archive of it did not come out right (a listing that
         # differs from the tree, or a real error, which building again raises as such).
-        log.info("building %s@%d again, archived after the export: %s", url, revision, reason)
+        log.info("building %s@%s again, archived after the export: %s", ref.url, ref.id, reason)
     return built
 
 
@@ -170,7 +170,7 @@ def _identity(path: Path) -> _Identity:
 
 
 class _Arrivals:
-    """What an export reported so far (``svn.ExportProgress``), for the archiving thread."""
+    """What an export reported so far (``ExportProgress``), for the archiving thread."""
 
     def __init__(self, tree: Path) -> None:
         self._tree = tree

@@ -1,6 +1,6 @@
 """The origin's writer: the sync worker and the release-manager operations.
 
-Owns: turning Subversion tags into signed releases in the store (export, tarball, sign,
+Owns: turning a source's tags (Subversion) into signed releases in the store (export, tarball, sign,
 file the blob), moving auto channels, publishing/yanking on request, re-signing the index
 before it grows stale, and noticing tags that changed after they were published. Every
 change is one locked, atomic store transaction that ends with a new index serial and
@@ -53,7 +53,7 @@ from codecache.core.names import (
 from codecache.core.signing import PublicKey, SecretKey, normalise_keyid, sign_prehashed
 from codecache.core.trust import SignedIndex, TrustState, evaluate, sign_index
 from codecache.origin.build import build_release
-from codecache.origin.svn import Svn, Tag
+from codecache.origin.sources.base import Source, Tag, release_ref, svn_location
 from codecache.store.store import FileIdentity, MutatedTag, Store, file_identity
 
 log = logging.getLogger("codecache.sync")
@@ -71,7 +71,7 @@ class Origin:
     """Writes the store of an origin. Construct once per process, pass explicitly."""
 
     def __init__(self, config: Config, store: Store, secret: SecretKey | Sequence[SecretKey],
-                 trusted: dict[str, PublicKey], svn: Svn, actor: Actor) -> None:
+                 trusted: dict[str, PublicKey], source: Source, actor: Actor) -> None:
         """``secret``: the signing key, or several during a rotation (the primary first)."""
         self._config = config
         self._actor = actor                     # who publish and yank record (DESIGN.md §9)
@@ -86,7 +86,7 @@ class Origin:
         self._signing_keyids: list[str] | None = None
         self._primary = self._secrets[0].public.keyid
         self._keyid_set = frozenset(k.public.keyid for k in self._secrets)
-        self._svn = svn
+        self._source = source
         self._held: SignedIndex | None = None   # the index this writer installed last
         self._warned: set[tuple[str, str]] = set()  # skipped tags already logged as warnings
         self._progress: Callable[[], None] = _nothing  # called before each tag is built
@@ -110,7 +110,7 @@ class Origin:
         failures: list[UpstreamError] = []
         for pkg in packages:
             try:
-                listings[pkg.name] = self._svn.list_tags(pkg.svn_url)
+                listings[pkg.name] = self._source.list_tags(pkg)
             except UpstreamError as err:
                 if failures:  # the first failure is raised at the end; log the others
                     log.error("cannot list tags package=%s: %s", pkg.name, err,
@@ -280,10 +280,11 @@ class Origin:
         for tag in tags:
             published.append(tag.name)
             report.published.append(f"{pkg.name} {tag.name}")
+            _, revision = svn_location(tag.ref)
             log.info("release published package=%s version=%s revision=%d serial=%d",
-                     pkg.name, tag.name, tag.revision, batch.index.serial,
+                     pkg.name, tag.name, revision, batch.index.serial,
                      extra={"package": pkg.name, "version": tag.name,
-                            "revision": tag.revision, "serial": batch.index.serial})
+                            "revision": revision, "serial": batch.index.serial})
 
     def _auto_move_after_failure(self, index: Index, pkg: PackageConfig,
                                  published: list[str]) -> Index:
@@ -305,7 +306,7 @@ class Origin:
         reason = _skip_reason(pkg, version)
         if reason is not None:
             raise ConfigError(f"cannot publish {package} {version}: {reason}")
-        tag = next((t for t in self._svn.list_tags(pkg.svn_url) if t.name == version), None)
+        tag = next((t for t in self._source.list_tags(pkg) if t.name == version), None)
         if tag is None:
             raise ReleaseNotFound(package, version)
         return self._commit(self._add_tag(index, pkg, tag, move_auto=True))
@@ -339,22 +340,21 @@ class Origin:
 
         ``expected_size``: the size of the package's latest release (``build_release``).
         """
-        url = pkg.tag_url(tag.name)
+        url, revision = svn_location(tag.ref)   # what the index and the comment record
         scratch = self._store.scratch_dir(f"export-{pkg.name}-")
         try:
-            built = build_release(self._svn, url, tag.revision, pkg.prefix, tag.date, scratch,
-                                  expected_size)
+            built = build_release(self._source, tag.ref, pkg.prefix, scratch, expected_size)
             self._store.add_blob(built.archive, built.info.sha256)
         finally:
             # Thousands of unlinks: done while the release is signed and committed
             # (``_commit`` waits for them), not before.
             self._sweeper.remove(scratch)
         info, prehash = built.info, built.prehash
-        comment = release_comment(pkg.name, tag.name, info.sha256, info.size, url, tag.revision)
+        comment = release_comment(pkg.name, tag.name, info.sha256, info.size, url, revision)
         signatures = {k.public.keyid: sign_prehashed(k, prehash, comment) for k in self._secrets}
         return Release(version=tag.name, sha256=info.sha256, size=info.size,
-                       tar_sha256=info.tar_sha256, svn_url=url, revision=tag.revision,
-                       author=tag.author, date=tag.date,
+                       tar_sha256=info.tar_sha256, svn_url=url, revision=revision,
+                       author=tag.ref.author, date=tag.ref.time,
                        minisig=signatures[self._secrets[0].public.keyid],
                        signatures=signatures if len(signatures) > 1 else {})
 
@@ -447,9 +447,10 @@ class Origin:
         return blake.digest()
 
     def _check_mutation(self, pkg: PackageConfig, release: Release, tag: Tag) -> MutatedTag | None:
-        if tag.revision == release.revision:
+        if tag.ref.id == release_ref(release).id:
             return None
-        return MutatedTag(pkg.name, tag.name, release.revision, tag.revision, self._now())
+        return MutatedTag(pkg.name, tag.name, release.revision, svn_location(tag.ref)[1],
+                          self._now())
 
     def _record_mutations(self, found: list[MutatedTag]) -> None:
         state = self._store.load_state()

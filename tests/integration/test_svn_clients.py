@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from codecache.core.config import SvnConfig
-from codecache.core.errors import SvnError, SvnNotFound
+from codecache.core.config import PackageConfig, SvnConfig
+from codecache.core.errors import ConfigError, SvnError, SvnNotFound
 from codecache.origin.build import build_release
-from codecache.origin.svn import Svn, find_pysvn_python
+from codecache.origin.sources.base import svn_location, svn_ref
+from codecache.origin.sources.svn import Svn
 from tests.conftest import SvnRepo, new_package
 from tests.integration.test_sync_faults import AUTH_PASSWORD, AUTH_USER, auth_svn
 
@@ -27,12 +28,42 @@ __all__ = ["auth_svn"]  # a fixture of test_sync_faults, used here too
 KEYWORDS = "Id Date Revision Author HeadURL LastChangedDate"
 
 
+def package(url: str) -> PackageConfig:
+    """A package whose ``svn_url`` is ``url`` (what the clients list the tags of)."""
+    return PackageConfig("pilot", url)
+
+
+def pysvn_workers() -> set[int]:
+    """The process ids of this process's pysvn workers (its children running the worker)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rpartition(")")[2].split()[1])
+            argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue   # ended meanwhile
+        if parent == os.getpid() and any(a.endswith(b"/pysvn_worker.py") for a in argv):
+            found.add(int(stat.parent.name))
+    return found
+
+
+def one_new_worker(before: set[int]) -> int:
+    new = pysvn_workers() - before
+    assert len(new) == 1, new
+    return new.pop()
+
+
 @pytest.fixture(scope="module")
 def pysvn_available() -> None:
-    if find_pysvn_python() is None:
+    svn = Svn(SvnConfig(client="pysvn"))
+    try:
+        svn.client   # noqa: B018 - starts the worker: ConfigError if no Python has pysvn
+    except ConfigError:
         if os.environ.get("CI"):
             pytest.fail("pysvn is not installed; scripts/bootstrap must install python3-svn")
         pytest.skip("pysvn is not installed (apt-get install python3-svn)")
+    finally:
+        svn.close()
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +84,9 @@ def keyword_tag(svn_server: SvnRepo) -> tuple[str, int, int]:
                    str(trunk / "lib" / "pilot" / "données.py"))
     svn_server.svn("commit", "-q", "-m", "keywords", str(trunk))
     svn_server.tag(name, "1.0.0")
-    tag = next(t for t in Svn(SvnConfig(client="cli")).list_tags(url) if t.name == "1.0.0")
-    return f"{url}/tags/1.0.0", tag.revision, tag.date
+    tag = next(t for t in Svn(SvnConfig(client="cli")).list_tags(package(url))
+               if t.name == "1.0.0")
+    return f"{url}/tags/1.0.0", svn_location(tag.ref)[1], tag.ref.time
 
 
 def build_bytes(client: str, tag: tuple[str, int, int], scratch: Path,
@@ -66,7 +98,7 @@ def build_bytes(client: str, tag: tuple[str, int, int], scratch: Path,
     svn = Svn(SvnConfig(client=client))
     try:
         assert svn.client == client
-        built = build_release(svn, url, revision, "pilot", date, scratch)
+        built = build_release(svn, svn_ref(url, revision, date, ""), "pilot", scratch)
         if streamed is not None:
             assert built.streamed is streamed
         return built.archive.read_bytes()
@@ -92,7 +124,7 @@ def test_cli_and_pysvn_list_the_same_tags(pysvn_available: None,
     package_url = keyword_tag[0].rsplit("/tags/", 1)[0]
     clients = [Svn(SvnConfig(client=c)) for c in ("cli", "pysvn")]
     try:
-        cli, pysvn = (svn.list_tags(package_url) for svn in clients)
+        cli, pysvn = (svn.list_tags(package(package_url)) for svn in clients)
     finally:
         for svn in clients:
             svn.close()
@@ -105,10 +137,11 @@ import sys
 from pathlib import Path
 from codecache.origin.build import build_release
 from codecache.core.config import SvnConfig
-from codecache.origin.svn import Svn
+from codecache.origin.sources.base import svn_ref
+from codecache.origin.sources.svn import Svn
 url, revision, date, client, scratch = sys.argv[1:]
-built = build_release(Svn(SvnConfig(client=client)), url, int(revision), "pilot", int(date),
-                      Path(scratch))
+built = build_release(Svn(SvnConfig(client=client)), svn_ref(url, int(revision), int(date), ""),
+                      "pilot", Path(scratch))
 sys.stdout.buffer.write(built.archive.read_bytes())
 """
 
@@ -133,11 +166,11 @@ def test_keyword_expansion_does_not_depend_on_the_time_zone_of_the_process(
 
 def test_the_pysvn_worker_gets_the_password_on_its_pipe_never_argv_or_environment(
         pysvn_available: None, auth_svn: str) -> None:
+    before = pysvn_workers()
     svn = Svn(SvnConfig(username=AUTH_USER, password=AUTH_PASSWORD, client="pysvn"))
     try:
-        assert [t.name for t in svn.list_tags(auth_svn)] == ["2.0"]
-        pid = svn.worker_pid
-        assert pid is not None
+        assert [t.name for t in svn.list_tags(package(auth_svn))] == ["2.0"]
+        pid = one_new_worker(before)
         for what in ("cmdline", "environ"):
             assert AUTH_PASSWORD.encode() not in Path(f"/proc/{pid}/{what}").read_bytes()
     finally:
@@ -146,7 +179,7 @@ def test_the_pysvn_worker_gets_the_password_on_its_pipe_never_argv_or_environmen
                           client="pysvn"))
     try:
         with pytest.raises(SvnError) as caught:
-            wrong.list_tags(auth_svn)  # refused at once: the login callback gives up
+            wrong.list_tags(package(auth_svn))  # refused at once: the login callback gives up
         assert "wrong-guess-123" not in str(caught.value)
     finally:
         wrong.close()
@@ -166,23 +199,23 @@ def test_a_hang_in_libsvn_ends_at_the_timeout_and_the_next_call_works(
     svn = Svn(SvnConfig(timeout=1.0, client="pysvn"))
     try:
         with pytest.raises(SvnError, match="timed out"):
-            svn.list_tags(silent_server)
+            svn.list_tags(package(silent_server))
         package_url = keyword_tag[0].rsplit("/tags/", 1)[0]
-        assert [t.name for t in svn.list_tags(package_url)] == ["1.0.0"]
+        assert [t.name for t in svn.list_tags(package(package_url))] == ["1.0.0"]
         with pytest.raises(SvnNotFound):
-            svn.list_tags(package_url + "/no-such-dir")
+            svn.list_tags(package(package_url + "/no-such-dir"))
     finally:
         svn.close()
 
 
 def test_a_crash_in_libsvn_is_one_svn_error_and_the_next_call_works(
         pysvn_available: None, silent_server: str, keyword_tag: tuple[str, int, int]) -> None:
+    before = pysvn_workers()
     svn = Svn(SvnConfig(timeout=60.0, client="pysvn"))
     package_url = keyword_tag[0].rsplit("/tags/", 1)[0]
     try:
-        svn.list_tags(package_url)  # the worker runs
-        pid = svn.worker_pid
-        assert pid is not None
+        svn.list_tags(package(package_url))  # the worker runs
+        pid = one_new_worker(before)
 
         def crash() -> None:
             time.sleep(0.5)  # the worker is inside libsvn, waiting on the silent server
@@ -192,11 +225,11 @@ def test_a_crash_in_libsvn_is_one_svn_error_and_the_next_call_works(
         killer.start()
         started = time.monotonic()
         with pytest.raises(SvnError, match="died"):
-            svn.list_tags(silent_server)
+            svn.list_tags(package(silent_server))
         killer.join()
         assert time.monotonic() - started < 30  # the crash ended the call, not the timeout
-        assert [t.name for t in svn.list_tags(package_url)] == ["1.0.0"]
-        assert svn.worker_pid not in (None, pid)
+        assert [t.name for t in svn.list_tags(package(package_url))] == ["1.0.0"]
+        assert one_new_worker(before) != pid   # started again
     finally:
         svn.close()
 
@@ -209,10 +242,12 @@ def test_an_export_that_hangs_ends_at_the_timeout_while_the_archive_waits_behind
     try:
         (tmp_path / "hang").mkdir()
         with pytest.raises(SvnError, match="timed out"):
-            build_release(svn, f"{silent_server}/tags/1.0", 1, "pilot", 0, tmp_path / "hang")
+            build_release(svn, svn_ref(f"{silent_server}/tags/1.0", 1, 0, ""), "pilot",
+                          tmp_path / "hang")
         assert set(threading.enumerate()) == before   # no exporter or compressor left
         (tmp_path / "next").mkdir()
         url, revision, date = keyword_tag
-        assert build_release(svn, url, revision, "pilot", date, tmp_path / "next").streamed
+        assert build_release(svn, svn_ref(url, revision, date, ""), "pilot",
+                             tmp_path / "next").streamed
     finally:
         svn.close()

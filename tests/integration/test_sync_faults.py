@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from codecache.core.config import load_config
+from codecache.core.config import PackageConfig, load_config
 from codecache.core.errors import SvnError
 from codecache.core.history import Actor
 from codecache.core.signing import load_secret_key, load_trusted_keys
-from codecache.origin.svn import Svn
+from codecache.origin.sources.base import ExportProgress, Source, SourceRef, Tag
+from codecache.origin.sources.svn import Svn
 from codecache.origin.sync import Origin as OriginWriter
 from codecache.store.store import Store
 from tests.conftest import (
@@ -53,7 +54,7 @@ def test_unreachable_package_does_not_hold_up_the_others(origin: Origin) -> None
     assert "ghost" not in status["packages"]
 
 
-class _FifoInTag(Svn):
+class _FifoInTag(Source):
     """Seam for a fault real Subversion cannot hold: a tag whose export has a FIFO in it.
 
     Used because svn refuses to store FIFOs; the export itself is the real one.
@@ -63,16 +64,17 @@ class _FifoInTag(Svn):
         self._svn = svn
         self._bad_tag = bad_tag
 
-    def list_tags(self, svn_url: str) -> list:  # type: ignore[type-arg]
-        return self._svn.list_tags(svn_url)
+    def list_tags(self, package: PackageConfig) -> list[Tag]:
+        return self._svn.list_tags(package)
 
     @property
     def reports_progress(self) -> bool:
         return False  # the FIFO appears after the export: archive the finished tree only
 
-    def export(self, url: str, revision: int, destination: Path) -> None:
-        self._svn.export(url, revision, destination)
-        if url.endswith(f"/tags/{self._bad_tag}"):
+    def export(self, ref: SourceRef, destination: Path,
+               progress: ExportProgress | None = None) -> None:
+        self._svn.export(ref, destination)
+        if ref.url.endswith(f"/tags/{self._bad_tag}"):
             os.mkfifo(destination / "fifo")
 
 
@@ -171,7 +173,7 @@ def test_svn_timeout_is_an_svn_error(tmp_path: Path) -> None:
         port = listener.getsockname()[1]
         config = load_config(None, env={"CODECACHE_SVN_TIMEOUT": "1s"})
         with pytest.raises(SvnError, match="timed out"):
-            Svn(config.svn).list_tags(f"svn://127.0.0.1:{port}/x")
+            Svn(config.svn).list_tags(PackageConfig("x", f"svn://127.0.0.1:{port}/x"))
 
 
 @pytest.mark.parametrize("argv", [

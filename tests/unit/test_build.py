@@ -1,8 +1,8 @@
 """Unit tests for codecache.origin.build: archiving behind the export gives the bytes of archiving
 the finished tree, whatever the export reports.
 
-The Subversion client here is a stand-in (a seam, named as such): its export copies a local
-tree and reports as the pysvn worker does. A listing that lies, a file rewritten after it
+The source here is a stand-in (a seam, named as such): its export copies a local tree and
+reports as the pysvn worker does. A listing that lies, a file rewritten after it
 was reported complete, or a failure halfway cannot be had on demand from a real svnserve;
 tests/integration/test_svn_clients.py builds from real ones.
 """
@@ -18,22 +18,23 @@ from pathlib import Path
 
 import pytest
 
-from codecache.core.config import SvnConfig
+from codecache.core.config import PackageConfig
 from codecache.core.errors import SvnError
 from codecache.core.signing import blake2b_file
 from codecache.core.tarball import build_tarball, sorted_entries
 from codecache.origin.build import STREAM_FROM, build_release
-from codecache.origin.svn import ExportProgress, Svn
+from codecache.origin.sources.base import ExportProgress, Source, SourceRef, Tag, svn_ref
 from tests.unit.test_tarball import MTIME, make_tree
 
+REF = svn_ref("svn://stand-in/pilot/tags/1.0", 7, MTIME, "")
 
-class TreeSvn(Svn):
+
+class TreeSvn(Source):
     """Exports a copy of ``source`` in its listing order, reporting each path as done."""
 
     def __init__(self, source: Path, *, unlisted: str | None = None,
                  phantom: str | None = None, rewrite: str | None = None,
                  fail_at: str | None = None) -> None:
-        super().__init__(SvnConfig(client="cli"))
         self.source = source
         self.unlisted = unlisted    # exported, never listed
         self.phantom = phantom      # listed, never exported
@@ -41,11 +42,14 @@ class TreeSvn(Svn):
         self.fail_at = fail_at      # the export fails after writing this path
         self.exports = 0
 
+    def list_tags(self, package: PackageConfig) -> list[Tag]:
+        return [Tag("1.0", REF)]
+
     @property
     def reports_progress(self) -> bool:
         return True
 
-    def export(self, url: str, revision: int, destination: Path,
+    def export(self, ref: SourceRef, destination: Path,
                progress: ExportProgress | None = None) -> None:
         self.exports += 1
         progress = progress or _Unheard()
@@ -93,10 +97,9 @@ def serial_bytes(tree: Path) -> bytes:
     return out.getvalue()
 
 
-def build(svn: Svn, scratch: Path, expected_size: int | None = None) -> tuple[bytes, bool]:
+def build(svn: Source, scratch: Path, expected_size: int | None = None) -> tuple[bytes, bool]:
     scratch.mkdir()
-    built = build_release(svn, "svn://stand-in/pilot/tags/1.0", 7, "pilot", MTIME, scratch,
-                          expected_size)
+    built = build_release(svn, REF, "pilot", scratch, expected_size)
     data = built.archive.read_bytes()
     assert built.info.sha256 == hashlib.sha256(data).hexdigest()
     assert built.info.size == len(data)
@@ -141,6 +144,5 @@ def test_an_export_that_fails_halfway_raises_its_error_and_leaves_no_thread(
     before = set(threading.enumerate())
     (tmp_path / "s").mkdir()
     with pytest.raises(SvnError, match="connection reset"):
-        build_release(TreeSvn(source, fail_at="etc"), "svn://stand-in/pilot/tags/1.0", 7,
-                      "pilot", MTIME, tmp_path / "s")
+        build_release(TreeSvn(source, fail_at="etc"), REF, "pilot", tmp_path / "s")
     assert set(threading.enumerate()) == before

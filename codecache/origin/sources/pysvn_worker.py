@@ -1,11 +1,11 @@
 """Subversion through pysvn (libsvn in-process), in a worker process of its own.
 
-``codecache.origin.svn`` starts this file as a script with a Python that has pysvn (Debian's
-``python3-svn`` is built for the system Python, which need not be the one codecache runs
-in), so it imports nothing of codecache: only the standard library and pysvn. One worker
-serves many calls (no process start and no library set-up per tag) and keeps libsvn out of
-the codecache process: a crash or a hang in it ends or stalls this process only, which
-the parent then kills and starts again.
+``codecache.origin.sources.pysvn`` starts this file as a script with a Python that has
+pysvn (Debian's ``python3-svn`` is built for the system Python, which need not be the one
+codecache runs in), so it imports nothing of codecache: only the standard library and
+pysvn. One worker serves many calls (no process start and no library set-up per tag) and
+keeps libsvn out of the codecache process: a crash or a hang in it ends or stalls this
+process only, which the parent then kills and starts again.
 
 Protocol: one JSON object per line. The parent's first line is the set-up
 ``{"config_dir", "username", "password"}`` (the password travels on this pipe: never on a

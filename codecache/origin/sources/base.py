@@ -1,0 +1,113 @@
+"""The ``Source`` interface: where the origin's releases come from, whatever the system.
+
+Owns the two calls the writer and the audit make of a source (list a package's tags, export
+one into a directory) and the **source reference** they speak of: an opaque record of what
+a tag named when it was listed (kind, URL, id, time, author). The writer compares ids
+(a tag whose id changed after it was published is a mutated tag) and hands a reference back
+to ``export``; only the source that made it reads its URL and id. One class per client
+implements it (``svn_cli``, ``pysvn``; the git source is one more).
+
+Also owns the one mapping between a reference and what the index records of it (the index
+and the trusted comment say ``svn_url`` and ``revision``, DESIGN.md §3), so neither the
+index format nor the signatures change with the interface.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from codecache.core.config import PackageConfig
+from codecache.core.index import Release
+
+SVN = "svn"   # the kind of a Subversion reference
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """What one tag names in its source, as listed: enough to export exactly that tree.
+
+    Subversion: ``url`` is the tag's URL and ``id`` its last-changed revision (as text).
+    """
+
+    kind: str
+    url: str
+    id: str
+    time: int       # commit time, seconds since the epoch (every archived entry's mtime)
+    author: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    """One tag of a package: its name (the release's version) and what it names now."""
+
+    name: str
+    ref: SourceRef
+
+
+class ExportProgress(Protocol):
+    """Told what an export will write and what it has written (``Source.export``'s watcher)."""
+
+    def listed(self, paths: list[str]) -> None:
+        """Every path the export will write, relative to its destination ('' is the root)."""
+
+    def exported(self, paths: list[str]) -> None:
+        """``paths`` (relative, as listed) are complete on disk."""
+
+
+class Source(abc.ABC):
+    """A system that holds tagged trees (one client of it): lists tags and exports them."""
+
+    @abc.abstractmethod
+    def list_tags(self, package: PackageConfig) -> list[Tag]:
+        """The tags of ``package``, each with the reference it names now.
+
+        Raises:
+            UpstreamError: the source is unreachable, refuses, times out or answers garbage
+                (``SvnNotFound``: the package's tags are not there).
+        """
+
+    @property
+    def reports_progress(self) -> bool:
+        """Whether ``export`` tells a ``progress`` watcher what it writes as it goes."""
+        return False
+
+    @abc.abstractmethod
+    def export(self, ref: SourceRef, destination: Path,
+               progress: ExportProgress | None = None) -> None:
+        """Write the tree ``ref`` names into ``destination`` (which must not exist yet).
+
+        ``progress`` (with a source that ``reports_progress``; others ignore it) hears the
+        listing of the tree first, then each path once it is complete on disk, called from
+        this thread, so a reader in another thread can work behind the export.
+
+        Raises:
+            UpstreamError: unreachable, timeout (``SvnNotFound``: no such path or revision).
+        """
+
+    def close(self) -> None:  # noqa: B027 - most sources hold nothing to release
+        """Release what the source holds (a worker process); it may be used again after."""
+
+
+def svn_location(ref: SourceRef) -> tuple[str, int]:
+    """The Subversion ``URL`` and ``REV`` of ``ref``: the index's ``svn_url`` and
+    ``revision``, the trusted comment's ``svn=URL@REV``.
+
+    Raises:
+        ValueError: ``ref`` is not a Subversion reference (a bug: sources map their own).
+    """
+    if ref.kind != SVN or not ref.id.isdigit():
+        raise ValueError(f"not a Subversion reference: {ref.kind} {ref.url}@{ref.id}")
+    return ref.url, int(ref.id)
+
+
+def svn_ref(url: str, revision: int, time: int, author: str) -> SourceRef:
+    """The reference of Subversion ``url@revision`` (committed at ``time`` by ``author``)."""
+    return SourceRef(SVN, url, str(revision), time, author)
+
+
+def release_ref(release: Release) -> SourceRef:
+    """The reference a release was built from, as its index record says."""
+    return svn_ref(release.svn_url, release.revision, release.date, release.author)

@@ -260,9 +260,14 @@ def sign_index(secret: SecretKey | Sequence[SecretKey], index: Index) -> SignedI
     return SignedIndex(index, data, hashlib.sha256(message).hexdigest(), signed_by)
 
 
+def past_expiry(expires: float, now: float) -> bool:
+    """The one expiry rule: an index signed to ``expires`` is expired at ``now``."""
+    return expires <= now
+
+
 def is_expired(index: Index, now: float) -> bool:
     """Past ``expires``: refused from an upstream, served but degraded once held."""
-    return index.expires <= now
+    return past_expiry(index.expires, now)
 
 
 def payload_digest(payload: Mapping[str, Any]) -> str:

@@ -4,7 +4,8 @@ Pure: ``Facts`` (gathered by ``probe`` from a URL or from a store on disk) and `
 go in; a ``Result`` (Nagios state, one-line message, performance data) comes out. No
 files, no network, no clock (the time is a fact), so every rule can be tested exhaustively.
 Readiness itself is decided by ``readiness.judge`` (the server's ``/readyz`` verdict, or the
-same function applied to a store on disk); this module only maps it to a state.
+same function applied to a store on disk); this module only maps it to a state, and an
+expired index (``trust.past_expiry``) to one against its own thresholds.
 
 Monitoring states follow the Nagios plugin guidelines: 0 OK, 1 WARNING, 2 CRITICAL,
 3 UNKNOWN (the check itself could not decide: usage, keys, an unreadable config).
@@ -20,16 +21,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from codecache.core.config import parse_duration
-from codecache.core.errors import ConfigError
+from codecache.core.errors import ConfigError, Refusal
 from codecache.core.readiness import Health, Readiness
+from codecache.core.trust import past_expiry
 
 # Refusals that mean two origins write at once, or an origin went back in time (a restore
 # nobody told the replicas about): DESIGN.md §5. A history fork is the same event seen in the
 # release history (a restored or promoted origin wrote new entries), or tampering; either
 # way the replica takes no more updates until an operator acts, so it is critical too.
-TWO_WRITERS = ("conflict", "rollback", "history_fork")
+TWO_WRITERS = (Refusal.CONFLICT, Refusal.ROLLBACK, Refusal.HISTORY_FORK)
 # A refusal that is normal in a chain of replicas and no alarm.
-HARMLESS = ("stale_upstream",)
+HARMLESS = (Refusal.STALE_UPSTREAM,)
 
 
 class State(enum.IntEnum):
@@ -155,7 +157,7 @@ def _readiness(facts: Facts, findings: list[tuple[State, str]]) -> None:
         findings.append((State.CRITICAL, "not ready: " + ", ".join(verdict.reasons)))
     elif verdict.health is Health.DEGRADED:
         # An expired index is judged below against the expiry thresholds.
-        others = [r for r in verdict.reasons if r != "index expired"]
+        others = verdict.besides_expiry()
         if others:
             findings.append((State.WARNING, "degraded: " + ", ".join(others)))
 
@@ -168,14 +170,14 @@ def _index(facts: Facts, limits: Thresholds, findings: list[tuple[State, str]],
         if facts.index_problem is None and facts.readiness is None:
             findings.append((State.CRITICAL, "no index"))
         return
-    left = facts.expires - facts.now    # <= 0: expired, as trust.is_expired has it
+    left = facts.expires - facts.now
     validity = max(0.0, facts.expires - facts.generated)
     warn, crit = limits.expiry_warning.seconds_for(validity), \
         limits.expiry_critical.seconds_for(validity)
     perf.append(perfdata("index_age", int(facts.now - facts.generated), "s", minimum=0))
     perf.append(perfdata("expires_in", math.floor(left), "s", warn=f"{_number(warn)}:",
                          crit=f"{_number(crit)}:"))
-    if left <= 0:
+    if past_expiry(facts.expires, facts.now):
         findings.append((State.CRITICAL, f"index serial {facts.serial} EXPIRED "
                          f"{_duration(-left)} ago (origin not re-signing?)"))
     elif left < crit:
@@ -232,19 +234,28 @@ def _replica(facts: Facts, limits: Thresholds, findings: list[tuple[State, str]]
             text += f"; last error: {facts.last_error}"
         findings.append((state, text))
     recent = {reason: when for reason, when in facts.refused_at.items()
-              if facts.now - when <= limits.refusal_window and reason not in HARMLESS}
-    for reason in TWO_WRITERS:
-        perf.append(perfdata(f"refusals_{reason}", facts.refusals.get(reason, 0), "c",
-                             minimum=0))
-    writers = sorted(r for r in recent if r in TWO_WRITERS)
+              if facts.now - when <= limits.refusal_window and _refusal(reason) not in HARMLESS}
+    for refusal in TWO_WRITERS:
+        perf.append(perfdata(f"refusals_{refusal.value}", facts.refusals.get(refusal.value, 0),
+                             "c", minimum=0))
+    writers = sorted(r for r in recent if _refusal(r) in TWO_WRITERS)
     if writers:
         findings.append((State.CRITICAL, "two writers or a restored origin: upstream index "
                          f"refused ({', '.join(writers)}) within the last "
                          f"{_duration(limits.refusal_window)}"))
-    others = sorted(r for r in recent if r not in TWO_WRITERS)
+    others = sorted(r for r in recent if _refusal(r) not in TWO_WRITERS)
     if others:
         findings.append((State.WARNING, f"upstream index refused ({', '.join(others)}) within "
                          f"the last {_duration(limits.refusal_window)}"))
+
+
+def _refusal(name: str) -> Refusal | None:
+    """The refusal a node reports by name (``replica.json``, ``/readyz``); None for a name
+    this version does not know (a newer node's)."""
+    try:
+        return Refusal(name)
+    except ValueError:
+        return None
 
 
 def _mutated(facts: Facts, findings: list[tuple[State, str]], perf: list[str]) -> None:

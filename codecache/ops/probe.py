@@ -39,7 +39,7 @@ from codecache.core.errors import (
     SignatureError,
 )
 from codecache.core.index import Index
-from codecache.core.readiness import Health, Readiness, judge
+from codecache.core.readiness import Health, IndexProblem, IndexTrouble, Readiness, judge
 from codecache.core.signing import PublicKey, parse_minisig, verify_minisig
 from codecache.core.trust import TrustState, evaluate, verify
 from codecache.ops.check import Facts
@@ -435,15 +435,15 @@ def probe_store(config: Config, keys: Mapping[str, PublicKey], *, timeout: float
 
 
 def _stored_index(store: Store, keys: Mapping[str, PublicKey], floor: int,
-                  now: float) -> tuple[Index | None, str | None]:
+                  now: float) -> tuple[Index | None, IndexProblem | None]:
     """The index on disk through the trust rules the server applies to it."""
     raw = store.read_document()
     if raw is None:
-        return None, "the store has no index yet"
+        return None, IndexProblem(IndexTrouble.ABSENT)
     try:
         _, signed = evaluate(raw, keys, TrustState(floor), now=int(now), fresh_required=False)
     except IndexRefused as err:
-        return None, f"index on disk refused: {err.reason.value}: {err}"
+        return None, IndexProblem.refused(err)
     return signed.index, None
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from codecache.core.config import Config, Role
 from codecache.core.errors import IndexRefused, NoIndex, NotFound, StoreError
-from codecache.core.readiness import Readiness, judge
+from codecache.core.readiness import IndexProblem, IndexTrouble, Readiness, judge
 from codecache.core.signing import load_trusted_keys
 from codecache.core.trust import TrustState, evaluate
 from codecache.store.store import PullStatus, Store, file_identity
@@ -43,7 +43,7 @@ class StoreView:
         self.blobs = BlobCache(self.store, config.server.memory_blob_max,
                                config.server.memory_total_max // workers)
         self.catalog: Catalog | None = None
-        self.index_problem: str | None = None     # the index on disk is refused
+        self.index_problem: IndexProblem | None = None   # none, or not the one on disk
         self.blob_problems: dict[str, str] = {}
         self.confirmed_at: float = 0.0             # last time the index was confirmed current
         self.pull: PullStatus | None = None        # a replica's lag facts
@@ -80,8 +80,8 @@ class StoreView:
     def _refresh_index(self) -> None:
         identity = file_identity(self.store.index_path)
         if identity is None:
-            self.index_problem = "the store has no index yet" if self.catalog is None else \
-                "index.json disappeared from the store"
+            self.index_problem = IndexProblem(IndexTrouble.ABSENT if self.catalog is None
+                                              else IndexTrouble.DISAPPEARED)
             return
         if identity == self._index_id:
             self.confirmed_at = time.time()
@@ -95,11 +95,12 @@ class StoreView:
             _, signed = evaluate(raw, self.keys, TrustState(floor), now=int(time.time()),
                                  fresh_required=False)
         except IndexRefused as err:
-            if self.index_problem != f"index on disk refused: {err}":
+            problem = IndexProblem.refused(err)
+            if self.index_problem != problem:
                 log.error("index on disk refused (%s), still serving serial %s: %s",
                           err.reason.value, self.catalog.index.serial if self.catalog else None,
                           err)
-            self.index_problem = f"index on disk refused: {err}"
+            self.index_problem = problem
             self._index_id = identity
             return
         # The history after this index was read (the writer puts history.json in place

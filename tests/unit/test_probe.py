@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from codecache.core.config import Config, ReplicaConfig, Role, SigningConfig, StoreConfig
+from codecache.core.config import (
+    Config,
+    ReplicaConfig,
+    Role,
+    SigningConfig,
+    StoreConfig,
+    load_config,
+)
 from codecache.core.errors import ConfigError, HashMismatch, SignatureError
 from codecache.core.index import Channel, Index, Package, Release, release_comment
 from codecache.core.signing import PublicKey, SecretKey, generate_key, sign_prehashed
@@ -21,6 +28,7 @@ from codecache.core.trust import sign_index
 from codecache.ops.check import State, Thresholds, assess
 from codecache.ops.probe import Target, check_tarball, probe_store
 from codecache.store.store import PullStatus, Store
+from codecache.web.storeview import StoreView
 
 DATA = b"pilot tarball bytes " * 500
 SVN = "svn://svn.example.org/pilot/tags/1.0.0"
@@ -191,3 +199,23 @@ def test_targets_name_a_channel() -> None:
     for bad in ("pilot", "/latest", "pilot/", "a/b/c"):
         with pytest.raises(ConfigError):
             parse_target(bad)
+
+
+@pytest.mark.parametrize("state", ["refused", "empty"])
+def test_a_store_gets_the_servers_readiness_reasons(tmp_path: Path, secret: SecretKey,
+                                                    state: str) -> None:
+    """One builder of readiness inputs: ``check --store`` and ``/readyz`` of the same
+    store give the same verdict in the same words."""
+    if state == "refused":
+        make_store(tmp_path / "store", secret)   # signed by a key the node does not trust
+    else:
+        Store(tmp_path / "store").init()
+    other = generate_key()
+    (tmp_path / "key.pub").write_text(other.public.to_minisign())
+    config = load_config(None, env={"CODECACHE_STORE_PATH": str(tmp_path / "store"),
+                                    "CODECACHE_SIGNING_TRUSTED_KEYS": str(tmp_path / "key.pub")})
+    served = StoreView(config)
+    served.refresh()
+    checked = probe_store(config, keys(other), timeout=10).readiness
+    assert checked is not None and not checked.ready
+    assert checked == served.verdict()

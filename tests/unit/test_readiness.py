@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
+from codecache.core.errors import IndexRefused, Refusal
 from codecache.core.index import EMPTY
-from codecache.core.readiness import Health, judge
+from codecache.core.readiness import (
+    INDEX_EXPIRED,
+    Health,
+    IndexProblem,
+    IndexTrouble,
+    Readiness,
+    judge,
+)
 
 NOW = 1_800_000_000
 FRESH = dataclasses.replace(EMPTY, serial=5, generated=NOW, expires=NOW + 60)
@@ -17,7 +27,7 @@ def test_a_fresh_index_with_every_blob_is_ok() -> None:
 
 
 def test_no_index_is_not_ready_with_the_reason() -> None:
-    verdict = judge(index=None, now=NOW, index_problem="the store has no index yet",
+    verdict = judge(index=None, now=NOW, index_problem=IndexProblem(IndexTrouble.ABSENT),
                     blob_problems={})
     assert (verdict.ready, verdict.status) == (False, "the store has no index yet")
 
@@ -39,6 +49,31 @@ def test_expired_is_degraded_but_ready() -> None:
 
 
 def test_a_refused_index_on_disk_is_not_ready() -> None:
-    verdict = judge(index=FRESH, now=NOW, index_problem="index on disk refused: x",
+    verdict = judge(index=FRESH, now=NOW,
+                    index_problem=IndexProblem.refused(IndexRefused(Refusal.ROLLBACK, "x")),
                     blob_problems={})
-    assert not verdict.ready and verdict.status == "index on disk refused: x"
+    assert not verdict.ready and verdict.status == "index on disk refused: rollback: x"
+
+
+@pytest.mark.parametrize(("problem", "text"), [
+    (IndexProblem(IndexTrouble.ABSENT), "the store has no index yet"),
+    (IndexProblem(IndexTrouble.DISAPPEARED), "index.json disappeared from the store"),
+    (IndexProblem.refused(IndexRefused(Refusal.ROLLBACK, "serial 3 is older than the 5 "
+                                       "already accepted")),
+     "index on disk refused: rollback: serial 3 is older than the 5 already accepted"),
+])
+def test_an_index_problem_is_one_reason_whoever_builds_it(problem: IndexProblem,
+                                                          text: str) -> None:
+    verdict = judge(index=None, now=NOW, index_problem=problem, blob_problems={})
+    assert verdict.reasons == (text,)
+
+
+def test_a_refused_index_keeps_its_refusal_typed() -> None:
+    problem = IndexProblem.refused(IndexRefused(Refusal.CONFLICT, "two writers?"))
+    assert (problem.trouble, problem.refusal) == (IndexTrouble.REFUSED, Refusal.CONFLICT)
+
+
+def test_the_reasons_besides_an_expired_index() -> None:
+    verdict = Readiness(Health.DEGRADED, (INDEX_EXPIRED, "something else"))
+    assert verdict.besides_expiry() == ("something else",)
+    assert Readiness(Health.DEGRADED, (INDEX_EXPIRED,)).besides_expiry() == ()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 
 from codecache.cli.common import config_of
-from codecache.cli.exits import EXIT_OK
 from codecache.cli.fetch import fetch_index
 from codecache.core.errors import (
     AuditMismatch,
     ConfigError,
+    Exit,
     NoIndex,
 )
 
@@ -47,4 +47,4 @@ def cmd_audit(args: argparse.Namespace) -> int:
           f"Subversion ({notes} with other gzip bytes), {len(failed)} do not")
     if failed:
         raise AuditMismatch(failed)
-    return EXIT_OK
+    return Exit.OK

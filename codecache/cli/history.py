@@ -9,9 +9,9 @@ import time
 from typing import TYPE_CHECKING
 
 from codecache.cli.common import config_of
-from codecache.cli.exits import EXIT_OK
 from codecache.cli.fetch import fetch_index
 from codecache.core.errors import (
+    Exit,
     HistoryError,
     NoIndex,
 )
@@ -64,7 +64,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         if signed.index.history is not None:
             history = store.load_history(signed.index.history)
     _print_history(args, signed.serial, history)
-    return EXIT_OK
+    return Exit.OK
 
 
 def _print_history(args: argparse.Namespace, serial: int, history: History | None) -> None:

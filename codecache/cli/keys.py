@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from codecache.cli.common import config_of
-from codecache.cli.exits import EXIT_OK
 from codecache.core.errors import (
     ConfigError,
+    Exit,
     SignatureError,
 )
 
@@ -20,7 +20,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     write_key_pair(secret, args.secret_key, args.public_key)
     print(f"key {secret.public.keyid}: secret {args.secret_key} (mode 0600), "
           f"public {args.public_key}")
-    return EXIT_OK
+    return Exit.OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -53,7 +53,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(f"OK {args.file}: package={fields.get('package', '?')} "
           f"version={fields.get('version', '?')} sha256={fields.get('sha256', '?')} "
           f"key={minisig.keyid}")
-    return EXIT_OK
+    return Exit.OK
 
 
 def _comment_fields(comment: str) -> dict[str, str]:

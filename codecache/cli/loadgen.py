@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from codecache.cli.exits import EXIT_INVALID, EXIT_OK
+from codecache.core.errors import Exit
 
 
 def cmd_loadgen(args: argparse.Namespace) -> int:
@@ -36,4 +36,4 @@ def cmd_loadgen(args: argparse.Namespace) -> int:
     if tty and not args.quiet:
         print(file=sys.stderr)
     print(json.dumps(result, indent=2) if args.json else table(result))
-    return EXIT_OK if result["errors_total"] == 0 and result["corrupted"] == 0 else EXIT_INVALID
+    return Exit.OK if result["errors_total"] == 0 and result["corrupted"] == 0 else Exit.INVALID

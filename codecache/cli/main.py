@@ -1,10 +1,11 @@
 """The ``codecache`` command line's entry point: argv to a verb, an error to one line.
 
 ``main`` parses argv (``parser``), runs the verb and turns what it raises into one line on
-stderr and an exit code (``exits``). A verb module imports what it runs inside its function:
-`codecache serve`'s parent (it supervises workers and serves nothing) and short verbs
-(--version, status, verify) then load neither aiohttp nor prometheus_client nor the svn and
-sync machinery (docs/benchmark.md, Memory); tests/unit/test_imports.py holds them to it.
+stderr and an exit code (``core.errors.exit_code``; a bug is 70, and ``check``, a Nagios
+plugin, says UNKNOWN). A verb module imports what it runs inside its function: `codecache
+serve`'s parent (it supervises workers and serves nothing) and short verbs (--version,
+status, verify) then load neither aiohttp nor prometheus_client nor the svn and sync
+machinery (docs/benchmark.md, Memory); tests/unit/test_imports.py holds them to it.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from codecache.cli.common import log
-from codecache.cli.exits import NAGIOS, exit_code
 from codecache.cli.parser import UsageError, build_parser
 from codecache.core.config import LogFormat
-from codecache.core.errors import CodecacheError
+from codecache.core.errors import CodecacheError, exit_code
 from codecache.telemetry.logs import JsonFormatter
 from codecache.telemetry.logs import configure as configure_logging
+
+NAGIOS = ("check",)    # commands that follow the Nagios plugin conventions
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,18 +34,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"{args.command} --help)", args.command)
     except UsageError as err:
         return _fail(argparse.Namespace(debug=False, command=err.command), err,
-                     exit_code(err, err.command))
+                     exit_code(err, nagios=err.command in NAGIOS))
     # --log-format wins; otherwise text until a command loads a config naming [log] format.
     configure_logging(LogFormat(args.log_format or "text"), debug=args.debug)
     command: Callable[[argparse.Namespace], int] = args.func
     try:
         return command(args)
     except CodecacheError as err:
-        return _fail(args, err, exit_code(err, args.command))
-    except KeyboardInterrupt:
-        return 130
-    except Exception as err:  # a bug: still one line unless --debug
-        return _fail(args, err, exit_code(err, args.command), prefix="internal error: ")
+        return _fail(args, err, exit_code(err, nagios=args.command in NAGIOS))
+    except KeyboardInterrupt as err:
+        return exit_code(err)
+    except Exception as err:  # a bug (70): still one line unless --debug
+        return _fail(args, err, exit_code(err, nagios=args.command in NAGIOS),
+                     prefix="internal error: ")
 
 
 def _fail(args: argparse.Namespace, err: BaseException, code: int, prefix: str = "") -> int:

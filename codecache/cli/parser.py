@@ -1,7 +1,7 @@
 """argv to a verb: the parser of every command and its options.
 
-A usage error is a ``UsageError`` (one line on stderr, its exit code from ``exits``), not
-argparse's own exit.
+A usage error is a ``UsageError`` (one line on stderr, its exit code from
+``core.errors.exit_code``), not argparse's own exit.
 """
 
 from __future__ import annotations

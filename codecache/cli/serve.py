@@ -6,16 +6,15 @@ import argparse
 import sys
 
 from codecache.cli.common import config_of, log
-from codecache.cli.exits import EXIT_OK, EXIT_REFUSED
 from codecache.core.config import Role
-from codecache.core.errors import ConfigError
+from codecache.core.errors import ConfigError, Exit
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from codecache.node.supervisor import serve  # aiohttp is only needed by this command
 
     serve(config_of(args))
-    return EXIT_OK
+    return Exit.OK
 
 
 def cmd_replicate(args: argparse.Namespace) -> int:
@@ -32,5 +31,5 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     if once and not ok:
         print("codecache: error: no upstream confirmed or updated the index (see the log)",
               file=sys.stderr)
-        return EXIT_REFUSED
-    return EXIT_OK
+        return Exit.REFUSED
+    return Exit.OK

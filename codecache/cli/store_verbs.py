@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from codecache.cli.common import config_of
-from codecache.cli.exits import EXIT_INVALID, EXIT_OK
 from codecache.core.config import Config, Role
 from codecache.core.errors import (
     ConfigError,
+    Exit,
     NoIndex,
 )
 
@@ -79,7 +79,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             print(f"MUTATED {m.package} {m.version}: published at r{m.published_revision}, "
                   f"tag now at r{m.current_revision} (not republished)")
         print(f"index serial {report.serial}")
-        return EXIT_OK
+        return Exit.OK
     from codecache.telemetry.notify import Notifier
 
     notifier = Notifier.from_env()
@@ -102,19 +102,19 @@ def cmd_sync(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         stop.set()
     notifier.stopping()
-    return EXIT_OK
+    return Exit.OK
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
     index = _origin(config_of(args), args).publish(args.package, args.version, args.channel)
     print(f"{args.package} {args.channel} -> {args.version} (index serial {index.serial})")
-    return EXIT_OK
+    return Exit.OK
 
 
 def cmd_yank(args: argparse.Namespace) -> int:
     index = _origin(config_of(args), args).yank(args.package, args.version, args.reason)
     print(f"{args.package} {args.version} yanked (index serial {index.serial})")
-    return EXIT_OK
+    return Exit.OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -167,8 +167,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if expired:
         print(f"codecache: error: index serial {index.serial} expired at "
               f"{format_time(index.expires)}", file=sys.stderr)
-        return EXIT_INVALID
-    return EXIT_OK
+        return Exit.INVALID
+    return Exit.OK
 
 
 def _print_status(index: Index, local: dict[str, Any], mutated: list[dict[str, Any]]) -> None:

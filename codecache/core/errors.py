@@ -3,7 +3,7 @@
 Every failure a user can see is one of these. Each class carries a stable ``code``
 (used verbatim in HTTP error bodies and logs). The mapping to HTTP status lives here
 (``HTTP_STATUS``, ``error_status``: every error code an HTTP client can be sent, the front
-tier's included), the mapping to exit codes in ``codecache.cli.exits`` (one function);
+tier's included), the mapping to exit codes too (``Exit``, ``exit_code``);
 nothing else decides either.
 
     CodecacheError
@@ -293,3 +293,37 @@ def _class_status(err: CodecacheError) -> int:
     if isinstance(err, Refused | IntegrityError):
         return 503
     return 500
+
+
+# --- errors to exit codes -----------------------------------------------------------------
+
+
+class Exit(enum.IntEnum):
+    """The command line's exit codes (DESIGN.md §6)."""
+
+    OK = 0
+    INVALID = 1         # verification or a check failed: bad signature, expired index
+    USAGE = 2           # the request itself is wrong: usage, config, unknown name
+    REFUSED = 3         # valid, but the state or environment refuses it
+    SOFTWARE = 70       # a bug: an unexpected exception (EX_SOFTWARE, sysexits.h)
+    INTERRUPTED = 130   # Ctrl-C: 128 + SIGINT, as a shell reports it
+
+
+#: Nagios plugin conventions (``codecache check`` only): every failure of the plugin itself,
+#: a usage error or a bug, is UNKNOWN (``ops.check.State.UNKNOWN``).
+NAGIOS_UNKNOWN = 3
+
+
+def exit_code(err: BaseException, *, nagios: bool = False) -> int:
+    """The exit code of a command that raised ``err``; ``nagios``: of ``codecache check``."""
+    if isinstance(err, KeyboardInterrupt):
+        return int(Exit.INTERRUPTED)
+    if nagios:
+        return NAGIOS_UNKNOWN
+    if isinstance(err, IntegrityError):
+        return int(Exit.INVALID)
+    if isinstance(err, ConfigError | InvalidName | NotFound):
+        return int(Exit.USAGE)
+    if isinstance(err, CodecacheError):  # Refused, UpstreamError, BadRequest
+        return int(Exit.REFUSED)
+    return int(Exit.SOFTWARE)

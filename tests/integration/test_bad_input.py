@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -177,6 +178,48 @@ def test_debug_shows_the_traceback_that_is_otherwise_hidden(store_copy: Origin) 
     assert result.returncode == 2
     assert "Traceback" in result.stderr
     assert "not valid TOML" in result.stderr
+
+
+# The real CLI in a process where reading the store raises what no code expects: a fake
+# standing for a bug below the verb (the seam is Store.read_document, which every verb that
+# reads the local index goes through).
+_BUG = """\
+import sys
+from codecache.store.store import Store
+def read_document(self):
+    raise RuntimeError("a fake bug under the verb")
+Store.read_document = read_document
+from codecache.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _with_a_bug(origin: Origin, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", _BUG, "--config", str(origin.config), *args],
+                          capture_output=True, text=True, env=cli_env(), timeout=60,
+                          check=False)
+
+
+def test_a_bug_exits_70_with_one_line(store_copy: Origin) -> None:
+    # 70 is EX_SOFTWARE; 3 would tell the operator the environment refused (DESIGN.md §6).
+    line = assert_one_line_error(_with_a_bug(store_copy, "status"), 70)
+    assert line == "codecache: error: internal error: a fake bug under the verb"
+
+
+def test_a_bug_shows_its_traceback_with_debug_only(store_copy: Origin) -> None:
+    result = _with_a_bug(store_copy, "--debug", "status")
+    assert result.returncode == 70
+    assert "Traceback" in result.stderr
+    assert "in read_document" in result.stderr
+    assert result.stderr.splitlines()[-1] == \
+        "codecache: error: internal error: a fake bug under the verb"
+
+
+def test_a_bug_in_check_is_unknown_as_nagios_wants(store_copy: Origin) -> None:
+    result = _with_a_bug(store_copy, "check", "--no-upstream")
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert result.stdout.splitlines()[0] == \
+        "CODECACHE UNKNOWN - internal error: a fake bug under the verb"
 
 
 def test_a_write_failure_while_publishing_exits_3_and_keeps_the_previous_index(

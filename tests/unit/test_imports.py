@@ -45,7 +45,7 @@ MODULES: dict[str, tuple[tuple[str, ...], ...]] = {
     "node": (("pull",), ("supervisor",), ("worker",)),
     # Exit codes and what verbs share; one module per verb group (peers); the parser that
     # names them; the entry point.
-    "cli": (("exits", "common", "fetch"),
+    "cli": (("common", "fetch"),
             ("store_verbs", "serve", "check", "history", "keys", "loadgen", "audit"),
             ("parser",), ("main",)),
 }

@@ -9,7 +9,7 @@ How many such processes run and who binds the port is ``supervisor``'s business.
 
 The parts: ``front`` (the handler and errors to HTTP), ``respond`` (writing a
 representation), ``connection`` (aiohttp's connection handler with the header bound and
-``fastpath``; the one module built on aiohttp internals).
+``fastpath``: the subclass built on aiohttp's handler internals).
 """
 
 from __future__ import annotations

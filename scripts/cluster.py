@@ -14,40 +14,34 @@ to stderr or to log files in ``DIR/logs``. Every process it starts is recorded i
 ``DIR/cluster.json`` with its start time, so ``down`` stops exactly those processes (and the
 children they forked, found by session id) and nothing else.
 
-The nginx configuration is rendered from ``nginx/codecache.conf`` itself: only its lines
-marked ``cluster:`` (replicas, listen addresses, cache directory, access log) are rewritten.
-As root, nginx's workers run as ``nobody``, which cannot enter a 0700 directory such as a
-pytest tmp dir; the cache and temp directories then live in a private ``mkdtemp`` directory
-owned by that user, removed by ``down`` (see nginx/README.md).
+The nginx configuration is rendered from ``nginx/codecache.conf`` itself by
+``codecache.ops.nginx`` (``render-nginx`` is its command line); as root, the private cache
+directory it creates for nginx's workers is removed by ``down`` (see nginx/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import grp
 import http.client
 import json
 import os
-import pwd
-import re
-import resource
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from codecache.core.errors import CodecacheError, exit_code
+from codecache.ops.nginx import Rendered, render_nginx
+
 REPO = Path(__file__).resolve().parent.parent
-TEMPLATE = REPO / "nginx" / "codecache.conf"
 STATE = "cluster.json"
 SVN_USER, SVN_PASSWORD = "releasemgr", "demo-only-password"
 READY_TIMEOUT = 90.0
@@ -63,223 +57,17 @@ class ClusterError(Exception):
         self.code = code
 
 
-# --- nginx rendering ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WorkerUser:
-    """The user nginx's workers run as when its master runs as root."""
-
-    name: str
-    group: str
-    uid: int
-    gid: int
-
-
-def worker_user() -> WorkerUser | None:
-    """``nobody`` when running as root (nginx drops its workers' privileges), else None."""
-    if os.geteuid() != 0:
-        return None
-    entry = pwd.getpwnam("nobody")
-    return WorkerUser(entry.pw_name, grp.getgrgid(entry.pw_gid).gr_name, entry.pw_uid,
-                      entry.pw_gid)
-
-
-def upstream_address(url: str) -> str:
-    """``http://127.0.0.1:8081`` → ``127.0.0.1:8081`` (an nginx ``server`` address).
-
-    Raises:
-        ClusterError: not an http:// URL with a host and a port.
-    """
-    parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname or parts.port is None \
-            or parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ClusterError(f"replica URL must be http://HOST:PORT, got {url!r}", code=2)
-    return parts.netloc
-
-
-_TOKEN = re.compile(r"[^\s;{}#'\"]+")
-
-
-def _checked(value: str, what: str) -> str:
-    if not _TOKEN.fullmatch(value):
-        raise ClusterError(f"{what}: not a plain nginx token: {value!r}", code=2)
-    return value
-
-
-def _replacer(value: str) -> Callable[[re.Match[str]], str]:
-    return lambda m: f"{m[1]}{value}{m[2]}"
-
-
-def render_front(template: str, *, listens: Sequence[str], replicas: Sequence[str],
-                 cache_dir: Path, access_log: Path) -> str:
-    """The front-tier config of ``template`` with its ``cluster:`` lines rewritten.
-
-    Raises:
-        ClusterError: no listen address or replica, or an address nginx cannot take.
-    """
-    if not listens or not replicas:
-        raise ClusterError("need at least one --listen and one --replica", code=2)
-    values = {
-        "listen": [_checked(a, "listen address") for a in listens],
-        "replica": [_checked(upstream_address(u), "replica") for u in replicas],
-        "cache": [_checked(str(cache_dir), "cache directory")],
-        "log": [_checked(str(access_log), "access log")],
-    }
-    patterns = {"listen": r"(listen\s+)\S+?(;)", "replica": r"(server\s+)\S+(\s)",
-                "cache": r"(proxy_cache_path\s+)\S+(\s)", "log": r"(access_log\s+)\S+(\s)"}
-    out: list[str] = []
-    done: set[str] = set()
-    for line in template.splitlines():
-        match = re.search(r"#\s*cluster:(\w+)\s*$", line)
-        if match is None:
-            out.append(line)
-            continue
-        kind = match.group(1)
-        if kind not in values:
-            raise ClusterError(f"{TEMPLATE}: unknown marker cluster:{kind}")
-        if kind in done:
-            continue  # the first marked line of a kind stands for all of them
-        done.add(kind)
-        body = line[:match.start()].rstrip()
-        for value in values[kind]:
-            new, count = re.subn(patterns[kind], _replacer(value), body, count=1)
-            if count != 1:
-                raise ClusterError(f"{TEMPLATE}: cannot rewrite cluster:{kind} line {line!r}")
-            out.append(new)
-    missing = set(values) - done
-    if missing:
-        raise ClusterError(f"{TEMPLATE}: no cluster:{sorted(missing)[0]} line")
-    return "\n".join(out) + "\n"
-
-
-def render_main(front: str, *, prefix: Path, cache_dir: Path, user: WorkerUser | None) -> str:
-    """A complete nginx.conf (main, events, http) around the front-tier config."""
-    temp = cache_dir / "temp"
-    nofile, connections = nginx_limits()
-    user_line = f"user {user.name} {user.group};" if user else "# not root: workers run as me"
-    front_text = "\n".join(f"    {line}" if line else "" for line in front.splitlines())
-    return f"""\
-# Generated by scripts/cluster render-nginx from nginx/codecache.conf; run with
-#   nginx -p {prefix} -c <this file>
-{user_line}
-worker_processes auto;
-# The location regexes (nginx/codecache.conf) run on every request: compile them to machine code.
-pcre_jit on;
-# Room for 10,000 pilots held open at once (scripts/bench holds 10,000 slow downloads): each
-# proxied request needs a client and an upstream connection, and one worker may take them all.
-# Capped at the open-files hard limit nginx inherits (a failed setrlimit is an [alert]).
-worker_rlimit_nofile {nofile};
-pid {prefix / "nginx.pid"};
-error_log {prefix / "logs" / "error.log"} warn;
-
-events {{
-    worker_connections {connections};
-}}
-
-http {{
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    # Temp files are written by the workers: keep them beside the cache (see nginx/README.md).
-    client_body_temp_path {temp / "client_body"};
-    proxy_temp_path {temp / "proxy"};
-    fastcgi_temp_path {temp / "fastcgi"};
-    uwsgi_temp_path {temp / "uwsgi"};
-    scgi_temp_path {temp / "scgi"};
-
-{front_text}
-}}
-"""
-
-
-def nginx_limits() -> tuple[int, int]:
-    """(worker_rlimit_nofile, worker_connections): 65,536 and 24,576, or less where the
-    open-files hard limit that nginx inherits from us is lower."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    nofile = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
-    return nofile, min(24576, nofile)
-
-
-def _reachable_by(path: Path, user: WorkerUser) -> bool:
-    """Whether ``user`` can search every directory from / down to ``path``."""
-    groups = {user.gid} | {g.gr_gid for g in grp.getgrall() if user.name in g.gr_mem}
-    for directory in [path, *path.parents]:
-        info = directory.stat()
-        if info.st_uid == user.uid:
-            bit = stat.S_IXUSR
-        elif info.st_gid in groups:
-            bit = stat.S_IXGRP
-        else:
-            bit = stat.S_IXOTH
-        if not info.st_mode & bit:
-            return False
-    return True
-
-
-def prepare_cache_dir(prefix: Path, cache_dir: Path | None,
-                      user: WorkerUser | None) -> tuple[Path, bool]:
-    """The cache directory nginx's workers write (created); True if it is a private mkdtemp.
-
-    Not root: ``PREFIX/cache`` unless given. Root: a given directory must be reachable by the
-    worker user; by default a fresh ``mkdtemp`` in the system temp directory, owned by it.
-
-    Raises:
-        ClusterError: the worker user could not reach the directory.
-    """
-    private = False
-    if cache_dir is None:
-        if user is None:
-            cache_dir = prefix / "cache"
-        else:
-            cache_dir = Path(tempfile.mkdtemp(prefix="codecache-nginx-"))
-            private = True
-    cache_dir = cache_dir.resolve()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    for sub in ("temp", *(f"temp/{t}" for t in ("client_body", "proxy", "fastcgi", "uwsgi",
-                                                 "scgi"))):
-        (cache_dir / sub).mkdir(exist_ok=True)
-    if user is not None:
-        for directory in [cache_dir, *cache_dir.rglob("*")]:
-            os.chown(directory, user.uid, user.gid)
-        if not _reachable_by(cache_dir, user):
-            if private:
-                shutil.rmtree(cache_dir, ignore_errors=True)
-            raise ClusterError(f"nginx workers (user {user.name}) cannot reach {cache_dir}; "
-                               f"give --cache-dir in a directory they can enter")
-    return cache_dir, private
-
-
-@dataclass(frozen=True)
-class Rendered:
-    conf: Path
-    prefix: Path
-    cache_dir: Path
-    private_cache_dir: bool   # a mkdtemp the caller removes when nginx is gone
-
-
-def render_nginx(out: Path, prefix: Path, listens: Sequence[str], replicas: Sequence[str],
-                 cache_dir: Path | None = None) -> Rendered:
-    """Write a complete nginx.conf for ``nginx -p PREFIX -c OUT``; create its directories.
+def render(out: Path, prefix: Path, listens: Sequence[str], replicas: Sequence[str],
+           cache_dir: Path | None = None) -> Rendered:
+    """``codecache.ops.nginx.render_nginx``; its errors as ``ClusterError`` (exit 2 or 3).
 
     Raises:
         ClusterError: bad addresses, unreachable cache directory.
     """
-    prefix = prefix.resolve()
-    (prefix / "logs").mkdir(parents=True, exist_ok=True)
-    user = worker_user()
-    directory, private = prepare_cache_dir(prefix, cache_dir, user)
     try:
-        front = render_front(TEMPLATE.read_text(), listens=listens, replicas=replicas,
-                             cache_dir=directory / "cache",
-                             access_log=prefix / "logs" / "access.log")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(render_main(front, prefix=prefix, cache_dir=directory, user=user))
-    except BaseException:
-        if private:
-            shutil.rmtree(directory, ignore_errors=True)
-        raise
-    return Rendered(out.resolve(), prefix, directory, private)
+        return render_nginx(out, prefix, listens, replicas, cache_dir)
+    except CodecacheError as e:
+        raise ClusterError(str(e), code=exit_code(e)) from None
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -706,7 +494,7 @@ def start_nodes(directory: Path, launcher: Launcher, setup: OriginSetup, count: 
     port = vip_port or free_port(ipv6)
     listens = [f"127.0.0.1:{port}"] + ([f"[::1]:{port}"] if ipv6 else [])
     prefix = directory / "nginx"
-    rendered = render_nginx(prefix / "nginx.conf", prefix, listens, replica_urls)
+    rendered = render(prefix / "nginx.conf", prefix, listens, replica_urls)
     state.cache_dir, state.private_cache_dir = str(rendered.cache_dir), rendered.private_cache_dir
     state.save()
     launcher.start("nginx", [which("nginx"), "-p", str(prefix), "-c", str(rendered.conf),
@@ -900,8 +688,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"name": args.node,
                               "pid": start_node(args.dir, args.node, args.timeout)}))
         else:
-            rendered = render_nginx(args.out, args.prefix, args.listen, args.replica,
-                                    args.cache_dir)
+            rendered = render(args.out, args.prefix, args.listen, args.replica,
+                              args.cache_dir)
             print(json.dumps({k: str(v) if isinstance(v, Path) else v
                               for k, v in asdict(rendered).items()}))
     except ClusterError as e:

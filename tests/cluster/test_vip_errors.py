@@ -1,7 +1,7 @@
 """The errors the front tier makes itself carry codecache's JSON error body, as a replica's.
 
-nginx from ``nginx/codecache.conf`` (rendered by ``scripts/cluster render-nginx``, as the
-cluster runs it) in front of replicas that cannot answer: one whose port is closed (nginx
+nginx from ``nginx/codecache.conf`` (rendered by ``codecache.ops.nginx``, as the cluster
+runs it) in front of replicas that cannot answer: one whose port is closed (nginx
 answers 502) and one that accepts connections and never answers (504 after
 ``proxy_read_timeout``). No replica is needed for the requests nginx refuses itself.
 """
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.helpers import Response, cluster_cmd, curl
+from codecache.ops.nginx import render_nginx
+from tests.cluster.helpers import Response, curl
 from tests.conftest import free_port, require, wait_for_port
 
 
@@ -31,12 +32,9 @@ def front(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     port = free_port()
     prefix = tmp_path / "front"
     prefix.mkdir()
-    rendered = cluster_cmd("render-nginx", "--out", str(prefix / "nginx.conf"), "--prefix",
-                           str(prefix), "--listen", f"127.0.0.1:{port}",
-                           f"--replica=http://127.0.0.1:{replica}")
-    assert rendered.returncode == 0, rendered.stderr
-    info = json.loads(rendered.stdout)
-    process = subprocess.Popen([nginx, "-p", str(prefix), "-c", info["conf"],
+    rendered = render_nginx(prefix / "nginx.conf", prefix, [f"127.0.0.1:{port}"],
+                            [f"http://127.0.0.1:{replica}"])
+    process = subprocess.Popen([nginx, "-p", str(prefix), "-c", str(rendered.conf),
                                 "-g", "daemon off;"], stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port)
@@ -45,8 +43,8 @@ def front(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
         process.terminate()
         process.wait(timeout=20)
         silent.close()
-        if info["private_cache_dir"]:
-            shutil.rmtree(info["cache_dir"], ignore_errors=True)
+        if rendered.private_cache_dir:
+            shutil.rmtree(rendered.cache_dir, ignore_errors=True)
 
 
 def assert_json_error(response: Response, status: int, code: str) -> None:

@@ -40,7 +40,7 @@ MODULES: dict[str, tuple[tuple[str, ...], ...]] = {
     "web": (("conditional", "cachealign"), ("catalog", "statuspage", "headers"),
             ("blobcache",), ("storeview",), ("fastpath",), ("respond",), ("front",),
             ("connection",), ("server",)),
-    "ops": (("check",), ("probe",)),
+    "ops": (("check", "nginx"), ("probe",)),
     "load": (("loadstats",), ("loadgen",), ("loadpool",)),
     "node": (("pull",), ("supervisor",), ("worker",)),
     # Exit codes and what verbs share; one module per verb group (peers); the parser that

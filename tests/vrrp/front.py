@@ -9,9 +9,7 @@ operators copy.
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from codecache.ops.nginx import render_nginx
 from tests.conftest import Origin, require
 from tests.vrrp.netns import Lan, Node
 
@@ -75,23 +74,17 @@ def start_backend(lan: Lan, origin: Origin, port: int) -> Backend:
     return backend
 
 
-def render_nginx(lan: Lan, prefix: Path, replicas: list[str]) -> Path:
-    """``scripts/cluster render-nginx``: nginx/codecache.conf as a complete nginx.conf.
+def render_front(lan: Lan, prefix: Path, replicas: list[str]) -> Path:
+    """``codecache.ops.nginx.render_nginx``: nginx/codecache.conf as a complete nginx.conf.
 
     Listening on port 80 of every address of the node, so both the VIP (whenever the node
     holds it) and keepalived's check on 127.0.0.1 reach it. As root the renderer puts the
     cache in a private directory its workers (``nobody``) can enter; the LAN removes it.
     """
-    out = prefix / "nginx.conf"
-    result = subprocess.run(
-        ["bash", str(REPO / "scripts" / "cluster"), "render-nginx", "--out", str(out),
-         "--prefix", str(prefix), "--listen", "80", *(f"--replica={r}" for r in replicas)],
-        capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, f"render-nginx failed:\n{result.stdout}{result.stderr}"
-    rendered = json.loads(result.stdout)
-    if rendered["private_cache_dir"]:
-        lan.remove_after(Path(rendered["cache_dir"]))
-    return Path(rendered["conf"])
+    rendered = render_nginx(prefix / "nginx.conf", prefix, ["80"], replicas)
+    if rendered.private_cache_dir:
+        lan.remove_after(rendered.cache_dir)
+    return rendered.conf
 
 
 @dataclass
@@ -119,7 +112,7 @@ class FrontNode:
     def start_nginx(self, replicas: list[str]) -> None:
         nginx = require("nginx")
         self.dir.mkdir(exist_ok=True)
-        conf = render_nginx(self.lan, self.dir, replicas)
+        conf = render_front(self.lan, self.dir, replicas)
         self.lan.spawn(self.node.ns, [nginx, "-p", str(self.dir), "-c", str(conf),
                                       "-g", "daemon off;"], self.nginx_log.name)
         curl = require("curl")

@@ -17,168 +17,46 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from codecache.core.config_schema import (
+    DEFAULT_TAG_PATTERN,
+    SVN_CLIENTS,
+    Config,
+    LogConfig,
+    LogFormat,
+    PackageConfig,
+    ReplicaConfig,
+    Role,
+    ServerConfig,
+    SigningConfig,
+    StoreConfig,
+    SvnConfig,
+    SyncConfig,
+)
+from codecache.core.config_values import (
+    as_bool,
+    as_choice,
+    as_int,
+    as_path,
+    as_str,
+    as_str_list,
+    parse_duration,
+    split_listen,
+)
 from codecache.core.errors import ConfigError
 from codecache.core.names import is_channel, is_package
 
-DEFAULT_TAG_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# The names callers import from here: the schema, the loader, and the value parsers the
+# command line uses too.
+__all__ = ["DEFAULT_TAG_PATTERN", "SVN_CLIENTS", "Config", "LogConfig", "LogFormat",
+           "PackageConfig", "ReplicaConfig", "Role", "ServerConfig", "SigningConfig",
+           "StoreConfig", "SvnConfig", "SyncConfig", "load_config", "parse_duration",
+           "split_listen"]
+
 # Variables that are not config keys but belong to codecache.
 _ENV_NOT_KEYS = frozenset({"CODECACHE_CONFIG", "CODECACHE_ACTOR"})
-
-
-class Role(Enum):
-    ORIGIN = "origin"
-    REPLICA = "replica"
-
-
-@dataclass(frozen=True, slots=True)
-class StoreConfig:
-    path: Path = Path("/var/lib/codecache")
-    # How often the server re-hashes every blob it serves (periodic scrub).
-    scrub_interval: float = 3600.0
-
-
-@dataclass(frozen=True, slots=True)
-class SigningConfig:
-    # One path, or several during a key rotation: the first is the primary (its signature
-    # is a release's ``.minisig``); every one signs the index and every release.
-    secret_keys: tuple[Path, ...] = ()
-    trusted_keys: tuple[Path, ...] = ()
-    index_expiry: float = 7 * 86400.0
-    resign_interval: float = 3600.0
-
-    @property
-    def secret_key(self) -> Path | None:
-        """The primary secret key, None where none is configured (a replica)."""
-        return self.secret_keys[0] if self.secret_keys else None
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    listen: tuple[str, ...] = ("127.0.0.1:8080",)
-    channel_max_age: int = 60
-    # Blobs up to this size are held in memory after one verified read.
-    # Larger ones are sent from their file with sendfile(2): no copy per connection (a
-    # large body written from memory is copied into each slow client's send buffer).
-    memory_blob_max: int = 1024 * 1024
-    memory_total_max: int = 512 * 1024 * 1024
-    # How often the server looks for a new index or a changed/missing blob.
-    watch_interval: float = 0.25
-    # Worker processes sharing the listening port; 0 = one per CPU (DESIGN.md §7).
-    workers: int = 0
-    # A request header must be complete this long after the connection opened or the
-    # request's first byte arrived (slow clients: a half-sent header is closed after it).
-    header_timeout: float = 10.0
-    # An idle keep-alive connection is closed after this; longer than the front tier's
-    # upstream keepalive_timeout (nginx/codecache.conf: 60 s), so nginx closes first.
-    keepalive_timeout: float = 75.0
-    # On SIGTERM/SIGINT, in-flight responses get this long to finish.
-    shutdown_timeout: float = 10.0
-    # A plain GET of a file held in memory, and a revalidation that ends in 304, are
-    # answered from bytes made once per representation (web/fastpath.py); false: every
-    # request goes through aiohttp's request handling (same bytes, more CPU).
-    fast_answers: bool = True
-
-    def worker_count(self) -> int:
-        """Worker processes to run (``workers = 0``: one per CPU)."""
-        return self.workers or len(os.sched_getaffinity(0)) or 1
-
-
-@dataclass(frozen=True, slots=True)
-class SyncConfig:
-    interval: float = 30.0
-    max_backoff: float = 600.0
-
-
-@dataclass(frozen=True, slots=True)
-class SvnConfig:
-    username: str | None = None
-    password: str | None = None
-    password_file: Path | None = None
-    timeout: float = 300.0
-    # "auto": pysvn (in a worker process) where a Python with pysvn is found, else the
-    # svn command; "cli" or "pysvn" force one (docs/decisions.md).
-    client: str = "auto"
-
-
-@dataclass(frozen=True, slots=True)
-class PackageConfig:
-    name: str
-    svn_url: str
-    tag_pattern: re.Pattern[str] = re.compile(DEFAULT_TAG_PATTERN)
-    auto_channel: str | None = None
-    tar_prefix: str = ""
-
-    @property
-    def prefix(self) -> str:
-        return self.tar_prefix or self.name
-
-    def tag_url(self, tag: str) -> str:
-        return f"{self.svn_url.rstrip('/')}/tags/{tag}"
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaConfig:
-    upstreams: tuple[str, ...] = ()
-    # Poll period; with the server's 0.25 s watch a publish is served within ~1.5 s.
-    interval: float = 1.0
-    # Bound on connecting, and on any stall of a response body; an index fetch as a whole
-    # gets three times this, a blob this plus one second per MiB.
-    timeout: float = 10.0
-    # An index larger than this is refused (``too_large``) without being read further.
-    max_index_size: int = 64 * 1024 * 1024
-
-
-class LogFormat(Enum):
-    TEXT = "text"    # one human line per record
-    JSON = "json"    # one JSON object per line; ``extra=`` fields become keys
-
-
-@dataclass(frozen=True, slots=True)
-class LogConfig:
-    format: LogFormat = LogFormat.TEXT
-    # The access log of ``serve`` writes one in this many answered requests (every error,
-    # 4xx or 5xx, always); 0 writes none. Each line costs more than answering a 304.
-    access_sample: int = 1
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    role: Role = Role.ORIGIN
-    store: StoreConfig = field(default_factory=StoreConfig)
-    signing: SigningConfig = field(default_factory=SigningConfig)
-    server: ServerConfig = field(default_factory=ServerConfig)
-    sync: SyncConfig = field(default_factory=SyncConfig)
-    svn: SvnConfig = field(default_factory=SvnConfig)
-    replica: ReplicaConfig = field(default_factory=ReplicaConfig)
-    log: LogConfig = field(default_factory=LogConfig)
-    packages: tuple[PackageConfig, ...] = ()
-
-    def package(self, name: str) -> PackageConfig | None:
-        return next((p for p in self.packages if p.name == name), None)
-
-
-def parse_duration(value: object, key: str) -> float:
-    """``30s``/``5m``/``1h``/``7d``, ``0.5s``/``250ms`` (or a number of seconds) as seconds.
-
-    Raises:
-        ConfigError: for anything else.
-    """
-    if isinstance(value, bool):
-        raise ConfigError(f"{key}: expected a duration like 30s, 5m, 1h or 7d, got {value!r}")
-    if isinstance(value, int | float) and value > 0:
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION_RE.fullmatch(value.strip())
-        if match and float(match.group(1)) > 0:
-            return float(match.group(1)) * _UNITS[match.group(2)]
-    raise ConfigError(f"{key}: expected a duration like 30s, 5m, 1h or 7d, got {value!r}")
 
 
 def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
@@ -297,49 +175,10 @@ def _check_replica(config: Config) -> None:
                           "every index it pulls)")
 
 
-def _path(value: object, key: str, base: Path) -> Path:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{key}: expected a path, got {value!r}")
-    return base / Path(value).expanduser()
-
-
-def _str(value: object, key: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{key}: expected a non-empty string, got {value!r}")
-    return value
-
-
-def _int(value: object, key: str, minimum: int = 0) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key}: expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
-_TRUE = frozenset({"true", "yes", "on", "1"})
-_FALSE = frozenset({"false", "no", "off", "0"})
-
-
-def _bool(value: object, key: str) -> bool:
-    """A TOML boolean, or from the environment one of true/yes/on/1, false/no/off/0."""
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    return value
-
-
-def _str_list(value: object, key: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
-    return tuple(value)
-
-
 def _store(t: Mapping[str, Any], base: Path) -> StoreConfig:
     d = StoreConfig()
     return StoreConfig(
-        path=_path(t["path"], "store.path", base) if "path" in t else d.path,
+        path=as_path(t["path"], "store.path", base) if "path" in t else d.path,
         scrub_interval=parse_duration(t.get("scrub_interval", d.scrub_interval),
                                       "store.scrub_interval"),
     )
@@ -347,10 +186,10 @@ def _store(t: Mapping[str, Any], base: Path) -> StoreConfig:
 
 def _signing(t: Mapping[str, Any], base: Path) -> SigningConfig:
     d = SigningConfig()
-    keys = _str_list(t.get("trusted_keys", []), "signing.trusted_keys")
+    keys = as_str_list(t.get("trusted_keys", []), "signing.trusted_keys")
     return SigningConfig(
         secret_keys=_secret_keys(t.get("secret_key"), base),
-        trusted_keys=tuple(_path(k, "signing.trusted_keys", base) for k in keys),
+        trusted_keys=tuple(as_path(k, "signing.trusted_keys", base) for k in keys),
         index_expiry=parse_duration(t.get("index_expiry", d.index_expiry),
                                     "signing.index_expiry"),
         resign_interval=parse_duration(t.get("resign_interval", d.resign_interval),
@@ -363,12 +202,12 @@ def _secret_keys(value: object, base: Path) -> tuple[Path, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
-        return (_path(value, "signing.secret_key", base),)
+        return (as_path(value, "signing.secret_key", base),)
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v
                                                            for v in value):
         raise ConfigError("signing.secret_key: expected a path or a non-empty list of paths "
                           f"(the first is the primary key), got {value!r}")
-    paths = tuple(_path(v, "signing.secret_key", base) for v in value)
+    paths = tuple(as_path(v, "signing.secret_key", base) for v in value)
     duplicates = sorted({str(p) for p in paths if paths.count(p) > 1})
     if duplicates:
         raise ConfigError(f"signing.secret_key: {duplicates[0]} is listed twice")
@@ -377,40 +216,28 @@ def _secret_keys(value: object, base: Path) -> tuple[Path, ...]:
 
 def _server(t: Mapping[str, Any]) -> ServerConfig:
     d = ServerConfig()
-    listen = _str_list(t.get("listen", list(d.listen)), "server.listen")
+    listen = as_str_list(t.get("listen", list(d.listen)), "server.listen")
     for address in listen:
         split_listen(address)
     return ServerConfig(
         listen=listen,
-        channel_max_age=_int(t.get("channel_max_age", d.channel_max_age),
+        channel_max_age=as_int(t.get("channel_max_age", d.channel_max_age),
                              "server.channel_max_age"),
-        memory_blob_max=_int(t.get("memory_blob_max", d.memory_blob_max),
+        memory_blob_max=as_int(t.get("memory_blob_max", d.memory_blob_max),
                              "server.memory_blob_max"),
-        memory_total_max=_int(t.get("memory_total_max", d.memory_total_max),
+        memory_total_max=as_int(t.get("memory_total_max", d.memory_total_max),
                               "server.memory_total_max"),
         watch_interval=parse_duration(t.get("watch_interval", d.watch_interval),
                                       "server.watch_interval"),
-        workers=_int(t.get("workers", d.workers), "server.workers"),
+        workers=as_int(t.get("workers", d.workers), "server.workers"),
         header_timeout=parse_duration(t.get("header_timeout", d.header_timeout),
                                       "server.header_timeout"),
         keepalive_timeout=parse_duration(t.get("keepalive_timeout", d.keepalive_timeout),
                                          "server.keepalive_timeout"),
         shutdown_timeout=parse_duration(t.get("shutdown_timeout", d.shutdown_timeout),
                                         "server.shutdown_timeout"),
-        fast_answers=_bool(t.get("fast_answers", d.fast_answers), "server.fast_answers"),
+        fast_answers=as_bool(t.get("fast_answers", d.fast_answers), "server.fast_answers"),
     )
-
-
-def split_listen(address: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` as (host, port).
-
-    Raises:
-        ConfigError: for anything else.
-    """
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"server.listen: expected host:port, got {address!r}")
-    return host.removeprefix("[").removesuffix("]"), int(port)
 
 
 def _sync(t: Mapping[str, Any]) -> SyncConfig:
@@ -424,28 +251,18 @@ def _sync(t: Mapping[str, Any]) -> SyncConfig:
 def _svn(t: Mapping[str, Any], base: Path) -> SvnConfig:
     d = SvnConfig()
     return SvnConfig(
-        username=_str(t["username"], "svn.username") if "username" in t else None,
-        password=_str(t["password"], "svn.password") if "password" in t else None,
-        password_file=_path(t["password_file"], "svn.password_file", base)
+        username=as_str(t["username"], "svn.username") if "username" in t else None,
+        password=as_str(t["password"], "svn.password") if "password" in t else None,
+        password_file=as_path(t["password_file"], "svn.password_file", base)
         if "password_file" in t else None,
         timeout=parse_duration(t.get("timeout", d.timeout), "svn.timeout"),
-        client=_choice(t.get("client", d.client), "svn.client", SVN_CLIENTS),
+        client=as_choice(t.get("client", d.client), "svn.client", SVN_CLIENTS),
     )
-
-
-SVN_CLIENTS = ("auto", "cli", "pysvn")
-
-
-def _choice(value: object, key: str, allowed: tuple[str, ...]) -> str:
-    text = _str(value, key)
-    if text not in allowed:
-        raise ConfigError(f"{key} must be one of {', '.join(allowed)}, not {text!r}")
-    return text
 
 
 def _replica(t: Mapping[str, Any]) -> ReplicaConfig:
     d = ReplicaConfig()
-    upstreams = _str_list(t.get("upstreams", []), "replica.upstreams")
+    upstreams = as_str_list(t.get("upstreams", []), "replica.upstreams")
     for url in upstreams:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"replica.upstreams: expected an http(s) URL, got {url!r}")
@@ -453,7 +270,7 @@ def _replica(t: Mapping[str, Any]) -> ReplicaConfig:
         upstreams=tuple(u.rstrip("/") for u in upstreams),
         interval=parse_duration(t.get("interval", d.interval), "replica.interval"),
         timeout=parse_duration(t.get("timeout", d.timeout), "replica.timeout"),
-        max_index_size=_int(t.get("max_index_size", d.max_index_size),
+        max_index_size=as_int(t.get("max_index_size", d.max_index_size),
                             "replica.max_index_size", minimum=1024),
     )
 
@@ -465,7 +282,7 @@ def _log(t: Mapping[str, Any]) -> LogConfig:
         fmt = LogFormat(text)
     except ValueError:
         raise ConfigError(f"log.format: expected 'text' or 'json', got {text!r}") from None
-    return LogConfig(format=fmt, access_sample=_int(t.get("access_sample", d.access_sample),
+    return LogConfig(format=fmt, access_sample=as_int(t.get("access_sample", d.access_sample),
                                                     "log.access_sample"))
 
 
@@ -486,10 +303,10 @@ def _package(t: Mapping[str, Any], index: int) -> PackageConfig:
     for required in ("name", "svn_url"):
         if required not in t:
             raise ConfigError(f"{where}{required} is required")
-    name = _str(t["name"], where + "name")
+    name = as_str(t["name"], where + "name")
     if not is_package(name):
         raise ConfigError(f"{where}name: invalid package name {name!r}")
-    pattern_text = _str(t.get("tag_pattern", DEFAULT_TAG_PATTERN), where + "tag_pattern")
+    pattern_text = as_str(t.get("tag_pattern", DEFAULT_TAG_PATTERN), where + "tag_pattern")
     try:
         pattern = re.compile(pattern_text)
     except re.error as err:
@@ -497,12 +314,12 @@ def _package(t: Mapping[str, Any], index: int) -> PackageConfig:
     auto = t.get("auto_channel")
     if auto is not None and (not isinstance(auto, str) or not is_channel(auto)):
         raise ConfigError(f"{where}auto_channel: invalid channel name {auto!r}")
-    prefix = _str(t.get("tar_prefix", name), where + "tar_prefix")
+    prefix = as_str(t.get("tar_prefix", name), where + "tar_prefix")
     if "/" in prefix or prefix in (".", "..") or "\0" in prefix:
         raise ConfigError(f"{where}tar_prefix: must be a single directory name, got {prefix!r}")
     return PackageConfig(
         name=name,
-        svn_url=_str(t["svn_url"], where + "svn_url").rstrip("/"),
+        svn_url=as_str(t["svn_url"], where + "svn_url").rstrip("/"),
         tag_pattern=pattern,
         auto_channel=auto,
         tar_prefix=prefix,

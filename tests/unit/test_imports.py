@@ -30,8 +30,9 @@ PACKAGES: tuple[tuple[str, ...], ...] = (
 )
 # Modules inside a package, lower first; a module not listed ranks after those listed.
 MODULES: dict[str, tuple[tuple[str, ...], ...]] = {
-    "core": (("errors",), ("keyfiles",), ("names", "signing", "tarball"), ("config", "index"),
-             ("history",), ("trust",), ("readiness",)),
+    "core": (("errors",), ("keyfiles",),
+             ("names", "signing", "tarball", "config_schema", "config_values"),
+             ("config", "index"), ("history",), ("trust",), ("readiness",)),
     "telemetry": (("metrics", "notify"), ("logs",)),
     "origin": (("sources.base", "sources.pysvn_worker"), ("sources.svn_access",),
                ("sources.svn_cli", "sources.pysvn"), ("sources.svn",), ("build",),
@@ -196,7 +197,8 @@ def test_cli_imports_no_verb_implementation_when_it_starts() -> None:
     # names every verb module, so what they import at module level counts too.
     found = startup_imports("cli.main")
     assert {m for m in found if m.startswith("codecache.") and not m.startswith("codecache.cli.")
-            } <= {"codecache", "codecache.core.config", "codecache.core.errors",
+            } <= {"codecache", "codecache.core.config", "codecache.core.config_schema",
+                  "codecache.core.config_values", "codecache.core.errors",
                   "codecache.core.names", "codecache.telemetry.logs"}
     assert {"codecache.cli.parser", "codecache.cli.serve"} <= found  # the walk follows them
     assert found.isdisjoint({"aiohttp", "cryptography", "prometheus_client"})

@@ -27,7 +27,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from codecache.core.errors import ConfigError, InsecureKeyFile, SignatureError
 from codecache.core.keyfiles import SIG_ALG as _SIG_ALG
 from codecache.core.keyfiles import decode_key_line as _decode_key_line
-from codecache.core.keyfiles import parse_public_key as _parse_public_key
 from codecache.core.keyfiles import read_public_key, read_trusted_keys
 
 _PREHASHED_ALG = b"ED"     # signature over BLAKE2b-512 of the file
@@ -147,16 +146,6 @@ def load_secret_key(path: Path) -> SecretKey:
     if checksum not in (expected, bytes(32)):
         raise ConfigError(f"{path}: secret key checksum mismatch (corrupted key file)")
     return SecretKey(key_id, Ed25519PrivateKey.from_private_bytes(secret[:32]))
-
-
-def parse_public_key(text: str, where: str = "public key") -> PublicKey:
-    """Parse minisign public-key text.
-
-    Raises:
-        ConfigError: malformed key.
-    """
-    key_id, raw = _parse_public_key(text, where)
-    return PublicKey(key_id, Ed25519PublicKey.from_public_bytes(raw))
 
 
 def load_public_key(path: Path) -> PublicKey:

@@ -269,6 +269,3 @@ def is_expired(index: Index, now: float) -> bool:
     """Past ``expires``: refused from an upstream, served but degraded once held."""
     return past_expiry(index.expires, now)
 
-
-def payload_digest(payload: Mapping[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(payload)).hexdigest()

@@ -36,14 +36,17 @@ from codecache.core.errors import (
     HashMismatch,
     IndexRefused,
     IntegrityError,
+    NoIndex,
     SignatureError,
 )
 from codecache.core.index import Index
 from codecache.core.readiness import Health, IndexProblem, IndexTrouble, Readiness, judge
 from codecache.core.signing import PublicKey, parse_minisig, verify_minisig
-from codecache.core.trust import TrustState, evaluate, verify
+from codecache.core.trust import verify
 from codecache.ops.check import Facts
-from codecache.store.store import Store, sha256_file
+from codecache.store.files import MISSING, check_blob
+from codecache.store.store import Store
+from codecache.store.trusted import read_trusted_index
 
 _SMALL = 4 * 1024 * 1024          # /readyz, /metrics, .minisig
 _INDEX_CAP = 64 * 1024 * 1024     # as replica.max_index_size
@@ -408,7 +411,7 @@ def probe_store(config: Config, keys: Mapping[str, PublicKey], *, timeout: float
     if not store.root.is_dir():
         raise ConfigError(f"store {store.root} does not exist (wrong --config?)")
     now = clock()
-    state = store.load_state()
+    state = store.state.load()
     facts = Facts(source=str(store.root), now=now, role=config.role.value,
                   mutated_tags=tuple(f"{m.package} {m.version}" for m in state.mutated_tags))
     # A refused index is the readiness verdict's reason (not ready), as on /readyz.
@@ -437,11 +440,10 @@ def probe_store(config: Config, keys: Mapping[str, PublicKey], *, timeout: float
 def _stored_index(store: Store, keys: Mapping[str, PublicKey], floor: int,
                   now: float) -> tuple[Index | None, IndexProblem | None]:
     """The index on disk through the trust rules the server applies to it."""
-    raw = store.read_document()
-    if raw is None:
-        return None, IndexProblem(IndexTrouble.ABSENT)
     try:
-        _, signed = evaluate(raw, keys, TrustState(floor), now=int(now), fresh_required=False)
+        signed = read_trusted_index(store, keys, now=now, floor=floor)
+    except NoIndex:
+        return None, IndexProblem(IndexTrouble.ABSENT)
     except IndexRefused as err:
         return None, IndexProblem.refused(err)
     return signed.index, None
@@ -451,17 +453,9 @@ def _stored_blobs(store: Store, index: Index, *, deep: bool) -> dict[str, str]:
     """Listed blobs missing or of the wrong size; with ``deep`` also hashed."""
     problems = {}
     for sha256, size in index.blob_sizes().items():
-        try:
-            actual = store.blob_path(sha256).stat().st_size
-        except FileNotFoundError:
-            problems[sha256] = "missing from disk"
-            continue
-        if actual != size:
-            problems[sha256] = f"corrupt on disk ({actual} bytes, {size} listed)"
-        elif deep:
-            digest, _ = sha256_file(store.blob_path(sha256))
-            if digest != sha256:
-                problems[sha256] = f"corrupt on disk (sha256 {digest})"
+        fault = check_blob(store.blob_path(sha256), sha256, size, deep=deep)
+        if fault is not None:
+            problems[sha256] = fault
     return problems
 
 
@@ -478,7 +472,7 @@ def _verify_stored(store: Store, keys: Mapping[str, PublicKey], index: Index, fa
             check_tarball(index, target.package, release.version, path.read_bytes(),
                           release.minisig, keys)
         except FileNotFoundError:
-            blob_problems[release.sha256] = "missing from disk"
+            blob_problems[release.sha256] = MISSING
             continue
         except HashMismatch as err:   # the readiness verdict names the blob
             blob_problems[release.sha256] = f"corrupt on disk ({err})"

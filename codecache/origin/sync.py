@@ -51,10 +51,13 @@ from codecache.core.names import (
     version_key,
 )
 from codecache.core.signing import PublicKey, SecretKey, normalise_keyid, sign_prehashed
-from codecache.core.trust import SignedIndex, TrustState, evaluate, sign_index
+from codecache.core.trust import SignedIndex, sign_index
 from codecache.origin.build import build_release
 from codecache.origin.sources.base import Source, Tag, release_ref, svn_location
-from codecache.store.store import FileIdentity, MutatedTag, Store, file_identity
+from codecache.store.files import MISSING, FileIdentity, blob_fault, file_identity
+from codecache.store.state import MutatedTag
+from codecache.store.store import Store
+from codecache.store.trusted import read_trusted_index
 
 log = logging.getLogger("codecache.sync")
 
@@ -432,18 +435,20 @@ class Origin:
         """
         path = self._store.blob_path(release.sha256)
         blake, sha = hashlib.blake2b(digest_size=64), hashlib.sha256()
+        length = 0
         try:
-            with path.open("rb") as fh:
+            with path.open("rb") as fh:   # one read for both digests: not check_blob's
                 while chunk := fh.read(1 << 20):
                     blake.update(chunk)
                     sha.update(chunk)
+                    length += len(chunk)
         except FileNotFoundError:
-            raise BlobUnavailable(release.sha256, "missing from the store") from None
+            raise BlobUnavailable(release.sha256, MISSING) from None
         except OSError as err:
             raise BlobUnavailable(release.sha256, f"cannot be read: {err.strerror}") from err
-        if sha.hexdigest() != release.sha256:
-            raise BlobUnavailable(release.sha256, "corrupt on disk (sha256 differs); not "
-                                  "signing it")
+        fault = blob_fault(release.sha256, release.size, length, sha.hexdigest())
+        if fault is not None:
+            raise BlobUnavailable(release.sha256, f"{fault}; not signing it")
         return blake.digest()
 
     def _check_mutation(self, pkg: PackageConfig, release: Release, tag: Tag) -> MutatedTag | None:
@@ -453,25 +458,13 @@ class Origin:
                           self._now())
 
     def _record_mutations(self, found: list[MutatedTag]) -> None:
-        state = self._store.load_state()
-        known = {(m.package, m.version): m for m in state.mutated_tags}
-        changed = False
-        for m in found:
-            old = known.get((m.package, m.version))
-            if old is not None and old.current_revision == m.current_revision:
-                continue
+        for m in self._store.state.record_mutations(found):
             log.error("MUTATED TAG package=%s version=%s published_revision=%d now=%d: the "
                       "tag changed after it was published; it is NOT republished, make a "
                       "new tag", m.package, m.version, m.published_revision, m.current_revision,
                       extra={"package": m.package, "version": m.version,
                              "revision": m.current_revision,
                              "published_revision": m.published_revision})
-            known[(m.package, m.version)] = m if old is None else dataclasses.replace(
-                old, current_revision=m.current_revision)
-            changed = True
-        if changed:
-            self._store.save_state(dataclasses.replace(state,
-                                                       mutated_tags=tuple(known.values())))
 
     def _resign_if_due(self, index: Index) -> Index:
         now = self._now()
@@ -500,12 +493,12 @@ class Origin:
         if raw is None:
             self._held = None
             return EMPTY
-        local = self._store.load_state()
+        local = self._store.state.load()
         held = self._held
         if held is not None and raw == held.document and local.highest_serial <= held.serial:
             return held.index  # the very bytes this writer verified or signed: unchanged
-        _, signed = evaluate(raw, self._keys, TrustState(local.highest_serial),
-                             now=self._now(), fresh_required=False)
+        signed = read_trusted_index(self._store, self._keys, now=self._now(), document=raw,
+                                    floor=local.highest_serial)
         self._held = signed
         return signed.index
 
@@ -523,7 +516,7 @@ class Origin:
         """
         now = self._now()
         old = self._held.index if self._held is not None else EMPTY
-        highest = max(index.serial, self._store.load_state().highest_serial)
+        highest = max(index.serial, self._store.state.load().highest_serial)
         serial = max(highest + 1, now)
         changes = diff(old, index)
         history: History | None = None

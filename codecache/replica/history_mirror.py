@@ -26,7 +26,8 @@ from codecache.core.errors import HistoryError, IndexRefused, Refusal, StoreErro
 from codecache.core.history import Entry, History, parse_document, parse_tail
 from codecache.core.index import HistoryHead
 from codecache.core.trust import accept_history
-from codecache.store.store import FileIdentity, Store, file_identity
+from codecache.store.files import FileIdentity, file_identity
+from codecache.store.store import Store
 
 log = logging.getLogger("codecache.replica")
 

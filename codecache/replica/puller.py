@@ -54,14 +54,9 @@ from codecache.core.trust import (
     verify,
 )
 from codecache.replica.history_mirror import Fetch, HistoryBehind, HistoryMirror
-from codecache.store.store import (
-    FileIdentity,
-    LocalState,
-    PullStatus,
-    Store,
-    file_identity,
-    sha256_file,
-)
+from codecache.store.files import FileIdentity, check_blob, file_identity
+from codecache.store.state import LocalState, PullStatus
+from codecache.store.store import Store
 
 log = logging.getLogger("codecache.replica")
 _CHUNK = 256 * 1024
@@ -367,7 +362,7 @@ class Replica:
                 continue
             if self._verified.get(sha256) == identity:
                 continue
-            if sha256_file(self._store.blob_path(sha256)) == (sha256, size):
+            if check_blob(self._store.blob_path(sha256), sha256, size) is None:
                 self._verified[sha256] = identity
             else:
                 log.error("blob corrupt on disk sha256=%s: fetching it again", sha256)
@@ -378,7 +373,7 @@ class Replica:
 
     def _trust_state(self) -> TrustState:
         """What this store accepted before; the held index is re-read only when it changed."""
-        local = self._store.load_state()
+        local = self._store.state.load()
         identity = file_identity(self._store.index_path)
         if identity != self._held_id:
             self._held_id = identity
@@ -400,24 +395,19 @@ class Replica:
         """
         try:
             with self._store.locked(wait=1.0):
-                local = self._store.load_state()
+                local = self._store.state.load()
                 if local.highest_serial < serial:
                     log.warning("highest serial accepted was %d, below the index held (%d): "
                                 "an install was interrupted; recording %d",
                                 local.highest_serial, serial, serial)
-                    local = dataclasses.replace(local, highest_serial=serial)
-                    self._store.save_state(local)
+                    local = self._store.state.record_serial(serial)
         except StoreBusy:
-            local = self._store.load_state()   # another writer is at work: next pull
+            local = self._store.state.load()   # another writer is at work: next pull
         return local
 
     async def _save_marks(self, marks: Mapping[str, Mark]) -> None:
-        def save() -> None:
-            state = self._store.load_state()
-            self._store.save_state(dataclasses.replace(state, marks=marks))
-
         async with self._writer_lock():
-            await asyncio.to_thread(save)
+            await asyncio.to_thread(self._store.state.record_marks, marks)
 
     @contextlib.asynccontextmanager
     async def _writer_lock(self) -> AsyncIterator[None]:

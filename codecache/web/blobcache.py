@@ -19,7 +19,8 @@ from collections import OrderedDict
 from pathlib import Path
 
 from codecache.core.errors import BlobUnavailable
-from codecache.store.store import FileIdentity, Store, file_identity, sha256_file
+from codecache.store.files import MISSING, FileIdentity, blob_fault, check_blob, file_identity
+from codecache.store.store import Store
 
 log = logging.getLogger("codecache.blobs")
 
@@ -85,7 +86,7 @@ class BlobCache:
                 # _fail records the problem and raises for the request path; here the
                 # pass must go on to the other blobs and report what it found.
                 with contextlib.suppress(BlobUnavailable):
-                    self._fail(sha256, "missing from disk")
+                    self._fail(sha256, MISSING)
             elif current != self._verified.get(sha256):
                 self._refresh(sha256, size)
         with self._lock:
@@ -122,28 +123,25 @@ class BlobCache:
         path = self._store.blob_path(sha256)
         before = file_identity(path)
         if before is None:
-            self._fail(sha256, "missing from disk")
+            self._fail(sha256, MISSING)
         if not force and before == self._verified.get(sha256) and sha256 not in self._problems:
             return
-        try:
-            actual, length = sha256_file(path)
-        except FileNotFoundError:
-            self._fail(sha256, "missing from disk")
-        self._judge(sha256, size, actual, length, before)
+        self._judge(sha256, check_blob(path, sha256, size), before)
 
     def _read_verified(self, sha256: str, size: int, path: Path) -> bytes:
         before = file_identity(path)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            self._fail(sha256, "missing from disk")
-        self._judge(sha256, size, hashlib.sha256(data).hexdigest(), len(data), before)
+            self._fail(sha256, MISSING)
+        # The bytes kept in memory are the bytes hashed: one read, not check_blob's own.
+        self._judge(sha256, blob_fault(sha256, size, len(data), hashlib.sha256(data).hexdigest()),
+                    before)
         return data
 
-    def _judge(self, sha256: str, size: int, actual: str, length: int,
-               file_id: FileIdentity | None) -> None:
-        if actual != sha256 or length != size:
-            self._fail(sha256, f"corrupt on disk (sha256 {actual}, {length} bytes)")
+    def _judge(self, sha256: str, fault: str | None, file_id: FileIdentity | None) -> None:
+        if fault is not None:
+            self._fail(sha256, fault)
         with self._lock:
             if file_id is not None:
                 self._verified[sha256] = file_id

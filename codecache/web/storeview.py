@@ -20,8 +20,10 @@ from codecache.core.config import Config, Role
 from codecache.core.errors import IndexRefused, NoIndex, NotFound, StoreError
 from codecache.core.readiness import IndexProblem, IndexTrouble, Readiness, judge
 from codecache.core.signing import load_trusted_keys
-from codecache.core.trust import TrustState, evaluate
-from codecache.store.store import PullStatus, Store, file_identity
+from codecache.store.files import file_identity
+from codecache.store.state import PullStatus
+from codecache.store.store import Store
+from codecache.store.trusted import read_trusted_index
 from codecache.telemetry.metrics import Metrics, create_metrics
 from codecache.web.blobcache import BlobCache
 from codecache.web.catalog import Catalog, Representation, history_representation
@@ -90,10 +92,8 @@ class StoreView:
         # The floor is the highest serial the store's writer recorded, not the serial served
         # here, so an operator's explicit lower-serial override (after a restore) reaches
         # the server, while an older index.json alone is refused.
-        floor = self.store.load_state().highest_serial
         try:
-            _, signed = evaluate(raw, self.keys, TrustState(floor), now=int(time.time()),
-                                 fresh_required=False)
+            signed = read_trusted_index(self.store, self.keys, now=time.time(), document=raw)
         except IndexRefused as err:
             problem = IndexProblem.refused(err)
             if self.index_problem != problem:
@@ -144,7 +144,7 @@ class StoreView:
         identity = file_identity(self.store.state_path)
         if identity != self._state_id:
             self._state_id = identity
-            self.mutated_tags = len(self.store.load_state().mutated_tags)
+            self.mutated_tags = len(self.store.state.load().mutated_tags)
 
     def _refresh_pull_status(self) -> None:
         identity = file_identity(self.store.pull_status_path)

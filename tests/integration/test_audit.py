@@ -177,6 +177,21 @@ def test_audit_of_a_served_index_by_url(site: AuditSite, tmp_path: Path) -> None
     assert "signature" in line
 
 
+def test_audit_refuses_a_rolled_back_local_index(site: AuditSite, tmp_path: Path) -> None:
+    # A copy of the origin (its own store), moved on one serial, then its older index.json
+    # put back: validly signed, but below the serial the store accepted (DESIGN.md §5).
+    origin = tmp_path / "origin"
+    shutil.copytree(site.origin.dir, origin)
+    config = origin / "codecache.toml"
+    old = (origin / "store" / "index.json").read_bytes()
+    run_cli("publish", PACKAGE, "1.0.0", "--channel", "production", config=config, check=True)
+    (origin / "store" / "index.json").write_bytes(old)
+    result = run_cli("audit", config=config)
+    line = assert_one_line_error(result, 1)
+    assert "older than the" in line and "already accepted" in line, line
+    assert "auditing" not in result.stdout   # refused before anything is rebuilt
+
+
 @pytest.mark.parametrize("client", CLIENTS, ids=["default", "cli"])
 def test_audit_names_the_release_whose_svn_content_differs_from_what_was_signed(
         site: AuditSite, client: dict[str, str]) -> None:

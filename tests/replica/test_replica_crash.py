@@ -39,7 +39,7 @@ import pytest
 
 from codecache.core.signing import load_trusted_keys
 from codecache.core.trust import verify
-from codecache.store.store import sha256_file
+from codecache.store.files import sha256_file
 from tests.conftest import cli_env, free_port, run_cli
 from tests.replica.upstream import FakeUpstream, Publisher, index, throttled, write_replica_dir
 

@@ -34,6 +34,7 @@ MODULES: dict[str, tuple[tuple[str, ...], ...]] = {
              ("names", "signing", "tarball", "config_schema", "config_values"),
              ("config", "index"), ("history",), ("trust",), ("readiness",)),
     "telemetry": (("metrics", "notify"), ("logs",)),
+    "store": (("files",), ("state",), ("store",), ("trusted",)),
     "origin": (("sources.base", "sources.pysvn_worker"), ("sources.svn_access",),
                ("sources.svn_cli", "sources.pysvn"), ("sources.svn",), ("build",),
                ("sync", "audit")),

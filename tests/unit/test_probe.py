@@ -27,7 +27,8 @@ from codecache.core.signing import PublicKey, SecretKey, generate_key, sign_preh
 from codecache.core.trust import sign_index
 from codecache.ops.check import State, Thresholds, assess
 from codecache.ops.probe import Target, check_tarball, probe_store
-from codecache.store.store import PullStatus, Store
+from codecache.store.state import PullStatus
+from codecache.store.store import Store
 from codecache.web.storeview import StoreView
 
 DATA = b"pilot tarball bytes " * 500

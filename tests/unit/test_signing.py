@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from codecache.core.errors import ConfigError, InsecureKeyFile, SignatureError
+from codecache.core.keyfiles import parse_public_key
 from codecache.core.signing import (
     PublicKey,
     SecretKey,
@@ -23,7 +24,6 @@ from codecache.core.signing import (
     load_secret_key,
     load_trusted_keys,
     parse_minisig,
-    parse_public_key,
     sign_document,
     sign_prehashed,
     verify_document,
@@ -72,14 +72,15 @@ def test_key_pair_files_round_trip(tmp_path: Path, secret: SecretKey) -> None:
     verify_minisig({public.keyid: public}, parse_minisig(signed(loaded)), io.BytesIO(DATA))
 
 
-def test_public_key_file_is_minisign_format(secret: SecretKey) -> None:
+def test_public_key_file_is_minisign_format(secret: SecretKey, tmp_path: Path) -> None:
     first, second = secret.public.to_minisign().splitlines()
     assert first == f"untrusted comment: minisign public key {secret.public.keyid}"
     blob = base64.b64decode(second)
     assert len(blob) == 42
     assert blob[:2] == b"Ed"
     assert blob[2:10] == secret.key_id
-    assert parse_public_key(secret.public.to_minisign()).keyid == secret.public.keyid
+    (tmp_path / "k.pub").write_text(secret.public.to_minisign())
+    assert load_public_key(tmp_path / "k.pub").keyid == secret.public.keyid
 
 
 def test_secret_key_file_is_created_0600_even_with_a_permissive_umask(

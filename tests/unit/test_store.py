@@ -21,14 +21,10 @@ from codecache.core.errors import (
 from codecache.core.index import EMPTY, Index, Release, add_release, move_channel
 from codecache.core.signing import SecretKey, generate_key
 from codecache.core.trust import Mark, sign_index
-from codecache.store.store import (
-    LocalState,
-    MutatedTag,
-    PullStatus,
-    Store,
-    atomic_write,
-    sha256_file,
-)
+from codecache.store.files import atomic_write, check_blob, sha256_file
+from codecache.store.state import LocalState, MutatedTag, PullStatus
+from codecache.store.store import Store
+from codecache.store.trusted import read_trusted_index
 
 NOW = 1_800_000_000
 BLOB = b"abc"
@@ -111,7 +107,7 @@ def test_install_writes_signatures_then_the_index_then_the_state(store: Store,
     assert store.read_signed(keys).index == sample_index()
     assert store.signature_path("pilot", "1.0").read_text() == \
         sample_index().packages["pilot"].releases["1.0"].minisig
-    assert store.load_state().highest_serial == 3
+    assert store.state.load().highest_serial == 3
 
 
 def test_install_refuses_an_index_whose_blob_is_not_in_the_store(store: Store,
@@ -128,7 +124,8 @@ def test_install_refuses_an_index_whose_blob_is_not_in_the_store(store: Store,
 def test_reading_without_an_index_is_no_index(store: Store, secret: SecretKey) -> None:
     with pytest.raises(NoIndex):
         store.read_signed({secret.public.keyid: secret.public})
-    assert store.trust_state({secret.public.keyid: secret.public}).held is None
+    with pytest.raises(NoIndex):
+        read_trusted_index(store, {secret.public.keyid: secret.public}, now=NOW)
 
 
 @pytest.mark.parametrize("edit", [
@@ -147,7 +144,8 @@ def test_edited_index_file_is_refused(store: Store, secret: SecretKey,
     store.index_path.write_bytes(edited)
     with pytest.raises(IndexRefused):
         store.read_signed({secret.public.keyid: secret.public})
-    assert store.trust_state({secret.public.keyid: secret.public}).held is None
+    with pytest.raises(IndexRefused):
+        read_trusted_index(store, {secret.public.keyid: secret.public}, now=NOW)
 
 
 def test_index_signed_by_another_key_is_refused(store: Store, secret: SecretKey) -> None:
@@ -162,9 +160,9 @@ def test_highest_serial_never_goes_down_unless_reset(store: Store, secret: Secre
     with_blob(store)
     store.install(sign_index(secret, sample_index(serial=7)))
     store.install(sign_index(secret, sample_index(serial=5)))
-    assert store.load_state().highest_serial == 7
+    assert store.state.load().highest_serial == 7
     store.install(sign_index(secret, sample_index(serial=4)), reset_serial=True)
-    assert store.load_state().highest_serial == 4
+    assert store.state.load().highest_serial == 4
 
 
 def test_install_keeps_and_replaces_upstream_marks(store: Store, secret: SecretKey) -> None:
@@ -172,7 +170,7 @@ def test_install_keeps_and_replaces_upstream_marks(store: Store, secret: SecretK
     marks = {"http://a": Mark(3, "d" * 64)}
     store.install(sign_index(secret, sample_index()), marks=marks)
     store.install(sign_index(secret, sample_index(serial=4)))
-    assert store.load_state().marks == marks
+    assert store.state.load().marks == marks
 
 
 def test_pull_status_round_trip(store: Store) -> None:
@@ -184,15 +182,53 @@ def test_pull_status_round_trip(store: Store) -> None:
 
 def test_local_state_round_trip(store: Store) -> None:
     state = LocalState(9, (MutatedTag("pilot", "1.0", 4, 6, NOW),),
-                       {"http://a": Mark(9, "e" * 64)}, {"k": "v"})
-    store.save_state(state)
-    assert store.load_state() == state
+                       {"http://a": Mark(9, "e" * 64)})
+    store.state.save(state)
+    assert store.state.load() == state
+
+
+def test_mutations_are_recorded_once_per_revision(store: Store) -> None:
+    first = MutatedTag("pilot", "1.0", 4, 6, NOW)
+    assert store.state.record_mutations([first]) == [first]
+    assert store.state.record_mutations([first]) == []      # seen again: not news
+    moved = MutatedTag("pilot", "1.0", 4, 8, NOW + 5)
+    assert store.state.record_mutations([moved]) == [moved]
+    # The first detection time is kept; the revision the tag now points to is updated.
+    assert store.state.load().mutated_tags == (MutatedTag("pilot", "1.0", 4, 8, NOW),)
+
+
+def test_older_index_put_back_is_a_rollback_and_expiry_is_no_refusal(
+        store: Store, secret: SecretKey) -> None:
+    keys = {secret.public.keyid: secret.public}
+    with_blob(store)
+    store.install(sign_index(secret, sample_index(serial=3)))
+    old = store.index_path.read_bytes()
+    store.install(sign_index(secret, sample_index(serial=4)))
+    # Expired (NOW + 3600 is past) but held: still read; serving decides what that means.
+    assert read_trusted_index(store, keys, now=NOW + 7200).serial == 4
+    store.index_path.write_bytes(old)
+    with pytest.raises(IndexRefused) as info:
+        read_trusted_index(store, keys, now=NOW)
+    assert info.value.reason is Refusal.ROLLBACK
+    assert read_trusted_index(store, keys, now=NOW, floor=3).serial == 3
+
+
+def test_check_blob_names_what_is_wrong(store: Store) -> None:
+    path = store.blob_path(BLOB_SHA)
+    assert check_blob(path, BLOB_SHA, 3) == "missing from disk"
+    path.write_bytes(BLOB)
+    assert check_blob(path, BLOB_SHA, 3) is None
+    assert check_blob(path, BLOB_SHA, 4, deep=False) == "corrupt on disk (3 bytes, 4 listed)"
+    path.write_bytes(b"abd")
+    assert check_blob(path, BLOB_SHA, 3, deep=False) is None   # the size alone
+    assert check_blob(path, BLOB_SHA, 3) == \
+        f"corrupt on disk (sha256 {hashlib.sha256(b'abd').hexdigest()})"
 
 
 def test_malformed_local_state_is_a_store_error(store: Store) -> None:
     store.state_path.write_text("{not json")
     with pytest.raises(StoreError):
-        store.load_state()
+        store.state.load()
 
 
 def test_second_writer_gets_store_busy(store: Store) -> None:

@@ -1,0 +1,172 @@
+"""The store's local facts, outside the signed index: ``state.json`` and ``replica.json``.
+
+``StateFile`` is the one owner of ``state.json`` (the highest serial ever accepted, the
+marks of each upstream, the mutated tags): every read, change and write goes through it, so
+its rules (the serial floor only rises, except by the operator's override) live here.
+Changes are made by a writer holding the store's lock; reads never lock.
+
+``replica.json`` holds a replica's lag facts, rewritten by its pull loop after every pull.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from codecache.core.errors import StoreError
+from codecache.core.trust import Mark
+from codecache.store.files import atomic_write
+
+
+@dataclass(frozen=True, slots=True)
+class MutatedTag:
+    package: str
+    version: str
+    published_revision: int
+    current_revision: int
+    detected_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class LocalState:
+    """Facts about this store that are not part of the signed index."""
+
+    highest_serial: int = 0
+    mutated_tags: tuple[MutatedTag, ...] = ()
+    marks: Mapping[str, Mark] = field(default_factory=dict)   # per upstream (trust.offered)
+
+
+class StateFile:
+    """``state.json``: read with ``load``; changed (under the writers' lock) by the rest."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> LocalState:
+        """The facts on disk; the defaults before the first write.
+
+        Raises:
+            StoreError: the file is malformed.
+        """
+        try:
+            raw = json.loads(self.path.read_bytes())
+            mutated = tuple(MutatedTag(**m) for m in raw.get("mutated_tags", []))
+            marks = {url: Mark(int(m["serial"]), str(m["digest"]))
+                     for url, m in raw.get("marks", {}).items()}
+            return LocalState(int(raw.get("highest_serial", 0)), mutated, marks)
+        except FileNotFoundError:
+            return LocalState()
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            raise StoreError(f"{self.path} is malformed: {err}") from err
+
+    def save(self, state: LocalState) -> None:
+        data = {
+            "highest_serial": state.highest_serial,
+            "mutated_tags": [
+                {"package": m.package, "version": m.version,
+                 "published_revision": m.published_revision,
+                 "current_revision": m.current_revision, "detected_at": m.detected_at}
+                for m in state.mutated_tags
+            ],
+            "marks": {url: {"serial": m.serial, "digest": m.digest}
+                      for url, m in sorted(state.marks.items())},
+            # Written as before (an empty object) so older versions read the file unchanged.
+            "extra": {},
+        }
+        atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
+
+    def record_serial(self, serial: int, *, reset: bool = False,
+                      marks: Mapping[str, Mark] | None = None) -> LocalState:
+        """An index of ``serial`` was installed: the floor rises to it (``reset``: is set
+        to it, the operator's override); ``marks`` replace the upstreams' when given."""
+        state = self.load()
+        highest = serial if reset else max(state.highest_serial, serial)
+        state = dataclasses.replace(state, highest_serial=highest,
+                                    marks=state.marks if marks is None else marks)
+        self.save(state)
+        return state
+
+    def record_marks(self, marks: Mapping[str, Mark]) -> None:
+        """What each upstream offered last (``trust.offered``), accepted or not."""
+        self.save(dataclasses.replace(self.load(), marks=marks))
+
+    def record_mutations(self, found: Iterable[MutatedTag]) -> list[MutatedTag]:
+        """Add the tags found mutated; returns those new or changed since recorded (a
+        tag seen again at the same revision is not news)."""
+        state = self.load()
+        known = {(m.package, m.version): m for m in state.mutated_tags}
+        news = []
+        for m in found:
+            old = known.get((m.package, m.version))
+            if old is not None and old.current_revision == m.current_revision:
+                continue
+            news.append(m)
+            known[(m.package, m.version)] = m if old is None else dataclasses.replace(
+                old, current_revision=m.current_revision)
+        if news:
+            self.save(dataclasses.replace(state, mutated_tags=tuple(known.values())))
+        return news
+
+
+@dataclass(frozen=True, slots=True)
+class PullStatus:
+    """A replica's lag facts (``replica.json``), written by its pull loop after every pull.
+
+    Read by the server (``/readyz``, ``/metrics``, the status page) and ``status``, which
+    may run in other processes than the pull loop.
+    """
+
+    upstream: str | None = None        # the upstream the held index came from
+    serial: int = 0                    # the serial held
+    confirmed_at: float = 0.0          # last pull that confirmed it current
+    attempted_at: float = 0.0          # last pull, whatever its result
+    last_error: str | None = None      # why the last pull did not confirm, if it did not
+    # Counters since the pull loop started (exposed by /metrics as Prometheus counters).
+    refusals: Mapping[str, int] = field(default_factory=dict)   # refusal reason → count
+    errors: Mapping[str, int] = field(default_factory=dict)     # upstream error → count
+    pulls: Mapping[str, int] = field(default_factory=dict)      # result → count
+    blobs_fetched: int = 0
+    # When each refusal reason was last seen (Unix time), so a check can tell a refusal of
+    # the last hour from one of last week while the counters keep growing.
+    refused_at: Mapping[str, float] = field(default_factory=dict)
+
+
+def load_pull_status(path: Path) -> PullStatus | None:
+    """The replica's lag facts, None where no pull loop ever wrote them (an origin).
+
+    Raises:
+        StoreError: the file is malformed.
+    """
+    try:
+        raw = json.loads(path.read_bytes())
+        return PullStatus(
+            upstream=raw.get("upstream"), serial=int(raw.get("serial", 0)),
+            confirmed_at=float(raw.get("confirmed_at", 0.0)),
+            attempted_at=float(raw.get("attempted_at", 0.0)),
+            last_error=raw.get("last_error"),
+            refusals=_counts(raw.get("refusals", {})), errors=_counts(raw.get("errors", {})),
+            pulls=_counts(raw.get("pulls", {})), blobs_fetched=int(raw.get("blobs_fetched", 0)),
+            refused_at={str(k): float(v) for k, v in raw.get("refused_at", {}).items()})
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError, AttributeError) as err:
+        raise StoreError(f"{path} is malformed: {err}") from err
+
+
+def save_pull_status(path: Path, status: PullStatus) -> None:
+    data = {"upstream": status.upstream, "serial": status.serial,
+            "confirmed_at": status.confirmed_at, "attempted_at": status.attempted_at,
+            "last_error": status.last_error, "refusals": dict(status.refusals),
+            "errors": dict(status.errors), "pulls": dict(status.pulls),
+            "blobs_fetched": status.blobs_fetched, "refused_at": dict(status.refused_at)}
+    # Advisory and rewritten every pull: atomic, but not worth an fsync each second.
+    atomic_write(path, json.dumps(data, sort_keys=True).encode(), durable=False)
+
+
+def _counts(value: object) -> dict[str, int]:
+    if not isinstance(value, dict):
+        raise TypeError("expected an object of counts")
+    return {str(k): int(v) for k, v in value.items()}

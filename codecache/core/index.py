@@ -95,6 +95,15 @@ def release_comment(package: str, version: str, sha256: str, size: int, svn_url:
             f"svn={svn_url}@{revision}")
 
 
+def parse_release_comment(comment: str) -> dict[str, str]:
+    """The ``key=value`` fields of a trusted comment ``release_comment`` wrote; {} for a
+    comment that is not codecache's (a signature made by hand with minisign)."""
+    words = comment.split()
+    if not words or words[0] != "codecache":
+        return {}
+    return dict(w.split("=", 1) for w in words[1:] if "=" in w)
+
+
 @dataclass(frozen=True, slots=True)
 class Channel:
     version: str

@@ -50,6 +50,27 @@ def is_sha256(value: str) -> bool:
     return SHA256_RE.fullmatch(value) is not None
 
 
+# The one spelling of a blob's ETag and URL path (DESIGN.md §4): the server writes them, the
+# replica asks for them, the load generator reads the sha256 back out of an answer's ETag.
+_ETAG_RE = re.compile(r'(?:W/)?"sha256-([0-9a-f]{64})"')
+
+
+def etag_for(sha256: str) -> str:
+    """The strong ETag of a representation whose bytes hash to ``sha256``."""
+    return f'"sha256-{sha256}"'
+
+
+def sha256_of_etag(etag: str) -> str | None:
+    """The sha256 an ETag of ``etag_for``'s form names (weak or strong), else None."""
+    match = _ETAG_RE.fullmatch(etag)
+    return match[1] if match is not None else None
+
+
+def blob_url_path(sha256: str) -> str:
+    """The URL path of a blob, content-addressed: ``/blobs/sha256/<hex>``."""
+    return f"/blobs/sha256/{sha256}"
+
+
 def check_package(name: str) -> str:
     """Return ``name`` if it is a valid package name.
 

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from codecache.core.errors import ConfigError, UpstreamError
-from codecache.core.names import version_key
+from codecache.core.names import sha256_of_etag, version_key
 from codecache.load.loadstats import Tally, report
 
 
@@ -52,7 +52,6 @@ MIX_KINDS = (Kind.FULL, Kind.INM, Kind.IMS, Kind.PINNED, Kind.RANGE)
 DEFAULT_MIX = "full=50,inm=25,ims=10,pinned=10,range=5"
 PINNED_PER_PACKAGE = 8          # the newest releases pilots pin to
 _CHUNK = 64 * 1024
-_ETAG = re.compile(r'^(?:W/)?"sha256-([0-9a-f]{64})"$')
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
 
@@ -308,8 +307,7 @@ class _Run:
             raise UpstreamError(f"loadgen: cannot fetch {url}: {e or type(e).__name__}") from e
         if status != 200:
             raise UpstreamError(f"loadgen: {url} answered {status}")
-        match = _ETAG.match(etag)
-        if match is None or match[1] != hashlib.sha256(body).hexdigest():
+        if sha256_of_etag(etag) != hashlib.sha256(body).hexdigest():
             raise UpstreamError(f"loadgen: {url}: the body does not match its ETag {etag!r} "
                                 f"(not a codecache tarball, or corrupted)")
         return Target(url, etag, modified, body)
@@ -480,11 +478,11 @@ class _Run:
         """Count a wrong answer: a body that does not match its ETag's sha256 is corrupted."""
         name, status, etag = kind.value, response.status, response.headers.get("ETag", "")
         if status == 200:
-            match = _ETAG.match(etag)
+            named = sha256_of_etag(etag)
             declared = response.headers.get("Content-Length")
-            if match is None:
+            if named is None:
                 self.tally.error(name, "no_sha256_etag")
-            elif match[1] != digest or (declared is not None and declared != str(length)):
+            elif named != digest or (declared is not None and declared != str(length)):
                 self.tally.corrupted(name)
             elif etag != target.etag and kind is not Kind.SLOW:
                 # The channel moved: pilots now know the new tarball.

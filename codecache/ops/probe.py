@@ -2,8 +2,9 @@
 
 Owns the monitoring side's I/O; the judgement is ``check.assess`` (pure). The trust rules
 are not repeated here: the index served is taken through ``trust.verify`` with the trusted
-keys, a tarball through ``signing.verify_minisig`` and the trusted comment the index names
-for its release (``Release.trusted_comment``), and a store's readiness through
+keys, a tarball through ``verify.verify_tarball`` with the trusted comment the index names
+for its release (``Release.trusted_comment``), a store's own index through
+``store.trusted.read_trusted_index``, and a store's readiness through
 ``readiness.judge``, exactly as the server decides ``/readyz``.
 
 The HTTP client is the standard library's on purpose (a plugin must start fast and must
@@ -41,8 +42,9 @@ from codecache.core.errors import (
 )
 from codecache.core.index import Index
 from codecache.core.readiness import Health, IndexProblem, IndexTrouble, Readiness, judge
-from codecache.core.signing import PublicKey, parse_minisig, verify_minisig
+from codecache.core.signing import PublicKey, parse_minisig
 from codecache.core.trust import verify
+from codecache.core.verify import verify_tarball
 from codecache.ops.check import Facts
 from codecache.store.files import MISSING, check_blob
 from codecache.store.store import Store
@@ -368,11 +370,8 @@ def check_tarball(index: Index, package: str, version: str, data: bytes, minisig
         raise SignatureError("the .minisig served is not the signature the signed index "
                              "lists for this release")
     trusted = [text for keyid, text in release.all_signatures().items() if keyid in keys]
-    parsed = parse_minisig(trusted[0] if trusted else minisig)
-    verify_minisig(keys, parsed, BytesIO(data))   # an untrusted key is refused here
-    if parsed.trusted_comment != release.trusted_comment(package):
-        raise SignatureError(f"signature's trusted comment {parsed.trusted_comment!r} names "
-                             f"another release than {package} {version}")
+    verify_tarball(keys, parse_minisig(trusted[0] if trusted else minisig), BytesIO(data),
+                   comment=release.trusted_comment(package))  # an untrusted key is refused
 
 
 def _ask_upstream(facts: Facts, keys: Mapping[str, PublicKey], deadline: float,

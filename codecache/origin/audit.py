@@ -26,7 +26,8 @@ from pathlib import Path
 from codecache.core.errors import SignatureError, StoreError, SvnNotFound
 from codecache.core.index import Index, Release
 from codecache.core.names import version_key
-from codecache.core.signing import PublicKey, parse_minisig, verify_minisig
+from codecache.core.signing import PublicKey, parse_minisig
+from codecache.core.verify import verify_tarball
 from codecache.origin.build import Built, build_release
 from codecache.origin.sources.base import Source, release_ref
 
@@ -85,15 +86,10 @@ def check_signatures(package: str, release: Release, built: Built,
         if keyid not in keys:
             continue  # a key this auditor does not trust proves nothing either way
         try:
-            minisig = parse_minisig(text)
             with built.archive.open("rb") as fh:
-                verify_minisig(keys, minisig, fh)
+                verify_tarball(keys, parse_minisig(text), fh, comment=expected)
         except SignatureError as err:
             problems.append(f"signature by {keyid}: {err}")
-            continue
-        if minisig.trusted_comment != expected:
-            problems.append(f"signature by {keyid} names other content: "
-                            f"{minisig.trusted_comment!r}")
     return problems
 
 

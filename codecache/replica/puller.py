@@ -43,6 +43,7 @@ from codecache.core.errors import (
     StoreBusy,
     StoreError,
 )
+from codecache.core.names import blob_url_path, etag_for
 from codecache.core.signing import PublicKey, load_trusted_keys
 from codecache.core.trust import (
     Mark,
@@ -201,7 +202,7 @@ class Replica:
                            held: SignedIndex | None) -> bytes | None:
         headers = {}
         if held is not None:
-            headers["If-None-Match"] = f'"sha256-{hashlib.sha256(held.document).hexdigest()}"'
+            headers["If-None-Match"] = etag_for(hashlib.sha256(held.document).hexdigest())
         async with self._get_document(session, upstream, "index", headers) as response:
             if response.status == 304 and held is not None:
                 return None
@@ -331,7 +332,7 @@ class Replica:
         digest = hashlib.sha256()
         try:
             async with asyncio.timeout(deadline), session.get(
-                    f"{upstream}/blobs/sha256/{sha256}", allow_redirects=False) as response:
+                    upstream + blob_url_path(sha256), allow_redirects=False) as response:
                 _check_response(response, upstream)
                 declared = response.content_length
                 if declared is not None and declared != size:

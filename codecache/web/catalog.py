@@ -19,7 +19,7 @@ from urllib.parse import unquote
 from codecache.core.errors import BadRequest, BlobNotFound, NotFound, SignatureNotFound
 from codecache.core.history import last_time
 from codecache.core.index import Index, Release
-from codecache.core.names import is_channel, is_package, is_sha256, is_version
+from codecache.core.names import etag_for, is_channel, is_package, is_sha256, is_version
 from codecache.web.conditional import format_http_date
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -88,10 +88,6 @@ def package_of(route: str, raw_path: str) -> str | None:
     if route not in _PACKAGE_ROUTES:
         return None
     return unquote(_origin_form(raw_path).split("/")[1])
-
-
-def etag_for(sha256: str) -> str:
-    return f'"sha256-{sha256}"'
 
 
 def _inline(route: Route, body: bytes, last_modified: int, content_type: str,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from codecache.core.index import EMPTY, Index, Release, add_release, move_channel, release_comment
+from codecache.core.names import blob_url_path, etag_for
 from codecache.core.signing import SecretKey, generate_key, sign_document, sign_prehashed
 from codecache.core.trust import sign_index
 from tests.replica.conftest import write_replica_config
@@ -164,7 +165,7 @@ def body(data: bytes, status: int = 200, *, headers: dict[str, str] | None = Non
 
 def index(document: bytes) -> Responder:
     """An index as the real server sends it: strong ETag, 304 on ``If-None-Match``."""
-    etag = f'"sha256-{hashlib.sha256(document).hexdigest()}"'
+    etag = etag_for(hashlib.sha256(document).hexdigest())
 
     def respond(h: Handler) -> None:
         if h.headers.get("If-None-Match") == etag:
@@ -276,7 +277,7 @@ class Publisher:
 
 def blob_routes(releases: dict[str, bytes]) -> dict[str, Responder]:
     """``/blobs/sha256/{hex}`` for each tarball, served plainly."""
-    return {f"/blobs/sha256/{hashlib.sha256(d).hexdigest()}": body(d) for d in releases.values()}
+    return {blob_url_path(hashlib.sha256(d).hexdigest()): body(d) for d in releases.values()}
 
 
 # --- the replica's config -----------------------------------------------------------------

@@ -32,7 +32,7 @@ PACKAGES: tuple[tuple[str, ...], ...] = (
 MODULES: dict[str, tuple[tuple[str, ...], ...]] = {
     "core": (("errors",), ("keyfiles",),
              ("names", "signing", "tarball", "config_schema", "config_values"),
-             ("config", "index"), ("history",), ("trust",), ("readiness",)),
+             ("config", "index"), ("history", "verify"), ("trust",), ("readiness",)),
     "telemetry": (("metrics", "notify"), ("logs",)),
     "store": (("files",), ("state",), ("store",), ("trusted",)),
     "origin": (("sources.base", "sources.pysvn_worker"), ("sources.svn_access",),

@@ -8,14 +8,17 @@ import pytest
 
 from codecache.core.errors import InvalidName
 from codecache.core.names import (
+    blob_url_path,
     check_channel,
     check_package,
     check_version,
+    etag_for,
     highest,
     is_channel,
     is_package,
     is_sha256,
     is_version,
+    sha256_of_etag,
     version_key,
 )
 
@@ -112,3 +115,13 @@ def test_sha256_must_be_64_lowercase_hex() -> None:
     assert not is_sha256("0" * 63)
     assert not is_sha256("0" * 65)
     assert not is_sha256("g" * 64)
+
+
+def test_the_etag_and_blob_url_forms_read_back() -> None:
+    sha = "ab" * 32
+    assert etag_for(sha) == f'"sha256-{sha}"'
+    assert blob_url_path(sha) == f"/blobs/sha256/{sha}"
+    assert sha256_of_etag(etag_for(sha)) == sha
+    assert sha256_of_etag("W/" + etag_for(sha)) == sha   # a cache may weaken it
+    for other in ['"sha256-ab12"', f"sha256-{sha}", f'"md5-{sha}"', etag_for(sha) + "x", ""]:
+        assert sha256_of_etag(other) is None, other

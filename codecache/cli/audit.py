@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from codecache.cli.common import config_of
 from codecache.cli.fetch import fetch_index
-from codecache.core.errors import (
-    AuditMismatch,
-    ConfigError,
-    Exit,
-    NoIndex,
-)
+from codecache.core.errors import AuditMismatch, ConfigError, Exit
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -20,22 +16,20 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from codecache.origin.audit import Auditor  # the rebuild needs only svn and the public keys
     from codecache.origin.sources.svn import Svn
     from codecache.store.store import Store
+    from codecache.store.trusted import read_trusted_index
 
     if args.release_version is not None and args.package is None:
         raise ConfigError("audit --version needs --package")
     config = config_of(args)
     keys = load_trusted_keys(config.signing.trusted_keys)
-    raw: bytes | None
+    # A bad signature or a refused local index (a rollback) is exit 1, like verify.
     if args.url is not None:
-        raw = fetch_index(args.url, config)
+        index = verify_index(fetch_index(args.url, config), keys).index
         source = args.url.rstrip("/") + "/index.json"
     else:
         store = Store(config.store.path)
-        raw = store.read_document()
-        if raw is None:
-            raise NoIndex(f"store {store.root} has no index yet (run codecache sync)")
+        index = read_trusted_index(store, keys, now=time.time()).index
         source = str(store.index_path)
-    index = verify_index(raw, keys).index   # a bad signature is exit 1, like verify
     prefixes = {p.name: p.prefix for p in config.packages}
     print(f"auditing index serial {index.serial} from {source}", flush=True)
     findings = Auditor(Svn(config.svn), keys, prefixes).audit(

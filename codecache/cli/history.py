@@ -10,11 +10,7 @@ from typing import TYPE_CHECKING
 
 from codecache.cli.common import config_of
 from codecache.cli.fetch import fetch_index
-from codecache.core.errors import (
-    Exit,
-    HistoryError,
-    NoIndex,
-)
+from codecache.core.errors import Exit, HistoryError
 
 if TYPE_CHECKING:
     from codecache.core.history import History
@@ -25,9 +21,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     from codecache.core.history import verify as verify_history
     from codecache.core.names import check_channel, check_package
     from codecache.core.signing import load_trusted_keys
-    from codecache.core.trust import TrustState, evaluate
     from codecache.core.trust import verify as verify_index
     from codecache.store.store import Store
+    from codecache.store.trusted import read_trusted_index
 
     if args.package is not None:
         check_package(args.package)
@@ -56,11 +52,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                                    f"verify against its signed index: {err}") from None
     else:
         store = Store(config.store.path)
-        raw = store.read_document()
-        if raw is None:
-            raise NoIndex(f"store {store.root} has no index yet (run codecache sync)")
-        _, signed = evaluate(raw, keys, TrustState(store.load_state().highest_serial),
-                             now=int(time.time()), fresh_required=False)
+        signed = read_trusted_index(store, keys, now=time.time())
         if signed.index.history is not None:
             history = store.load_history(signed.index.history)
     _print_history(args, signed.serial, history)

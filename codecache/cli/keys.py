@@ -6,11 +6,7 @@ import argparse
 from pathlib import Path
 
 from codecache.cli.common import config_of
-from codecache.core.errors import (
-    ConfigError,
-    Exit,
-    SignatureError,
-)
+from codecache.core.errors import ConfigError, Exit
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -24,13 +20,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from codecache.core.signing import (
-        load_minisig,
-        load_public_key,
-        load_trusted_keys,
-        verify_minisig,
-    )
-    from codecache.store.store import sha256_file
+    from codecache.core.signing import load_minisig, load_public_key, load_trusted_keys
+    from codecache.core.verify import verify_tarball
 
     sig_path: Path = args.sig or args.file.with_name(args.file.name + ".minisig")
     if args.key is not None:
@@ -41,23 +32,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     minisig = load_minisig(sig_path)
     try:
         with args.file.open("rb") as fh:
-            verify_minisig(keys, minisig, fh)
+            fields = verify_tarball(keys, minisig, fh).fields
     except FileNotFoundError:
         raise ConfigError(f"file {args.file} does not exist") from None
     except OSError as err:
         raise ConfigError(f"cannot read {args.file}: {err.strerror}") from err
-    fields = _comment_fields(minisig.trusted_comment)
-    sha256, size = sha256_file(args.file)
-    if fields.get("sha256", sha256) != sha256 or fields.get("size", str(size)) != str(size):
-        raise SignatureError("the signature's trusted comment names other content")
     print(f"OK {args.file}: package={fields.get('package', '?')} "
           f"version={fields.get('version', '?')} sha256={fields.get('sha256', '?')} "
           f"key={minisig.keyid}")
     return Exit.OK
-
-
-def _comment_fields(comment: str) -> dict[str, str]:
-    words = comment.split()
-    if not words or words[0] != "codecache":
-        return {}
-    return dict(w.split("=", 1) for w in words[1:] if "=" in w)

@@ -15,11 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from codecache.cli.common import config_of
 from codecache.core.config import Config, Role
-from codecache.core.errors import (
-    ConfigError,
-    Exit,
-    NoIndex,
-)
+from codecache.core.errors import ConfigError, Exit
 
 if TYPE_CHECKING:
     from codecache.core.history import Actor
@@ -120,19 +116,16 @@ def cmd_yank(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from codecache.core.index import format_time, to_payload
     from codecache.core.signing import load_trusted_keys
-    from codecache.core.trust import TrustState, evaluate, is_expired
+    from codecache.core.trust import is_expired
     from codecache.store.store import Store
+    from codecache.store.trusted import read_trusted_index
 
     config = config_of(args)
     store = Store(config.store.path)
     keys = load_trusted_keys(config.signing.trusted_keys)
-    raw = store.read_document()
-    if raw is None:
-        raise NoIndex(f"store {store.root} has no index yet (run codecache sync)")
-    state = store.load_state()
+    state = store.state.load()
     now = int(time.time())
-    _, signed = evaluate(raw, keys, TrustState(state.highest_serial), now=now,
-                         fresh_required=False)
+    signed = read_trusted_index(store, keys, now=now, floor=state.highest_serial)
     index = signed.index
     expired = is_expired(index, now)
     local: dict[str, Any] = {

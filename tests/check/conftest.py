@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Origin, SvnRepo, copy_origin, require, run_cli
-from tests.http.helpers import Server, new_origin, running
+from tests.conftest import Origin, copy_origin, require, run_cli
+from tests.http.helpers import Server, running
 
 # CODECACHE STATE - message | perfdata
 LINE = re.compile(r"^CODECACHE (OK|WARNING|CRITICAL|UNKNOWN) - (.+?)(?: \| (.*))?$")
@@ -52,15 +52,9 @@ def parse(result: subprocess.CompletedProcess[str]) -> Checked:
     return Checked(result.returncode, match[1], match[2], perf, result.stdout, result.stderr)
 
 
-@pytest.fixture(scope="session")
-def check_template(svn_server: SvnRepo, tmp_path_factory: pytest.TempPathFactory) -> Origin:
-    """A synced origin (1.0.0, 1.2.0; latest -> 1.2.0), copied by each test that serves it."""
-    require("curl")
-    return new_origin(svn_server, tmp_path_factory.mktemp("ctemplate") / "origin")
-
-
 @pytest.fixture
-def served(check_template: Origin, tmp_path: Path) -> Iterator[Server]:
+def served(template_origin: Origin, tmp_path: Path) -> Iterator[Server]:
     """A private copy of the template origin, served."""
-    with running(copy_origin(check_template, tmp_path / "origin")) as server:
+    require("curl")
+    with running(copy_origin(template_origin, tmp_path / "origin")) as server:
         yield server

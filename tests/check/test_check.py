@@ -282,8 +282,8 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
-def test_a_full_store_disk_is_critical(check_template: Origin, tmp_path: Path) -> None:
-    origin = copy_origin(check_template, tmp_path / "origin")
+def test_a_full_store_disk_is_critical(template_origin: Origin, tmp_path: Path) -> None:
+    origin = copy_origin(template_origin, tmp_path / "origin")
     with tmpfs(tmp_path / "small", "4m") as mount:
         shutil.copytree(origin.store, mount / "store")
         origin.config.write_text(origin.config.read_text().replace(
@@ -320,8 +320,8 @@ def test_a_mutated_tag_warns(synced_origin: Origin,
 # --- UNKNOWN: the check's own failures --------------------------------------------------------
 
 
-def test_a_missing_store_is_unknown(tmp_path: Path, check_template: Origin) -> None:
-    config = write_replica_config(tmp_path / "node", check_template.public_key,
+def test_a_missing_store_is_unknown(tmp_path: Path, template_origin: Origin) -> None:
+    config = write_replica_config(tmp_path / "node", template_origin.public_key,
                                   ["http://127.0.0.1:9"])
     result = check(config=config)
     assert (result.code, result.state) == (3, "UNKNOWN"), result.stdout

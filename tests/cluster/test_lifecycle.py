@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.cluster.helpers import cluster_cmd, get
-from tests.conftest import Origin, SvnRepo, make_synced_origin, require
+from tests.conftest import Origin, SvnRepo, new_origin, require
 
 
 def _gone(pid: int, patience: float = 10.0) -> bool:
@@ -39,7 +39,7 @@ def _closed(url: str) -> bool:
 def test_up_status_down_with_an_origin_config_leaves_nothing_running(
         svn_server: SvnRepo, tmp_path: Path) -> None:
     require("nginx")
-    origin: Origin = make_synced_origin(svn_server, tmp_path / "origin")
+    origin: Origin = new_origin(svn_server, tmp_path / "origin")
     directory = tmp_path / "cluster"
     up = cluster_cmd("up", "--dir", str(directory), "--replicas", "2", "--origin-config",
                      str(origin.config))

@@ -1,7 +1,7 @@
 """Fixtures for the HTTP front end acceptance tests (real ``codecache serve`` subprocesses).
 
-An origin (real svnserve, real ``sync --once``) with tags 1.0.0 and 1.2.0, ``latest`` →
-1.2.0, is built once per session as a template; every server gets a copy of that origin
+The run's template origin (``tests/conftest.py``: tags 1.0.0 and 1.2.0, ``latest`` →
+1.2.0) is copied for each server: every server gets a copy of that origin
 directory (keys, config, store) and its own ``codecache serve`` on a free loopback port, so
 tests that publish, roll back or damage blobs never see each other's state. Read-only tests
 share one server per module (``site``); tests that change state get their own
@@ -15,18 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Origin, SvnRepo, copy_origin, require
-from tests.http.helpers import STREAMED, Server, new_origin, running
+from tests.conftest import Origin, copy_origin, require
+from tests.http.helpers import STREAMED, Server, running
 
 
-@pytest.fixture(scope="session")
-def template_origin(svn_server: SvnRepo, tmp_path_factory: pytest.TempPathFactory) -> Origin:
-    """A synced origin: tags 1.0.0 and 1.2.0, ``latest`` → 1.2.0; never served itself."""
+@pytest.fixture(autouse=True, scope="module")
+def _clients() -> None:
+    """Every test here runs the real curl or wget."""
     require("curl")
     require("wget")
-    # Synced a second after tagging: a channel URL's Last-Modified (the move) must be
-    # told apart from a release URL's (the tag's commit date).
-    return new_origin(svn_server, tmp_path_factory.mktemp("template") / "origin", later=True)
 
 
 @pytest.fixture(scope="module")

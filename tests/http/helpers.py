@@ -12,7 +12,6 @@ import calendar
 import contextlib
 import hashlib
 import http.client
-import itertools
 import json
 import os
 import signal
@@ -27,39 +26,15 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Origin, SvnRepo, free_port, make_origin, require, wait_for_port
+from tests.conftest import Origin
+from tests.harness.timing import free_port, port_open, timed_wait, wait_until
 
-_names = itertools.count()
 READY_TIMEOUT = 20.0
 # Blobs above this many bytes are streamed from their file instead of served from memory.
 STREAMED = {"CODECACHE_SERVER_MEMORY_BLOB_MAX": "1"}
 
 
 # --- origins ------------------------------------------------------------------------------
-
-
-def new_origin(repo: SvnRepo, directory: Path, *, tags: tuple[str, ...] = ("1.0.0", "1.2.0"),
-               keys_from: Path | None = None, package: str | None = None,
-               later: bool = False) -> Origin:
-    """A synced origin for a package with ``tags`` (a fresh svn package unless given).
-
-    Each tag after the first follows a change of ``lib/pilot/main.py``, so every release
-    has different bytes. ``later`` syncs at least a second after the last tag commit, so
-    a channel's ``moved_at`` differs from its release's commit date.
-    """
-    if package is None:
-        package = f"web{os.getpid()}-{next(_names)}"
-        repo.new_package(package)
-        for n, tag in enumerate(tags):
-            if n:
-                repo.change(package, "lib/pilot/main.py", f"print('pilot {tag}')\n")
-            repo.tag(package, tag)
-    tagged = time.time()
-    origin = make_origin(directory, package, f"{repo.url}/{package}", keys_from=keys_from)
-    if later:
-        time.sleep(max(0.0, int(tagged) + 1.05 - time.time()))
-    origin.cli("sync", "--once", check=True)
-    return origin
 
 
 def release_info(origin: Origin, version: str) -> dict[str, Any]:
@@ -128,14 +103,8 @@ class Server:
 
     def wait_for(self, what: str, check: Callable[[], bool], timeout: float) -> float:
         """Poll ``check`` until it holds; return the seconds it took, fail at the deadline."""
-        start = time.monotonic()
-        while True:
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                if check():
-                    return time.monotonic() - start
-            if time.monotonic() - start > timeout:
-                pytest.fail(f"not within {timeout}s: {what}\n{self.log_tail()}")
-            time.sleep(0.05)
+        return timed_wait(check, timeout, what, ignore=(OSError, http.client.HTTPException),
+                          detail=self.log_tail)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -178,22 +147,20 @@ def start_server(origin: Origin, port: int | None = None,
              "serve"],
             stdout=out, stderr=subprocess.STDOUT, env=environ, cwd=origin.dir)
     server = Server(origin, port, process, log, dict(env or {}))
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"codecache serve exited {process.returncode}\n"
+                                 f"{server.log_tail()}")
+        return port_open(port) and server.request("/readyz").status == 200
+
     try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"codecache serve exited {process.returncode}\n"
-                                     f"{server.log_tail()}")
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                wait_for_port(port, timeout=0.2)
-                if server.request("/readyz").status == 200:
-                    return server
-            if time.monotonic() > deadline:
-                raise AssertionError(f"codecache serve not ready\n{server.log_tail()}")
-            time.sleep(0.05)
+        wait_until(ready, READY_TIMEOUT, "codecache serve answers /readyz with 200",
+                   ignore=(OSError, http.client.HTTPException), detail=server.log_tail)
     except BaseException:
         server.stop()
         raise
+    return server
 
 
 @contextlib.contextmanager
@@ -208,57 +175,6 @@ def running(origin: Origin, port: int | None = None, env: dict[str, str] | None 
 
 
 # --- clients ------------------------------------------------------------------------------
-
-
-@dataclass
-class Fetched:
-    status: int
-    headers: dict[str, str]      # the last response's headers, lower-cased names
-    body: bytes
-    stderr: str
-
-
-def parse_header_block(raw: bytes) -> tuple[int, dict[str, str]]:
-    """Status and headers of the last response in a ``curl -D`` dump."""
-    blocks = [b for b in raw.replace(b"\r\n", b"\n").split(b"\n\n") if b.strip()]
-    if not blocks:
-        return 0, {}
-    lines = blocks[-1].decode("latin-1").split("\n")
-    status = int(lines[0].split()[1])
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return status, headers
-
-
-def curl_fetch(url: str, *args: str, cwd: Path, output: str | None = None,
-               timeout: float = 20.0) -> Fetched:
-    """Run the real curl; ``output`` names a file in ``cwd`` to write to (default: capture)."""
-    heads = cwd / f".headers-{next(_names)}"
-    body_file = cwd / (output or f".body-{next(_names)}")
-    result = subprocess.run(
-        [require("curl"), "-sS", "--max-time", str(timeout), "-D", str(heads),
-         "-o", str(body_file), "-w", "%{http_code}", *args, url],
-        capture_output=True, timeout=timeout + 5, cwd=cwd, check=False)
-    status, headers = parse_header_block(heads.read_bytes() if heads.exists() else b"")
-    heads.unlink(missing_ok=True)
-    body = body_file.read_bytes() if body_file.exists() else b""
-    if output is None:
-        body_file.unlink(missing_ok=True)
-    code = result.stdout.decode().strip()
-    assert result.returncode in (0, 33), f"curl {args} {url} failed: {result.stderr.decode()}"
-    assert code == str(status) or status == 0, (code, status)
-    return Fetched(int(code), headers, body, result.stderr.decode(errors="replace"))
-
-
-def wget(*args: str, cwd: Path, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    """Run the real wget in ``cwd`` (C locale, so its messages are the English ones)."""
-    env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
-    return subprocess.run([require("wget"), "--no-config", "--tries=1",
-                           f"--timeout={timeout / 2}", *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env,
-                          check=False)
 
 
 def http_date(seconds: int) -> str:

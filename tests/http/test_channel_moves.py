@@ -9,14 +9,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.http.helpers import (
-    Server,
-    curl_fetch,
-    http_date,
-    release_bytes,
-    release_info,
-    rfc3339_seconds,
-)
+from tests.harness.clients import curl_fetch
+from tests.http.helpers import Server, http_date, release_bytes, release_info, rfc3339_seconds
 
 DEADLINE = 1.5
 

@@ -15,15 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Origin, copy_origin
-from tests.http.helpers import (
-    STREAMED,
-    Fetched,
-    Server,
-    curl_fetch,
-    http_date,
-    release_bytes,
-    running,
-)
+from tests.harness.clients import Fetched, curl_fetch
+from tests.http.helpers import STREAMED, Server, http_date, release_bytes, running
 
 FUTURE = "Fri, 01 Jan 2100 00:00:00 GMT"
 PAST = "Mon, 01 Jan 2001 00:00:00 GMT"

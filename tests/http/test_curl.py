@@ -14,14 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Origin, copy_origin
-from tests.http.helpers import (
-    STREAMED,
-    Server,
-    curl_fetch,
-    release_bytes,
-    release_info,
-    running,
-)
+from tests.harness.clients import curl_fetch
+from tests.http.helpers import STREAMED, Server, release_bytes, release_info, running
 
 COMPARED = ("etag", "last-modified", "content-length", "cache-control", "x-codecache-version",
             "accept-ranges", "content-type")

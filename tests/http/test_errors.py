@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.http.helpers import Fetched, Server, curl_fetch, raw_request
+from tests.harness.clients import Fetched, curl_fetch
+from tests.http.helpers import Server, raw_request
 
 ZEROS = "0" * 64
 

@@ -13,13 +13,8 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from tests.http.helpers import (
-    Server,
-    curl_fetch,
-    http_date,
-    release_info,
-    rfc3339_seconds,
-)
+from tests.harness.clients import curl_fetch
+from tests.http.helpers import Server, http_date, release_info, rfc3339_seconds
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 

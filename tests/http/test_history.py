@@ -9,7 +9,8 @@ from typing import Any
 
 from codecache.core.index import parse_time
 from tests.conftest import assert_one_line_error, run_cli
-from tests.http.helpers import Server, curl_fetch, http_date
+from tests.harness.clients import curl_fetch
+from tests.http.helpers import Server, http_date
 from tests.integration.test_history import strip_history
 
 

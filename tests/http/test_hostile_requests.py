@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.http.helpers import RawReply, Server, curl_fetch, raw_request, release_bytes
+from tests.harness.clients import curl_fetch
+from tests.http.helpers import RawReply, Server, raw_request, release_bytes
 
 ANSWER_WITHIN = 2.5
 MARKER = f"codecache-secret-{uuid.uuid4().hex}"

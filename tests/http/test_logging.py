@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import Origin, copy_origin, run_cli
-from tests.http.helpers import Server, curl_fetch, release_info, running
+from tests.harness.clients import curl_fetch
+from tests.http.helpers import Server, release_info, running
 
 
 def log_records(server: Server) -> list[dict[str, Any]]:

@@ -6,7 +6,8 @@ import json
 import re
 from pathlib import Path
 
-from tests.http.helpers import Server, curl_fetch
+from tests.harness.clients import curl_fetch
+from tests.http.helpers import Server
 
 _SAMPLE = re.compile(r'^codecache_http_requests_total\{route="([^"]*)",status="([0-9]+)"\} '
                      r"([0-9.e+]+)$", re.MULTILINE)

@@ -11,16 +11,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from tests.conftest import SvnRepo
-from tests.http.helpers import (
-    Server,
-    blob_path,
-    curl_fetch,
-    new_origin,
-    release_bytes,
-    release_info,
-    running,
-)
+from tests.conftest import SvnRepo, new_origin
+from tests.harness.clients import curl_fetch
+from tests.http.helpers import Server, blob_path, release_bytes, release_info, running
 
 DEADLINE = 2.0
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Origin, copy_origin
-from tests.http.helpers import Server, curl_fetch, release_bytes, running, wget
+from tests.harness.clients import curl_fetch, wget
+from tests.http.helpers import Server, release_bytes, running
 from tests.squid import Squid, running_squid
 
 # channel_max_age of the servers here: short, so revalidation happens within a test, but

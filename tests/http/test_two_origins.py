@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SvnRepo
-from tests.http.helpers import Server, curl_fetch, new_origin, running
+from tests.conftest import SvnRepo, new_origin
+from tests.harness.clients import curl_fetch
+from tests.http.helpers import Server, running
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,15 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.conftest import SvnRepo, require
+from tests.conftest import SvnRepo, new_origin, require
+from tests.harness.clients import wget
 from tests.http.helpers import (
     Server,
     http_date,
-    new_origin,
     release_bytes,
     release_info,
     rfc3339_seconds,
     running,
-    wget,
 )
 
 FILE = "latest.tar.gz"

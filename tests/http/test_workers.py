@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Origin, SvnRepo, copy_origin
-from tests.http.helpers import Server, new_origin, release_bytes, running
+from tests.conftest import Origin, SvnRepo, copy_origin, new_origin
+from tests.http.helpers import Server, release_bytes, running
 
 WORKERS = 3
 DEADLINE = 30.0

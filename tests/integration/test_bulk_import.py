@@ -68,7 +68,7 @@ def test_bulk_import_publishes_every_tag_like_a_tag_by_tag_sync(
     for last in (0, 9, 29):
         pattern = "|".join(t.replace(".", r"\.") for t in TAGS[:last + 1])
         write_config(stepwise.dir, stepwise.package, stepwise.svn_url,
-                     package_extra=f"tag_pattern = '^({pattern})$'")
+                     package_keys={"tag_pattern": f"^({pattern})$"})
         stepwise.cli("sync", "--once", check=True)
         assert listed(stepwise) == last + 1
     assert summary(stepwise.status_json(), reference.package) == (releases, channels)

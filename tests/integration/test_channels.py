@@ -69,7 +69,7 @@ def test_release_candidates_order_before_their_release(
     repo, name, url = svn_package
     origin = make_origin(tmp_path / "o", name, url)
     write_config(origin.dir, name, url,
-                 package_extra="tag_pattern = '^[0-9]+(\\.[0-9]+)*(rc[0-9]+)?$'")
+                 package_keys={"tag_pattern": r"^[0-9]+(\.[0-9]+)*(rc[0-9]+)?$"})
     repo.tag(name, "1.10.0")
     repo.tag(name, "2.0.0rc1")
     origin.cli("sync", "--once", check=True)

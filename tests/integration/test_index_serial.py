@@ -16,7 +16,7 @@ from tests.conftest import (
     SvnRepo,
     assert_one_line_error,
     copy_origin,
-    make_synced_origin,
+    new_origin,
     write_config,
 )
 
@@ -57,7 +57,7 @@ def test_sync_without_changes_leaves_the_index_untouched(store_copy: Origin) -> 
 
 
 def test_index_is_resigned_after_resign_interval_even_without_changes(origin: Origin) -> None:
-    write_config(origin.dir, origin.package, origin.svn_url, extra='resign_interval = "1s"')
+    write_config(origin.dir, origin.package, origin.svn_url, signing={"resign_interval": "1s"})
     origin.cli("sync", "--once", check=True)
     first = origin.status_json()
     time.sleep(1.2)
@@ -127,7 +127,7 @@ TAMPER: dict[str, Callable[[str], str]] = {
 @pytest.fixture(scope="module")
 def pending_template(svn_server: SvnRepo, tmp_path_factory: pytest.TempPathFactory) -> Origin:
     """A synced origin (1.0.0, 1.2.0) of its own package, with tag 1.3.0 waiting in svn."""
-    template = make_synced_origin(svn_server, tmp_path_factory.mktemp("pending") / "origin")
+    template = new_origin(svn_server, tmp_path_factory.mktemp("pending") / "origin")
     svn_server.tag(template.package, "1.3.0")
     return template
 

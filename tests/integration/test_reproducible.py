@@ -188,7 +188,7 @@ def test_tarball_follows_the_archive_rules_exactly(
 
 
 def test_tar_prefix_names_the_top_directory(tmp_path: Path, origin: Origin) -> None:
-    write_config(origin.dir, origin.package, origin.svn_url, package_extra='tar_prefix = "code"')
+    write_config(origin.dir, origin.package, origin.svn_url, package_keys={"tar_prefix": "code"})
     origin.cli("sync", "--once", check=True)
     _, blob, _ = release_files(origin, "1.2.0")
     names = [e.name for e in raw_entries(gzip.decompress(blob))]

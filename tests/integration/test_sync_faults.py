@@ -128,8 +128,8 @@ def test_password_reaches_svn_by_stdin_never_argv(
     origin = make_origin(tmp_path / "o", "locked", auth_svn)
     (origin.dir / "svn-password").write_text(AUTH_PASSWORD + "\n")
     (origin.dir / "svn-password").chmod(0o600)
-    write_config(origin.dir, "locked", auth_svn, package_extra='tag_pattern = ".*"',
-                 extra=f'[svn]\nusername = "{AUTH_USER}"\npassword_file = "svn-password"')
+    write_config(origin.dir, "locked", auth_svn, package_keys={"tag_pattern": ".*"},
+                 svn={"username": AUTH_USER, "password_file": "svn-password"})
     env, argv_log = svn_spy
     # The svn command's side (the pysvn worker's: tests/integration/test_svn_clients.py).
     result = origin.cli("sync", "--once", env={**env, "CODECACHE_SVN_CLIENT": "cli"})
@@ -143,7 +143,7 @@ def test_password_reaches_svn_by_stdin_never_argv(
 
 def test_password_from_environment(tmp_path: Path, auth_svn: str) -> None:
     origin = make_origin(tmp_path / "o", "locked", auth_svn)
-    write_config(origin.dir, "locked", auth_svn, package_extra='tag_pattern = ".*"')
+    write_config(origin.dir, "locked", auth_svn, package_keys={"tag_pattern": ".*"})
     denied = origin.cli("sync", "--once")
     assert_one_line_error(denied, 3)
     assert AUTH_PASSWORD not in denied.stderr
@@ -201,7 +201,7 @@ def test_index_is_resigned_while_svn_is_away(synced_origin: Origin) -> None:
     origin = synced_origin
     serial = origin.status_json()["serial"]
     write_config(origin.dir, origin.package, f"svn://127.0.0.1:{free_port()}/gone",
-                 extra='resign_interval = "1s"')
+                 signing={"resign_interval": "1s"})
     time.sleep(1.1)
     result = origin.cli("sync", "--once")
     assert result.returncode == 3, result.stderr

@@ -58,7 +58,7 @@ def index_versions(origin: Origin) -> set[str]:
 def test_sync_worker_publishes_new_tags_and_stops_on_sigterm(
         origin: Origin, svn_package: tuple[SvnRepo, str, str], tmp_path: Path) -> None:
     repo, name, _ = svn_package
-    write_config(origin.dir, name, origin.svn_url, extra='[sync]\ninterval = "1s"')
+    write_config(origin.dir, name, origin.svn_url, sync={"interval": "1s"})
     log_path = tmp_path / "worker.log"
     with worker(cli_command("sync", config=origin.config), log_path):
         assert wait_for(lambda: index_versions(origin) == {"1.0.0", "1.2.0"}, 15)
@@ -70,7 +70,7 @@ def test_sync_worker_publishes_new_tags_and_stops_on_sigterm(
 def test_sync_worker_backs_off_when_the_store_cannot_be_written(
         origin: Origin, svn_package: tuple[SvnRepo, str, str], tmp_path: Path) -> None:
     repo, name, _ = svn_package
-    write_config(origin.dir, name, origin.svn_url, extra='[sync]\ninterval = "1s"')
+    write_config(origin.dir, name, origin.svn_url, sync={"interval": "1s"})
     origin.cli("sync", "--once", check=True)
     before = origin.index_bytes()
     commit_random_files(repo, name, 3, 20_000)
@@ -88,7 +88,7 @@ def test_sync_worker_warns_about_a_skipped_tag_once(
         origin: Origin, svn_package: tuple[SvnRepo, str, str], tmp_path: Path) -> None:
     repo, name, _ = svn_package
     repo.tag(name, "not-a-release")
-    write_config(origin.dir, name, origin.svn_url, extra='[sync]\ninterval = "1s"')
+    write_config(origin.dir, name, origin.svn_url, sync={"interval": "1s"})
     origin.cli("sync", "--once", check=True)
     serial = origin.status_json()["serial"]
     log_path = tmp_path / "worker.log"

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Origin, SvnRepo, copy_origin, require, run_cli
-from tests.http.helpers import Server, new_origin, running, start_server
+from tests.conftest import Origin, copy_origin, require, run_cli
+from tests.http.helpers import Server, running, start_server
 
 
 def write_replica_config(directory: Path, public_key: Path | None, upstreams: list[str], *,
@@ -72,15 +72,9 @@ def replica_status(directory: Path) -> dict[str, Any]:
     return payload
 
 
-@pytest.fixture(scope="session")
-def replica_template(svn_server: SvnRepo, tmp_path_factory: pytest.TempPathFactory) -> Origin:
-    """A synced origin (1.0.0, 1.2.0; latest → 1.2.0), copied by each test that serves it."""
-    require("curl")
-    return new_origin(svn_server, tmp_path_factory.mktemp("rtemplate") / "origin", later=True)
-
-
 @pytest.fixture
-def served_origin(replica_template: Origin, tmp_path: Path) -> Iterator[Server]:
+def served_origin(template_origin: Origin, tmp_path: Path) -> Iterator[Server]:
     """A private copy of the template origin, served (its svn package is shared: no tags)."""
-    with running(copy_origin(replica_template, tmp_path / "origin")) as server:
+    require("curl")
+    with running(copy_origin(template_origin, tmp_path / "origin")) as server:
         yield server

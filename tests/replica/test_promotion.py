@@ -12,8 +12,8 @@ import json
 import shutil
 from pathlib import Path
 
-from tests.conftest import Origin, SvnRepo
-from tests.http.helpers import new_origin, release_info, running
+from tests.conftest import Origin, SvnRepo, new_origin
+from tests.http.helpers import release_info, running
 from tests.replica.conftest import replica_origin, write_replica_config
 
 

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Origin, SvnRepo, cli_env, require, run_cli
-from tests.http.helpers import Server, curl_fetch, new_origin, start_server, wget
+from tests.conftest import Origin, SvnRepo, cli_env, new_origin, require, run_cli
+from tests.harness.clients import curl_fetch, wget
+from tests.http.helpers import Server, start_server
 from tests.replica.conftest import readyz, replica_origin
 from tests.squid import Squid, running_squid
 

@@ -1,0 +1,87 @@
+"""Every wait of a test: one deadline factor, one polling loop, one free port.
+
+``TEST_DEADLINE_FACTOR`` (default 1) multiplies every deadline a test waits for, so a slow
+or loaded machine gets more time from one knob. It is named outside ``CODECACHE_*``: the
+product refuses an unknown ``CODECACHE_`` variable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+FACTOR_VARIABLE = "TEST_DEADLINE_FACTOR"
+
+
+def _factor() -> float:
+    text = os.environ.get(FACTOR_VARIABLE, "1")
+    try:
+        factor = float(text)
+    except ValueError:
+        raise SystemExit(f"{FACTOR_VARIABLE} must be a number, not {text!r}") from None
+    if factor <= 0:
+        raise SystemExit(f"{FACTOR_VARIABLE} must be positive, not {text!r}")
+    return factor
+
+
+FACTOR = _factor()
+
+
+def scaled(seconds: float) -> float:
+    """A deadline of ``seconds`` on a quiet machine, as this run allows it."""
+    return seconds * FACTOR
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, *,
+               interval: float = 0.05, ignore: tuple[type[BaseException], ...] = (),
+               detail: Callable[[], str] | None = None) -> T:
+    """Poll ``predicate`` until it returns something truthy; return that.
+
+    ``timeout`` is scaled by the run's factor. ``ignore``: exceptions that count as "not
+    yet" (e.g. a refused connection). At the deadline: AssertionError naming ``what`` and
+    the bound, plus ``detail()`` (e.g. a log tail).
+    """
+    bound = scaled(timeout)
+    deadline = time.monotonic() + bound
+    while True:
+        with contextlib.suppress(*ignore):
+            result = predicate()
+            if result:
+                return result
+        if time.monotonic() > deadline:
+            extra = f"\n{detail()}" if detail is not None else ""
+            raise AssertionError(f"not within {bound:g} s: {what}{extra}")
+        time.sleep(interval)
+
+
+def timed_wait(predicate: Callable[[], object], timeout: float, what: str, *,
+               interval: float = 0.05, ignore: tuple[type[BaseException], ...] = (),
+               detail: Callable[[], str] | None = None) -> float:
+    """``wait_until`` that returns the seconds the condition took to hold."""
+    start = time.monotonic()
+    wait_until(predicate, timeout, what, interval=interval, ignore=ignore, detail=detail)
+    return time.monotonic() - start
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        return s.connect_ex((host, port)) == 0
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    """Wait until something accepts connections on 127.0.0.1:``port``."""
+    wait_until(lambda: port_open(port), timeout, f"something listens on 127.0.0.1:{port}",
+               interval=0.02)

@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from codecache.core.config import (
+from codecache.core.config_schema import (
     Config,
     LogConfig,
     PackageConfig,

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from codecache.core.config import (
+from codecache.core.config import load_config
+from codecache.core.config_schema import (
     Config,
     LogConfig,
     LogFormat,
@@ -24,7 +25,6 @@ from codecache.core.config import (
     StoreConfig,
     SvnConfig,
     SyncConfig,
-    load_config,
 )
 from tests.harness import config as harness_config
 from tests.harness import timing

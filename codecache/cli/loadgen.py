@@ -11,9 +11,9 @@ from codecache.core.errors import Exit
 
 
 def cmd_loadgen(args: argparse.Namespace) -> int:
-    from codecache.load.loadgen import DEFAULT_MIX, Profile, parse_mix  # aiohttp client
     from codecache.load.loadpool import run
     from codecache.load.loadstats import table
+    from codecache.load.profile import DEFAULT_MIX, Profile, parse_mix
 
     profile = Profile(url=args.url, mix=parse_mix(args.mix or DEFAULT_MIX),
                       concurrency=args.concurrency, rate=args.rate, burst=args.burst,

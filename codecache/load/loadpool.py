@@ -18,8 +18,9 @@ import time
 from typing import Any
 
 from codecache.core.errors import CodecacheError, UpstreamError
-from codecache.load.loadgen import Profile, Progress, run_tally
+from codecache.load.loadgen import Progress, run_tally
 from codecache.load.loadstats import Tally, report
+from codecache.load.profile import Profile
 
 _START_DELAY = 2.0        # seconds for the processes to start and fetch their targets
 _CHILD_INTERVAL = 0.25

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from codecache.core.errors import ConfigError
-from codecache.load.loadgen import Kind, Profile, parse_mix
 from codecache.load.loadpool import shares, split
 from codecache.load.loadstats import Tally, percentile, report, table
+from codecache.load.profile import Kind, Profile, parse_mix
 
 
 def test_percentile_is_nearest_rank() -> None:

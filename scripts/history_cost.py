@@ -21,10 +21,9 @@ from codecache.core.history import (
     Action,
     Actor,
     Change,
-    load,
-    parse_document,
     verify,
 )
+from codecache.core.history_parse import load, parse_document
 
 
 def main() -> None:

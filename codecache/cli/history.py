@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from codecache.core.history import parse_document as parse_history
     from codecache.core.history import verify as verify_history
+    from codecache.core.history_parse import parse_document as parse_history
     from codecache.core.names import check_channel, check_package
     from codecache.core.signing import load_trusted_keys
     from codecache.core.trust import verify as verify_index

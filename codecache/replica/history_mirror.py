@@ -23,7 +23,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from codecache.core.errors import HistoryError, IndexRefused, Refusal, StoreError
-from codecache.core.history import Entry, History, parse_document, parse_tail
+from codecache.core.history import Entry, History
+from codecache.core.history_parse import parse_document, parse_tail
 from codecache.core.index import HistoryHead
 from codecache.core.trust import accept_history
 from codecache.store.files import FileIdentity, file_identity

@@ -33,8 +33,8 @@ from pathlib import Path
 
 from codecache.core.errors import BlobUnavailable, HistoryError, NoIndex, StoreBusy, StoreError
 from codecache.core.history import EMPTY_HISTORY, History
-from codecache.core.history import load as load_history
 from codecache.core.history import verify as verify_history
+from codecache.core.history_parse import load as load_history
 from codecache.core.index import HistoryHead, Index
 from codecache.core.signing import PublicKey
 from codecache.core.trust import Mark, SignedIndex, verify

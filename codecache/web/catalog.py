@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from codecache.core.errors import BadRequest, BlobNotFound, NotFound, SignatureNotFound
-from codecache.core.history import last_time
+from codecache.core.history_parse import last_time
 from codecache.core.index import Index, Release
 from codecache.core.names import etag_for, is_channel, is_package, is_sha256, is_version
 from codecache.web.conditional import format_http_date

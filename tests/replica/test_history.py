@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from codecache.core.history import EMPTY_HISTORY, Action, Actor, Change, History, parse_document
+from codecache.core.history import EMPTY_HISTORY, Action, Actor, Change, History
+from codecache.core.history_parse import parse_document
 from codecache.core.index import move_channel
 from codecache.core.signing import load_secret_key, load_trusted_keys
 from codecache.core.trust import sign_index, verify

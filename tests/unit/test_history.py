@@ -19,11 +19,9 @@ from codecache.core.history import (
     encode,
     entry_hash,
     import_history,
-    load,
-    parse_document,
-    parse_tail,
     verify,
 )
+from codecache.core.history_parse import load, parse_document, parse_tail
 from codecache.core.index import (
     EMPTY,
     HistoryHead,

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from codecache.core.errors import IndexRefused, Refusal
-from codecache.core.history import EMPTY_HISTORY, Action, Actor, Change, History, parse_document
+from codecache.core.history import EMPTY_HISTORY, Action, Actor, Change, History
+from codecache.core.history_parse import parse_document
 from codecache.replica.history_mirror import Fetch, HistoryBehind, HistoryMirror
 from codecache.store.store import Store
 

@@ -32,7 +32,8 @@ PACKAGES: tuple[tuple[str, ...], ...] = (
 MODULES: dict[str, tuple[tuple[str, ...], ...]] = {
     "core": (("errors",), ("keyfiles",),
              ("names", "signing", "tarball", "config_schema", "config_values"),
-             ("config", "index"), ("history", "verify"), ("trust",), ("readiness",)),
+             ("config", "index"), ("history", "verify"), ("history_parse",), ("trust",),
+             ("readiness",)),
     "telemetry": (("metrics", "notify"), ("logs",)),
     "store": (("files",), ("state",), ("store",), ("trusted",)),
     "origin": (("sources.base", "sources.pysvn_worker"), ("sources.svn_access",),

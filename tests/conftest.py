@@ -63,7 +63,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     """Fail the run on a process a test left alive, and (in CI) on a skip not allowed."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     problems: list[str] = []
-    leaked = leaked_processes(mark_run(), grace=scaled(5))
+    basetemp = session.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    leaked = leaked_processes(mark_run(), grace=scaled(5), paths=(basetemp,))
     problems += [f"process left alive (killed now): {pid} {command}"
                  for pid, command in leaked]
     if os.environ.get("CI") == "true":

@@ -32,42 +32,54 @@ def mark_run() -> str:
     return os.environ.setdefault(MARK, f"{os.getpid()}-{time.time_ns()}")
 
 
-def _environ_has(pid: int, entry: bytes) -> bool:
+def _read(path: Path) -> bytes:
     try:
-        return entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        return path.read_bytes()
     except OSError:          # gone, or not ours to read
-        return False
+        return b""
 
 
-def _alive(pid: int) -> bool:
+def _alive(stat: bytes) -> bool:
     """Running (a zombie waiting for its parent to reap it is not)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return False
-    return fields[0] != "Z"
+    fields = stat.rsplit(b")", 1)[-1].split()
+    return bool(fields) and fields[0] != b"Z"
 
 
-def marked_processes(mark: str) -> list[tuple[int, str]]:
-    """(pid, command line) of every live process but this one that carries ``mark``."""
-    entry = f"{MARK}={mark}".encode()
-    found = []
+def marked_processes(mark: str, paths: tuple[Path, ...] = ()) -> list[tuple[int, str]]:
+    """(pid, command line) of every live process but this one that carries ``mark``, or
+    names one of ``paths`` on its command line, and of their descendants.
+
+    ``paths``: a program that rewrites its process title over its environment (nginx)
+    loses the mark; its command line still names the directory the test gave it.
+    """
+    entry, needles = f"{MARK}={mark}".encode(), [f"{p}/".encode() for p in paths]
+    parents: dict[int, int] = {}
+    commands: dict[int, bytes] = {}
+    found: set[int] = set()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
-        pid = int(proc.name)
-        if _environ_has(pid, entry) and _alive(pid):
-            with contextlib.suppress(OSError):
-                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(
-                    errors="replace").strip()
-                found.append((pid, command))
-    return found
+        pid, stat = int(proc.name), _read(proc / "stat")
+        if not _alive(stat):
+            continue
+        parents[pid] = int(stat.rsplit(b")", 1)[1].split()[1])
+        commands[pid] = _read(proc / "cmdline").replace(b"\0", b" ").strip()
+        if entry in _read(proc / "environ").split(b"\0") \
+                or any(n in commands[pid] for n in needles):
+            found.add(pid)
+    grown = True
+    while grown:              # and their children, which may not carry the mark either
+        more = {pid for pid, parent in parents.items() if parent in found} - found
+        found |= more
+        grown = bool(more)
+    return sorted((pid, commands[pid].decode(errors="replace")) for pid in found)
 
 
-def leaked_processes(mark: str, grace: float) -> list[tuple[int, str]]:
+def leaked_processes(mark: str, grace: float,
+                     paths: tuple[Path, ...] = ()) -> list[tuple[int, str]]:
     """The marked processes still alive after ``grace`` seconds (each killed then)."""
     deadline = time.monotonic() + grace
-    while (found := marked_processes(mark)) and time.monotonic() < deadline:
+    while (found := marked_processes(mark, paths)) and time.monotonic() < deadline:
         time.sleep(0.2)
     for pid, _ in found:
         with contextlib.suppress(OSError):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-from tests.conftest import free_port, require
+from tests.conftest import require
+from tests.harness.processes import restore_signals
+from tests.harness.timing import free_port, scaled, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,11 +38,11 @@ def test_demo_without_serving_syncs_and_prints_status(tmp_path: Path) -> None:
 
 def _svnserve_alive(demo_dir: Path, patience: float = 5.0) -> bool:
     """Whether the demo's svnserve still runs ``patience`` seconds from now at the latest."""
-    deadline = time.monotonic() + patience
-    while _svnserve_running(demo_dir):
-        if time.monotonic() > deadline:
-            return True
-        time.sleep(0.1)
+    try:
+        wait_until(lambda: not _svnserve_running(demo_dir), patience, "svnserve gone",
+                   interval=0.1)
+    except AssertionError:
+        return True
     return False
 
 
@@ -59,30 +61,45 @@ def test_demo_serves_what_a_pilot_downloads_until_interrupted(tmp_path: Path) ->
     demo_dir = tmp_path / "demo"
     log = tmp_path / "demo.log"
     with log.open("w") as out:
+        # Its own session (the whole tree gets the SIGINT, as from a terminal) with SIGINT
+        # at its default: a run started under nohup would otherwise hand the demo a SIGINT
+        # it ignores (ignored signals stay ignored across exec).
         process = subprocess.Popen([str(REPO / "scripts" / "demo")], env=_demo_env(demo_dir, port),
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=restore_signals)
     try:
-        deadline = time.monotonic() + 300
-        while "Ctrl-C to stop" not in log.read_text() and time.monotonic() < deadline:
-            assert process.poll() is None, log.read_text()
-            time.sleep(0.2)
+        wait_until(lambda: "Ctrl-C to stop" in log.read_text() or process.poll() is not None,
+                   300, "the demo says Ctrl-C to stop", interval=0.2)
         text = log.read_text()
+        assert process.poll() is None, text
         assert "latest.tar.gz: OK" in text  # the demo's own sha256sum -c
         assert "Signature and comment signature verified" in text  # and minisign -V
         node = tmp_path / "node"
         node.mkdir()
         fetched = subprocess.run(
             [require("wget"), "-q", f"http://127.0.0.1:{port}/pilot/production.tar.gz"],
-            cwd=node, timeout=30, check=False)
+            cwd=node, timeout=scaled(30), check=False)
         assert fetched.returncode == 0
         listing = subprocess.run(["tar", "tzf", str(node / "production.tar.gz")],
                                  capture_output=True, text=True, check=True).stdout
         assert "pilot/bin/pilot.sh" in listing.splitlines()
-    finally:
         os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        process.wait(timeout=scaled(30))      # Ctrl-C stops it (a hang fails here)
+    finally:
+        _tear_down(process, demo_dir)
     assert not _svnserve_alive(demo_dir)
+
+
+def _tear_down(process: subprocess.Popen[bytes], demo_dir: Path) -> None:
+    """Stop whatever the demo left, by our own means: its session, its cluster, svnserve."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    if (demo_dir / "cluster").exists():
+        # The cluster's processes are their own sessions: the SIGKILL above missed them.
+        subprocess.run([str(REPO / "scripts" / "cluster"), "down", "--dir",
+                        str(demo_dir / "cluster")], capture_output=True, timeout=scaled(60),
+                       check=False)
+    with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+        os.kill(int((demo_dir / "svnserve.pid").read_text()), signal.SIGKILL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import signal
 import subprocess
@@ -120,3 +121,18 @@ def test_a_child_carries_the_run_mark_the_leak_check_finds() -> None:
         finally:
             sleeper.kill()
     assert sleeper.pid not in {pid for pid, _ in marked_processes(mark_run())}
+
+
+def test_a_child_without_the_mark_is_found_by_the_directory_it_names(tmp_path: Path) -> None:
+    # nginx rewrites its title over its environment: the mark is gone, its -p is not.
+    code = "import subprocess, sys, time; subprocess.Popen(['sleep', '30']); time.sleep(30)"
+    with subprocess.Popen([sys.executable, "-c", code, f"{tmp_path}/x"], env={}) as parent:
+        try:
+            found = timing.wait_until(
+                lambda: [p for p, _ in marked_processes(mark_run(), (tmp_path,))
+                         if p != parent.pid], 10, "the grandchild")
+            assert parent.pid in {p for p, _ in marked_processes(mark_run(), (tmp_path,))}
+            assert not {parent.pid, *found} & {p for p, _ in marked_processes(mark_run())}
+        finally:
+            for pid in {parent.pid, *found}:
+                os.kill(pid, signal.SIGKILL)

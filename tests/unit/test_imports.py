@@ -38,7 +38,7 @@ MODULES: dict[str, tuple[tuple[str, ...], ...]] = {
     "store": (("files",), ("state",), ("store",), ("trusted",)),
     "origin": (("sources.base", "sources.pysvn_worker"), ("sources.svn_access",),
                ("sources.svn_cli", "sources.pysvn"), ("sources.svn",), ("build",),
-               ("sync", "audit")),
+               ("signer",), ("writer",), ("syncer", "audit"), ("service",), ("sync",)),
     "replica": (("history_mirror",), ("puller",)),
     "web": (("conditional", "cachealign"), ("catalog", "statuspage", "headers"),
             ("blobcache",), ("storeview",), ("fastpath",), ("respond",), ("front",),

@@ -9,6 +9,7 @@ waits for the first call, so a command that never talks to Subversion starts no 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from codecache.core.config import PackageConfig, SvnConfig
@@ -18,15 +19,24 @@ from codecache.origin.sources.pysvn import Pysvn
 from codecache.origin.sources.svn_access import SvnAccess
 from codecache.origin.sources.svn_cli import SvnCli
 
+# Starts the pysvn client with the first Python that has pysvn; None: there is none.
+PysvnStarter = Callable[[SvnAccess], Source | None]
+
 
 class Svn(Source):
-    """Subversion with credentials and a timeout from the config, through one client."""
+    """Subversion with credentials and a timeout from the config, through one client.
 
-    def __init__(self, config: SvnConfig, executable: str = "svn") -> None:
+    ``start_pysvn`` is a seam for tests of the choice (default: ``Pysvn.start``).
+    """
+
+    def __init__(self, config: SvnConfig, executable: str = "svn", *,
+                 start_pysvn: PysvnStarter = Pysvn.start) -> None:
         self._config = config
         self._access = SvnAccess(config)
         self._executable = executable
+        self._start_pysvn = start_pysvn
         self._chosen: Source | None = None
+        self._client = ""
 
     def _source(self) -> Source:
         """The client, chosen at the first call.
@@ -35,17 +45,21 @@ class Svn(Source):
             ConfigError: ``svn.client = "pysvn"`` and no Python with pysvn is found.
         """
         if self._chosen is None:
-            found = None if self._config.client == "cli" else Pysvn.start(self._access)
+            found = None if self._config.client == "cli" else self._start_pysvn(self._access)
             if self._config.client == "pysvn" and found is None:
                 raise ConfigError("svn.client = \"pysvn\" but no Python with pysvn was "
                                   "found (Debian: apt-get install python3-svn)")
-            self._chosen = found or SvnCli(self._access, self._executable)
+            if found is None:
+                self._chosen, self._client = SvnCli(self._access, self._executable), "cli"
+            else:
+                self._chosen, self._client = found, "pysvn"
         return self._chosen
 
     @property
     def client(self) -> str:
         """The client in use: ``pysvn`` or ``cli`` (see ``_source`` for what it raises)."""
-        return "pysvn" if isinstance(self._source(), Pysvn) else "cli"
+        self._source()
+        return self._client
 
     def close(self) -> None:
         if self._chosen is not None:

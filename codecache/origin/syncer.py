@@ -1,0 +1,292 @@
+"""The sync pass: a source's tags become signed releases in the store.
+
+Owns which tags are published (new ones that are valid versions matching the package's
+``tag_pattern``, in version order), building each (export, tarball, sign, file the blob),
+committing them in batches (``_Batch``), moving the package's auto channel to the highest
+new release, and noticing tags that changed after they were published (mutated tags:
+reported in the log and ``state.json``, never republished). One pass is one locked store
+transaction per commit (``writer``); the sync worker records its changes as ``sync``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from codecache.core.config import Config, PackageConfig
+from codecache.core.errors import (
+    CodecacheError,
+    ConfigError,
+    PackageNotFound,
+    ReleaseNotFound,
+    StoreError,
+    UpstreamError,
+)
+from codecache.core.history import SYNC_ACTOR, Actor
+from codecache.core.index import EMPTY, Index, Package, Release, add_release, release_comment
+from codecache.core.names import is_version, version_key
+from codecache.origin.build import build_release
+from codecache.origin.signer import Signer
+from codecache.origin.sources.base import Source, Tag, release_ref, svn_location
+from codecache.origin.writer import StoreWriter
+from codecache.store.state import MutatedTag
+from codecache.store.store import Store
+
+log = logging.getLogger("codecache.sync")
+
+
+@dataclass(slots=True)
+class SyncReport:
+    published: list[str] = field(default_factory=list)     # "package version"
+    skipped: list[str] = field(default_factory=list)       # "package tag: reason"
+    mutated: list[MutatedTag] = field(default_factory=list)
+    serial: int = 0
+
+
+class Syncer:
+    """Publishes the tags ``source`` lists for the configured packages."""
+
+    def __init__(self, config: Config, store: Store, writer: StoreWriter, signer: Signer,
+                 source: Source) -> None:
+        self._config = config
+        self._store = store
+        self._writer = writer
+        self._signer = signer
+        self._source = source
+        self._warned: set[tuple[str, str]] = set()  # skipped tags already logged as warnings
+        self.progress: Callable[[], None] = _nothing  # called before each tag is built
+
+    def sync_once(self, only: str | None = None) -> SyncReport:
+        """Poll every configured package (or ``only``) once and publish new tags.
+
+        One package whose source cannot be listed does not hold up the others; its
+        error is raised after the rest of the pass is committed.
+
+        Raises:
+            PackageNotFound: ``only`` is not configured.
+            UpstreamError: a package's source could not be listed (nothing of it changed).
+            StoreError, StoreBusy: the store cannot be written (what was committed stays).
+        """
+        packages = self._packages(only)
+        listings: dict[str, list[Tag]] = {}
+        failures: list[UpstreamError] = []
+        for pkg in packages:
+            try:
+                listings[pkg.name] = self._source.list_tags(pkg)
+            except UpstreamError as err:
+                if failures:  # the first failure is raised at the end; log the others
+                    log.error("cannot list tags package=%s: %s", pkg.name, err,
+                              extra={"package": pkg.name, "error": str(err)})
+                failures.append(err)
+        if failures and not listings and not self._store.index_path.exists():
+            raise failures[0]  # nothing to publish, nothing to re-sign: leave the store alone
+        report = SyncReport()
+        writer = self._writer
+        writer.acting = Actor(SYNC_ACTOR, writer.actor.uid)
+        with writer.locked():
+            index = writer.load()
+            if index is EMPTY:
+                index = writer.commit(index)
+            for pkg in packages:
+                if pkg.name in listings:
+                    index = self._sync_package(index, pkg, listings[pkg.name], report)
+            self._record_mutations(report.mutated)
+            # Even while the source is away: pilots need an index that does not expire.
+            index = writer.resign_if_due(index)
+            report.serial = index.serial
+        if failures:
+            raise failures[0]
+        return report
+
+    def import_one(self, index: Index, package: str, version: str) -> Index:
+        """Publish tag ``version`` of ``package`` now (a release manager's publish of a tag
+        the sync worker has not published yet), committed with the auto channel's move.
+
+        Raises:
+            PackageNotFound, ReleaseNotFound, ConfigError (not a publishable tag),
+            UpstreamError.
+        """
+        pkg = self._config.package(package)
+        if pkg is None:
+            raise PackageNotFound(package)
+        reason = _skip_reason(pkg, version)
+        if reason is not None:
+            raise ConfigError(f"cannot publish {package} {version}: {reason}")
+        tag = next((t for t in self._source.list_tags(pkg) if t.name == version), None)
+        if tag is None:
+            raise ReleaseNotFound(package, version)
+        return self._writer.commit(self._add_tag(index, pkg, tag, move_auto=True))
+
+    def _packages(self, only: str | None) -> list[PackageConfig]:
+        if only is None:
+            return list(self._config.packages)
+        pkg = self._config.package(only)
+        if pkg is None:
+            raise PackageNotFound(only)
+        return [pkg]
+
+    def _sync_package(self, index: Index, pkg: PackageConfig, tags: list[Tag],
+                      report: SyncReport) -> Index:
+        known = index.packages.get(pkg.name, Package()).releases
+        new: list[Tag] = []
+        for tag in sorted(tags, key=lambda t: version_key(t.name)):
+            if tag.name in known:
+                mutation = self._check_mutation(pkg, known[tag.name], tag)
+                if mutation is not None:
+                    report.mutated.append(mutation)
+                continue
+            reason = _skip_reason(pkg, tag.name)
+            if reason is not None:
+                report.skipped.append(f"{pkg.name} {tag.name}: {reason}")
+                # Once per worker process: a stray tag must not fill the log every poll.
+                level = logging.DEBUG if (pkg.name, tag.name) in self._warned else logging.WARNING
+                self._warned.add((pkg.name, tag.name))
+                log.log(level, "tag skipped package=%s tag=%r: %s", pkg.name, tag.name, reason)
+                continue
+            new.append(tag)
+        published: list[str] = []
+        batch = _Batch(index)
+        try:
+            for position, tag in enumerate(new, start=1):
+                self.progress()
+                # The auto channel moves once, with the last (highest) new tag, in the same
+                # commit: a crash before it leaves that tag unsynced, so the next pass moves it.
+                is_last = position == len(new)
+                try:
+                    batch.index = self._add_tag(batch.index, pkg, tag, move_auto=is_last)
+                except (UpstreamError, ConfigError, StoreError):
+                    raise  # the environment, not this tag: end the pass (disk full is exit 3)
+                except CodecacheError as err:
+                    report.skipped.append(f"{pkg.name} {tag.name}: {err}")
+                    log.error("tag not published package=%s tag=%r: %s", pkg.name, tag.name,
+                              err, extra={"package": pkg.name, "version": tag.name,
+                                          "error": str(err)})
+                    continue
+                batch.tags.append(tag)
+                if is_last or batch.due():
+                    self._commit_batch(batch, pkg, published, report)
+        finally:
+            # An error of the environment ends the pass: what was built before it is
+            # still published (its blobs are on disk already), as it was tag by tag.
+            if batch.tags:
+                self._commit_batch(batch, pkg, published, report)
+        return self._auto_move_after_failure(batch.index, pkg, published)
+
+    def _commit_batch(self, batch: _Batch, pkg: PackageConfig, published: list[str],
+                      report: SyncReport) -> None:
+        """Commit the releases built since the last commit, in one new index serial."""
+        tags, batch.tags = batch.tags, []   # a failed commit is not tried twice
+        started = time.monotonic()
+        batch.index = self._writer.commit(batch.index)
+        batch.committed(time.monotonic() - started)
+        for tag in tags:
+            published.append(tag.name)
+            report.published.append(f"{pkg.name} {tag.name}")
+            _, revision = svn_location(tag.ref)
+            log.info("release published package=%s version=%s revision=%d serial=%d",
+                     pkg.name, tag.name, revision, batch.index.serial,
+                     extra={"package": pkg.name, "version": tag.name,
+                            "revision": revision, "serial": batch.index.serial})
+
+    def _auto_move_after_failure(self, index: Index, pkg: PackageConfig,
+                                 published: list[str]) -> Index:
+        """Move the auto channel when the last new tag failed but an earlier one is highest."""
+        if not pkg.auto_channel or not published:
+            return index
+        current = index.packages[pkg.name]
+        target = current.highest_live()
+        pointer = current.channels.get(pkg.auto_channel)
+        if target is None or target not in published or (
+                pointer is not None and pointer.version == target):
+            return index
+        return self._writer.commit(self._writer.move(index, pkg.name, pkg.auto_channel, target))
+
+    def _add_tag(self, index: Index, pkg: PackageConfig, tag: Tag, *, move_auto: bool) -> Index:
+        # The size of the release added last (or last in the file): tags of one package
+        # are about the same size, and this is O(1) in a bulk import of thousands.
+        releases = index.packages.get(pkg.name, Package()).releases
+        hint = next(reversed(releases.values())).size if releases else None
+        release = self._build_release(pkg, tag, hint)
+        index = add_release(index, pkg.name, release)
+        auto = pkg.auto_channel
+        if move_auto and auto and index.packages[pkg.name].highest_live() == tag.name:
+            index = self._writer.move(index, pkg.name, auto, tag.name)
+        return index
+
+    def _build_release(self, pkg: PackageConfig, tag: Tag, expected_size: int | None) -> Release:
+        """Export, archive, sign and file one tag; returns its release record.
+
+        ``expected_size``: the size of the package's latest release (``build_release``).
+        """
+        url, revision = svn_location(tag.ref)   # what the index and the comment record
+        scratch = self._store.scratch_dir(f"export-{pkg.name}-")
+        try:
+            built = build_release(self._source, tag.ref, pkg.prefix, scratch, expected_size)
+            self._store.add_blob(built.archive, built.info.sha256)
+        finally:
+            # Thousands of unlinks: done while the release is signed and committed
+            # (the commit waits for them), not before.
+            self._writer.discard(scratch)
+        info = built.info
+        comment = release_comment(pkg.name, tag.name, info.sha256, info.size, url, revision)
+        minisig, signatures = self._signer.sign_release(built.prehash, comment)
+        return Release(version=tag.name, sha256=info.sha256, size=info.size,
+                       tar_sha256=info.tar_sha256, svn_url=url, revision=revision,
+                       author=tag.ref.author, date=tag.ref.time, minisig=minisig,
+                       signatures=signatures)
+
+    def _check_mutation(self, pkg: PackageConfig, release: Release, tag: Tag) -> MutatedTag | None:
+        if tag.ref.id == release_ref(release).id:
+            return None
+        return MutatedTag(pkg.name, tag.name, release.revision, svn_location(tag.ref)[1],
+                          self._writer.now())
+
+    def _record_mutations(self, found: list[MutatedTag]) -> None:
+        for m in self._store.state.record_mutations(found):
+            log.error("MUTATED TAG package=%s version=%s published_revision=%d now=%d: the "
+                      "tag changed after it was published; it is NOT republished, make a "
+                      "new tag", m.package, m.version, m.published_revision, m.current_revision,
+                      extra={"package": m.package, "version": m.version,
+                             "revision": m.current_revision,
+                             "published_revision": m.published_revision})
+
+
+def _nothing() -> None:
+    pass
+
+
+class _Batch:
+    """Releases built but not yet committed during one package's pass (a bulk import).
+
+    A commit signs and writes the whole index, so its cost grows with the store; one per
+    tag made a first import of thousands of tags quadratic. Tags are therefore committed
+    in batches, the next commit due once the work since the last one is ``_BATCH_FACTOR``
+    times what that commit cost (at most ``_BATCH_MAX_SECONDS``): commits stay a small,
+    fixed share of the pass at any store size, a small sync still commits tag by tag, and
+    a kill -9 loses at most one batch of exports (blobs already on disk are reused).
+    """
+
+    def __init__(self, index: Index) -> None:
+        self.index = index                  # the index with the batch's releases added
+        self.tags: list[Tag] = []           # built since the last commit
+        self._due = time.monotonic()        # the first tag is committed on its own
+
+    def due(self) -> bool:
+        return time.monotonic() >= self._due
+
+    def committed(self, cost: float) -> None:
+        self._due = time.monotonic() + min(cost * _BATCH_FACTOR, _BATCH_MAX_SECONDS)
+
+
+_BATCH_FACTOR = 20
+_BATCH_MAX_SECONDS = 30.0
+
+
+def _skip_reason(pkg: PackageConfig, tag: str) -> str | None:
+    if not is_version(tag):
+        return "not a valid version name"
+    if not pkg.tag_pattern.search(tag):
+        return f"does not match tag_pattern {pkg.tag_pattern.pattern!r}"
+    return None

@@ -43,8 +43,13 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO))   # the tests' harness: the same svnserve and config files
 
 import benchreport  # noqa: E402 (a sibling script, found through the path set above)
+
+from tests.harness import config as harness_config  # noqa: E402
+from tests.harness.svn import served_repository  # noqa: E402
+from tests.harness.timing import free_port, wait_until  # noqa: E402
 
 SVN_USER, SVN_PASSWORD = "releasemgr", "demo-only-password"
 PY = str(REPO / ".venv" / "bin" / "python")
@@ -82,13 +87,6 @@ def codecache(config: Path, *args: str, timeout: float = 600) -> str:
                cwd=config.parent, timeout=timeout).stdout
 
 
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # --- the origin: svn repository, tags, store ------------------------------------------------
 
 
@@ -113,21 +111,12 @@ class Origin:
         self.repo = work / "svn" / "repo"
         self.dir = work / "origin"
         self.config = self.dir / "codecache.toml"
-        self.svnserve: subprocess.Popen[bytes] | None = None
+        self._served = contextlib.ExitStack()
 
     def start(self) -> None:
         (self.work / "svn").mkdir(parents=True)
-        run(["bash", str(REPO / "scripts" / "sample-pilot"), "create", str(self.repo)])
-        port = free_port()
-        self.svnserve = subprocess.Popen(
-            ["svnserve", "--daemon", "--foreground", "--listen-host", "127.0.0.1",
-             "--listen-port", str(port), "--root", str(self.repo)], start_new_session=True)
-        self.root = f"svn://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while run(["svn", "info", "--non-interactive", self.root], check=False).returncode:
-            if time.monotonic() > deadline:
-                raise SystemExit("bench: svnserve did not start")
-            time.sleep(0.1)
+        self.root, _ = self._served.enter_context(served_repository(
+            self.repo, anon_access="read", user=SVN_USER, password=SVN_PASSWORD))
         if self.pilot:
             self._populate_pilot()
         # The sync-path tree: ~2,000 files / ~20 MB (quick: 200 files / 2 MB).
@@ -144,38 +133,19 @@ class Origin:
         (self.dir / "keys").mkdir(parents=True)
         run([PY, "-m", "codecache", "keygen", "--secret-key", str(self.dir / "keys" / "k.key"),
              "--public-key", str(self.dir / "keys" / "k.pub")])
-        self.config.write_text(f"""\
-role = "origin"
-[store]
-path = "store"
-[signing]
-secret_key = "keys/k.key"
-trusted_keys = ["keys/k.pub"]
-index_expiry = "7d"
-resign_interval = "1h"
-[server]
-listen = ["127.0.0.1:{free_port()}"]
-[[packages]]
-name = "pilot"
-svn_url = "{self.root}/pilot"
-tag_pattern = '^[0-9]+(\\.[0-9]+)*$'
-auto_channel = "latest"
-""")
+        signing = {"secret_key": "keys/k.key", "trusted_keys": ["keys/k.pub"]}
+        harness_config.write(self.config, harness_config.build(
+            role="origin", store={"path": "store"},
+            signing={**signing, "index_expiry": "7d", "resign_interval": "1h"},
+            server={"listen": [f"127.0.0.1:{free_port()}"]},
+            packages=[{"name": "pilot", "svn_url": f"{self.root}/pilot",
+                       "auto_channel": "latest"}]))
         # The sync path publishes into a store of its own (same keys, same svnserve), so the
         # served store holds what pilots fetch and the replicas' memory is not about the tree.
         self.sync_config = self.dir / "sync.toml"
-        self.sync_config.write_text(f"""\
-role = "origin"
-[store]
-path = "sync-store"
-[signing]
-secret_key = "keys/k.key"
-trusted_keys = ["keys/k.pub"]
-[[packages]]
-name = "tree"
-svn_url = "{self.root}/tree"
-tag_pattern = '^[0-9]+(\\.[0-9]+)*$'
-""")
+        harness_config.write(self.sync_config, harness_config.build(
+            role="origin", store={"path": "sync-store"}, signing=signing,
+            packages=[{"name": "tree", "svn_url": f"{self.root}/tree"}]))
         if self.pilot:
             codecache(self.config, "sync", "--once", "--package", "pilot")
             for channel, version in (("big", "2.0.0"), ("small", "2.1.0"), ("burst", "1.2.0")):
@@ -198,9 +168,7 @@ tag_pattern = '^[0-9]+(\\.[0-9]+)*$'
                 f"{self.root}/pilot/tags/{tag}")
 
     def stop(self) -> None:
-        if self.svnserve is not None and self.svnserve.poll() is None:
-            self.svnserve.terminate()
-            self.svnserve.wait(timeout=10)
+        self._served.close()
 
     def blob(self, version: str) -> Path:
         index = json.loads((self.dir / "store" / "index.json").read_text())
@@ -329,11 +297,8 @@ http {{
 
 
 def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while run(["curl", "-fsS", "-o", "/dev/null", url], check=False).returncode:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: {url} does not answer")
-        time.sleep(0.1)
+    wait_until(lambda: run(["curl", "-fsS", "-o", "/dev/null", url], check=False).returncode
+               == 0, timeout, f"{url} answers", interval=0.1)
 
 
 def head(url: str) -> dict[str, str]:

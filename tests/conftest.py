@@ -7,12 +7,10 @@ In CI (``CI=true``) a missing binary fails the run; ``scripts/test`` installs th
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +24,8 @@ import pytest
 from tests.harness import config as harness_config
 from tests.harness.binaries import require
 from tests.harness.processes import leaked_processes, mark_run
-from tests.harness.timing import free_port, scaled, wait_for_port
+from tests.harness.svn import served_repository
+from tests.harness.timing import scaled
 
 SVN_USER, SVN_PASSWORD = "releasemgr", "not-a-real-secret"
 
@@ -162,29 +161,6 @@ def write_sample_tree(root: Path) -> None:
     (root / "lib" / "pilot" / "plugins" / "alpha.py").write_text("A = 1\n")
     (root / "etc" / "pilot.cfg").write_text("[pilot]\nretries = 3\n")
     (root / "run").symlink_to("bin/pilot.sh")
-
-
-@contextlib.contextmanager
-def served_repository(repo: Path, *, anon_access: str, user: str,
-                      password: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``svnadmin create`` a repository and serve it with svnserve on a free loopback port.
-
-    Yields the repository root URL and the svnserve process; stops it afterwards.
-    """
-    subprocess.run([require("svnadmin"), "create", str(repo)], check=True)
-    (repo / "conf" / "svnserve.conf").write_text(
-        f"[general]\nanon-access = {anon_access}\nauth-access = write\npassword-db = passwd\n")
-    (repo / "conf" / "passwd").write_text(f"[users]\n{user} = {password}\n")
-    port = free_port()
-    process = subprocess.Popen(
-        [require("svnserve"), "--daemon", "--foreground", "--listen-host", "127.0.0.1",
-         "--listen-port", str(port), "--root", str(repo)])
-    try:
-        wait_for_port(port)
-        yield f"svn://127.0.0.1:{port}", process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import free_port, require, wait_for_port
+from tests.conftest import require
+from tests.harness.timing import free_port, wait_for_port
 
 
 @dataclass

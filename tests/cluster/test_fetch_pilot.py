@@ -22,7 +22,8 @@ import pytest
 
 from tests.cluster.helpers import REPO, Cluster, get, publish, status_json
 from tests.cluster.mirror import Mirror, running_mirror
-from tests.conftest import free_port, require, run_cli
+from tests.conftest import require, run_cli
+from tests.harness.timing import free_port
 from tests.squid import Squid, running_squid
 
 SCRIPT = REPO / "scripts" / "fetch-pilot"

@@ -13,6 +13,7 @@ import pytest
 
 from tests.cluster.helpers import cluster_cmd, get
 from tests.conftest import Origin, SvnRepo, new_origin, require
+from tests.harness import config as harness_config
 
 
 def _gone(pid: int, patience: float = 10.0) -> bool:
@@ -84,8 +85,9 @@ def _bad_configs(tmp_path: Path) -> dict[str, Path]:
     invalid = tmp_path / "invalid.toml"
     invalid.write_text('role = "origin"\n[store\n')
     replica = tmp_path / "replica.toml"
-    replica.write_text('role = "replica"\n[store]\npath = "store"\n[signing]\n'
-                       'trusted_keys = ["k.pub"]\n[replica]\nupstreams = ["http://127.0.0.1:9"]\n')
+    harness_config.write(replica, harness_config.build(
+        role="replica", store={"path": "store"}, signing={"trusted_keys": ["k.pub"]},
+        replica={"upstreams": ["http://127.0.0.1:9"]}))
     return {"missing": tmp_path / "nowhere.toml", "invalid": invalid, "replica": replica}
 
 

@@ -1,5 +1,6 @@
-"""A publish on the origin reaches every replica within 2 s and the VIP within 3 s; a burst
-of pilots right after a channel move costs each replica about one request per second."""
+"""A publish on the origin reaches every replica and the VIP (goals: 2 s and 3 s, DESIGN §5,
+printed as measured; asserted with a margin for a loaded 2-core machine), and a burst of
+pilots right after a channel move costs each replica about one request per second."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tests.cluster.helpers import (
     requests_by_route,
     status_json,
 )
+from tests.harness.timing import scaled, wait_until
 
 PATH = "/pilot/latest.tar.gz"
 
@@ -27,36 +29,37 @@ def _serves(base: str, sha256: str) -> bool:
     return status == 200 and hashlib.sha256(body).hexdigest() == sha256
 
 
-def _seconds_until_served(base: str, sha256: str, since: float, deadline: float) -> float:
-    while time.monotonic() < deadline:
-        try:
-            if _serves(base, sha256):
-                return time.monotonic() - since
-        except OSError:
-            pass
-        time.sleep(0.02)
-    return math.inf
+REPLICA_GOAL, VIP_GOAL = 2.0, 3.0         # DESIGN §5 and the front tier's cache period
+REPLICA_BOUND, VIP_BOUND = 10.0, 12.0     # asserted (scaled): the goals plus load margin
 
 
-def test_publish_reaches_every_replica_within_2s_and_the_vip_within_3s(
+def _seconds_until_served(base: str, sha256: str, since: float, timeout: float) -> float:
+    try:
+        wait_until(lambda: _serves(base, sha256), timeout, f"{base} serves {sha256[:12]}",
+                   interval=0.02, ignore=(OSError,))
+    except AssertionError:
+        return math.inf
+    return time.monotonic() - since
+
+
+def test_publish_reaches_every_replica_within_10s_and_the_vip_within_12s(
         cluster: Cluster) -> None:
     releases = status_json(cluster)["packages"]["pilot"]["releases"]
     target = releases["1.0.0"]["sha256"]
     assert not _serves(cluster.vip, target)
     published = publish(cluster, "1.0.0", "latest")
-    deadline = published + 15
     with ThreadPoolExecutor(len(cluster.replicas) + 1) as pool:
-        futures = {base: pool.submit(_seconds_until_served, base, target, published, deadline)
+        futures = {base: pool.submit(_seconds_until_served, base, target, published, 15)
                    for base in [*cluster.replicas, cluster.vip]}
         seconds = {base: f.result() for base, f in futures.items()}
     vip = seconds.pop(cluster.vip)
     slowest = max(seconds.values())
     print(f"\npropagation after publish: replicas "
           f"{', '.join(f'{s:.2f}s' for s in seconds.values())} (slowest {slowest:.2f}s, "
-          f"goal 2s); VIP {vip:.2f}s (goal 3s)")
+          f"goal {REPLICA_GOAL:g}s); VIP {vip:.2f}s (goal {VIP_GOAL:g}s)")
     # Generous margins for a loaded 2-core machine; the figures above are the measurement.
-    assert slowest < 10, cluster.logs()
-    assert vip < 12, cluster.logs()
+    assert slowest < scaled(REPLICA_BOUND), cluster.logs()
+    assert vip < scaled(VIP_BOUND), cluster.logs()
 
 
 def test_burst_after_a_channel_move_costs_each_replica_about_one_request_per_second(

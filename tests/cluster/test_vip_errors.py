@@ -19,7 +19,8 @@ import pytest
 
 from codecache.ops.nginx import render_nginx
 from tests.cluster.helpers import Response, curl
-from tests.conftest import free_port, require, wait_for_port
+from tests.conftest import require
+from tests.harness.timing import free_port, wait_for_port
 
 
 @pytest.fixture

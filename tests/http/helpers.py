@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Origin
-from tests.harness.timing import free_port, port_open, timed_wait, wait_until
+from tests.harness.timing import free_port, port_open, scaled, timed_wait, wait_until
 
 READY_TIMEOUT = 20.0
 # Blobs above this many bytes are streamed from their file instead of served from memory.
@@ -103,8 +103,10 @@ class Server:
 
     def wait_for(self, what: str, check: Callable[[], bool], timeout: float) -> float:
         """Poll ``check`` until it holds; return the seconds it took, fail at the deadline."""
-        return timed_wait(check, timeout, what, ignore=(OSError, http.client.HTTPException),
+        took = timed_wait(check, timeout, what, ignore=(OSError, http.client.HTTPException),
                           detail=self.log_tail)
+        print(f"{what}: {took:.2f} s (bound {scaled(timeout):g} s)")
+        return took
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

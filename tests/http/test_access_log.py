@@ -27,7 +27,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Origin, copy_origin, free_port, wait_for_port
+from tests.conftest import Origin, copy_origin
+from tests.harness.timing import free_port, wait_for_port
 from tests.http.helpers import Server, running
 
 DEADLINE = 30.0

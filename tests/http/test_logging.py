@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import Origin, copy_origin, run_cli
+from tests.harness import config as harness_config
 from tests.harness.clients import curl_fetch
 from tests.http.helpers import Server, release_info, running
 
@@ -111,15 +112,10 @@ def test_replicate_logs_json_with_the_serial_it_installed(template_origin: Origi
     replica.mkdir()
     config = replica / "codecache.toml"
     with running(origin) as server:
-        config.write_text(f"""\
-role = "replica"
-[store]
-path = "store"
-[signing]
-trusted_keys = ["{origin.public_key}"]
-[replica]
-upstreams = ["{server.base}"]
-""")
+        harness_config.write(config, harness_config.build(
+            role="replica", store={"path": "store"},
+            signing={"trusted_keys": [origin.public_key]},
+            replica={"upstreams": [server.base]}))
         result = run_cli("--log-format", "json", "replicate", "--once", config=config)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stderr.splitlines()]

@@ -15,7 +15,9 @@ from tests.conftest import SvnRepo, new_origin
 from tests.harness.clients import curl_fetch
 from tests.http.helpers import Server, blob_path, release_bytes, release_info, running
 
-DEADLINE = 2.0
+# DESIGN.md §4 says 1 s; asserted (scaled) with a loaded 2-core machine's margin, the
+# measured figure printed by each wait.
+DEADLINE = 3.0
 
 
 def _ready_status(site: Server) -> int:

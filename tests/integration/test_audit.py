@@ -24,13 +24,13 @@ import pytest
 from tests.conftest import (
     Origin,
     assert_one_line_error,
-    free_port,
     make_origin,
     require,
     run_cli,
-    wait_for_port,
     write_sample_tree,
 )
+from tests.harness import config as harness_config
+from tests.harness.timing import free_port, wait_for_port
 from tests.http.helpers import running
 
 PACKAGE = "auditpilot"
@@ -102,15 +102,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuditSite]:
         auditor = base / "auditor"
         auditor.mkdir()
         shutil.copy(origin.public_key, auditor / "origin.pub")
-        (auditor / "codecache.toml").write_text(f"""\
-[store]
-path = "{origin.store}"
-[signing]
-trusted_keys = ["origin.pub"]
-[[packages]]
-name = "{PACKAGE}"
-svn_url = "svn://127.0.0.1:{port}/{PACKAGE}"
-""")
+        harness_config.write(auditor / "codecache.toml", harness_config.build(
+            store={"path": origin.store}, signing={"trusted_keys": ["origin.pub"]},
+            packages=[{"name": PACKAGE, "svn_url": f"svn://127.0.0.1:{port}/{PACKAGE}"}]))
         yield AuditSite(base / "served", base / "evil", base / "honest", origin,
                         auditor / "codecache.toml", svnserve)
     finally:
@@ -159,7 +153,8 @@ def test_audit_of_a_served_index_by_url(site: AuditSite, tmp_path: Path) -> None
     # Anyone with the public key: a config without any store of its own.
     config = tmp_path / "codecache.toml"
     shutil.copy(site.auditor.parent / "origin.pub", tmp_path / "origin.pub")
-    config.write_text('[store]\npath = "nostore"\n[signing]\ntrusted_keys = ["origin.pub"]\n')
+    harness_config.write(config, harness_config.build(
+        store={"path": "nostore"}, signing={"trusted_keys": ["origin.pub"]}))
     with running(site.origin) as server:
         result = run_cli("audit", "--url", server.base, config=config)
         assert result.returncode == 0, result.stdout + result.stderr

@@ -17,13 +17,13 @@ from tests.conftest import (
     cli_command,
     cli_env,
     commit_random_files,
-    free_port,
     make_origin,
     run_cli,
     snapshot,
     with_file_size_limit,
     write_config,
 )
+from tests.harness.timing import free_port
 
 
 def _replace(old: str, new: str) -> Callable[[str], str]:

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from codecache.telemetry.notify import Notifier
-from tests.conftest import Origin, cli_command, cli_env, free_port
+from tests.conftest import Origin, cli_command, cli_env
+from tests.harness.timing import free_port
 
 DEADLINE = 60.0
 

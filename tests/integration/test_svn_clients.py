@@ -21,6 +21,7 @@ from codecache.origin.build import build_release
 from codecache.origin.sources.base import svn_location, svn_ref
 from codecache.origin.sources.svn import Svn
 from tests.conftest import SvnRepo, new_package
+from tests.harness.timing import scaled
 from tests.integration.test_sync_faults import AUTH_PASSWORD, AUTH_USER, auth_svn
 
 __all__ = ["auth_svn"]  # a fixture of test_sync_faults, used here too
@@ -135,6 +136,8 @@ def test_cli_and_pysvn_list_the_same_tags(pysvn_available: None,
 BUILD_IN_CHILD = """
 import sys
 from pathlib import Path
+
+from tests.harness.timing import scaled
 from codecache.origin.build import build_release
 from codecache.core.config import SvnConfig
 from codecache.origin.sources.base import svn_ref
@@ -194,9 +197,14 @@ def silent_server() -> Iterator[str]:
         yield f"svn://127.0.0.1:{listener.getsockname()[1]}/repo"
 
 
+# Short enough to keep a hang test quick, long enough for the call after it: a restarted
+# pysvn worker starting (and importing pysvn) on a loaded 2-core machine.
+HANG_TIMEOUT = scaled(5.0)
+
+
 def test_a_hang_in_libsvn_ends_at_the_timeout_and_the_next_call_works(
         pysvn_available: None, silent_server: str, keyword_tag: tuple[str, int, int]) -> None:
-    svn = Svn(SvnConfig(timeout=1.0, client="pysvn"))
+    svn = Svn(SvnConfig(timeout=HANG_TIMEOUT, client="pysvn"))
     try:
         with pytest.raises(SvnError, match="timed out"):
             svn.list_tags(package(silent_server))
@@ -237,7 +245,7 @@ def test_a_crash_in_libsvn_is_one_svn_error_and_the_next_call_works(
 def test_an_export_that_hangs_ends_at_the_timeout_while_the_archive_waits_behind_it(
         pysvn_available: None, silent_server: str, keyword_tag: tuple[str, int, int],
         tmp_path: Path) -> None:
-    svn = Svn(SvnConfig(timeout=1.0, client="pysvn"))
+    svn = Svn(SvnConfig(timeout=HANG_TIMEOUT, client="pysvn"))
     before = set(threading.enumerate())
     try:
         (tmp_path / "hang").mkdir()

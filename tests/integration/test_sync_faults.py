@@ -25,13 +25,13 @@ from tests.conftest import (
     Origin,
     SvnRepo,
     assert_one_line_error,
-    free_port,
     make_origin,
     require,
     run_cli,
-    served_repository,
     write_config,
 )
+from tests.harness.svn import served_repository
+from tests.harness.timing import free_port
 
 AUTH_USER, AUTH_PASSWORD = "pilotsync", "s3cret-svn-password-7731"
 

@@ -15,34 +15,29 @@ from typing import Any
 import pytest
 
 from tests.conftest import Origin, copy_origin, require, run_cli
+from tests.harness import config as harness_config
 from tests.http.helpers import Server, running, start_server
 
 
 def write_replica_config(directory: Path, public_key: Path | None, upstreams: list[str], *,
-                         interval: str = "1s", timeout: str = "3s", extra: str = "",
-                         role: str = "replica") -> Path:
+                         interval: str = "1s", timeout: str = "3s", role: str = "replica",
+                         replica: dict[str, Any] | None = None,
+                         **sections: Any) -> Path:
     """A replica directory with its config (store ``store``), trusting ``public_key``.
 
     ``public_key`` None: the caller has put ``keys/codecache.pub`` in place itself.
+    ``replica`` adds ``[replica]`` keys; ``sections`` other tables (``harness.config.build``).
     """
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "keys").mkdir(exist_ok=True)
     if public_key is not None:
         (directory / "keys" / "codecache.pub").write_bytes(public_key.read_bytes())
-    config = directory / "codecache.toml"
-    config.write_text(f"""\
-role = "{role}"
-[store]
-path = "store"
-[signing]
-trusted_keys = ["keys/codecache.pub"]
-[replica]
-upstreams = {json.dumps(upstreams)}
-interval = "{interval}"
-timeout = "{timeout}"
-{extra}
-""")
-    return config
+    signing = {"trusted_keys": ["keys/codecache.pub"], **sections.pop("signing", {})}
+    config = harness_config.build(
+        role=role, store={"path": "store"}, signing=signing,
+        replica={"upstreams": upstreams, "interval": interval, "timeout": timeout,
+                 **(replica or {})}, **sections)
+    return harness_config.write(directory / "codecache.toml", config)
 
 
 def replica_origin(directory: Path, template: Origin) -> Origin:
@@ -53,10 +48,9 @@ def replica_origin(directory: Path, template: Origin) -> Origin:
 
 
 def start_replica(directory: Path, template: Origin, upstreams: list[str], *,
-                  interval: str = "1s", extra: str = "",
-                  env: dict[str, str] | None = None, port: int | None = None) -> Server:
-    write_replica_config(directory, template.public_key, upstreams, interval=interval,
-                         extra=extra)
+                  interval: str = "1s", env: dict[str, str] | None = None,
+                  port: int | None = None) -> Server:
+    write_replica_config(directory, template.public_key, upstreams, interval=interval)
     return start_server(replica_origin(directory, template), port=port, env=env)
 
 

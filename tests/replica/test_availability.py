@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import Origin
+from tests.harness.timing import scaled
 from tests.http.helpers import Server, blob_path, release_info, rfc3339_seconds, start_server
 from tests.replica.conftest import readyz, replica_status, start_replica
 
@@ -28,22 +29,28 @@ def serial_of(server: Server) -> int:
     return serial
 
 
+# Long enough for the replica to pull the short-lived index before it expires on a loaded
+# 2-core machine (the replica runs already; a pull is due every 0.5 s), short for the test.
+EXPIRY = max(6, round(scaled(10)))
+
+
 def test_replica_keeps_serving_through_origin_loss_and_expiry_then_catches_up(
         served_origin: Server, tmp_path: Path) -> None:
     origin = served_origin
     store = origin.origin
-    # An index that expires soon: re-signed now with a 6 s expiry.
-    set_signing(store, index_expiry="6s", resign_interval="1s")
-    time.sleep(1.1)  # the re-sign is due
-    store.cli("sync", "--once", check=True)
-
-    def lifetime() -> int:
-        signed = json.loads(origin.request("/index.json").body)["signed"]
-        return rfc3339_seconds(signed["expires"]) - rfc3339_seconds(signed["generated"])
-
-    origin.wait_for("the origin serves the short-lived index", lambda: lifetime() == 6, 10)
     replica = start_replica(tmp_path / "replica", store, [origin.base], interval="0.5s")
     try:
+        # An index that expires soon: re-signed now with an EXPIRY s expiry.
+        set_signing(store, index_expiry=f"{EXPIRY}s", resign_interval="1s")
+        time.sleep(1.1)  # the re-sign is due
+        store.cli("sync", "--once", check=True)
+
+        def lifetime() -> int:
+            signed = json.loads(origin.request("/index.json").body)["signed"]
+            return rfc3339_seconds(signed["expires"]) - rfc3339_seconds(signed["generated"])
+
+        origin.wait_for("the origin serves the short-lived index",
+                        lambda: lifetime() == EXPIRY, 10)
         held = serial_of(origin)
         replica.wait_for("the replica holds the short-lived index",
                          lambda: serial_of(replica) == held, 10)
@@ -51,7 +58,8 @@ def test_replica_keeps_serving_through_origin_loss_and_expiry_then_catches_up(
         origin.stop()  # origin (and with it every upstream) gone
 
         replica.wait_for("the held index expires and the replica says so",
-                         lambda: readyz(replica)["status"] == "degraded: index expired", 20)
+                         lambda: readyz(replica)["status"] == "degraded: index expired",
+                         EXPIRY + 14)
         reply = replica.request("/readyz")
         assert reply.status == 200  # the balancer keeps it: pilots must not stop
         body = json.loads(reply.body)

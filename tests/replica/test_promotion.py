@@ -22,20 +22,10 @@ def standby_config(directory: Path, active: Origin, upstream: str, role: str) ->
     (directory / "keys").mkdir(parents=True, exist_ok=True)
     shutil.copy2(active.secret_key, directory / "keys" / "codecache.key")
     (directory / "keys" / "codecache.key").chmod(0o600)
-    package = f"""
-[sync]
-interval = "1s"
-[[packages]]
-name = "{active.package}"
-svn_url = "{active.svn_url}"
-auto_channel = "latest"
-"""
-    config = write_replica_config(directory, active.public_key, [upstream], interval="0.5s",
-                                  role=role, extra=package)
-    text = config.read_text().replace("[signing]\n",
-                                      '[signing]\nsecret_key = "keys/codecache.key"\n')
-    config.write_text(text)
-    return config
+    package = {"name": active.package, "svn_url": active.svn_url, "auto_channel": "latest"}
+    return write_replica_config(directory, active.public_key, [upstream], interval="0.5s",
+                                role=role, signing={"secret_key": "keys/codecache.key"},
+                                sync={"interval": "1s"}, packages=[package])
 
 
 def test_a_promoted_standby_continues_the_serial_and_recreates_identical_blobs(

@@ -40,7 +40,8 @@ import pytest
 from codecache.core.signing import load_trusted_keys
 from codecache.core.trust import verify
 from codecache.store.files import sha256_file
-from tests.conftest import cli_env, free_port, run_cli
+from tests.conftest import cli_env, run_cli
+from tests.harness.timing import free_port
 from tests.replica.upstream import FakeUpstream, Publisher, index, throttled, write_replica_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(200)]

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Origin, SvnRepo, cli_env, new_origin, require, run_cli
+from tests.harness import config as harness_config
 from tests.harness.clients import curl_fetch, wget
 from tests.http.helpers import Server, start_server
 from tests.replica.conftest import readyz, replica_origin
@@ -165,17 +166,9 @@ def write_config(directory: Path, trusted: list[Path], upstream: str) -> None:
     for key in trusted:
         (directory / "keys" / key.name).write_bytes(key.read_bytes())
         names.append(f"keys/{key.name}")
-    (directory / "codecache.toml").write_text(f"""\
-role = "replica"
-[store]
-path = "store"
-[signing]
-trusted_keys = {json.dumps(names)}
-[replica]
-upstreams = ["{upstream}"]
-interval = "0.5s"
-timeout = "3s"
-""")
+    harness_config.write(directory / "codecache.toml", harness_config.build(
+        role="replica", store={"path": "store"}, signing={"trusted_keys": names},
+        replica={"upstreams": [upstream], "interval": "0.5s", "timeout": "3s"}))
 
 
 @pytest.fixture

@@ -289,6 +289,6 @@ def write_replica_dir(directory: Path, publisher: Publisher, upstreams: list[str
     """A replica directory (store ``store``) trusting ``publisher``'s key; returns the config."""
     directory.mkdir(parents=True, exist_ok=True)
     publisher.write_public_key(directory / "keys" / "codecache.pub")
-    cap = f"max_index_size = {max_index_size}\n" if max_index_size is not None else ""
+    cap = {"max_index_size": max_index_size} if max_index_size is not None else {}
     return write_replica_config(directory, None, upstreams, interval=f"{interval}s",
-                                timeout=timeout, extra=cap)
+                                timeout=timeout, replica=cap)

@@ -34,6 +34,7 @@ nothing else decides either.
     │   ├── NoIndex            the store holds no index yet
     │   └── StoreBusy          another writer holds the store lock
     └── UpstreamError          retryable: Subversion or an upstream is unreachable
+        ├── UpstreamFailure    an HTTP upstream did not answer usably; ``reason`` says how
         └── SvnError
             └── SvnNotFound    the repository answered: no such path or revision
 """
@@ -240,6 +241,18 @@ class StoreBusy(Refused):
 
 class UpstreamError(CodecacheError):
     code = "upstream_error"
+
+
+class UpstreamFailure(UpstreamError):
+    """One HTTP upstream failed in transport (retryable, on it again or on the next one).
+
+    ``reason`` is the name counted and logged: ``connect``, ``timeout``, ``http_5xx``,
+    ``http_status``, ``redirect`` (never followed), ``history_behind``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class SvnError(UpstreamError):

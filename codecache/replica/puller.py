@@ -1,12 +1,12 @@
 """The replica's pull loop (DESIGN.md §5): mirror a verified index and its blobs from upstreams.
 
-Owns the network side of replication: the HTTP client that cannot be pushed around
-(timeouts on connect and on a stalled body, a size cap, no transparent decompression, no
-redirects, no proxies or cookies from the environment), the failover order over
-``upstreams``, fetching blobs by hash with the index's size as a hard cap, and the lag
-facts in ``replica.json``. It decides nothing about trust itself (``trust`` does) and
-writes the store only through ``Store.install`` / ``Store.add_blob``, under the writers'
-lock, the index swapped last.
+Owns the pull: the failover order over ``upstreams``, what is taken from the one that
+answers (a new index once its blobs, each hashed to its name, and its history are on
+disk; a confirmation; a repair of what is bad on disk), and reporting each pull to the
+``PullRecord``. What is asked of an upstream goes through a ``Fetcher`` (``fetcher``; the
+HTTP rules live in ``upstream.client``). It decides nothing about trust itself (``trust``
+does) and writes the store only through ``Store.install`` / ``Store.add_blob``, under the
+writers' lock, the index swapped last.
 
 One pull: ``GET /index.json`` from the first upstream with ``Cache-Control: no-cache`` and
 ``If-None-Match`` of the index held (an unchanged index costs a 304). A 304, or the same
@@ -22,18 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
-import hashlib
 import logging
 import os
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
-from pathlib import Path
-
-import aiofiles
-import aiohttp
 
 from codecache.core.config import Config
 from codecache.core.errors import (
@@ -42,8 +35,8 @@ from codecache.core.errors import (
     Refusal,
     StoreBusy,
     StoreError,
+    UpstreamFailure,
 )
-from codecache.core.names import blob_url_path, etag_for
 from codecache.core.signing import PublicKey, load_trusted_keys
 from codecache.core.trust import (
     Mark,
@@ -54,39 +47,23 @@ from codecache.core.trust import (
     offered,
     verify,
 )
+from codecache.replica.fetcher import Connect, Fetcher, HttpFetcher
 from codecache.replica.history_mirror import Fetch, HistoryBehind, HistoryMirror
+from codecache.replica.record import PullRecord
 from codecache.store.files import FileIdentity, check_blob, file_identity
-from codecache.store.state import LocalState, PullStatus
+from codecache.store.state import LocalState
 from codecache.store.store import Store
 
 log = logging.getLogger("codecache.replica")
-_CHUNK = 256 * 1024
-_BLOB_SECONDS_PER_MIB = 1.0       # a blob fetch may take timeout + this per MiB
 _PARALLEL_BLOBS = 4
-
-
-class UpstreamFailure(Exception):
-    """A transport-level failure of one upstream (retryable on the next one)."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason     # connect, timeout, http_5xx, http_status, redirect, ...
-
-
-@dataclasses.dataclass
-class _Counters:
-    refusals: Counter[str] = dataclasses.field(default_factory=Counter)
-    errors: Counter[str] = dataclasses.field(default_factory=Counter)
-    pulls: Counter[str] = dataclasses.field(default_factory=Counter)
-    blobs_fetched: int = 0
-    refused_at: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 class Replica:
     """The pull loop of one replica store. Construct once per process; ``run`` or ``pull``."""
 
     def __init__(self, config: Config, *, suspects: Callable[[], Collection[str]] = frozenset,
-                 installed: Callable[[], Awaitable[None]] | None = None) -> None:
+                 installed: Callable[[], Awaitable[None]] | None = None,
+                 connect: Connect | None = None) -> None:
         self._config = config
         self._store = Store(config.store.path)
         self._keys: dict[str, PublicKey] = load_trusted_keys(config.signing.trusted_keys)
@@ -95,22 +72,22 @@ class Replica:
         # Called after an install, so a server in this process serves it without waiting
         # for its next look at the store.
         self._installed = installed
+        self._connect = connect or HttpFetcher.connect(config.replica)
         self._new_install = False
         self._held: SignedIndex | None = None
         self._held_id: FileIdentity | None = None
         self._verified: dict[str, FileIdentity] = {}
         self._history = HistoryMirror(self._store)   # the release history held
-        self._counters = _Counters()
-        self._status = PullStatus()
+        self._record = PullRecord()
 
     # --- the loop -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pull every ``replica.interval`` until ``stop`` is set."""
-        async with self._session() as session:
+        async with self._connect() as fetcher:
             while not stop.is_set():
                 try:
-                    await self.pull(session)
+                    await self.pull(fetcher)
                 except CodecacheError as err:  # store full or busy, a blob gone meanwhile
                     log.error("pull failed: %s", err)
                 except Exception:
@@ -120,11 +97,11 @@ class Replica:
                     await asyncio.wait_for(stop.wait(), self._config.replica.interval)
 
     async def pull_once(self, *, allow_lower: bool = False) -> bool:
-        """One pull with a session of its own (``codecache replicate --once``)."""
-        async with self._session() as session:
-            return await self.pull(session, allow_lower=allow_lower)
+        """One pull with connections of its own (``codecache replicate --once``)."""
+        async with self._connect() as fetcher:
+            return await self.pull(fetcher, allow_lower=allow_lower)
 
-    async def pull(self, session: aiohttp.ClientSession, *, allow_lower: bool = False) -> bool:
+    async def pull(self, fetcher: Fetcher, *, allow_lower: bool = False) -> bool:
         """Try each upstream in order until one confirms or updates the index held.
 
         ``allow_lower`` is the operator's explicit override (logged): accept a lower serial
@@ -137,24 +114,21 @@ class Replica:
         confirmed_from: str | None = None
         for upstream in self._config.replica.upstreams:
             try:
-                if await self._pull_from(session, upstream, allow_lower=allow_lower):
+                if await self._pull_from(fetcher, upstream, allow_lower=allow_lower):
                     confirmed_from = upstream
                     break
             except UpstreamFailure as err:
-                self._counters.errors[err.reason] += 1
+                self._record.failed(err)
                 errors.append(f"{upstream}: {err}")
                 log.warning("upstream failed upstream=%s reason=%s: %s", upstream, err.reason,
                             err, extra={"upstream": upstream, "reason": err.reason})
             except IndexRefused as err:
-                self._counters.refusals[err.reason.value] += 1
-                self._counters.refused_at[err.reason.value] = time.time()
+                self._record.refused(err)
                 errors.append(f"{upstream}: refused ({err.reason.value}): {err}")
                 level = logging.INFO if err.reason is Refusal.STALE_UPSTREAM else logging.ERROR
                 log.log(level, "index refused upstream=%s reason=%s: %s", upstream,
                         err.reason.value, err,
                         extra={"upstream": upstream, "reason": err.reason.value})
-        result = "confirmed" if confirmed_from else "failed"
-        self._counters.pulls[result] += 1
         await asyncio.to_thread(self._save_status, started, confirmed_from, errors)
         if self._new_install and self._installed is not None:
             # After replica.json: the server then tells the whole story at once.
@@ -164,12 +138,11 @@ class Replica:
 
     # --- one upstream ---------------------------------------------------------------------
 
-    async def _pull_from(self, session: aiohttp.ClientSession, upstream: str, *,
-                         allow_lower: bool) -> bool:
+    async def _pull_from(self, fetcher: Fetcher, upstream: str, *, allow_lower: bool) -> bool:
         state = await asyncio.to_thread(self._trust_state)
-        raw = await self._fetch_index(session, upstream, state.held)
+        raw = await fetcher.index(upstream, state.held)
         if raw is None:  # 304: the upstream has exactly the index held
-            await self._repair(session, upstream, state.held)
+            await self._repair(fetcher, upstream, state.held)
             return True
         candidate = verify(raw, self._keys)
         marks = offered(state, upstream, candidate)
@@ -183,7 +156,7 @@ class Replica:
         if outcome is Outcome.CURRENT:
             if marks is not state.marks:
                 await self._save_marks(marks)
-            await self._repair(session, upstream, state.held)
+            await self._repair(fetcher, upstream, state.held)
             return True
         if allow_lower:
             if candidate.serial < state.floor:
@@ -192,58 +165,26 @@ class Replica:
                             state.floor)
             # The override starts the record afresh: the old marks would refuse it again.
             marks = {upstream: offered(TrustState(), upstream, candidate)[upstream]}
-        await self._install(session, upstream, candidate, state.held, marks, allow_lower)
+        await self._install(fetcher, upstream, candidate, state.held, marks, allow_lower)
         log.info("index installed serial=%d upstream=%s", candidate.serial, upstream,
                  extra={"serial": candidate.serial, "upstream": upstream})
         self._new_install = True
         return True
 
-    async def _fetch_index(self, session: aiohttp.ClientSession, upstream: str,
-                           held: SignedIndex | None) -> bytes | None:
-        headers = {}
-        if held is not None:
-            headers["If-None-Match"] = etag_for(hashlib.sha256(held.document).hexdigest())
-        async with self._get_document(session, upstream, "index", headers) as response:
-            if response.status == 304 and held is not None:
-                return None
-            _check_response(response, upstream)
-            return await _read_capped(response, self._config.replica.max_index_size, "index")
-
-    @contextlib.asynccontextmanager
-    async def _get_document(self, session: aiohttp.ClientSession, upstream: str, what: str,
-                            headers: Mapping[str, str]) -> AsyncIterator[aiohttp.ClientResponse]:
-        """GET ``/{what}.json`` bypassing caches, read within one deadline; a timeout or a
-        network error becomes an ``UpstreamFailure``."""
-        deadline = self._config.replica.timeout * 3
-        try:
-            # allow_redirects=False: aiohttp follows redirects unless told not to, and an
-            # upstream must not send the replica elsewhere (``_check_response``).
-            async with asyncio.timeout(deadline), session.get(
-                    f"{upstream}/{what}.json", headers={"Cache-Control": "no-cache", **headers},
-                    allow_redirects=False) as response:
-                yield response
-        except TimeoutError:
-            raise UpstreamFailure("timeout", f"no complete {what} within {deadline:.0f}s") \
-                from None
-        except aiohttp.ClientError as err:
-            raise UpstreamFailure("connect", _one_line(err)) from None
-
-    # --- blobs ----------------------------------------------------------------------------
-
-    async def _install(self, session: aiohttp.ClientSession, upstream: str,
-                       candidate: SignedIndex, held: SignedIndex | None,
-                       marks: Mapping[str, Mark], reset_serial: bool) -> None:
+    async def _install(self, fetcher: Fetcher, upstream: str, candidate: SignedIndex,
+                       held: SignedIndex | None, marks: Mapping[str, Mark],
+                       reset_serial: bool) -> None:
         async with self._writer_lock():
             # The history first: it is small, and a fork refuses the index before any blob.
             try:
                 history = await self._history.take(
-                    self._history_fetch(session, upstream), upstream, candidate.index.history,
+                    self._history_fetch(fetcher, upstream), upstream, candidate.index.history,
                     held.index.history if held is not None else None, allow_fork=reset_serial)
             except HistoryBehind as err:
                 raise UpstreamFailure("history_behind", str(err)) from None
             sizes = candidate.index.blob_sizes()
             missing = await asyncio.to_thread(self._bad_blobs, sizes)
-            await self._fetch(session, upstream, {s: sizes[s] for s in missing})
+            await self._fetch(fetcher, upstream, {s: sizes[s] for s in missing})
             await asyncio.to_thread(
                 self._store.install, candidate, previous=held.index if held else None,
                 history=history, marks=marks, reset_serial=reset_serial)
@@ -253,12 +194,13 @@ class Replica:
             if history is not None:
                 self._history.installed(history)
 
-    # --- history --------------------------------------------------------------------------
+    # --- repairs: what the index held lists, bad on disk ------------------------------------
 
-    def _history_fetch(self, session: aiohttp.ClientSession, upstream: str) -> Fetch:
-        return functools.partial(self._get_history, session, upstream)
+    @staticmethod
+    def _history_fetch(fetcher: Fetcher, upstream: str) -> Fetch:
+        return functools.partial(fetcher.history, upstream)
 
-    async def _repair_history(self, session: aiohttp.ClientSession, upstream: str,
+    async def _repair_history(self, fetcher: Fetcher, upstream: str,
                               held: SignedIndex) -> None:
         """Fetch the history held again when the file no longer verifies on disk.
 
@@ -269,7 +211,7 @@ class Replica:
             return
         try:
             async with self._writer_lock():
-                history = await self._history.repair(self._history_fetch(session, upstream),
+                history = await self._history.repair(self._history_fetch(fetcher, upstream),
                                                      upstream, head)
                 if history is None:
                     return
@@ -282,74 +224,44 @@ class Replica:
             return
         log.warning("history.json repaired from %s (%d entries)", upstream, len(history))
 
-    async def _get_history(self, session: aiohttp.ClientSession, upstream: str,
-                           start: int | None) -> tuple[bytes, bool]:
-        """GET ``/history.json`` bypassing caches, from byte ``start`` on; (body, partial)."""
-        headers = {} if start is None else {"Range": f"bytes={start}-"}
-        cap = self._config.replica.max_index_size
-        async with self._get_document(session, upstream, "history", headers) as response:
-            if start is not None and response.status == 416:
-                return b"", True     # shorter than what is held: read it whole
-            if start is not None and response.status == 206:
-                # A 206 must be the range asked for; then it is checked byte for byte.
-                if not response.headers.get("Content-Range", "").startswith(
-                        f"bytes {start}-"):
-                    return b"", True
-                _check_response(response, upstream, partial=True)
-                return await _read_capped(response, cap, "history"), True
-            _check_response(response, upstream)
-            return await _read_capped(response, cap, "history"), False
-
-    async def _repair(self, session: aiohttp.ClientSession, upstream: str,
+    async def _repair(self, fetcher: Fetcher, upstream: str,
                       held: SignedIndex | None) -> None:
         """Fetch again any held blob, or the history, that is missing or bad on disk."""
         if held is None:
             return
-        await self._repair_history(session, upstream, held)
+        await self._repair_history(fetcher, upstream, held)
         sizes = held.index.blob_sizes()
         bad = await asyncio.to_thread(self._bad_blobs, sizes)
         if not bad:
             return
         log.warning("fetching %d blob(s) again that are missing or corrupt on disk", len(bad))
         async with self._writer_lock():
-            await self._fetch(session, upstream, {s: sizes[s] for s in bad}, replace=True)
+            await self._fetch(fetcher, upstream, {s: sizes[s] for s in bad}, replace=True)
 
-    async def _fetch(self, session: aiohttp.ClientSession, upstream: str,
-                     wanted: dict[str, int], *, replace: bool = False) -> None:
+    # --- blobs ----------------------------------------------------------------------------
+
+    async def _fetch(self, fetcher: Fetcher, upstream: str, wanted: dict[str, int], *,
+                     replace: bool = False) -> None:
         limit = asyncio.Semaphore(_PARALLEL_BLOBS)
 
         async def one(sha256: str, size: int) -> None:
             async with limit:
-                await self._fetch_blob(session, upstream, sha256, size, replace=replace)
+                await self._fetch_blob(fetcher, upstream, sha256, size, replace=replace)
 
         await asyncio.gather(*(one(s, n) for s, n in sorted(wanted.items())))
 
-    async def _fetch_blob(self, session: aiohttp.ClientSession, upstream: str, sha256: str,
-                          size: int, *, replace: bool) -> None:
+    async def _fetch_blob(self, fetcher: Fetcher, upstream: str, sha256: str, size: int, *,
+                          replace: bool) -> None:
+        """One blob into the store, taken only if its bytes hash to its name and size."""
         scratch = await asyncio.to_thread(self._store.scratch_dir, "blob-")
         part = scratch / sha256
-        deadline = self._config.replica.timeout + size / (1 << 20) * _BLOB_SECONDS_PER_MIB
-        digest = hashlib.sha256()
-        try:
-            async with asyncio.timeout(deadline), session.get(
-                    upstream + blob_url_path(sha256), allow_redirects=False) as response:
-                _check_response(response, upstream)
-                declared = response.content_length
-                if declared is not None and declared != size:
-                    raise IndexRefused(Refusal.BLOB_MISMATCH, f"blob {sha256}: upstream "
-                                       f"announces {declared} bytes, the index {size}")
-                received = await _stream_to(response, part, digest, size)
-        except TimeoutError:
-            raise UpstreamFailure("timeout", f"blob {sha256} not complete within "
-                                  f"{deadline:.0f}s") from None
-        except aiohttp.ClientError as err:
-            raise UpstreamFailure("connect", _one_line(err)) from None
-        if received != size or digest.hexdigest() != sha256:
+        received, digest = await fetcher.blob(upstream, sha256, size, part)
+        if received != size or digest != sha256:
             raise IndexRefused(Refusal.BLOB_MISMATCH, f"blob {sha256} from {upstream}: got "
-                               f"{received} bytes hashing to {digest.hexdigest()}")
+                               f"{received} bytes hashing to {digest}")
         await asyncio.to_thread(self._store.add_blob, part, sha256, replace=replace)
         self._verified[sha256] = file_identity(self._store.blob_path(sha256)) or (0, 0, 0)
-        self._counters.blobs_fetched += 1
+        self._record.blobs_fetched += 1
 
     def _bad_blobs(self, sizes: dict[str, int]) -> set[str]:
         """Blobs missing, of the wrong size, reported by the server, or re-hashed wrong."""
@@ -421,89 +333,13 @@ class Replica:
 
     def _save_status(self, started: float, confirmed_from: str | None,
                      errors: list[str]) -> None:
-        previous = self._status
         held = self._held
-        self._status = PullStatus(
-            upstream=confirmed_from or previous.upstream,
-            serial=held.serial if held is not None else 0,
-            confirmed_at=started if confirmed_from else previous.confirmed_at,
-            attempted_at=started,
-            last_error=None if confirmed_from else "; ".join(errors) or "no upstream",
-            refusals=dict(self._counters.refusals), errors=dict(self._counters.errors),
-            pulls=dict(self._counters.pulls), blobs_fetched=self._counters.blobs_fetched,
-            refused_at=dict(self._counters.refused_at))
         # The held index may just have been installed: read what is on disk now.
         self._trust_state()
-        if self._held is not None:
-            self._status = dataclasses.replace(self._status, serial=self._held.serial)
-        self._store.save_pull_status(self._status)
-
-    def _session(self) -> aiohttp.ClientSession:
-        timeout = self._config.replica.timeout
-        return aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout),
-            # Never inflate what an upstream sends (a gzip bomb stays a few bytes of junk),
-            # never take proxies, .netrc or cookies from the environment.
-            auto_decompress=False, trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
-            headers={"Accept-Encoding": "identity", "User-Agent": "codecache-replica"},
-            connector=aiohttp.TCPConnector(limit=8, ttl_dns_cache=10))
-
-
-# --- response checks ----------------------------------------------------------------------
-
-
-def _check_response(response: aiohttp.ClientResponse, upstream: str, *,
-                    partial: bool = False) -> None:
-    """Only a plain 200 (or, asked for, a 206) is read; else this upstream's failure.
-
-    Raises:
-        UpstreamFailure: redirect, 5xx or another status.
-        IndexRefused: an encoded body (``bad_encoding``).
-    """
-    status = response.status
-    if 300 <= status < 400:
-        # Not followed: an upstream must not send the replica elsewhere.
-        raise UpstreamFailure("redirect", f"HTTP {status} to {response.headers.get('Location')}"
-                              " not followed")
-    if status >= 500:
-        raise UpstreamFailure("http_5xx", f"HTTP {status}")
-    if status != (206 if partial else 200):
-        raise UpstreamFailure("http_status", f"HTTP {status}")
-    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
-        raise IndexRefused(Refusal.BAD_ENCODING, f"{upstream} sent Content-Encoding "
-                           f"{encoding!r}; only identity is accepted")
-
-
-async def _read_capped(response: aiohttp.ClientResponse, cap: int, what: str) -> bytes:
-    declared = response.content_length
-    if declared is not None and declared > cap:
-        raise IndexRefused(Refusal.TOO_LARGE, f"{what} of {declared} bytes is over the "
-                           f"{cap}-byte cap")
-    data = bytearray()
-    async for chunk in response.content.iter_chunked(_CHUNK):
-        data += chunk
-        if len(data) > cap:
-            raise IndexRefused(Refusal.TOO_LARGE, f"{what} is over the {cap}-byte cap")
-    return bytes(data)
-
-
-async def _stream_to(response: aiohttp.ClientResponse, path: Path,
-                     digest: hashlib._Hash, cap: int) -> int:
-    received = 0
-    async with aiofiles.open(path, "wb") as out:
-        async for chunk in response.content.iter_chunked(_CHUNK):
-            received += len(chunk)
-            if received > cap:
-                raise IndexRefused(Refusal.BLOB_MISMATCH, f"blob {path.name} is longer than "
-                                   f"the {cap} bytes the index lists")
-            digest.update(chunk)
-            await out.write(chunk)
-    return received
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
+        held = self._held or held
+        self._store.save_pull_status(self._record.pulled(
+            started=started, confirmed_from=confirmed_from, errors=errors,
+            serial=held.serial if held is not None else 0))
 
 
 def replicate(config: Config, *, once: bool, allow_lower: bool = False) -> bool:

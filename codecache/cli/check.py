@@ -19,14 +19,9 @@ THRESHOLDS = ("expiry_warning", "expiry_critical", "lag_warning", "lag_critical"
 def cmd_check(args: argparse.Namespace) -> int:
     from codecache.core.signing import load_public_key, load_trusted_keys
     from codecache.ops.check import Facts, Thresholds, assess
-    from codecache.ops.probe import (
-        DeadlineExceeded,
-        Targets,
-        parse_target,
-        probe_store,
-        probe_url,
-        with_deadline,
-    )
+    from codecache.ops.local import probe_store
+    from codecache.ops.probe import INDEX_CAP, DeadlineExceeded, probe_url, with_deadline
+    from codecache.ops.targets import Targets, parse_target
 
     limits = Thresholds(**{name: getattr(args, name) for name in THRESHOLDS
                            if getattr(args, name) is not None})
@@ -44,10 +39,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     upstream = not args.no_upstream
     if args.url is not None:
         url: str = args.url
+        # [replica] max_index_size of the config given, as a replica's pull honours it.
+        cap = config.replica.max_index_size if config is not None else INDEX_CAP
         try:
             facts = with_deadline(lambda: probe_url(url, keys, timeout=args.timeout,
-                                                    targets=targets, upstream=upstream),
-                                  args.timeout)
+                                                    targets=targets, upstream=upstream,
+                                                    index_cap=cap), args.timeout)
         except DeadlineExceeded as err:   # the node did not answer in time: its failure
             facts = Facts(source=url.rstrip("/"), now=time.time(), unreachable=str(err))
     else:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 from collections.abc import AsyncIterator, Collection, Mapping
 from urllib.parse import urlsplit
 
@@ -125,6 +126,13 @@ class Client:
         except TimeoutError:
             raise UpstreamFailure("timeout", f"no complete {what} within {seconds:.0f}s") \
                 from None
+        except aiohttp.ClientConnectorError as err:
+            # asyncio words a refused connection "Connect call failed": name the errno.
+            errno = err.os_error.errno
+            cause = os.strerror(errno) if errno and errno > 0 else \
+                err.os_error.strerror or one_line(err.os_error)
+            raise UpstreamFailure("connect", f"cannot connect to {err.host}:{err.port}: "
+                                  f"{cause}") from None
         except aiohttp.ClientError as err:
             raise UpstreamFailure("connect", one_line(err)) from None
 
@@ -160,23 +168,29 @@ def check_status(response: Response, statuses: Collection[int]) -> None:
                            f"{encoding!r}; only identity is accepted")
 
 
-def fetch(url: str, *, timeout: float, cap: int, agent: str, what: str = "document",
+def fetch(url: str, *, timeout: float, cap: int, agent: str, what: str | None = None,
           statuses: Collection[int] = OK) -> Reply:
-    """One GET of ``url`` from synchronous code, in an event loop of its own.
+    """One GET of ``url`` from synchronous code, in an event loop of its own; a failure's
+    message names the URL (``GET URL: ...``).
 
     Raises:
+        ConfigError: ``url`` is not an http(s) URL.
         UpstreamFailure, IndexRefused: as ``Client.open``.
     """
+    base_url(url)
     parts = urlsplit(url)
     base = f"{parts.scheme}://{parts.netloc}"
     path = url[len(base):] or "/"
 
     async def one() -> Reply:
         async with session(timeout=None, agent=agent, connections=1) as http:
-            return await Client(http, base).get(path, seconds=timeout, cap=cap, what=what,
-                                                statuses=statuses)
+            return await Client(http, base).get(path, seconds=timeout, cap=cap,
+                                                what=what or url, statuses=statuses)
 
-    return asyncio.run(one())
+    try:
+        return asyncio.run(one())
+    except UpstreamFailure as err:
+        raise UpstreamFailure(err.reason, f"GET {url}: {err}") from None
 
 
 def one_line(err: BaseException) -> str:

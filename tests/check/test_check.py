@@ -197,6 +197,19 @@ def test_a_server_that_never_answers_is_critical_within_the_timeout(
     assert took < 25, took    # a deadline, not a measurement: a hang would hit 30 s
 
 
+def test_check_by_url_refuses_an_index_over_the_configs_max_index_size(
+        served: Server) -> None:
+    # [replica] max_index_size caps every fetch of an index, check --url's as a replica's.
+    served_index = served.request("/index.json").body
+    assert len(served_index) > 1024, len(served_index)
+    config = served.origin.config.with_name("small-cap.toml")   # its paths are relative
+    config.write_text(served.origin.config.read_text() + "\n[replica]\nmax_index_size = 1024\n")
+    result = check("--url", served.base, config=config)
+    assert (result.code, result.state) == (2, "CRITICAL"), result.stdout + result.stderr
+    assert "too_large" in result.message, result.message
+    assert check("--url", served.base, config=served.origin.config).state == "OK"
+
+
 def test_a_tampered_blob_is_critical(served: Server) -> None:
     sha256 = release_info(served.origin, "1.2.0")["sha256"]   # latest
     flip_byte(blob_path(served.origin, sha256))

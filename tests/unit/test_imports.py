@@ -43,7 +43,7 @@ MODULES: dict[str, tuple[tuple[str, ...], ...]] = {
     "web": (("conditional", "cachealign"), ("catalog", "statuspage", "headers"),
             ("blobcache",), ("storeview",), ("fastpath",), ("respond",), ("front",),
             ("connection",), ("server",)),
-    "ops": (("check", "nginx"), ("probe",)),
+    "ops": (("check", "nginx"), ("targets",), ("probe",), ("local",)),
     "load": (("loadstats", "profile"), ("targets",), ("request",), ("loadgen",), ("loadpool",)),
     "node": (("pull",), ("supervisor",), ("worker",)),
     # Exit codes and what verbs share; one module per verb group (peers); the parser that

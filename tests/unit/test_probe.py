@@ -26,7 +26,8 @@ from codecache.core.index import Channel, Index, Package, Release, release_comme
 from codecache.core.signing import PublicKey, SecretKey, generate_key, sign_prehashed
 from codecache.core.trust import sign_index
 from codecache.ops.check import State, Thresholds, assess
-from codecache.ops.probe import Target, check_tarball, probe_store
+from codecache.ops.local import probe_store
+from codecache.ops.targets import Target, check_tarball
 from codecache.store.state import PullStatus
 from codecache.store.store import Store
 from codecache.web.storeview import StoreView
@@ -195,7 +196,7 @@ def test_check_tarball_during_a_key_rotation_uses_a_trusted_signature(
 
 
 def test_targets_name_a_channel() -> None:
-    from codecache.ops.probe import parse_target
+    from codecache.ops.targets import parse_target
     assert parse_target("pilot/latest") == Target("pilot", "latest")
     for bad in ("pilot", "/latest", "pilot/", "a/b/c"):
         with pytest.raises(ConfigError):

@@ -4,9 +4,10 @@ Owns the pull: the failover order over ``upstreams``, what is taken from the one
 answers (a new index once its blobs, each hashed to its name, and its history are on
 disk; a confirmation; a repair of what is bad on disk), and reporting each pull to the
 ``PullRecord``. What is asked of an upstream goes through a ``Fetcher`` (``fetcher``; the
-HTTP rules live in ``upstream.client``). It decides nothing about trust itself (``trust``
-does) and writes the store only through ``Store.install`` / ``Store.add_blob``, under the
-writers' lock, the index swapped last.
+HTTP rules live in ``upstream.client``); what the store holds and accepted before is
+``held``'s. It decides nothing about trust itself (``trust`` does) and writes the store only
+through ``Store.install`` / ``Store.add_blob``, under the writers' lock, the index swapped
+last.
 
 One pull: ``GET /index.json`` from the first upstream with ``Cache-Control: no-cache`` and
 ``If-None-Match`` of the index held (an unchanged index costs a 304). A 304, or the same
@@ -24,17 +25,14 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 
 from codecache.core.config import Config
 from codecache.core.errors import (
     CodecacheError,
     IndexRefused,
     Refusal,
-    StoreBusy,
-    StoreError,
     UpstreamFailure,
 )
 from codecache.core.signing import PublicKey, load_trusted_keys
@@ -48,10 +46,10 @@ from codecache.core.trust import (
     verify,
 )
 from codecache.replica.fetcher import Connect, Fetcher, HttpFetcher
+from codecache.replica.held import Held
 from codecache.replica.history_mirror import Fetch, HistoryBehind, HistoryMirror
 from codecache.replica.record import PullRecord
 from codecache.store.files import FileIdentity, check_blob, file_identity
-from codecache.store.state import LocalState
 from codecache.store.store import Store
 
 log = logging.getLogger("codecache.replica")
@@ -74,8 +72,7 @@ class Replica:
         self._installed = installed
         self._connect = connect or HttpFetcher.connect(config.replica)
         self._new_install = False
-        self._held: SignedIndex | None = None
-        self._held_id: FileIdentity | None = None
+        self._held = Held(self._store, self._keys)   # the index held, the floor, the marks
         self._verified: dict[str, FileIdentity] = {}
         self._history = HistoryMirror(self._store)   # the release history held
         self._record = PullRecord()
@@ -139,7 +136,7 @@ class Replica:
     # --- one upstream ---------------------------------------------------------------------
 
     async def _pull_from(self, fetcher: Fetcher, upstream: str, *, allow_lower: bool) -> bool:
-        state = await asyncio.to_thread(self._trust_state)
+        state = await asyncio.to_thread(self._held.trust_state)
         raw = await fetcher.index(upstream, state.held)
         if raw is None:  # 304: the upstream has exactly the index held
             await self._repair(fetcher, upstream, state.held)
@@ -151,11 +148,11 @@ class Replica:
                              allow_lower=allow_lower)
         except IndexRefused:
             if marks is not state.marks:
-                await self._save_marks(marks)
+                await self._held.save_marks(marks)
             raise
         if outcome is Outcome.CURRENT:
             if marks is not state.marks:
-                await self._save_marks(marks)
+                await self._held.save_marks(marks)
             await self._repair(fetcher, upstream, state.held)
             return True
         if allow_lower:
@@ -174,7 +171,7 @@ class Replica:
     async def _install(self, fetcher: Fetcher, upstream: str, candidate: SignedIndex,
                        held: SignedIndex | None, marks: Mapping[str, Mark],
                        reset_serial: bool) -> None:
-        async with self._writer_lock():
+        async with self._held.writer_lock():
             # The history first: it is small, and a fork refuses the index before any blob.
             try:
                 history = await self._history.take(
@@ -188,9 +185,7 @@ class Replica:
             await asyncio.to_thread(
                 self._store.install, candidate, previous=held.index if held else None,
                 history=history, marks=marks, reset_serial=reset_serial)
-            # What was just swapped in is the candidate, verified already (under the lock,
-            # so no other writer came in between): not read and verified again.
-            self._held, self._held_id = candidate, file_identity(self._store.index_path)
+            self._held.installed(candidate)
             if history is not None:
                 self._history.installed(history)
 
@@ -210,7 +205,7 @@ class Replica:
         if head is None or await asyncio.to_thread(self._history.held, head) is not None:
             return
         try:
-            async with self._writer_lock():
+            async with self._held.writer_lock():
                 history = await self._history.repair(self._history_fetch(fetcher, upstream),
                                                      upstream, head)
                 if history is None:
@@ -235,7 +230,7 @@ class Replica:
         if not bad:
             return
         log.warning("fetching %d blob(s) again that are missing or corrupt on disk", len(bad))
-        async with self._writer_lock():
+        async with self._held.writer_lock():
             await self._fetch(fetcher, upstream, {s: sizes[s] for s in bad}, replace=True)
 
     # --- blobs ----------------------------------------------------------------------------
@@ -282,61 +277,12 @@ class Replica:
                 bad.add(sha256)
         return bad
 
-    # --- local state ----------------------------------------------------------------------
-
-    def _trust_state(self) -> TrustState:
-        """What this store accepted before; the held index is re-read only when it changed."""
-        local = self._store.state.load()
-        identity = file_identity(self._store.index_path)
-        if identity != self._held_id:
-            self._held_id = identity
-            try:
-                self._held = self._store.read_signed(self._keys)
-            except (IndexRefused, StoreError) as err:
-                log.error("index on disk refused, will take the upstream's again: %s", err)
-                self._held = None
-        if self._held is not None and local.highest_serial < self._held.serial:
-            local = self._raise_floor(self._held.serial)
-        return TrustState(local.highest_serial, self._held, local.marks)
-
-    def _raise_floor(self, serial: int) -> LocalState:
-        """Finish an install killed between the index swap and the state write.
-
-        ``Store.install`` swaps ``index.json`` first, then records the serial; a kill in
-        between left the rollback floor below the index served, and a confirmation (304)
-        never writes the state again.
-        """
-        try:
-            with self._store.locked(wait=1.0):
-                local = self._store.state.load()
-                if local.highest_serial < serial:
-                    log.warning("highest serial accepted was %d, below the index held (%d): "
-                                "an install was interrupted; recording %d",
-                                local.highest_serial, serial, serial)
-                    local = self._store.state.record_serial(serial)
-        except StoreBusy:
-            local = self._store.state.load()   # another writer is at work: next pull
-        return local
-
-    async def _save_marks(self, marks: Mapping[str, Mark]) -> None:
-        async with self._writer_lock():
-            await asyncio.to_thread(self._store.state.record_marks, marks)
-
-    @contextlib.asynccontextmanager
-    async def _writer_lock(self) -> AsyncIterator[None]:
-        """The store's writers' lock, taken without blocking the event loop."""
-        fd = await asyncio.to_thread(self._store.acquire_lock)
-        try:
-            yield
-        finally:
-            os.close(fd)
-
     def _save_status(self, started: float, confirmed_from: str | None,
                      errors: list[str]) -> None:
-        held = self._held
+        held = self._held.index
         # The held index may just have been installed: read what is on disk now.
-        self._trust_state()
-        held = self._held or held
+        self._held.trust_state()
+        held = self._held.index or held
         self._store.save_pull_status(self._record.pulled(
             started=started, confirmed_from=confirmed_from, errors=errors,
             serial=held.serial if held is not None else 0))

@@ -39,7 +39,7 @@ MODULES: dict[str, tuple[tuple[str, ...], ...]] = {
     "origin": (("sources.base", "sources.pysvn_worker"), ("sources.svn_access",),
                ("sources.svn_cli", "sources.pysvn"), ("sources.svn",), ("build",),
                ("signer",), ("writer",), ("syncer", "audit"), ("service",), ("sync",)),
-    "replica": (("history_mirror", "fetcher", "record"), ("puller",)),
+    "replica": (("history_mirror", "fetcher", "record", "held"), ("puller",)),
     "web": (("conditional", "cachealign"), ("catalog", "statuspage", "headers"),
             ("blobcache",), ("storeview",), ("fastpath",), ("respond",), ("front",),
             ("connection",), ("server",)),

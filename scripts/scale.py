@@ -63,6 +63,7 @@ from codecache.origin.sources.base import ExportProgress, SourceRef  # noqa: E40
 from codecache.origin.sources.svn import Svn  # noqa: E402
 from codecache.origin.sync import Origin  # noqa: E402
 from codecache.store.store import Store  # noqa: E402
+from tests.harness import config as harness_config  # noqa: E402
 
 PACKAGE = "pilot"
 BASE_DATE = 1_767_225_600   # 2026-01-01T00:00:00Z
@@ -215,25 +216,13 @@ def write_origin(directory: Path, svn_url: str, *, port: int | None = None,
     keys.mkdir(parents=True, exist_ok=True)
     if not (keys / "codecache.key").exists():
         write_key_pair(generate_key(), keys / "codecache.key", keys / "codecache.pub")
-    listen = f'\n[server]\nlisten = ["127.0.0.1:{port}"]\nworkers = {workers}\n' if port else ""
-    config = directory / "codecache.toml"
-    config.write_text(f"""\
-role = "origin"
-[store]
-path = "store"
-[signing]
-secret_key = "keys/codecache.key"
-trusted_keys = ["keys/codecache.pub"]
-{listen}
-[[packages]]
-name = "{PACKAGE}"
-svn_url = "{svn_url}/{PACKAGE}"
-tag_pattern = '^[0-9]+(\\.[0-9]+)*$'
-auto_channel = "latest"
-[svn]
-client = "{client}"
-""")
-    return config
+    server = {"listen": [f"127.0.0.1:{port}"], "workers": workers} if port else {}
+    return harness_config.write(directory / "codecache.toml", harness_config.build(
+        role="origin", store={"path": "store"},
+        signing={"secret_key": "keys/codecache.key", "trusted_keys": ["keys/codecache.pub"]},
+        server=server, svn={"client": client},
+        packages=[{"name": PACKAGE, "svn_url": f"{svn_url}/{PACKAGE}",
+                   "auto_channel": "latest"}]))
 
 
 def origin_of(config_path: Path, svn: Svn | None = None) -> Origin:
@@ -427,21 +416,10 @@ def served(port: int, path: str) -> tuple[int, str | None]:
 def write_replica(directory: Path, port: int, upstream: str, public_key: Path,
                   workers: int) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    config = directory / "codecache.toml"
-    config.write_text(f"""\
-role = "replica"
-[store]
-path = "store"
-[signing]
-trusted_keys = ["{public_key}"]
-[server]
-listen = ["127.0.0.1:{port}"]
-workers = {workers}
-[replica]
-upstreams = ["{upstream}"]
-interval = "1s"
-""")
-    return config
+    return harness_config.write(directory / "codecache.toml", harness_config.build(
+        role="replica", store={"path": "store"}, signing={"trusted_keys": [public_key]},
+        server={"listen": [f"127.0.0.1:{port}"], "workers": workers},
+        replica={"upstreams": [upstream], "interval": "1s"}))
 
 
 def run_propagate(releases: int, replicas: int, rounds: int, workdir: Path,

@@ -11,13 +11,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import require
-from tests.harness.timing import free_port, wait_for_port
+from tests.harness.timing import free_port, poll, wait_for_port
 
 
 @dataclass
@@ -38,9 +37,7 @@ class Squid:
 
     def wait_logged(self, url: str, count: int) -> list[str]:
         """Squid writes its log line after the reply: wait until ``count`` are there."""
-        deadline = time.monotonic() + 5
-        while len(self.log_lines(url)) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll(lambda: len(self.log_lines(url)) >= count, 5)   # the caller asserts the count
         return self.log_lines(url)
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.conftest import cli_env, require
+from tests.conftest import cli_env
+from tests.harness.clients import curl
 
 REPO = Path(__file__).resolve().parents[2]
 _names = itertools.count()
@@ -74,12 +75,13 @@ class Cluster:
 def cluster_up(directory: Path, *args: str) -> Iterator[Cluster]:
     """``scripts/cluster up --dir directory ARGS``; ``down`` when the block ends."""
     result = cluster_cmd("up", "--dir", str(directory), *args)
-    assert result.returncode == 0, f"cluster up failed:\n{result.stderr}"
     try:
+        assert result.returncode == 0, f"cluster up failed:\n{result.stderr}"
         yield Cluster(directory, json.loads(result.stdout))
     finally:
+        # Also after a failed ``up``: what it started before failing must not outlive it.
         down = cluster_cmd("down", "--dir", str(directory))
-        assert down.returncode == 0, down.stderr
+        assert down.returncode == 0 or result.returncode != 0, down.stderr
 
 
 # --- polling (not the clients under test) ---------------------------------------------------
@@ -134,45 +136,6 @@ def publish(cluster: Cluster, version: str, channel: str) -> float:
 
 
 # --- the clients under test ---------------------------------------------------------------
-
-
-@dataclass
-class Response:
-    status: int
-    headers: list[tuple[str, str]]   # lower-cased names, in order, duplicates kept
-    body: bytes
-    exit_code: int
-    stderr: str
-
-    def header(self, name: str) -> str | None:
-        values = self.all(name)
-        return values[-1] if values else None
-
-    def all(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k == name.lower()]
-
-
-def curl(url: str, *args: str, cwd: Path, timeout: float = 30.0) -> Response:
-    """One real curl run; headers of the last response (raw, duplicates kept)."""
-    n = next(_names)
-    heads, body_file = cwd / f".h{n}", cwd / f".b{n}"
-    result = subprocess.run(
-        [require("curl"), "-sS", "--max-time", str(timeout), "-D", str(heads), "-o",
-         str(body_file), *args, url], capture_output=True, timeout=timeout + 10, check=False)
-    raw = heads.read_bytes() if heads.exists() else b""
-    body = body_file.read_bytes() if body_file.exists() else b""
-    heads.unlink(missing_ok=True)
-    body_file.unlink(missing_ok=True)
-    blocks = [b for b in raw.replace(b"\r\n", b"\n").split(b"\n\n") if b.strip()]
-    status, headers = 0, []
-    if blocks:
-        lines = blocks[-1].decode("latin-1").split("\n")
-        status = int(lines[0].split()[1])
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers.append((name.strip().lower(), value.strip()))
-    return Response(status, headers, body, result.returncode,
-                    result.stderr.decode(errors="replace"))
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from codecache.web.cachealign import MIN_BODY, PAGE
-from tests.cluster.helpers import Cluster, cluster_up, curl
+from tests.cluster.helpers import Cluster, cluster_up
 from tests.conftest import (
     Origin,
     SvnRepo,
@@ -28,6 +27,8 @@ from tests.conftest import (
     require,
     tag_sample_releases,
 )
+from tests.harness.clients import Response, curl
+from tests.harness.timing import poll, wait_until
 from tests.http.helpers import raw_request
 
 OFFSET = "342"   # what nginx/codecache.conf sends
@@ -60,15 +61,17 @@ def cache_file(cluster: Cluster, path: str, timeout: float = 10) -> bytes:
     response ends): its header names the key, which is the request target."""
     cache_dir = Path(cluster.info["nginx"]["cache_dir"])
     key = b"\nKEY: " + path.encode() + b"\n"
-    deadline = time.monotonic() + timeout
-    while True:
+    found: list[bytes] = []
+
+    def cached() -> bool:
         # Not a temp file (use_temp_path=off: "<md5>.<n>" beside the objects) of a refresh.
-        found = [data for file in cache_dir.rglob("*") if file.is_file()
-                 and "." not in file.name and key in (data := file.read_bytes())[:PAGE]]
-        if found or time.monotonic() > deadline:
-            assert len(found) == 1, f"{len(found)} cache files for {path}"
-            return found[0]
-        time.sleep(0.1)
+        found[:] = [data for file in cache_dir.rglob("*") if file.is_file()
+                    and "." not in file.name and key in (data := file.read_bytes())[:PAGE]]
+        return bool(found)
+
+    poll(cached, timeout, interval=0.1)
+    assert len(found) == 1, f"{len(found)} cache files for {path}"
+    return found[0]
 
 
 @pytest.mark.parametrize("kind", ["channel", "release", "blob"])
@@ -148,14 +151,13 @@ def test_after_a_channel_move_the_vip_serves_the_new_release_whole(
     want = sha256_of(origin, "1.0.0")
     origin.cli("publish", origin.package, "1.0.0", "--channel", "latest", check=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            moved = curl(cluster.vip + path, cwd=tmp_path)
-            assert moved.status == 200
-            if moved.header("x-codecache-version") == "1.0.0":
-                break
-            assert time.monotonic() < deadline, "the VIP still serves 1.2.0 after 30 s"
-            time.sleep(0.2)
+
+        def moved_answer() -> Response | None:
+            answer = curl(cluster.vip + path, cwd=tmp_path)
+            assert answer.status == 200
+            return answer if answer.header("x-codecache-version") == "1.0.0" else None
+
+        moved = wait_until(moved_answer, 30, "the VIP serves 1.0.0", interval=0.2)
         for response in moved, curl(cluster.vip + path, cwd=tmp_path):   # the fill, a hit
             assert response.header("content-length") == str(len(response.body))
             assert hashlib.sha256(response.body).hexdigest() == want

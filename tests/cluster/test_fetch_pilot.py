@@ -14,7 +14,6 @@ import base64
 import hashlib
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pytest
 from tests.cluster.helpers import REPO, Cluster, get, publish, status_json
 from tests.cluster.mirror import Mirror, running_mirror
 from tests.conftest import require, run_cli
-from tests.harness.timing import free_port
+from tests.harness.timing import free_port, wait_until
 from tests.squid import Squid, running_squid
 
 SCRIPT = REPO / "scripts" / "fetch-pilot"
@@ -472,10 +471,8 @@ def test_the_version_is_pinned_when_the_channel_moves_between_requests(
     def move(method: str, path: str) -> None:
         if path == "/pilot/production.tar.gz" and not moved:
             moved.append(publish(cluster, new, "production"))
-            deadline = time.monotonic() + 60
-            while not vip_serves(cluster, "production", new):
-                assert time.monotonic() < deadline, cluster.logs()
-                time.sleep(0.1)
+            wait_until(lambda: vip_serves(cluster, "production", new), 60,
+                       f"the VIP serves production {new}", interval=0.1, detail=cluster.logs)
 
     mirror.after_upstream = move
     result = fetch_pilot(toolbin, "-k", public_key(cluster),

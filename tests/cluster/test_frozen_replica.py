@@ -10,7 +10,8 @@ import signal
 import time
 from pathlib import Path
 
-from tests.cluster.helpers import Cluster, curl
+from tests.cluster.helpers import Cluster
+from tests.harness.clients import curl
 
 DOWNLOADS = 9   # sequential, round robin over three replicas: three or so reach the frozen one
 

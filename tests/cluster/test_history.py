@@ -8,11 +8,11 @@ moment apart) gives exactly the origin's history once a publish has propagated.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from tests.cluster.helpers import Cluster, get, publish
 from tests.conftest import run_cli
+from tests.harness.timing import wait_until
 
 
 def history(cluster: Cluster, *args: str) -> dict[str, Any]:
@@ -25,16 +25,15 @@ def test_history_through_the_vip_is_the_origins_after_a_publish(cluster: Cluster
     publish(cluster, "1.0.0", "production")
     local = history(cluster)
     assert local["entries"][-1]["channel"] == "production"
-    deadline = time.monotonic() + 30
-    while True:
+
+    def vip_serial() -> int | None:
         status, _, body = get(cluster.vip, "/index.json")
-        if status == 200 and json.loads(body)["signed"]["serial"] == local["serial"]:
-            break
-        assert time.monotonic() < deadline, cluster.logs()
-        time.sleep(0.2)
+        return json.loads(body)["signed"]["serial"] if status == 200 else None
+
+    wait_until(lambda: vip_serial() == local["serial"], 30, "the VIP serves the new serial",
+               interval=0.2, detail=cluster.logs)
     assert history(cluster, "--url", cluster.vip) == local
     theirs = get(cluster.origin, "/history.json")[2]
     for replica in cluster.replicas:   # each one mirrors the origin's file byte for byte
-        while get(replica, "/history.json")[2] != theirs:
-            assert time.monotonic() < deadline, cluster.logs()
-            time.sleep(0.2)
+        wait_until(lambda r=replica: get(r, "/history.json")[2] == theirs, 30,
+                   f"{replica} mirrors history.json", interval=0.2, detail=cluster.logs)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -14,20 +13,20 @@ import pytest
 from tests.cluster.helpers import cluster_cmd, get
 from tests.conftest import Origin, SvnRepo, new_origin, require
 from tests.harness import config as harness_config
+from tests.harness.timing import poll
 
 
 def _gone(pid: int, patience: float = 10.0) -> bool:
     """Not running (a zombie awaiting its reaper counts as gone)."""
-    deadline = time.monotonic() + patience
-    while time.monotonic() < deadline:
+
+    def gone() -> bool:
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
         except FileNotFoundError:
             return True
-        if state in ("Z", "X"):
-            return True
-        time.sleep(0.05)
-    return False
+        return state in ("Z", "X")
+
+    return bool(poll(gone, patience))
 
 
 def _closed(url: str) -> bool:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from codecache.ops.nginx import render_nginx
-from tests.cluster.helpers import Response, curl
 from tests.conftest import require
+from tests.harness.clients import Response, curl
 from tests.harness.timing import free_port, wait_for_port
 
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.helpers import Cluster, curl, get, status_json
+from tests.cluster.helpers import Cluster, get, status_json
 from tests.conftest import require
+from tests.harness.clients import curl
 from tests.harness.timing import wait_until
 
 # Headers of DESIGN §4 that must pass the front tier unchanged.

@@ -26,39 +26,67 @@ class Fetched:
     stderr: str
 
 
-def parse_header_block(raw: bytes) -> tuple[int, dict[str, str]]:
-    """Status and headers of the last response in a ``curl -D`` dump."""
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[str, str]]   # lower-cased names, in order, duplicates kept
+    body: bytes
+    exit_code: int
+    stderr: str
+    stdout: str = ""             # what ``-w`` wrote
+
+    def header(self, name: str) -> str | None:
+        values = self.all(name)
+        return values[-1] if values else None
+
+    def all(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k == name.lower()]
+
+
+def parse_header_block(raw: bytes) -> tuple[int, list[tuple[str, str]]]:
+    """Status and headers (in order, duplicates kept) of the last response in a
+    ``curl -D`` dump; (0, []) when there is none."""
     blocks = [b for b in raw.replace(b"\r\n", b"\n").split(b"\n\n") if b.strip()]
     if not blocks:
-        return 0, {}
+        return 0, []
     lines = blocks[-1].decode("latin-1").split("\n")
-    status = int(lines[0].split()[1])
-    headers: dict[str, str] = {}
+    headers = []
     for line in lines[1:]:
         name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return status, headers
+        headers.append((name.strip().lower(), value.strip()))
+    return int(lines[0].split()[1]), headers
 
 
-def curl_fetch(url: str, *args: str, cwd: Path, output: str | None = None,
-               timeout: float = 20.0) -> Fetched:
-    """Run the real curl; ``output`` names a file in ``cwd`` to write to (default: capture)."""
+def curl(url: str, *args: str, cwd: Path, timeout: float = 30.0,
+         output: str | None = None) -> Response:
+    """One real curl run; the last response's headers (raw, duplicates kept) and body.
+
+    ``output`` names a file in ``cwd`` to keep the body in (default: read and removed).
+    """
     timeout = scaled(timeout)
     heads = cwd / f".headers-{next(_names)}"
     body_file = cwd / (output or f".body-{next(_names)}")
     result = subprocess.run(
-        [require("curl"), "-sS", "--max-time", str(timeout), "-D", str(heads),
-         "-o", str(body_file), "-w", "%{http_code}", *args, url],
-        capture_output=True, timeout=timeout + 5, cwd=cwd, check=False)
+        [require("curl"), "-sS", "--max-time", str(timeout), "-D", str(heads), "-o",
+         str(body_file), *args, url], capture_output=True, timeout=timeout + 10, cwd=cwd,
+        check=False)
     status, headers = parse_header_block(heads.read_bytes() if heads.exists() else b"")
     heads.unlink(missing_ok=True)
     body = body_file.read_bytes() if body_file.exists() else b""
     if output is None:
         body_file.unlink(missing_ok=True)
-    code = result.stdout.decode().strip()
-    assert result.returncode in (0, 33), f"curl {args} {url} failed: {result.stderr.decode()}"
-    assert code == str(status) or status == 0, (code, status)
-    return Fetched(int(code), headers, body, result.stderr.decode(errors="replace"))
+    return Response(status, headers, body, result.returncode,
+                    result.stderr.decode(errors="replace"), result.stdout.decode())
+
+
+def curl_fetch(url: str, *args: str, cwd: Path, output: str | None = None,
+               timeout: float = 20.0) -> Fetched:
+    """``curl`` that must complete (exit 0, or 33: a range past the end) with a status."""
+    got = curl(url, "-w", "%{http_code}", *args, cwd=cwd, timeout=timeout, output=output)
+    code = got.stdout.strip()
+    assert got.exit_code in (0, 33), f"curl {args} {url} failed: {got.stderr}"
+    assert code == str(got.status) or got.status == 0, (code, got.status)
+    return Fetched(int(code), dict(got.headers), got.body, got.stderr)
 
 
 def wget(*args: str, cwd: Path, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:

@@ -37,6 +37,21 @@ def scaled(seconds: float) -> float:
     return seconds * FACTOR
 
 
+def poll(predicate: Callable[[], T], timeout: float, *, interval: float = 0.05,
+         ignore: tuple[type[BaseException], ...] = ()) -> T | None:
+    """Poll ``predicate`` until it returns something truthy (returned) or the scaled
+    deadline passes (None): for a caller that asserts on what it got, not on the wait."""
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        with contextlib.suppress(*ignore):
+            result = predicate()
+            if result:
+                return result
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(interval)
+
+
 def wait_until(predicate: Callable[[], T], timeout: float, what: str, *,
                interval: float = 0.05, ignore: tuple[type[BaseException], ...] = (),
                detail: Callable[[], str] | None = None) -> T:
@@ -46,17 +61,11 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, *,
     yet" (e.g. a refused connection). At the deadline: AssertionError naming ``what`` and
     the bound, plus ``detail()`` (e.g. a log tail).
     """
-    bound = scaled(timeout)
-    deadline = time.monotonic() + bound
-    while True:
-        with contextlib.suppress(*ignore):
-            result = predicate()
-            if result:
-                return result
-        if time.monotonic() > deadline:
-            extra = f"\n{detail()}" if detail is not None else ""
-            raise AssertionError(f"not within {bound:g} s: {what}{extra}")
-        time.sleep(interval)
+    result = poll(predicate, timeout, interval=interval, ignore=ignore)
+    if result is None:
+        extra = f"\n{detail()}" if detail is not None else ""
+        raise AssertionError(f"not within {scaled(timeout):g} s: {what}{extra}")
+    return result
 
 
 def timed_wait(predicate: Callable[[], object], timeout: float, what: str, *,

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Origin, SvnRepo, copy_origin, new_origin
+from tests.harness.timing import poll, wait_until
 from tests.http.helpers import Server, release_bytes, running
 
 WORKERS = 3
@@ -52,9 +53,7 @@ def _worker_pid(server: Server) -> int:
 def _seen_workers(server: Server, want: int) -> set[int]:
     """Worker pids answering fresh connections, until ``want`` distinct ones were seen."""
     seen: set[int] = set()
-    deadline = time.monotonic() + DEADLINE
-    while len(seen) < want and time.monotonic() < deadline:
-        seen.add(_worker_pid(server))
+    poll(lambda: seen.add(_worker_pid(server)) or len(seen) >= want, DEADLINE, interval=0)
     return seen
 
 
@@ -135,14 +134,14 @@ def test_a_worker_told_to_look_at_the_store_while_it_starts_survives(server: Ser
     before = _children(server.process.pid)
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + DEADLINE
-    replaced: set[int] = set()
-    # The parent passes each SIGUSR1 on to every worker, the replacement from its start on.
-    while time.monotonic() < deadline and not replaced:
+
+    def signalled_and_replaced() -> set[int]:
+        # The parent passes each SIGUSR1 on to every worker, the replacement from its start.
         os.kill(server.process.pid, signal.SIGUSR1)
-        time.sleep(0.005)
-        replaced = _children(server.process.pid) - before
-    assert replaced, f"no worker replaced the killed one\n{server.log_tail()}"
+        return _children(server.process.pid) - before
+
+    replaced = wait_until(signalled_and_replaced, DEADLINE, "a worker replaced the killed one",
+                          interval=0.005, detail=server.log_tail)
     for _ in range(400):   # 2 s of signals: the replacement's start-up and its first ticks
         os.kill(server.process.pid, signal.SIGUSR1)
         time.sleep(0.005)

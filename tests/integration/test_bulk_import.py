@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from tests.conftest import (
     new_package,
     write_config,
 )
+from tests.harness.timing import poll
 from tests.integration.test_crash_safety import assert_consistent, summary
 
 TAGS = [f"1.{i}.0" for i in range(30)]
@@ -83,13 +83,14 @@ def test_kill_9_in_the_middle_of_a_bulk_import_leaves_a_valid_store_and_the_next
                                env=cli_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     # Kill as soon as a commit is on disk that lists some but not all tags.
-    deadline = time.monotonic() + 120
     seen = 0
-    while process.poll() is None and time.monotonic() < deadline:
+
+    def partly_committed_or_done() -> bool:
+        nonlocal seen
         seen = listed(victim)
-        if 0 < seen < len(TAGS):
-            break
-        time.sleep(0.01)
+        return 0 < seen < len(TAGS) or process.poll() is not None
+
+    poll(partly_committed_or_done, 120, interval=0.01)   # the assertions below judge it
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)

@@ -18,7 +18,7 @@ import pytest
 
 from codecache.telemetry.notify import Notifier
 from tests.conftest import Origin, cli_command, cli_env
-from tests.harness.timing import free_port
+from tests.harness.timing import free_port, port_open, scaled, wait_until
 
 DEADLINE = 60.0
 
@@ -35,7 +35,7 @@ class NotifySocket:
     def wait_for(self, field: str, process: subprocess.Popen[bytes],
                  timeout: float = DEADLINE) -> float:
         """Receive until a message holds ``field``; returns the monotonic time it arrived."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while time.monotonic() < deadline:
             self.sock.settimeout(0.2)
             try:
@@ -128,14 +128,12 @@ def test_without_notify_socket_nothing_is_sent_and_serve_runs(synced_origin: Ori
     env = {"CODECACHE_SERVER_LISTEN": f"127.0.0.1:{port}", "WATCHDOG_USEC": "600000"}
     with started(cli_command("serve", config=synced_origin.config), env,
                  tmp_path / "serve.log") as process:
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
+
+        def listening() -> bool:
             assert process.poll() is None, (tmp_path / "serve.log").read_text()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+            return port_open(port)
+
+        wait_until(listening, DEADLINE, f"serve listens on {port}")
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
 

@@ -6,7 +6,6 @@ import contextlib
 import json
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,15 +18,11 @@ from tests.conftest import (
     with_file_size_limit,
     write_config,
 )
+from tests.harness.timing import poll
 
 
 def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
+    return bool(poll(condition, timeout, interval=0.1)) or condition()
 
 
 @contextlib.contextmanager

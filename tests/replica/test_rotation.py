@@ -26,6 +26,7 @@ import pytest
 from tests.conftest import Origin, SvnRepo, cli_env, new_origin, require, run_cli
 from tests.harness import config as harness_config
 from tests.harness.clients import curl_fetch, wget
+from tests.harness.timing import scaled
 from tests.http.helpers import Server, start_server
 from tests.replica.conftest import readyz, replica_origin
 from tests.squid import Squid, running_squid
@@ -227,7 +228,7 @@ class Background:
     def __exit__(self, *_: object) -> None:
         # at least two full rounds after the change, so the new state was exercised
         target = self.rounds + 2
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + scaled(120)
         while self.rounds < target and self.error is None and time.monotonic() < deadline:
             time.sleep(0.05)
         self.stop.set()

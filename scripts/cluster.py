@@ -41,6 +41,11 @@ from urllib.parse import urlsplit
 from codecache.core.errors import CodecacheError, exit_code
 from codecache.ops.nginx import Rendered, render_nginx
 
+# The config files come from the test harness's writer (rendered from the config dataclasses),
+# the one the tests and scripts/bench.py use; it lives in this checkout's tests/.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.harness import config as harness_config
+
 REPO = Path(__file__).resolve().parent.parent
 STATE = "cluster.json"
 SVN_USER, SVN_PASSWORD = "releasemgr", "demo-only-password"
@@ -341,51 +346,25 @@ def load_origin_config(path: Path) -> OriginSetup:
     return OriginSetup(path.resolve(), config.signing.trusted_keys, config.packages[0].svn_url)
 
 
-def toml_str(value: str | Path) -> str:
-    return json.dumps(str(value))   # a JSON string is a valid TOML basic string
-
-
 def write_origin_config(path: Path, *, port: int, svn_url: str) -> None:
-    path.write_text(f"""\
-role = "origin"
-[store]
-path = "store"
-[signing]
-secret_key = "keys/codecache.key"
-trusted_keys = ["keys/codecache.pub"]
-index_expiry = "7d"
-resign_interval = "1h"
-[server]
-listen = ["127.0.0.1:{port}"]
-channel_max_age = 60
-[sync]
-interval = "10s"
-[[packages]]
-name = "pilot"
-svn_url = {toml_str(svn_url)}
-tag_pattern = '^[0-9]+(\\.[0-9]+)*$'
-auto_channel = "latest"
-""")
+    harness_config.write(path, harness_config.build(
+        role="origin", store={"path": "store"},
+        signing={"secret_key": "keys/codecache.key", "trusted_keys": ["keys/codecache.pub"],
+                 "index_expiry": "7d", "resign_interval": "1h"},
+        server={"listen": [f"127.0.0.1:{port}"], "channel_max_age": 60},
+        sync={"interval": "10s"},
+        packages=[{"name": "pilot", "svn_url": svn_url, "auto_channel": "latest"}]))
 
 
 def write_replica_config(path: Path, *, port: int, upstream: str,
                          trusted_keys: Sequence[Path], workers: int | None = None) -> None:
-    keys = ", ".join(toml_str(k) for k in trusted_keys)
-    workers_line = f"workers = {workers}\n" if workers is not None else ""
-    path.write_text(f"""\
-role = "replica"
-[store]
-path = "store"
-[signing]
-trusted_keys = [{keys}]
-[server]
-listen = ["127.0.0.1:{port}"]
-{workers_line}[replica]
-upstreams = [{toml_str(upstream)}]
-interval = "1s"
-[log]
-format = "json"
-""")
+    server: dict[str, Any] = {"listen": [f"127.0.0.1:{port}"]}
+    if workers is not None:
+        server["workers"] = workers
+    harness_config.write(path, harness_config.build(
+        role="replica", store={"path": "store"}, signing={"trusted_keys": list(trusted_keys)},
+        server=server, replica={"upstreams": [upstream], "interval": "1s"},
+        log={"format": "json"}))
 
 
 def sample_origin(directory: Path, launcher: Launcher, logs: Path) -> OriginSetup:

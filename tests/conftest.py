@@ -184,6 +184,14 @@ def new_package(repo: SvnRepo) -> tuple[str, str]:
 
 
 @pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """An empty working directory for the downloads of wget, curl or a pilot."""
+    path = tmp_path / "client"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
 def svn_package(svn_server: SvnRepo) -> tuple[SvnRepo, str, str]:
     """A fresh package (own name, sample tree committed, no tags yet): (repo, name, url)."""
     return (svn_server, *new_package(svn_server))

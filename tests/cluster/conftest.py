@@ -5,7 +5,6 @@ run as root), which is exactly where nginx's unprivileged workers cannot go."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -20,10 +19,3 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         require(tool)
     with cluster_up(tmp_path_factory.mktemp("cluster")) as running:
         yield running
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    path = tmp_path / "client"
-    path.mkdir()
-    return path

@@ -49,13 +49,6 @@ def toolbin(client: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    path = tmp_path / "pilot"
-    path.mkdir()
-    return path
-
-
 def fetch_pilot(toolbin: Path, *args: str | Path, cwd: Path, timeout: int = 10,
                 tries: int = 2, wait: int = 0,
                 env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -47,11 +47,3 @@ def damage_site(request: pytest.FixtureRequest, template_origin: Origin,
     env = STREAMED if request.param == "streamed" else None
     with running(copy_origin(template_origin, tmp_path / "origin"), env=env) as s:
         yield s
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    """An empty working directory for wget/curl downloads."""
-    path = tmp_path / "client"
-    path.mkdir()
-    return path

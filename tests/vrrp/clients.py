@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import require
+from tests.harness.timing import scaled
 from tests.vrrp.netns import Lan
 
 _names = itertools.count()
@@ -115,8 +116,8 @@ class Stream:
     def stop(self, timeout: float) -> None:
         """Let every running download finish (they retry on their own), then return."""
         self._stop.set()
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         for thread in self._threads:
             thread.join(max(0.1, deadline - time.monotonic()))
         alive = sum(t.is_alive() for t in self._threads)
-        assert not alive, f"{alive} clients still downloading after {timeout}s"
+        assert not alive, f"{alive} clients still downloading after {scaled(timeout):g}s"

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import re
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from codecache.ops.nginx import render_nginx
 from tests.conftest import Origin, require
+from tests.harness.timing import timed_wait
 from tests.vrrp.netns import Lan, Node
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,15 +38,12 @@ def render_keepalived(values: dict[str, str]) -> str:
 def wait_until(what: str, check: Callable[[], bool], timeout: float,
                logs: list[Path]) -> float:
     """Poll ``check()`` every 20 ms until true; seconds it took; fail with log tails."""
-    start = time.monotonic()
-    while True:
-        if check():
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            tails = "\n".join(f"--- {p.name}:\n" + "\n".join(
-                p.read_text(errors="replace").splitlines()[-25:]) for p in logs if p.exists())
-            pytest.fail(f"not within {timeout}s: {what}\n{tails}")
-        time.sleep(0.02)
+
+    def tails() -> str:
+        return "\n".join(f"--- {p.name}:\n" + "\n".join(
+            p.read_text(errors="replace").splitlines()[-25:]) for p in logs if p.exists())
+
+    return timed_wait(check, timeout, what, interval=0.02, detail=tails)
 
 
 @dataclass

@@ -48,6 +48,17 @@ def pytest_configure(config: pytest.Config) -> None:
     mark_run()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The per-test timeout (pyproject's ``timeout``) scales like every other deadline."""
+    configured = config.getini("timeout")
+    if scaled(1) == 1 or not configured:
+        return
+    default = scaled(float(configured))
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(default))
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.skipped and not hasattr(report, "wasxfail"):
         _skipped.append(report)
@@ -55,7 +66,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def _skip_reason(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
-    return longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -71,8 +83,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                      if not any(r.nodeid.startswith(prefix) and text in _skip_reason(r)
                                 for prefix, text in SKIP_ALLOWED)]
     if problems:
-        for line in problems:
-            if reporter is not None:
+        if reporter is not None:
+            reporter.write_sep("=", "the run fails its own checks", red=True)
+            for line in problems:
                 reporter.write_line(f"ERROR {line}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

@@ -112,15 +112,21 @@ def test_resigning_adds_no_entry(synced_origin: Origin) -> None:
     assert after["entries"] == before["entries"]
 
 
-def tamper(store: Path, how: str) -> None:
-    path = store / "history.json"
-    entries = json.loads(path.read_bytes())["entries"]
+def rewrite(entries: list[dict[str, Any]], how: str) -> None:
+    """The three ways to rewrite a history (the replica's tests forge them too): an entry
+    ``edited``, one ``removed``, two ``swapped``."""
     if how == "edited":
         entries[1]["actor"] = "mallory"
     elif how == "removed":
         del entries[1]
     else:
         entries[0], entries[1] = entries[1], entries[0]
+
+
+def tamper(store: Path, how: str) -> None:
+    path = store / "history.json"
+    entries = json.loads(path.read_bytes())["entries"]
+    rewrite(entries, how)
     path.write_text(json.dumps({"entries": entries}))
 
 

@@ -27,7 +27,7 @@ from codecache.core.trust import sign_index, verify
 from codecache.store.store import Store
 from tests.conftest import Origin, run_cli
 from tests.http.helpers import Server, start_server
-from tests.integration.test_history import strip_history
+from tests.integration.test_history import rewrite, strip_history
 from tests.replica.conftest import start_replica
 
 
@@ -98,12 +98,7 @@ def forge(origin: Origin, how: str) -> int:
     held = verify(store.read_document() or b"", load_trusted_keys([origin.public_key]))
     assert held.index.history is not None
     entries = [e.to_json() for e in store.load_history(held.index.history).entries]
-    if how == "edited":
-        entries[1]["actor"] = "mallory"
-    elif how == "removed":
-        del entries[1]
-    else:
-        entries[0], entries[1] = entries[1], entries[0]
+    rewrite(entries, how)
     now = int(time.time())
     serial = max(now, held.serial + 1)
     history = rechained(entries).append(

@@ -9,9 +9,9 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from codecache.core.errors import ConfigError
+from codecache.upstream.client import base_url
 
 
 class Kind(enum.Enum):
@@ -82,10 +82,7 @@ class Profile:
         """Raises:
         ConfigError: an impossible combination or a value out of range.
         """
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"loadgen: URL must be http(s)://HOST[:PORT][/PATH], "
-                              f"got {self.url!r}")
+        base_url(self.url, "loadgen")
         chosen = [n for n, v in (("--concurrency", self.concurrency), ("--rate", self.rate),
                                  ("--burst", self.burst)) if v is not None]
         if len(chosen) > 1:

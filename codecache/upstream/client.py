@@ -57,7 +57,10 @@ def base_url(url: str, what: str = "--url") -> str:
     Raises:
         ConfigError: anything else.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed IPv6 bracket: "http://[::1"
+        raise ConfigError(f"{what}: expected http://HOST[:PORT][/PATH], got {url!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{what}: expected http://HOST[:PORT][/PATH], got {url!r}")
     try:

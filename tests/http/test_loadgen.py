@@ -110,6 +110,8 @@ def test_bad_arguments_and_an_unreachable_target_are_one_line_errors(site: Serve
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--mix" in bad.stderr
     both = run_cli("loadgen", site.base, "--rate", "5", "--burst", "5")
     assert both.returncode == 2 and both.stderr.count("\n") == 1
+    unclosed = run_cli("loadgen", "http://[::1", "--requests", "1")  # was a bug: exit 70
+    assert unclosed.returncode == 2 and unclosed.stderr.count("\n") == 1, unclosed.stderr
     nowhere = run_cli("loadgen", "http://127.0.0.1:9/", "--requests", "1", "--timeout", "2")
     assert nowhere.returncode == 3 and nowhere.stderr.count("\n") == 1, nowhere.stderr
 

@@ -135,7 +135,8 @@ def test_a_refused_connection_says_so_and_names_the_url() -> None:
     assert err.value.reason == "connect"
 
 
-@pytest.mark.parametrize("url", ["ftp://host/x", "http://", "http://host:port/", "host:80"])
+@pytest.mark.parametrize("url", ["ftp://host/x", "http://", "http://host:port/", "host:80",
+                                 "http://[::1", "http://[::1/x"])
 def test_only_an_http_url_is_taken(url: str) -> None:
     with pytest.raises(ConfigError, match="--url"):
         base_url(url)

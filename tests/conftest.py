@@ -104,8 +104,13 @@ class SvnRepo:
         result = subprocess.run(
             [require("svn"), "--non-interactive", "--no-auth-cache", "--username", SVN_USER,
              "--password", SVN_PASSWORD, *args],
-            capture_output=True, text=True, check=True, cwd=self.wc,
+            capture_output=True, text=True, check=False, cwd=self.wc,
             env={**os.environ, "LC_ALL": "C.UTF-8"})
+        if result.returncode != 0:
+            state = "running" if self.process.poll() is None else \
+                f"exited {self.process.returncode}"
+            raise AssertionError(f"svn {' '.join(args)}: exit {result.returncode} "
+                                 f"(svnserve {state}):\n{result.stderr}")
         return result.stdout
 
     def new_package(self, name: str) -> str:

@@ -127,12 +127,23 @@ def test_a_child_without_the_mark_is_found_by_the_directory_it_names(tmp_path: P
     # nginx rewrites its title over its environment: the mark is gone, its -p is not.
     code = "import subprocess, sys, time; subprocess.Popen(['sleep', '30']); time.sleep(30)"
     with subprocess.Popen([sys.executable, "-c", code, f"{tmp_path}/x"], env={}) as parent:
+        found: list[int] = []
         try:
+            # Only the parent's own child: in a whole run other marked processes (the
+            # session's svnserve, servers) are alive too, and the finally kills what it found.
             found = timing.wait_until(
                 lambda: [p for p, _ in marked_processes(mark_run(), (tmp_path,))
-                         if p != parent.pid], 10, "the grandchild")
+                         if _parent_of(p) == parent.pid], 10, "the grandchild")
             assert parent.pid in {p for p, _ in marked_processes(mark_run(), (tmp_path,))}
             assert not {parent.pid, *found} & {p for p, _ in marked_processes(mark_run())}
         finally:
             for pid in {parent.pid, *found}:
                 os.kill(pid, signal.SIGKILL)
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return int(stat.rsplit(b")", 1)[1].split()[1])

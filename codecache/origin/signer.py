@@ -43,9 +43,15 @@ class Signer:
 
     def sign_release(self, prehash: bytes, comment: str) -> tuple[str, dict[str, str]]:
         """A new release's ``minisig`` (the primary's) and ``signatures`` (empty: one key)."""
-        signatures = {k.public.keyid: sign_prehashed(k, prehash, comment)
-                      for k in self._secrets}
-        return signatures[self._keyids[0]], signatures if len(signatures) > 1 else {}
+        return self._pack({keyid: sign_prehashed(secret, prehash, comment)
+                           for keyid, secret in zip(self._keyids, self._secrets, strict=True)})
+
+    def _pack(self, signatures: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+        """``minisig`` and ``signatures`` of a release from one signature per signing key:
+        ``minisig`` is the primary's; ``signatures`` holds them all, in the keys' order,
+        only where there are several (DESIGN.md §3)."""
+        ordered = {k: signatures[k] for k in self._keyids}
+        return ordered[self._keyids[0]], ordered if len(ordered) > 1 else {}
 
     def sign_index(self, index: Index) -> SignedIndex:
         return sign_index(self._secrets, index)
@@ -75,7 +81,6 @@ class Signer:
         Raises:
             BlobUnavailable: (from ``prehash_of``) a blob to sign is missing or corrupt.
         """
-        keyids = self._keyids
         packages = dict(index.packages)
         for name, pkg in index.packages.items():
             releases = dict(pkg.releases)
@@ -83,18 +88,18 @@ class Signer:
                 if self.release_signed(release):
                     continue
                 have = release.all_signatures()
-                missing = [k for k in self._secrets if k.public.keyid not in have]
+                missing = [(keyid, secret) for keyid, secret
+                           in zip(self._keyids, self._secrets, strict=True) if keyid not in have]
                 if missing:
                     prehash = prehash_of(release)
                     comment = release.trusted_comment(name)
-                    have.update({k.public.keyid: sign_prehashed(k, prehash, comment)
-                                 for k in missing})
+                    have.update({keyid: sign_prehashed(secret, prehash, comment)
+                                 for keyid, secret in missing})
                     log.info("release signed by new key package=%s version=%s keys=%s",
-                             name, version, ",".join(k.public.keyid for k in missing))
-                signatures = {k: have[k] for k in keyids}
-                releases[version] = dataclasses.replace(
-                    release, minisig=signatures[keyids[0]],
-                    signatures=signatures if len(signatures) > 1 else {})
+                             name, version, ",".join(keyid for keyid, _ in missing))
+                minisig, signatures = self._pack(have)
+                releases[version] = dataclasses.replace(release, minisig=minisig,
+                                                        signatures=signatures)
             packages[name] = dataclasses.replace(pkg, releases=releases)
         return dataclasses.replace(index, packages=packages)
 

@@ -238,19 +238,24 @@ class Syncer:
                        signatures=signatures)
 
     def _check_mutation(self, pkg: PackageConfig, release: Release, tag: Tag) -> MutatedTag | None:
+        # Compared as the source's opaque ids (the interface's word for a revision).
         if tag.ref.id == release_ref(release).id:
             return None
         return MutatedTag(pkg.name, tag.name, release.revision, svn_location(tag.ref)[1],
                           self._writer.now())
 
     def _record_mutations(self, found: list[MutatedTag]) -> None:
-        for m in self._store.state.record_mutations(found):
-            log.error("MUTATED TAG package=%s version=%s published_revision=%d now=%d: the "
-                      "tag changed after it was published; it is NOT republished, make a "
-                      "new tag", m.package, m.version, m.published_revision, m.current_revision,
-                      extra={"package": m.package, "version": m.version,
-                             "revision": m.current_revision,
-                             "published_revision": m.published_revision})
+        self._store.state.record_mutations(found, announce=_report_mutations)
+
+
+def _report_mutations(news: list[MutatedTag]) -> None:
+    for m in news:
+        log.error("MUTATED TAG package=%s version=%s published_revision=%d now=%d: the "
+                  "tag changed after it was published; it is NOT republished, make a "
+                  "new tag", m.package, m.version, m.published_revision, m.current_revision,
+                  extra={"package": m.package, "version": m.version,
+                         "revision": m.current_revision,
+                         "published_revision": m.published_revision})
 
 
 def _nothing() -> None:

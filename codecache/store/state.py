@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,7 +73,7 @@ class StateFile:
             ],
             "marks": {url: {"serial": m.serial, "digest": m.digest}
                       for url, m in sorted(state.marks.items())},
-            # Written as before (an empty object) so older versions read the file unchanged.
+            # The file's shape as before (an empty object where it held unused extras).
             "extra": {},
         }
         atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
@@ -93,9 +93,12 @@ class StateFile:
         """What each upstream offered last (``trust.offered``), accepted or not."""
         self.save(dataclasses.replace(self.load(), marks=marks))
 
-    def record_mutations(self, found: Iterable[MutatedTag]) -> list[MutatedTag]:
+    def record_mutations(self, found: Iterable[MutatedTag],
+                         announce: Callable[[list[MutatedTag]], None] | None = None,
+                         ) -> list[MutatedTag]:
         """Add the tags found mutated; returns those new or changed since recorded (a
-        tag seen again at the same revision is not news)."""
+        tag seen again at the same revision is not news). ``announce`` is handed the news
+        before they are saved, so a save that fails (a full disk) still leaves the report."""
         state = self.load()
         known = {(m.package, m.version): m for m in state.mutated_tags}
         news = []
@@ -107,6 +110,8 @@ class StateFile:
             known[(m.package, m.version)] = m if old is None else dataclasses.replace(
                 old, current_revision=m.current_revision)
         if news:
+            if announce is not None:
+                announce(news)
             self.save(dataclasses.replace(state, mutated_tags=tuple(known.values())))
         return news
 

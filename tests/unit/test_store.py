@@ -197,6 +197,17 @@ def test_mutations_are_recorded_once_per_revision(store: Store) -> None:
     assert store.state.load().mutated_tags == (MutatedTag("pilot", "1.0", 4, 8, NOW),)
 
 
+def test_mutations_are_announced_before_they_are_saved(store: Store) -> None:
+    # A save that fails (a full disk) must not swallow the report: it is made first.
+    found = MutatedTag("pilot", "1.0", 4, 6, NOW)
+    seen: list[tuple[list[MutatedTag], tuple[MutatedTag, ...]]] = []
+    store.state.record_mutations(
+        [found], announce=lambda news: seen.append((news, store.state.load().mutated_tags)))
+    assert seen == [([found], ())]
+    store.state.record_mutations([found], announce=lambda news: seen.append((news, ())))
+    assert len(seen) == 1                                    # no news: nothing announced
+
+
 def test_older_index_put_back_is_a_rollback_and_expiry_is_no_refusal(
         store: Store, secret: SecretKey) -> None:
     keys = {secret.public.keyid: secret.public}

@@ -27,9 +27,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from codecache.core.config import PackageConfig
-from codecache.core.errors import SvnError, SvnNotFound
+from codecache.core.errors import SvnError
 from codecache.origin.sources.base import ExportProgress, Source, SourceRef, Tag, svn_location
-from codecache.origin.sources.svn_access import SvnAccess, not_found, tag_of, tags_url
+from codecache.origin.sources.svn_access import (
+    SvnAccess,
+    client_env,
+    failure,
+    tag_of,
+    tags_url,
+)
 
 _WORKER = Path(__file__).with_name("pysvn_worker.py")
 _SYSTEM_PYTHON = "/usr/bin/python3"   # Debian's python3-svn is built for it
@@ -103,11 +109,8 @@ class Pysvn(Source):
             self._worker = None
             raise SvnError(f"svn {what} {target or request['url']}: {err}") from None
         if not answer.get("ok"):
-            codes = set(answer.get("codes") or ())
-            message = f"svn {what} failed: {answer.get('message') or 'no error message'}"
-            if not_found(codes):
-                raise SvnNotFound(message)
-            raise SvnError(message)
+            raise failure(what, answer.get("message") or "no error message",
+                          set(answer.get("codes") or ()))
         return answer
 
 
@@ -127,7 +130,7 @@ class _PysvnWorker:
         try:
             self._process = subprocess.Popen(
                 [python, "-I", str(_WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=self._stderr, env={**os.environ, "TZ": "UTC", "LC_ALL": "C.UTF-8"})
+                stderr=self._stderr, env=client_env())
         except OSError as err:
             self._stderr.close()
             raise SvnError(f"cannot start the pysvn worker: {err.strerror}") from None

@@ -31,12 +31,10 @@ class Svn(Source):
 
     def __init__(self, config: SvnConfig, executable: str = "svn", *,
                  start_pysvn: PysvnStarter = Pysvn.start) -> None:
-        self._config = config
         self._access = SvnAccess(config)
         self._executable = executable
         self._start_pysvn = start_pysvn
         self._chosen: Source | None = None
-        self._client = ""
 
     def _source(self) -> Source:
         """The client, chosen at the first call.
@@ -45,21 +43,18 @@ class Svn(Source):
             ConfigError: ``svn.client = "pysvn"`` and no Python with pysvn is found.
         """
         if self._chosen is None:
-            found = None if self._config.client == "cli" else self._start_pysvn(self._access)
-            if self._config.client == "pysvn" and found is None:
+            wanted = self._access.config.client
+            found = None if wanted == "cli" else self._start_pysvn(self._access)
+            if wanted == "pysvn" and found is None:
                 raise ConfigError("svn.client = \"pysvn\" but no Python with pysvn was "
                                   "found (Debian: apt-get install python3-svn)")
-            if found is None:
-                self._chosen, self._client = SvnCli(self._access, self._executable), "cli"
-            else:
-                self._chosen, self._client = found, "pysvn"
+            self._chosen = SvnCli(self._access, self._executable) if found is None else found
         return self._chosen
 
     @property
     def client(self) -> str:
         """The client in use: ``pysvn`` or ``cli`` (see ``_source`` for what it raises)."""
-        self._source()
-        return self._client
+        return "cli" if isinstance(self._source(), SvnCli) else "pysvn"
 
     def close(self) -> None:
         if self._chosen is not None:

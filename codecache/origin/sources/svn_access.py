@@ -9,13 +9,14 @@ revision).
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import weakref
 from pathlib import Path
 
 from codecache.core.config import PackageConfig, SvnConfig
-from codecache.core.errors import ConfigError
+from codecache.core.errors import ConfigError, SvnError, SvnNotFound
 from codecache.origin.sources.base import Tag, svn_ref
 
 # The repository answered, and the path or revision is not there (svn_error_codes.h:
@@ -28,6 +29,19 @@ _UNABLE_TO_CONNECT = 170013
 def not_found(codes: set[int]) -> bool:
     """Whether libsvn's error ``codes`` say the path or revision is not there."""
     return bool(codes & _NOT_FOUND_CODES) and _UNABLE_TO_CONNECT not in codes
+
+
+def failure(what: str, message: str, codes: set[int]) -> SvnError:
+    """The error of a failed ``svn what``: ``SvnNotFound`` where libsvn's ``codes`` say
+    the path or revision is not there, else ``SvnError``."""
+    text = f"svn {what} failed: {message}"
+    return SvnNotFound(text) if not_found(codes) else SvnError(text)
+
+
+def client_env() -> dict[str, str]:
+    """A client's environment: ``TZ=UTC`` (stable keyword expansion) and a UTF-8 locale
+    (non-ASCII file names)."""
+    return {**os.environ, "TZ": "UTC", "LC_ALL": "C.UTF-8"}
 
 
 def tag_of(package: PackageConfig, name: str, revision: int, time: int, author: str) -> Tag:

@@ -9,17 +9,22 @@ pinned ``URL@REV`` (DESIGN.md §3).
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from codecache.core.config import PackageConfig
-from codecache.core.errors import SvnError, SvnNotFound
+from codecache.core.errors import SvnError
 from codecache.core.index import parse_time
 from codecache.origin.sources.base import ExportProgress, Source, SourceRef, Tag, svn_location
-from codecache.origin.sources.svn_access import SvnAccess, not_found, tag_of, tags_url
+from codecache.origin.sources.svn_access import (
+    SvnAccess,
+    client_env,
+    failure,
+    tag_of,
+    tags_url,
+)
 
 
 class SvnCli(Source):
@@ -53,7 +58,7 @@ class SvnCli(Source):
             command += ["--username", self._access.username]
         if password is not None:
             command.append("--password-from-stdin")
-        env = {**os.environ, "TZ": "UTC", "LC_ALL": "C.UTF-8"}
+        env = client_env()
         timeout = self._access.timeout
         try:
             result = subprocess.run(
@@ -66,10 +71,7 @@ class SvnCli(Source):
             raise SvnError(f"the Subversion client {self._executable!r} is not "
                            "installed") from None
         if result.returncode != 0:
-            message = f"svn {args[0]} failed: {_first_error(result.stderr)}"
-            if not_found(_error_codes(result.stderr)):
-                raise SvnNotFound(message)
-            raise SvnError(message)
+            raise failure(args[0], _first_error(result.stderr), _error_codes(result.stderr))
         return result.stdout
 
 

@@ -27,21 +27,28 @@ class VerifiedTarball:
 
 
 def verify_tarball(keys: Mapping[str, PublicKey], minisig: Minisig, stream: BinaryIO, *,
-                   comment: str | None = None) -> VerifiedTarball:
+                   comment: str | None = None,
+                   digest: tuple[str, int] | None = None) -> VerifiedTarball:
     """The bytes of ``stream`` against ``minisig``: made by one of ``keys``, over these
     bytes, and the ``sha256`` and ``size`` its trusted comment names are theirs. Where the
     caller knows the release (from a signed index), the comment must be exactly
     ``comment``, so a valid signature of another release cannot pass for this one.
+    ``digest``: the bytes' (sha256, size) where the caller hashed them already (``check``,
+    ``audit``), so they are not hashed twice.
 
     Raises:
         SignatureError: an untrusted key, a signature that does not verify, or a trusted
             comment that names other content.
     """
-    hashing = _Hashing(stream)
-    # Only ``read`` is asked of the stream; the cast says so to the type checker.
-    verify_minisig(keys, minisig, cast(BinaryIO, hashing))   # reads the stream to its end
+    if digest is None:
+        hashing = _Hashing(stream)
+        # Only ``read`` is asked of the stream; the cast says so to the type checker.
+        verify_minisig(keys, minisig, cast(BinaryIO, hashing))   # reads it to its end
+        sha256, size = hashing.digest.hexdigest(), hashing.size
+    else:
+        verify_minisig(keys, minisig, stream)
+        sha256, size = digest
     fields = parse_release_comment(minisig.trusted_comment)
-    sha256, size = hashing.digest.hexdigest(), hashing.size
     if comment is not None and minisig.trusted_comment != comment:
         raise SignatureError("the signature's trusted comment names another release: "
                              f"{minisig.trusted_comment!r}")

@@ -94,4 +94,5 @@ def check_tarball(index: Index, package: str, version: str, data: bytes, minisig
                              "lists for this release")
     trusted = [text for keyid, text in release.all_signatures().items() if keyid in keys]
     verify_tarball(keys, parse_minisig(trusted[0] if trusted else minisig), BytesIO(data),
-                   comment=release.trusted_comment(package))  # an untrusted key is refused
+                   comment=release.trusted_comment(package),  # an untrusted key is refused
+                   digest=(digest, len(data)))

@@ -87,7 +87,8 @@ def check_signatures(package: str, release: Release, built: Built,
             continue  # a key this auditor does not trust proves nothing either way
         try:
             with built.archive.open("rb") as fh:
-                verify_tarball(keys, parse_minisig(text), fh, comment=expected)
+                verify_tarball(keys, parse_minisig(text), fh, comment=expected,
+                               digest=(built.info.sha256, built.info.size))
         except SignatureError as err:
             problems.append(f"signature by {keyid}: {err}")
     return problems

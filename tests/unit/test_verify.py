@@ -68,3 +68,16 @@ def test_an_untrusted_key_or_other_bytes_do_not_verify() -> None:
         verify_tarball({}, minisig, io.BytesIO(DATA))
     with pytest.raises(SignatureError, match="does not match"):
         verify_tarball({secret.public.keyid: secret.public}, minisig, io.BytesIO(DATA + b"!"))
+
+
+def test_a_digest_the_caller_has_stands_for_the_bytes_and_is_held_to_the_comment() -> None:
+    secret = generate_key()
+    keys = {secret.public.keyid: secret.public}
+    minisig = parse_minisig(signed(secret, comment_of()))
+    got = verify_tarball(keys, minisig, io.BytesIO(DATA), comment=comment_of(),
+                         digest=(SHA, len(DATA)))
+    assert (got.sha256, got.size) == (SHA, len(DATA))
+    with pytest.raises(SignatureError, match="other content"):
+        verify_tarball(keys, minisig, io.BytesIO(DATA), digest=(SHA, len(DATA) + 1))
+    with pytest.raises(SignatureError, match="does not match"):   # still over the bytes
+        verify_tarball(keys, minisig, io.BytesIO(DATA + b"!"), digest=(SHA, len(DATA)))

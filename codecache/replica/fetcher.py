@@ -96,14 +96,17 @@ class HttpFetcher:
         deadline = self._config.timeout + size / (1 << 20) * _BLOB_SECONDS_PER_MIB
         digest = hashlib.sha256()
         received = 0
+        # A blob is immutable, named by its hash: a cache on the way may answer it.
         async with self._clients(upstream).open(blob_url_path(sha256), seconds=deadline,
-                                                what=f"blob {sha256}") as response:
+                                                what=f"blob {sha256}",
+                                                bypass_caches=False) as response:
+            body = response.chunks()   # refuses an encoded body first, as every read does
             declared = response.content_length
             if declared is not None and declared != size:
                 raise IndexRefused(Refusal.BLOB_MISMATCH, f"blob {sha256}: upstream "
                                    f"announces {declared} bytes, the index {size}")
             async with aiofiles.open(dest, "wb") as out:
-                async for chunk in response.chunks():
+                async for chunk in body:
                     received += len(chunk)
                     if received > size:
                         raise IndexRefused(Refusal.BLOB_MISMATCH, f"blob {sha256} is longer "

@@ -73,27 +73,42 @@ def base_url(url: str, what: str = "--url") -> str:
 class Response:
     """An answer being read: its status and headers, its body read capped or streamed."""
 
-    def __init__(self, raw: aiohttp.ClientResponse, base: str, url: str) -> None:
+    def __init__(self, raw: aiohttp.ClientResponse, base: str) -> None:
         self._raw = raw
         self.base = base       # the upstream that answered
-        self.url = url
         self.status = raw.status
         self.headers = raw.headers
         self.content_length = raw.content_length
 
     async def read(self, cap: int, what: str) -> bytes:
-        """The whole body, refused (``too_large``) once over ``cap`` bytes."""
+        """The whole body, refused (``too_large``) once over ``cap`` bytes.
+
+        Raises:
+            IndexRefused: encoded (``bad_encoding``); over the cap (``too_large``).
+        """
+        body = self.chunks()
         if self.content_length is not None and self.content_length > cap:
             raise IndexRefused(Refusal.TOO_LARGE, f"{what} of {self.content_length} bytes is "
                                f"over the {cap}-byte cap")
         data = bytearray()
-        async for chunk in self.chunks():
+        async for chunk in body:
             data += chunk
             if len(data) > cap:
                 raise IndexRefused(Refusal.TOO_LARGE, f"{what} is over the {cap}-byte cap")
         return bytes(data)
 
     def chunks(self) -> AsyncIterator[bytes]:
+        """The body in pieces, as it comes.
+
+        Raises:
+            IndexRefused: an encoded body (``bad_encoding``).
+        """
+        # Checked where a body is read, not for an answer the caller reads none of (a 304,
+        # a 416): nothing is inflated, and an encoded body is refused, never decoded.
+        encoding = self.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise IndexRefused(Refusal.BAD_ENCODING, f"{self.base} sent Content-Encoding "
+                               f"{encoding!r}; only identity is accepted")
         return self._raw.content.iter_chunked(CHUNK)
 
     def reply(self, body: bytes) -> Reply:
@@ -110,25 +125,28 @@ class Client:
     @contextlib.asynccontextmanager
     async def open(self, path: str, *, seconds: float, what: str,
                    headers: Mapping[str, str] | None = None,
-                   statuses: Collection[int] = OK) -> AsyncIterator[Response]:
-        """GET ``base + path`` bypassing caches, everything inside within ``seconds``.
+                   statuses: Collection[int] = OK,
+                   bypass_caches: bool = True) -> AsyncIterator[Response]:
+        """GET ``base + path``, everything inside within ``seconds``; bypassing caches
+        (``Cache-Control: no-cache``) unless told: an immutable blob may come from one.
 
         Raises:
             UpstreamFailure: no answer in time or at all, a redirect, a status outside
                 ``statuses`` (``http_5xx``, ``http_status``).
-            IndexRefused: an encoded body (``bad_encoding``); over a cap (``too_large``).
         """
         url = self.base + path
+        sent = {"Cache-Control": "no-cache"} if bypass_caches else {}
         try:
             async with asyncio.timeout(seconds), self._http.get(
-                    url, headers={"Cache-Control": "no-cache", **(headers or {})},
-                    allow_redirects=False) as raw:
-                response = Response(raw, self.base, url)
+                    url, headers={**sent, **(headers or {})}, allow_redirects=False) as raw:
+                response = Response(raw, self.base)
                 check_status(response, statuses)
                 yield response
         except TimeoutError:
             raise UpstreamFailure("timeout", f"no complete {what} within {seconds:.0f}s") \
                 from None
+        except aiohttp.ClientSSLError as err:   # before its base: name the TLS failure
+            raise UpstreamFailure("connect", one_line(err)) from None
         except aiohttp.ClientConnectorError as err:
             # asyncio words a refused connection "Connect call failed": name the errno.
             errno = err.os_error.errno
@@ -154,7 +172,6 @@ def check_status(response: Response, statuses: Collection[int]) -> None:
 
     Raises:
         UpstreamFailure: redirect, 5xx or another status.
-        IndexRefused: an encoded body (``bad_encoding``).
     """
     status = response.status
     if status not in statuses:
@@ -165,10 +182,6 @@ def check_status(response: Response, statuses: Collection[int]) -> None:
         if status >= 500:
             raise UpstreamFailure("http_5xx", f"HTTP {status}")
         raise UpstreamFailure("http_status", f"HTTP {status}")
-    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
-        raise IndexRefused(Refusal.BAD_ENCODING, f"{response.base} sent Content-Encoding "
-                           f"{encoding!r}; only identity is accepted")
 
 
 def fetch(url: str, *, timeout: float, cap: int, agent: str, what: str | None = None,

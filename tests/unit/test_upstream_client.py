@@ -8,11 +8,19 @@ the same way whoever calls it (the replica, ``check``, ``history --url``, ``audi
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from codecache.core.errors import ConfigError, IndexRefused, Refusal, UpstreamFailure
 from codecache.upstream.client import Client, Reply, base_url, fetch, session
@@ -62,7 +70,15 @@ ROUTES: dict[str, Handler] = {"/redirect": redirect, "/gzipped": gzipped, "/larg
                               "/unavailable": unavailable}
 
 
-async def get(path: str, *, cap: int = 4096, seconds: float = 5.0) -> Reply:
+async def not_modified_encoded(_: web.Request) -> web.StreamResponse:
+    return web.Response(status=304, headers={"Content-Encoding": "gzip"})
+
+
+ROUTES["/not-modified"] = not_modified_encoded
+
+
+async def serving(work: Callable[[Client], Awaitable[Reply]]) -> Reply:
+    """``work`` done with a client of a real server that answers ``ROUTES``."""
     app = web.Application()
     for route, handler in ROUTES.items():
         app.router.add_get(route, handler)
@@ -73,10 +89,19 @@ async def get(path: str, *, cap: int = 4096, seconds: float = 5.0) -> Reply:
     port = runner.addresses[0][1]
     try:
         async with session(timeout=None, agent="codecache-test") as http:
-            return await Client(http, f"http://127.0.0.1:{port}/").get(
-                path, seconds=seconds, cap=cap, what="document")
+            return await work(Client(http, f"http://127.0.0.1:{port}/"))
     finally:
         await runner.cleanup()
+
+
+async def get(path: str, *, cap: int = 4096, seconds: float = 5.0,
+              bypass_caches: bool = True) -> Reply:
+    async def one(client: Client) -> Reply:
+        async with client.open(path, seconds=seconds, what="document",
+                               bypass_caches=bypass_caches) as response:
+            return response.reply(await response.read(cap, "document"))
+
+    return await serving(one)
 
 
 def test_a_plain_answer_is_read_with_the_headers_that_bypass_caches_and_encodings(
@@ -140,3 +165,60 @@ def test_a_refused_connection_says_so_and_names_the_url() -> None:
 def test_only_an_http_url_is_taken(url: str) -> None:
     with pytest.raises(ConfigError, match="--url"):
         base_url(url)
+
+
+def test_an_immutable_blob_may_come_from_a_cache() -> None:
+    # Blobs are asked without Cache-Control: a cache on the way may answer them.
+    assert b"Cache-Control" not in asyncio.run(get("/echo", bypass_caches=False)).body
+
+
+def test_an_answer_without_a_body_to_read_is_not_judged_by_its_encoding() -> None:
+    async def not_modified(client: Client) -> Reply:
+        async with client.open("/not-modified", seconds=5, what="index",
+                               statuses=(200, 304)) as response:
+            return response.reply(b"")
+
+    assert asyncio.run(serving(not_modified)).status == 304
+
+
+def test_a_certificate_that_does_not_verify_is_named(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def attempt() -> None:
+        app = web.Application()
+        app.router.add_get("/index.json", large)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+        port = runner.addresses[0][1]
+        try:
+            await asyncio.to_thread(fetch, f"https://127.0.0.1:{port}/index.json", timeout=5,
+                                    cap=1 << 20, agent="codecache-test")
+        finally:
+            await runner.cleanup()
+
+    with pytest.raises(UpstreamFailure, match="certificate verify failed") as err:
+        asyncio.run(attempt())
+    assert err.value.reason == "connect"
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key (no client trusts it)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path

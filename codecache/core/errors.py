@@ -292,13 +292,9 @@ HTTP_STATUS = MappingProxyType({
 
 
 def error_status(err: CodecacheError) -> int:
-    """The HTTP status of ``err``: its code's in ``HTTP_STATUS``; a code not listed there
-    by its class (a refusal or an integrity failure 503, anything unforeseen 500)."""
-    status = HTTP_STATUS.get(err.code)
-    return status if status is not None else _class_status(err)
-
-
-def _class_status(err: CodecacheError) -> int:
+    """The HTTP status of ``err``, by its class (a refusal or an integrity failure 503,
+    anything unforeseen 500); ``HTTP_STATUS`` lists the same status for every documented
+    code an error carries (``tests/unit/test_http_errors.py`` holds them together)."""
     if isinstance(err, BadRequest):
         return 400
     if isinstance(err, NotFound):

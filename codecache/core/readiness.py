@@ -7,7 +7,7 @@ serve: upstream trouble (a refused or unreachable upstream) never makes it not r
 
 Owns the inputs too, typed: why no index (or not the one on disk) is served
 (``IndexProblem``), built alike by the server (``web.storeview``) and by ``check --store``
-(``ops.probe``), and the reason an expired index gives (``INDEX_EXPIRED``), which ``check``
+(``ops.local``), and the reason an expired index gives (``INDEX_EXPIRED``), which ``check``
 judges against its own thresholds. A blob's reason is the words of the check that found it.
 """
 

@@ -149,8 +149,8 @@ def check_blob(path: str | Path, sha256: str, size: int, *, deep: bool = True) -
     """Why the file at ``path`` is not the blob the index lists (missing, its size, with
     ``deep`` its sha256), or None: it is."""
     try:
-        if not deep:
-            length = os.stat(path).st_size  # noqa: PTH116 - per blob at every install: str paths
+        length = os.stat(path).st_size  # noqa: PTH116 - per blob at every install: str paths
+        if not deep or length != size:   # a wrong size is told without reading the file
             return blob_fault(sha256, size, length)
         digest, length = sha256_file(Path(path))
     except FileNotFoundError:

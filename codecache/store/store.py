@@ -188,10 +188,18 @@ class Store:
             NoIndex: the store has no index yet.
             IndexRefused: not a valid signed index.
         """
+        return verify(self.require_document(), keys)
+
+    def require_document(self) -> bytes:
+        """``index.json``'s bytes.
+
+        Raises:
+            NoIndex: the store has no index yet.
+        """
         raw = self.read_document()
         if raw is None:
             raise NoIndex(f"store {self.root} has no index yet (run codecache sync)")
-        return verify(raw, keys)
+        return raw
 
     def read_history_bytes(self) -> bytes | None:
         """Raw bytes of ``history.json``, or None where there is none."""

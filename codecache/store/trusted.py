@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from codecache.core.errors import NoIndex
 from codecache.core.signing import PublicKey
 from codecache.core.trust import SignedIndex, TrustState, evaluate
 from codecache.store.store import Store
@@ -31,9 +30,7 @@ def read_trusted_index(store: Store, keys: Mapping[str, PublicKey], *, now: floa
         IndexRefused: the index on disk is not acceptable (``core.trust``'s reasons).
         StoreError: the store cannot be read.
     """
-    raw = store.read_document() if document is None else document
-    if raw is None:
-        raise NoIndex(f"store {store.root} has no index yet (run codecache sync)")
+    raw = store.require_document() if document is None else document
     if floor is None:
         floor = store.state.load().highest_serial
     _, signed = evaluate(raw, keys, TrustState(floor), now=int(now), fresh_required=False)

@@ -10,13 +10,16 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
-from codecache.core.config import Config
+from codecache.core.config import Config, Role
 from codecache.web.server import Background
 from codecache.web.storeview import StoreView
 
 
-def pull_loop(config: Config, tell: Callable[[], None] | None) -> Background:
-    """The pull loop for ``server.run``; ``tell`` the other workers of an install."""
+def pull_loop(config: Config, tell: Callable[[], None] | None) -> Background | None:
+    """The pull loop for ``server.run`` of a replica (None for another role); ``tell`` the
+    other workers of an install."""
+    if config.role is not Role.REPLICA:
+        return None
 
     @contextlib.asynccontextmanager
     async def run(state: StoreView) -> AsyncIterator[None]:

@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from codecache.core.config import Config, Role, split_listen
+from codecache.core.config import Config, split_listen
 from codecache.core.errors import ConfigError
 from codecache.core.keyfiles import read_trusted_keys
 from codecache.telemetry.notify import Notifier
@@ -167,8 +167,8 @@ def _single(config: Config, sockets: list[socket.socket], notifier: Notifier) ->
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        background = pull_loop(config, None) if config.role is Role.REPLICA else None
-        await server.run(config, sockets, stop, background=background, notifier=notifier)
+        await server.run(config, sockets, stop, background=pull_loop(config, None),
+                         notifier=notifier)
 
     asyncio.run(run())
 

@@ -17,7 +17,6 @@ import signal
 import socket
 import sys
 
-from codecache.core.config import Role
 from codecache.node.pull import pull_loop
 from codecache.node.supervisor import WorkerSpec
 from codecache.telemetry.logs import LogHandler
@@ -67,9 +66,8 @@ async def _run(spec: WorkerSpec, sockets: list[socket.socket]) -> None:
         logging.getLogger("codecache.web.worker").error("parent gone: stopping")
         stop.set()
 
-    background = None
-    if spec.pull and spec.config.role is Role.REPLICA:
-        background = pull_loop(spec.config, lambda: os.kill(parent, signal.SIGUSR1))
+    background = pull_loop(spec.config, lambda: os.kill(parent, signal.SIGUSR1)) \
+        if spec.pull else None
     watcher = asyncio.create_task(watch_parent())
     try:
         await server.run(spec.config, sockets, stop, workers=spec.workers,

@@ -61,15 +61,14 @@ class Plan:
 
     ``span``: the inclusive byte range of the body to send, None for an answer without the
     representation's body (304, or an error); ``error``: the code and message of an error
-    answer (``headers`` are then added to the error's); ``full``: the whole body as a 200,
-    the one answer the front tier's cache pad applies to.
+    answer (``headers`` are then added to the error's). A 200 is the whole body, the one
+    answer the front tier's cache pad applies to.
     """
 
     status: int
     headers: Mapping[str, str]
     span: tuple[int, int] | None = None
     error: tuple[str, str] | None = None
-    full: bool = False
 
 
 def plan(method: str, headers: CIMultiDictProxy[str] | CIMultiDict[str],
@@ -98,9 +97,7 @@ def plan(method: str, headers: CIMultiDictProxy[str] | CIMultiDict[str],
                                f"range not satisfiable for {rep.size} bytes"))
     if outcome is Outcome.NOT_MODIFIED:
         return Plan(304, rep.validators)
-    return Plan(200, rep.headers, span=(0, rep.size - 1), full=outcome is Outcome.FULL)
-
-
+    return Plan(200, rep.headers, span=(0, rep.size - 1))
 
 
 def _list_field(headers: CIMultiDictProxy[str] | CIMultiDict[str], name: str) -> str | None:
@@ -120,7 +117,7 @@ async def serve_representation(request: web.BaseRequest, state: StoreView,
     if decided.span is None:
         return web.Response(status=decided.status, headers=decided.headers)
     body = await _body(state, rep)
-    headers = _cache_padded(request, decided.headers, rep.size) if decided.full \
+    headers = _cache_padded(request, decided.headers, rep.size) if decided.status == 200 \
         else decided.headers
     start, end = decided.span
     if isinstance(body, Path):

@@ -23,7 +23,7 @@ def _plan(*fields: tuple[str, str], method: str = "GET") -> Plan:
 
 def test_a_plain_request_gets_the_whole_body_and_may_be_padded() -> None:
     for method in ("GET", "HEAD"):
-        assert _plan(method=method) == Plan(200, _REP.headers, span=(0, 99), full=True)
+        assert _plan(method=method) == Plan(200, _REP.headers, span=(0, 99))
 
 
 def test_a_matching_if_none_match_gets_304_with_the_validators() -> None:
@@ -55,7 +55,7 @@ def test_a_failed_if_match_is_a_412_error() -> None:
 
 def test_a_stale_if_range_gets_the_whole_body() -> None:
     decided = _plan(("Range", "bytes=0-9"), ("If-Range", '"sha256-other"'))
-    assert decided == Plan(200, _REP.headers, span=(0, 99), full=True)
+    assert decided == Plan(200, _REP.headers, span=(0, 99))
 
 
 def test_a_ranged_request_with_a_matching_if_none_match_is_not_modified() -> None:

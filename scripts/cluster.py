@@ -45,6 +45,7 @@ from codecache.ops.nginx import Rendered, render_nginx
 # the one the tests and scripts/bench.py use; it lives in this checkout's tests/.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.harness import config as harness_config
+from tests.harness.timing import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 STATE = "cluster.json"
@@ -193,23 +194,6 @@ class State:
         temp = path.with_suffix(".tmp")
         temp.write_text(json.dumps(asdict(self), indent=2) + "\n")
         temp.replace(path)
-
-
-def free_port(ipv6: bool) -> int:
-    """A port free on 127.0.0.1 (and on ::1 when ``ipv6``)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-            if not ipv6:
-                return port
-            try:
-                with socket.socket(socket.AF_INET6) as s6:
-                    s6.bind(("::1", port))
-            except OSError:
-                continue
-            return port
-    raise ClusterError("no free loopback port")
 
 
 def has_ipv6_loopback() -> bool:
@@ -377,7 +361,7 @@ def sample_origin(directory: Path, launcher: Launcher, logs: Path) -> OriginSetu
     sample = ["bash", str(REPO / "scripts" / "sample-pilot")]
     run_step("creating the Subversion repository", [*sample, "create", str(repo)], setup_log,
              cwd=directory)
-    svn_port = free_port(ipv6=False)
+    svn_port = free_port()
     launcher.start("svnserve", [which("svnserve"), "--daemon", "--foreground",
                                 "--listen-host", "127.0.0.1", "--listen-port", str(svn_port),
                                 "--root", str(repo)])
@@ -398,7 +382,7 @@ def sample_origin(directory: Path, launcher: Launcher, logs: Path) -> OriginSetu
               str(origin / "keys" / "codecache.key"), "--public-key",
               str(origin / "keys" / "codecache.pub")], setup_log, cwd=origin)
     config = origin / "codecache.toml"
-    write_origin_config(config, port=free_port(ipv6=False), svn_url=svn_url)
+    write_origin_config(config, port=free_port(), svn_url=svn_url)
     run_step("codecache sync --once", codecache(config, "sync", "--once"), setup_log,
              cwd=origin)
     run_step("codecache publish", codecache(config, "publish", "pilot", "1.1.0", "--channel",
@@ -448,7 +432,7 @@ def start_nodes(directory: Path, launcher: Launcher, setup: OriginSetup, count: 
                 vip_port: int | None, timeout: float, *, sync_worker: bool,
                 workers: int | None = None) -> dict[str, Any]:
     state = launcher.state
-    origin_port = free_port(ipv6=False)
+    origin_port = free_port()
     origin = f"http://127.0.0.1:{origin_port}"
     launcher.start("origin", codecache(setup.config, "serve"),
                    env={"CODECACHE_SERVER_LISTEN": f"127.0.0.1:{origin_port}"},
@@ -460,7 +444,7 @@ def start_nodes(directory: Path, launcher: Launcher, setup: OriginSetup, count: 
     for n in range(1, count + 1):
         home = directory / f"replica-{n}"
         home.mkdir()
-        port = free_port(ipv6=False)
+        port = free_port()
         config = home / "codecache.toml"
         write_replica_config(config, port=port, upstream=origin, trusted_keys=setup.trusted_keys,
                              workers=workers)
@@ -470,7 +454,7 @@ def start_nodes(directory: Path, launcher: Launcher, setup: OriginSetup, count: 
     launcher.wait_ready({f"replica-{n}": u for n, u in enumerate(replica_urls, 1)}, timeout)
 
     ipv6 = has_ipv6_loopback()
-    port = vip_port or free_port(ipv6)
+    port = vip_port or free_port(ipv6=ipv6)
     listens = [f"127.0.0.1:{port}"] + ([f"[::1]:{port}"] if ipv6 else [])
     prefix = directory / "nginx"
     rendered = render(prefix / "nginx.conf", prefix, listens, replica_urls)

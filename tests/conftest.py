@@ -49,14 +49,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The per-test timeout (pyproject's ``timeout``) scales like every other deadline."""
-    configured = config.getini("timeout")
-    if scaled(1) == 1 or not configured:
+    """The per-test timeout (pyproject's ``timeout``, or a test's own ``timeout`` mark)
+    scales like every other deadline."""
+    if scaled(1) == 1:
         return
-    default = scaled(float(configured))
+    configured = config.getini("timeout")
     for item in items:
-        if item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(default))
+        marker = item.get_closest_marker("timeout")
+        seconds = marker.args[0] if marker is not None and marker.args else configured
+        if seconds:
+            # First among the item's marks: the one pytest-timeout reads.
+            item.add_marker(pytest.mark.timeout(scaled(float(seconds))), append=False)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -70,7 +73,8 @@ def _skip_reason(report: pytest.TestReport) -> str:
     return reason.removeprefix("Skipped: ")
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
+@pytest.hookimpl(trylast=True)  # after pytest's own teardown of the session's fixtures,
+def pytest_sessionfinish(session: pytest.Session) -> None:  # which an interrupted run leaves
     """Fail the run on a process a test left alive, and (in CI) on a skip not allowed."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     problems: list[str] = []
@@ -248,7 +252,8 @@ def run_cli(*args: str, config: Path | None = None, check: bool = False,
             umask: int | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real ``codecache`` CLI in a subprocess."""
     result = subprocess.run(cli_command(*args, config=config, umask=umask),
-                            capture_output=True, text=True, timeout=timeout, env=cli_env(env),
+                            capture_output=True, text=True, timeout=scaled(timeout),
+                            env=cli_env(env),
                             check=False)
     if check and result.returncode != 0:
         raise AssertionError(f"codecache {' '.join(args)} exited {result.returncode}:\n"

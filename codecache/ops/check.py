@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from codecache.core.config import parse_duration
-from codecache.core.errors import ConfigError, Refusal
+from codecache.core.errors import NAGIOS_UNKNOWN, ConfigError, Refusal
 from codecache.core.readiness import Health, Readiness
 from codecache.core.trust import past_expiry
 
@@ -38,7 +38,7 @@ class State(enum.IntEnum):
     OK = 0
     WARNING = 1
     CRITICAL = 2
-    UNKNOWN = 3
+    UNKNOWN = NAGIOS_UNKNOWN   # the exit code of check's own failures (core.errors)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,24 +19,17 @@ from typing import Any
 
 from codecache.core.config_schema import (
     Config,
-    LogConfig,
     PackageConfig,
-    ReplicaConfig,
     Role,
-    ServerConfig,
-    SigningConfig,
-    StoreConfig,
-    SvnConfig,
-    SyncConfig,
 )
 
 # Field -> key where the file's spelling differs (one key, one or several paths).
 _KEY_OF_FIELD = {"secret_keys": "secret_key"}
 _FIELD_OF_KEY = {key: name for name, key in _KEY_OF_FIELD.items()}
+# Each [section]'s dataclass, from Config itself: a new section needs no line here.
 _SECTION_TYPES: dict[str, type[Any]] = {
-    "store": StoreConfig, "signing": SigningConfig, "server": ServerConfig,
-    "sync": SyncConfig, "svn": SvnConfig, "replica": ReplicaConfig, "log": LogConfig,
-}
+    f.name: type(getattr(Config(), f.name)) for f in dataclasses.fields(Config)
+    if dataclasses.is_dataclass(getattr(Config(), f.name))}
 
 
 def _value(value: object) -> str:

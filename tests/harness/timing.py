@@ -77,12 +77,22 @@ def timed_wait(predicate: Callable[[], object], timeout: float, what: str, *,
     return time.monotonic() - start
 
 
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def free_port(*, ipv6: bool = False) -> int:
+    """A loopback TCP port nothing listens on right now (on 127.0.0.1, and on ::1 too
+    with ``ipv6``)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+            if not ipv6:
+                return port
+            try:
+                with socket.socket(socket.AF_INET6) as s6:
+                    s6.bind(("::1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no loopback port free on both 127.0.0.1 and ::1")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

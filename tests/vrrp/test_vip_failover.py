@@ -36,13 +36,12 @@ from tests.conftest import (
     require,
     tag_sample_releases,
 )
-from tests.harness.timing import scaled
 from tests.vrrp.clients import Stream
 from tests.vrrp.front import FrontNode, render_keepalived, start_backend, wait_until
 from tests.vrrp.netns import Lan, private_lan
 
 # The whole test (origin, network, both nodes, the failover) within a minute.
-pytestmark = pytest.mark.timeout(scaled(60))
+pytestmark = pytest.mark.timeout(60)  # scaled by tests/conftest.py
 
 # Big enough that a rate-limited download is still in flight when the master dies.
 BLOB_SIZE = 1 << 20

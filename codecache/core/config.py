@@ -24,9 +24,12 @@ from codecache.core.config_schema import (
     DEFAULT_TAG_PATTERN,
     SVN_CLIENTS,
     Config,
+    EdgeConfig,
     LogConfig,
     LogFormat,
     PackageConfig,
+    RedirectConfig,
+    RedirectSite,
     ReplicaConfig,
     Role,
     ServerConfig,
@@ -35,6 +38,7 @@ from codecache.core.config_schema import (
     SvnConfig,
     SyncConfig,
 )
+from codecache.core.config_sites import EDGE_KEYS, REDIRECT_KEYS, edge_config, redirect_config
 from codecache.core.config_values import (
     as_bool,
     as_choice,
@@ -50,10 +54,10 @@ from codecache.core.names import is_channel, is_package
 
 # The names callers import from here: the schema, the loader, and the value parsers the
 # command line uses too.
-__all__ = ["DEFAULT_TAG_PATTERN", "SVN_CLIENTS", "Config", "LogConfig", "LogFormat",
-           "PackageConfig", "ReplicaConfig", "Role", "ServerConfig", "SigningConfig",
-           "StoreConfig", "SvnConfig", "SyncConfig", "load_config", "parse_duration",
-           "split_listen"]
+__all__ = ["DEFAULT_TAG_PATTERN", "SVN_CLIENTS", "Config", "EdgeConfig", "LogConfig",
+           "LogFormat", "PackageConfig", "RedirectConfig", "RedirectSite", "ReplicaConfig",
+           "Role", "ServerConfig", "SigningConfig", "StoreConfig", "SvnConfig", "SyncConfig",
+           "load_config", "parse_duration", "split_listen"]
 
 # Variables that are not config keys but belong to codecache.
 _ENV_NOT_KEYS = frozenset({"CODECACHE_CONFIG", "CODECACHE_ACTOR"})
@@ -85,7 +89,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 _LIST_KEYS = {("signing", "trusted_keys"), ("signing", "secret_key"), ("server", "listen"),
-              ("replica", "upstreams")}
+              ("replica", "upstreams"), ("redirect", "trusted_proxies")}
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "store": ("path", "scrub_interval"),
     "signing": ("secret_key", "trusted_keys", "index_expiry", "resign_interval"),
@@ -96,6 +100,8 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "svn": ("username", "password", "password_file", "timeout", "client"),
     "replica": ("upstreams", "interval", "timeout", "max_index_size"),
     "log": ("format", "access_sample"),
+    "edge": EDGE_KEYS,
+    "redirect": REDIRECT_KEYS,
 }
 _PACKAGE_KEYS = ("name", "svn_url", "tag_pattern", "auto_channel", "tar_prefix")
 _TOP_KEYS = ("role", "packages", *_SECTIONS)
@@ -148,30 +154,43 @@ def _build(raw: dict[str, Any], base: Path) -> Config:
     try:
         role = Role(role_text)
     except ValueError:
-        raise ConfigError(f"role must be 'origin' or 'replica', got {role_text!r}") from None
+        raise ConfigError("role must be 'origin', 'replica' or 'edge', "
+                          f"got {role_text!r}") from None
+    _check_role_sections(role, raw)
     packages = _packages(raw.get("packages", []))
+    server = _server(_table(raw, "server"))
     config = Config(
         role=role,
         store=_store(_table(raw, "store"), base),
         signing=_signing(_table(raw, "signing"), base),
-        server=_server(_table(raw, "server")),
+        server=server,
         sync=_sync(_table(raw, "sync")),
         svn=_svn(_table(raw, "svn"), base),
         replica=_replica(_table(raw, "replica")),
         log=_log(_table(raw, "log")),
+        edge=edge_config(_table(raw, "edge")),
+        redirect=redirect_config(_table(raw, "redirect"), server.listen),
         packages=packages,
     )
-    if role is Role.REPLICA:
+    if role.pulls:
         _check_replica(config)
     return config
 
 
+def _check_role_sections(role: Role, raw: Mapping[str, Any]) -> None:
+    """An edge never redirects (a loop), DESIGN.md §5. (``[edge]`` elsewhere is unused.)"""
+    if "redirect" in raw and role is Role.EDGE:
+        raise ConfigError("[redirect] in an edge's config: an edge never redirects (only "
+                          "the nodes in front of it do)")
+
+
 def _check_replica(config: Config) -> None:
-    """A replica must know where to pull from and whom to trust; nothing else is implied."""
+    """A replica (or edge) must know where to pull from and whom to trust."""
+    role = config.role.value
     if not config.replica.upstreams:
-        raise ConfigError("role = \"replica\" needs [replica] upstreams (at least one URL)")
+        raise ConfigError(f"role = \"{role}\" needs [replica] upstreams (at least one URL)")
     if not config.signing.trusted_keys:
-        raise ConfigError("role = \"replica\" needs [signing] trusted_keys (it verifies "
+        raise ConfigError(f"role = \"{role}\" needs [signing] trusted_keys (it verifies "
                           "every index it pulls)")
 
 

@@ -18,6 +18,12 @@ SVN_CLIENTS = ("auto", "cli", "pysvn")   # svn.client
 class Role(Enum):
     ORIGIN = "origin"
     REPLICA = "replica"
+    EDGE = "edge"
+
+    @property
+    def pulls(self) -> bool:
+        """A replica and an edge follow an upstream's signed index (DESIGN.md §5)."""
+        return self is not Role.ORIGIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +124,30 @@ class ReplicaConfig:
     max_index_size: int = 64 * 1024 * 1024
 
 
+@dataclass(frozen=True, slots=True)
+class EdgeConfig:
+    # Bound on the blob bytes an edge holds, channel targets included (DESIGN.md §5).
+    cache_size: int = 10 * 1000**3
+
+
+@dataclass(frozen=True, slots=True)
+class RedirectSite:
+    """One ``[[redirect.sites]]``: its client networks (normalised CIDRs) and edges."""
+
+    name: str
+    networks: tuple[str, ...]
+    targets: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RedirectConfig:
+    # How often each target's /readyz is read (a probe slower than this, or 2 s, fails).
+    check_interval: float = 5.0
+    # Whose X-Forwarded-For (and X-Forwarded-Proto) is believed: the front tier (CIDRs).
+    trusted_proxies: tuple[str, ...] = ()
+    sites: tuple[RedirectSite, ...] = ()
+
+
 class LogFormat(Enum):
     TEXT = "text"    # one human line per record
     JSON = "json"    # one JSON object per line; ``extra=`` fields become keys
@@ -141,6 +171,8 @@ class Config:
     svn: SvnConfig = field(default_factory=SvnConfig)
     replica: ReplicaConfig = field(default_factory=ReplicaConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    edge: EdgeConfig = field(default_factory=EdgeConfig)
+    redirect: RedirectConfig = field(default_factory=RedirectConfig)
     packages: tuple[PackageConfig, ...] = ()
 
     def package(self, name: str) -> PackageConfig | None:

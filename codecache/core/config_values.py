@@ -33,6 +33,26 @@ def parse_duration(value: object, key: str) -> float:
     raise ConfigError(f"{key}: expected a duration like 30s, 5m, 1h or 7d, got {value!r}")
 
 
+_SIZE_RE = re.compile(r"(\d+)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?")
+_SIZE_UNITS = {None: 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
+               "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+
+
+def parse_size(value: object, key: str) -> int:
+    """``500MB``/``10GB`` (powers of 1000), ``512MiB``/``2GiB`` (of 1024), or bytes.
+
+    Raises:
+        ConfigError: for anything else, or zero.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str):
+        match = _SIZE_RE.fullmatch(value.strip())
+        if match and int(match.group(1)) > 0:
+            return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    raise ConfigError(f"{key}: expected a size like 500MB, 10GB or 2GiB, got {value!r}")
+
+
 def split_listen(address: str) -> tuple[str, int]:
     """``host:port`` or ``[v6]:port`` as (host, port).
 

@@ -20,6 +20,8 @@ from typing import Any
 from codecache.core.config_schema import (
     Config,
     PackageConfig,
+    RedirectConfig,
+    RedirectSite,
     Role,
 )
 
@@ -64,6 +66,8 @@ def _table(instance: object, default: object) -> list[str]:
         value = getattr(instance, f.name)
         if value is None or _same(value, getattr(default, f.name)):
             continue
+        if f.name == "sites":
+            continue   # [[redirect.sites]] tables: written after the section by render
         if f.name == "secret_keys" and isinstance(value, tuple | list) and len(value) == 1:
             value = value[0]         # one key is written as one path, as the docs show it
         lines.append(f"{_KEY_OF_FIELD.get(f.name, f.name)} = {_value(value)}")
@@ -80,6 +84,9 @@ def render(config: Config) -> str:
         body = _table(section, type(section)())
         if body:
             lines += [f"[{f.name}]", *body]
+        if isinstance(section, RedirectConfig):
+            for site in section.sites:
+                lines += ["[[redirect.sites]]", *_table(site, RedirectSite("", (), ()))]
     for package in config.packages:
         # name and svn_url have no default: compared with "", they are always written.
         lines += ["[[packages]]", *_table(package, PackageConfig("", ""))]
@@ -97,7 +104,11 @@ def build(*, role: str | Role = Role.ORIGIN,
     values: dict[str, Any] = {"role": Role(role)}
     for name, table in sections.items():
         kind = _SECTION_TYPES[name]
-        values[name] = kind(**{_FIELD_OF_KEY.get(k, k): _tuple(v) for k, v in table.items()})
+        fields = {_FIELD_OF_KEY.get(k, k): _tuple(v) for k, v in table.items()}
+        if kind is RedirectConfig and "sites" in fields:
+            fields["sites"] = tuple(RedirectSite(**{k: _tuple(v) for k, v in site.items()})
+                                    for site in table["sites"])
+        values[name] = kind(**fields)
     values["packages"] = tuple(_package(p) for p in packages)
     return Config(**values)
 

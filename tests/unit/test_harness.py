@@ -16,9 +16,12 @@ import pytest
 from codecache.core.config import load_config
 from codecache.core.config_schema import (
     Config,
+    EdgeConfig,
     LogConfig,
     LogFormat,
     PackageConfig,
+    RedirectConfig,
+    RedirectSite,
     ReplicaConfig,
     Role,
     ServerConfig,
@@ -48,6 +51,10 @@ EVERY_KEY = Config(
     replica=ReplicaConfig(upstreams=("http://a", "http://b"), interval=2.5, timeout=1.5,
                           max_index_size=4096),
     log=LogConfig(format=LogFormat.JSON, access_sample=10),
+    edge=EdgeConfig(cache_size=12345),
+    redirect=RedirectConfig(check_interval=1.0, trusted_proxies=("10.0.0.0/24",),
+                            sites=(RedirectSite("bnl", ("127.0.0.2/32", "2001:db8::/48"),
+                                                ("http://127.0.0.2:9", "https://e:8443")),)),
     packages=(PackageConfig("pilot", "svn://x/pilot", re.compile("^v[0-9]+$"), "latest",
                             "code"),),
 )

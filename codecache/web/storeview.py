@@ -190,10 +190,13 @@ class StoreView:
         body: dict[str, Any] = {"ready": verdict.ready, "status": verdict.status,
                                 "health": verdict.health.value, "reasons": list(verdict.reasons),
                                 "role": self.config.role.value, "serial": None,
-                                "index_age_seconds": None}
+                                "history_length": None, "index_age_seconds": None}
         if self.catalog is not None:
             index = self.catalog.index
+            # What a redirector compares with the history it serves (DESIGN.md §5): a
+            # re-sign adds no entry, so a target is never "behind" for a re-sign alone.
             body.update(serial=index.serial, generated=index.generated,
+                        history_length=index.history.length if index.history else 0,
                         expires=index.expires, index_age_seconds=int(now - index.generated),
                         last_confirmed=int(self.last_confirmed),
                         seconds_since_confirmed=int(now - self.last_confirmed))

@@ -30,7 +30,10 @@ def test_readyz_is_200_with_verified_index_and_all_blobs(site: Server, workdir: 
     assert got.status == 200
     assert body["ready"] is True
     assert body["status"] == "ok"
-    assert body["serial"] == json.loads(site.request("/index.json").body)["signed"]["serial"]
+    signed = json.loads(site.request("/index.json").body)["signed"]
+    assert body["serial"] == signed["serial"]
+    # The redirector's "not behind" rule reads it (DESIGN.md §4, §5).
+    assert body["history_length"] == signed["history"]["length"] > 0
 
 
 def test_missing_blob_makes_readyz_503_and_its_download_a_503_until_restored(

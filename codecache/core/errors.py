@@ -19,6 +19,7 @@ nothing else decides either.
     ├── IntegrityError         never retried: the bytes are not what was signed
     │   ├── SignatureError     bad, missing or untrusted signature
     │   ├── HashMismatch       content does not match its sha256/size
+    │   ├── UpstreamInvalid    an edge's fill: the upstream's bytes fail the check (502)
     │   ├── AuditMismatch      a release rebuilt from Subversion is not what was signed
     │   ├── IndexRefused       a signed index this node will not accept; ``reason`` is one
     │   │                      of ``Refusal`` (DESIGN.md §5's names)
@@ -30,11 +31,13 @@ nothing else decides either.
     │   ├── InsecureKeyFile    secret key readable by group/world
     │   ├── UnsupportedFile    an exported tree holds a device, fifo or socket
     │   ├── StoreError         the store cannot be read/written (disk full, permissions)
+    │   │   └── CacheFull      an edge's cache cannot take a blob (disk full)
     │   ├── BlobUnavailable    a blob the index lists is missing or corrupt on disk
     │   ├── NoIndex            the store holds no index yet
     │   └── StoreBusy          another writer holds the store lock
     └── UpstreamError          retryable: Subversion or an upstream is unreachable
         ├── UpstreamFailure    an HTTP upstream did not answer usably; ``reason`` says how
+        ├── UpstreamUnavailable  an edge's fill: no upstream answered (503)
         └── SvnError
             └── SvnNotFound    the repository answered: no such path or revision
 """
@@ -46,9 +49,16 @@ from types import MappingProxyType
 
 
 class CodecacheError(Exception):
-    """Base of every codecache error; ``str(err)`` is a one-line message for users."""
+    """Base of every codecache error; ``str(err)`` is a one-line message for users.
+
+    ``http_status``: the status of an error whose class rule (``error_status``) does not
+    fit; ``retry_after``: seconds an HTTP client is told to wait (``Retry-After``), for an
+    error that passes by itself.
+    """
 
     code = "error"
+    http_status: int | None = None
+    retry_after: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -137,6 +147,18 @@ class HashMismatch(IntegrityError):
     code = "hash_mismatch"
 
 
+class UpstreamInvalid(IntegrityError):
+    """An edge's fill whose bytes from upstream fail the check (size, sha256): nothing is
+    cached or served, and the next request tries again (DESIGN.md §5)."""
+
+    code = "upstream_invalid"
+    http_status = 502
+
+    def __init__(self, sha256: str, message: str) -> None:
+        super().__init__(message)
+        self.sha256 = sha256
+
+
 class AuditMismatch(IntegrityError):
     """Releases whose signed hashes are not what their Subversion tag rebuilds to."""
 
@@ -222,6 +244,14 @@ class StoreError(Refused):
     code = "store_error"
 
 
+class CacheFull(StoreError):
+    """An edge's cache cannot take a blob: the disk is full. The fill leaves no partial
+    file and the node keeps serving what it holds."""
+
+    code = "cache_full"
+    retry_after = 30
+
+
 class BlobUnavailable(Refused):
     code = "blob_unavailable"
 
@@ -255,6 +285,14 @@ class UpstreamFailure(UpstreamError):
         self.reason = reason
 
 
+class UpstreamUnavailable(UpstreamError):
+    """An edge cannot fill a blob it does not hold: no upstream answered usably."""
+
+    code = "upstream_unavailable"
+    http_status = 503
+    retry_after = 5
+
+
 class SvnError(UpstreamError):
     code = "svn_error"
 
@@ -284,17 +322,23 @@ HTTP_STATUS = MappingProxyType({
     "payload_too_large": 413,            # nginx: a body over client_max_body_size
     "range_not_satisfiable": 416,
     "internal_error": 500,               # a bug (or a failure of nginx itself)
-    "upstream_unavailable": 502,         # nginx: no replica could be reached
+    "upstream_invalid": 502,             # an edge's fill: the upstream's bytes fail the check
     "blob_unavailable": 503,
+    "cache_full": 503,                   # an edge's fill: the disk is full (Retry-After)
     "no_index": 503,
+    "upstream_unavailable": 503,         # no upstream could be reached (Retry-After on an
+                                         # edge); nginx: no replica could be reached
     "upstream_timeout": 504,             # nginx: no replica answered in time
 })
 
 
 def error_status(err: CodecacheError) -> int:
-    """The HTTP status of ``err``, by its class (a refusal or an integrity failure 503,
-    anything unforeseen 500); ``HTTP_STATUS`` lists the same status for every documented
-    code an error carries (``tests/unit/test_http_errors.py`` holds them together)."""
+    """The HTTP status of ``err``: its class's ``http_status``, else by its class (a refusal
+    or an integrity failure 503, anything unforeseen 500); ``HTTP_STATUS`` lists the same
+    status for every documented code an error carries (``tests/unit/test_http_errors.py``
+    holds them together)."""
+    if err.http_status is not None:
+        return err.http_status
     if isinstance(err, BadRequest):
         return 400
     if isinstance(err, NotFound):

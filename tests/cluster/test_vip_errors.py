@@ -2,8 +2,8 @@
 
 nginx from ``nginx/codecache.conf`` (rendered by ``codecache.ops.nginx``, as the cluster
 runs it) in front of replicas that cannot answer: one whose port is closed (nginx
-answers 502) and one that accepts connections and never answers (504 after
-``proxy_read_timeout``). No replica is needed for the requests nginx refuses itself.
+answers 503 upstream_unavailable) and one that accepts connections and never answers (504
+after ``proxy_read_timeout``). No replica is needed for the requests nginx refuses itself.
 """
 
 from __future__ import annotations
@@ -60,12 +60,13 @@ def assert_json_error(response: Response, status: int, code: str) -> None:
 
 
 @pytest.mark.parametrize("front", ["closed"], indirect=True)
-def test_no_replica_reachable_is_a_json_502(front: str, tmp_path: Path) -> None:
+def test_no_replica_reachable_is_a_json_503(front: str, tmp_path: Path) -> None:
     for args in ((), ("-H", "Range: bytes=0-9"), ("-H", "If-None-Match: \"x\"")):
         response = curl(f"{front}/pilot/latest.tar.gz", *args, cwd=tmp_path)
-        assert_json_error(response, 502, "upstream_unavailable")
+        assert_json_error(response, 503, "upstream_unavailable")
+        assert response.header("retry-after") == "5"
     head = curl(f"{front}/pilot/latest.tar.gz", "-I", cwd=tmp_path)
-    assert (head.status, head.header("content-type")) == (502, "application/json; charset=utf-8")
+    assert (head.status, head.header("content-type")) == (503, "application/json; charset=utf-8")
 
 
 @pytest.mark.parametrize("front", ["silent"], indirect=True)

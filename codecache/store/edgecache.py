@@ -1,0 +1,414 @@
+"""An edge's bounded cache of the blobs it does not pin (DESIGN.md §5, ``[edge] cache_size``).
+
+Owns ``<store>/edge-cache/``: a ``diskcache.Cache`` whose values are files of the raw blob
+bytes (``disk_min_file_size = 0``), keyed by sha256, evicted least recently used first; the
+node's shared counters (hits, misses, upstream bytes, evictions, refusals) and the bytes of
+the pinned channel targets (``reserved``) in a second, small ``diskcache.Cache``; scratch
+files of fills in flight (``tmp/``) and the fill locks (``locks/``). Every worker process and
+the pull loop open it (sqlite: process-safe). The channel targets themselves are the
+store's blobs (``Store.blob_dir``), held as a replica holds them; the bound covers both:
+the LRU part may hold ``cache_size`` minus the reserved bytes.
+
+diskcache does not verify content: a blob enters only through ``put``/``adopt`` with its
+bytes hashed, tagged with the identity of its file (mtime, size, inode); it is served only
+while its file still has that identity, or after it hashed right again (its file changed,
+or the periodic ``scrub``); one that fails is dropped, to be fetched again. diskcache's
+``volume()`` counts its database too: here the bound is on blob bytes alone (the database
+is bookkeeping), so ``volume`` is overridden. A write culls explicitly (``cull_limit = 0``),
+making room before a blob lands, so blob bytes on disk stay within the bound plus the fill
+in flight. A full disk raises ``CacheFull`` and leaves no partial file.
+
+Blocking (sqlite, file I/O, hashing): call it through ``asyncio.to_thread``, except
+``open_known`` (one open and fstat, like a replica's verified file).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import diskcache
+from diskcache.core import MODE_BINARY
+
+from codecache.core.errors import CacheFull, StoreError
+from codecache.store.files import CHUNK, FileIdentity, blob_fault, make_dirs
+
+log = logging.getLogger("codecache.edge")
+
+CACHE_DIR = "edge-cache"
+_STATS_KEYS = ("hits", "misses", "upstream_bytes", "evictions")
+_REFUSALS = "refusals."          # stats key prefix: a fill's refusals by reason
+_RESERVED = "reserved_bytes"
+_LAST_SCRUB = "last_scrub"
+_SQLITE_TIMEOUT = 60.0           # seconds a writer waits for another process's transaction
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeStats:
+    """The node's cache, summed over its processes (``/readyz``, ``status``, ``/metrics``).
+
+    ``cache_bytes``: blob bytes held, the LRU part plus the reserved channel targets.
+    """
+
+    cache_bytes: int
+    limit_bytes: int
+    reserved_bytes: int
+    hits: int
+    misses: int
+    upstream_bytes: int
+    evictions: int
+    refusals: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def hit_ratio(self) -> float:
+        asked = self.hits + self.misses
+        return self.hits / asked if asked else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Placed:
+    """A file already renamed into the cache's tree: ``_Disk.store`` records it as is."""
+
+    filename: str
+    size: int
+
+
+class _Disk(diskcache.Disk):  # type: ignore[misc]
+    """diskcache's Disk that also takes a file already in place (``_Placed``): a verified
+    scratch file is renamed in, never copied (no second write, no partial file)."""
+
+    def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> Any:
+        if isinstance(value, _Placed):
+            return value.size, MODE_BINARY, value.filename, None
+        return super().store(value, read, key=key)
+
+
+class _Blobs(diskcache.Cache):  # type: ignore[misc]
+    """The bound is on blob bytes: the database is bookkeeping (DESIGN.md §5)."""
+
+    def volume(self) -> int:
+        return int(self.reset("size"))
+
+    def cull_to(self, limit: int) -> int:
+        """Evict the least recently used blob, one at a time, until ``volume() <= limit``
+        (diskcache's own ``cull`` evicts ten at a time: up to nine blobs too many).
+        Returns how many were evicted."""
+        evicted = 0
+        while self.volume() > limit:
+            with self._transact(retry=True) as (sql, cleanup):
+                rows = sql("SELECT rowid, filename FROM Cache ORDER BY access_time "
+                           "LIMIT 1").fetchall()
+                if not rows:
+                    break
+                ((rowid, filename),) = rows
+                sql("DELETE FROM Cache WHERE rowid = ?", (rowid,))
+                cleanup(filename)
+            evicted += 1
+        return evicted
+
+
+def _identity(st: os.stat_result) -> FileIdentity:
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _tag(identity: FileIdentity) -> str:
+    return "{}:{}:{}".format(*identity)
+
+
+def _disk_full(err: BaseException) -> bool:
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(err, sqlite3.OperationalError) and "full" in str(err)
+
+
+class EdgeCache:
+    """One process's handle on the node's edge cache (thread-safe)."""
+
+    def __init__(self, root: Path, cache_size: int) -> None:
+        """``root``: the store root; ``cache_size``: ``[edge] cache_size``."""
+        self.dir = root / CACHE_DIR
+        self.tmp_dir = self.dir / "tmp"
+        self.lock_dir = self.dir / "locks"
+        for directory in (self.tmp_dir, self.lock_dir):
+            make_dirs(directory)
+        self._cache_size = cache_size
+        self._blobs = _Blobs(str(self.dir / "blobs"), timeout=_SQLITE_TIMEOUT, disk=_Disk,
+                             disk_min_file_size=0, eviction_policy="least-recently-used",
+                             cull_limit=0, size_limit=cache_size, statistics=False)
+        # Counters and the reserved bytes: never evicted, so not in the blobs' cache.
+        self._stats = diskcache.Cache(str(self.dir / "stats"), timeout=_SQLITE_TIMEOUT,
+                                      eviction_policy="none")
+        self._lock = threading.Lock()
+        self._verified: dict[str, tuple[str, FileIdentity]] = {}   # this process's memo
+        self._pending: dict[str, int] = {}     # counts not yet added to the shared ones
+        self._used: set[str] = set()           # served from the memo since the last flush
+        self._clear_dead_scratch()
+
+    # --- the API of the fill and the pull loop ---------------------------------------------
+
+    def path(self, sha256: str) -> Path | None:
+        """The file of a held blob (a use, for the LRU order), or None; not verified here."""
+        fh = self._blobs.get(sha256, read=True)
+        if fh is None:
+            return None
+        with fh:
+            return Path(fh.name)
+
+    def put(self, sha256: str, source: Path, size: int) -> None:
+        """Copy the verified file ``source`` in as blob ``sha256`` (its bytes are hashed on
+        the way: a file that changed meanwhile is refused), then cull.
+
+        Raises:
+            CacheFull: the disk is full (no partial file is left).
+            StoreError: ``source`` is not the blob, or another failure of the file system.
+        """
+        scratch = self.scratch(sha256)
+        digest = hashlib.sha256()
+        try:
+            with source.open("rb") as src, scratch.open("wb") as out:
+                while chunk := src.read(CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+            fault = blob_fault(sha256, size, scratch.stat().st_size, digest.hexdigest())
+            if fault is not None:
+                raise StoreError(f"blob {sha256} not cached: {source} is {fault}")
+            self.adopt(sha256, scratch, size)
+        except BaseException as err:
+            scratch.unlink(missing_ok=True)
+            if _disk_full(err):
+                raise CacheFull(f"edge cache full: cannot store blob {sha256}") from err
+            if isinstance(err, OSError):
+                raise StoreError(f"cannot cache blob {sha256}: {err.strerror}") from err
+            raise
+
+    def scratch(self, sha256: str) -> Path:
+        """A fresh scratch path for a fill of ``sha256`` (same file system as the cache)."""
+        return self.tmp_dir / f"{os.getpid()}.{sha256}.{os.urandom(4).hex()}"
+
+    def adopt(self, sha256: str, scratch: Path, size: int) -> None:
+        """Move ``scratch`` (from ``scratch()``, written and hashed by the caller: its bytes
+        ARE blob ``sha256``) into the cache, making room first, then cull.
+
+        Raises:
+            CacheFull: the disk is full (``scratch`` and any partial entry are removed).
+        """
+        placed: Path | None = None
+        try:
+            with scratch.open("rb+") as fh:
+                os.fsync(fh.fileno())
+                identity = _identity(os.fstat(fh.fileno()))
+            scratch.chmod(0o644)
+            self._cull(room=size)
+            filename, full = self._blobs._disk.filename()
+            placed = Path(full)
+            make_dirs(placed.parent)
+            scratch.replace(placed)   # a rename keeps mtime, size and inode: the tag holds
+            self._blobs.set(sha256, _Placed(filename, size), read=True, tag=_tag(identity))
+            placed = None
+        except BaseException as err:
+            scratch.unlink(missing_ok=True)
+            if placed is not None:
+                placed.unlink(missing_ok=True)
+            if _disk_full(err):
+                raise CacheFull(f"edge cache full: cannot store blob {sha256}") from err
+            raise
+        with self._lock:
+            self._verified[sha256] = (full, identity)
+        self.cull()
+
+    def set_reserved(self, nbytes: int) -> None:
+        """The bytes of the pinned channel targets; the LRU part shrinks to make room."""
+        self._stats.set(_RESERVED, int(nbytes))
+        self.cull()
+
+    def stats(self) -> EdgeStats:
+        """The node's counters (this process's pending counts included)."""
+        self.flush()
+        values = {key: int(self._stats.get(key, 0)) for key in _STATS_KEYS}
+        reserved = self.reserved
+        refusals = {str(key)[len(_REFUSALS):]: int(self._stats.get(key, 0))
+                    for key in self._stats.iterkeys() if str(key).startswith(_REFUSALS)}
+        return EdgeStats(cache_bytes=self.lru_bytes + reserved, limit_bytes=self._cache_size,
+                         reserved_bytes=reserved, refusals=refusals, **values)
+
+    # --- counting ---------------------------------------------------------------------------
+
+    def count(self, *, hits: int = 0, misses: int = 0) -> None:
+        """Count answers (no I/O: added to the shared counters by ``flush``)."""
+        with self._lock:
+            pending = self._pending
+            pending["hits"] = pending.get("hits", 0) + hits
+            pending["misses"] = pending.get("misses", 0) + misses
+
+    def add_upstream_bytes(self, nbytes: int) -> None:
+        """Blob bytes read from an upstream (a fill, or the pull loop's prefetch)."""
+        self._stats.incr("upstream_bytes", nbytes)
+
+    def refused(self, reason: str) -> None:
+        """A fill refused what an upstream sent (``Refusal`` value), as a replica counts."""
+        self._stats.incr(_REFUSALS + reason)
+
+    def flush(self) -> None:
+        """Add this process's pending counts to the node's, and the LRU uses of blobs
+        served from the memo to the cache's order (call it every watch tick)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            used, self._used = self._used, set()
+        for key, n in pending.items():
+            if n:
+                self._stats.incr(key, n)
+        for sha256 in used:
+            self.path(sha256)
+
+    # --- serving ----------------------------------------------------------------------------
+
+    @property
+    def limit(self) -> int:
+        """Bytes the LRU part may hold: ``cache_size`` less the reserved channel targets."""
+        return max(0, self._cache_size - self.reserved)
+
+    @property
+    def reserved(self) -> int:
+        return int(self._stats.get(_RESERVED, 0))
+
+    @property
+    def lru_bytes(self) -> int:
+        return int(self._blobs.volume())
+
+    def open_known(self, sha256: str) -> BinaryIO | None:
+        """The open file of a blob this process verified, if its file is unchanged since
+        (one open and fstat, no hashing: cheap enough for the event loop); else None.
+        An evicted or changed file is never returned: the descriptor is checked, not a
+        path, so eviction after this returns cannot change what is sent."""
+        known = self._verified.get(sha256)
+        if known is None:
+            return None
+        try:
+            fh = open(known[0], "rb")  # noqa: PTH123, SIM115 - a str path; the caller closes
+        except FileNotFoundError:
+            return None
+        if _identity(os.fstat(fh.fileno())) != known[1]:
+            fh.close()
+            return None
+        with self._lock:
+            self._used.add(sha256)
+        return fh
+
+    def verify(self, sha256: str, size: int) -> bool:
+        """Whether blob ``sha256`` is held with the right bytes (then ``open_known`` opens
+        it): its file as tagged when it was put, or hashed right now. A held file that
+        fails is dropped (the next fill fetches it again)."""
+        fh, tag = self._blobs.get(sha256, read=True, tag=True)
+        if fh is None:
+            return False
+        with fh:
+            identity = _identity(os.fstat(fh.fileno()))
+            known = self._verified.get(sha256)
+            if tag != _tag(identity) and (known is None or known[1] != identity):
+                fault = _fault(fh, sha256, size)
+                if fault is not None:
+                    log.error("edge cache: blob %s dropped, %s", sha256, fault)
+                    self._drop(sha256)
+                    return False
+            with self._lock:
+                self._verified[sha256] = (fh.name, identity)
+        return True
+
+    def scrub(self, sizes: dict[str, int]) -> list[str]:
+        """Hash every held blob again (one process of the node per ``interval``: the others
+        return at once); drop those that fail. ``sizes``: the index's blob sizes (a held
+        blob it no longer lists is checked against its own size). Returns those dropped."""
+        dropped = []
+        for sha256, filename in self._files():
+            try:
+                fh = (self.dir / "blobs" / filename).open("rb")
+            except FileNotFoundError:
+                continue   # evicted meanwhile
+            with fh:
+                size = sizes.get(sha256, os.fstat(fh.fileno()).st_size)
+                fault = _fault(fh, sha256, size)
+            if fault is not None:
+                log.error("edge cache scrub: blob %s dropped, %s", sha256, fault)
+                self._drop(sha256)
+                dropped.append(sha256)
+        with self._lock:
+            held = {sha256 for sha256, _ in self._files()}
+            for sha256 in set(self._verified) - held:
+                del self._verified[sha256]
+        return dropped
+
+    def scrub_due(self, interval: float) -> bool:
+        """Claim the node's next scrub if ``interval`` passed since the last (one process
+        of the node scrubs; the claim is atomic across processes)."""
+        now = time.time()
+        with self._stats.transact():
+            last = float(self._stats.get(_LAST_SCRUB, 0.0))
+            if now - last < interval:
+                return False
+            self._stats.set(_LAST_SCRUB, now)
+        return True
+
+    def cull(self) -> int:
+        """Evict least recently used blobs until the LRU part is within its limit."""
+        return self._cull(room=0)
+
+    def close(self) -> None:
+        self.flush()
+        self._blobs.close()
+        self._stats.close()
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _cull(self, *, room: int) -> int:
+        """Evict until the LRU part plus ``room`` bytes fits the limit; count evictions."""
+        evicted = self._blobs.cull_to(max(0, self.limit - room))
+        if evicted:
+            self._stats.incr("evictions", evicted)
+        return evicted
+
+    def _files(self) -> list[tuple[str, str]]:
+        """(sha256, file name in the cache's tree) of every held blob, read without
+        counting as a use (``get`` would reorder the LRU)."""
+        rows = self._blobs._sql("SELECT key, filename FROM Cache").fetchall()
+        return [(str(key), str(filename)) for key, filename in rows]
+
+    def _drop(self, sha256: str) -> None:
+        self._blobs.delete(sha256, retry=True)
+        with self._lock:
+            self._verified.pop(sha256, None)
+
+    def _clear_dead_scratch(self) -> None:
+        """Scratch files of fills whose process is gone (a kill -9): never served, removed."""
+        for leftover in self.tmp_dir.iterdir():
+            pid = leftover.name.split(".", 1)[0]
+            if not pid.isdigit() or not _alive(int(pid)):
+                leftover.unlink(missing_ok=True)
+
+
+def _fault(fh: BinaryIO, sha256: str, size: int) -> str | None:
+    fh.seek(0)
+    digest = hashlib.sha256()
+    length = 0
+    while chunk := fh.read(CHUNK):
+        digest.update(chunk)
+        length += len(chunk)
+    return blob_fault(sha256, size, length, digest.hexdigest())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+

@@ -50,6 +50,8 @@ class Metrics:
     mutated_tags: Gauge
     store_free: Gauge
     store_size: Gauge
+    redirects: Counter        # labels: site, target (DESIGN.md §5)
+    redirect_direct: Counter  # labels: site, reason: a site's client served directly
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(
         auto_describe=True))
     in_flight_now: int = 0
@@ -258,6 +260,12 @@ def create_metrics(*, generated: Callable[[], float | None], now: Callable[[], f
                          multiprocess_mode="livemostrecent"),
         store_size=Gauge("codecache_store_filesystem_size_bytes", "Size of the file system "
                          "of the store", registry=target, multiprocess_mode="livemostrecent"),
+        redirects=Counter("codecache_redirects", "Tarball requests redirected to a site's "
+                          "edge, by site and target", ["site", "target"], registry=target),
+        redirect_direct=Counter("codecache_redirect_direct", "Tarball requests of a site's "
+                                "clients served directly, by site and reason "
+                                "(target_not_ready, target_behind)", ["site", "reason"],
+                                registry=target),
     )
     metrics.registry.register(_Derived(metrics.source, generated, now))
     metrics.registry.register(ReplicaCollector(replica, now))

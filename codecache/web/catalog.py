@@ -87,7 +87,7 @@ def package_of(route: str, raw_path: str) -> str | None:
     access line), or None for a route that names none."""
     if route not in _PACKAGE_ROUTES:
         return None
-    return unquote(_origin_form(raw_path).split("/")[1])
+    return unquote(origin_form(raw_path).split("/")[1])
 
 
 def _inline(route: Route, body: bytes, last_modified: int, content_type: str,
@@ -258,7 +258,7 @@ def _split_suffix(name: str) -> tuple[str, str, str | None]:
     raise NotFound("no such path")
 
 
-def _origin_form(raw_path: str) -> str:
+def origin_form(raw_path: str) -> str:
     """The path of a request target, without its query; of an absolute-form target too.
 
     RFC 9112 §3.2.2: a server MUST accept the absolute-form (what a client sends when it
@@ -279,7 +279,7 @@ def split_path(raw_path: str) -> list[str]:
         BadRequest: neither an absolute path nor an http(s) URI, too long, bad encoding,
             NUL or control chars.
     """
-    path = _origin_form(raw_path)
+    path = origin_form(raw_path)
     if len(path) > MAX_PATH_LENGTH:
         raise BadRequest("request path too long")
     if not path.startswith("/"):

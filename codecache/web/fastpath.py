@@ -9,7 +9,9 @@ representation, if it is one of those two cases and nothing about it is unusual;
 everything else goes the ordinary way (``front.Front``), which stays the reference: the
 bytes here are the ones it sends (a test compares them).
 
-The rules stay in one place each: which request fields give which outcome
+A tarball request whose client selects a redirect site (``redirect``) is left to the
+handler too: it may be a 302, and that decision is made in one place. The rules stay in
+one place each: which request fields give which outcome
 (``conditional.plain_outcome``), the request id and the cache pad (``headers``), whether an
 answer gets an access line (``logs.AccessLog``).
 """
@@ -27,6 +29,7 @@ from codecache.telemetry.logs import AccessLog, PreparedAccess
 from codecache.web.catalog import Representation, Route, package_of
 from codecache.web.conditional import Outcome, format_http_date, plain_outcome
 from codecache.web.headers import PAD_HEADER, SERVER, cache_pad, request_id_from
+from codecache.web.redirect import REDIRECTED, Redirector
 from codecache.web.storeview import StoreView
 
 _KEPT = 4096   # raw paths remembered per index, like the catalog's own memo
@@ -56,9 +59,11 @@ def _lines(headers: dict[str, str]) -> str:
 class FastPath:
     """Answers for one server process, over its ``StoreView``."""
 
-    def __init__(self, state: StoreView, access: AccessLog) -> None:
+    def __init__(self, state: StoreView, access: AccessLog,
+                 redirector: Redirector | None = None) -> None:
         self._state = state
         self._access = access
+        self._redirector = redirector
         self._catalog: object = None
         self._wires: dict[str, _Wire | None] = {}
         self._second = -1
@@ -84,6 +89,10 @@ class FastPath:
         if wire is None:
             return None
         headers = message.headers
+        redirector = self._redirector
+        if redirector is not None and wire.route in REDIRECTED and \
+                redirector.claims(message.path, headers, remote()):
+            return None   # a site's client: the handler decides whether to redirect it
         rep = wire.rep
         outcome = plain_outcome(headers, rep.etag)
         if outcome is Outcome.NOT_MODIFIED:

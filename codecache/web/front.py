@@ -2,7 +2,8 @@
 
 Owns: which method is allowed (GET and HEAD, anything else 405), the route of a request
 (``catalog``) and its answer (a representation through ``respond``, or a service route:
-``/healthz``, ``/readyz``, ``/metrics``, ``/``), and turning every error into its status
+``/healthz``, ``/readyz``, ``/metrics``, ``/``; a site's tarball request may be a 302 from
+``redirect`` instead), and turning every error into its status
 (``errors.error_status``) and the documented JSON body (``respond.error_response``).
 aiohttp's low-level ``web.Server`` calls ``Front`` directly: no router, middleware chain
 or application signals on the hot path (docs/benchmark.md, "server hot path").
@@ -20,6 +21,7 @@ from aiohttp import HttpVersion10, web
 from codecache.core.errors import BadRequest, CodecacheError, NoIndex, error_status
 from codecache.telemetry.metrics import CONTENT_TYPE
 from codecache.web.catalog import Representation, Route, service_route
+from codecache.web.redirect import Redirector
 from codecache.web.respond import (
     NO_STORE,
     assign_request_id,
@@ -37,10 +39,12 @@ SERIAL_KEY = "codecache.serial"  # request-local: the index serial the answer ca
 
 
 class Front:
-    """The request handler of one server process, over its ``StoreView``."""
+    """The request handler of one server process, over its ``StoreView``; with a
+    ``Redirector`` when the node has ``[[redirect.sites]]``."""
 
-    def __init__(self, state: StoreView) -> None:
+    def __init__(self, state: StoreView, redirector: Redirector | None = None) -> None:
         self.state = state
+        self.redirector = redirector
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         """Answer one request; every error becomes the documented JSON body here."""
@@ -94,6 +98,10 @@ class Front:
                         rep: Representation | None) -> web.StreamResponse:
         state = self.state
         if rep is not None:
+            if self.redirector is not None:
+                moved = self.redirector.answer(request, route, rep)
+                if moved is not None:
+                    return moved
             return await serve_representation(request, state, rep)
         if route is Route.HISTORY:
             return await serve_representation(request, state, state.history())

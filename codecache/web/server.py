@@ -3,7 +3,8 @@
 Owns: ``run`` (the low-level aiohttp server over ``front.Front`` and ``connection``'s
 connections, its slow-client bounds ``header_timeout`` and ``keepalive_timeout``, a drain
 on stop), the background tasks that keep the ``StoreView`` current (every
-``server.watch_interval``, or at once on SIGUSR1) and scrub it, the service manager's
+``server.watch_interval``, or at once on SIGUSR1) and scrub it, and the redirector's
+probes of its targets (``redirect``, on a node with ``[[redirect.sites]]``), the service manager's
 notifications, and the access log. Read-only: GET and HEAD, anything else 405 (``front``).
 How many such processes run and who binds the port is ``supervisor``'s business.
 
@@ -33,6 +34,7 @@ from codecache.web.catalog import package_of
 from codecache.web.connection import LowLevelServer
 from codecache.web.fastpath import FastPath
 from codecache.web.front import ROUTE_KEY, SERIAL_KEY, Front
+from codecache.web.redirect import Redirector
 from codecache.web.respond import request_id
 from codecache.web.storeview import StoreView
 
@@ -127,9 +129,11 @@ async def run(config: Config, sockets: Sequence[socket.socket], stop: asyncio.Ev
     await asyncio.to_thread(state.refresh)  # serve at once what the store holds
     loop = asyncio.get_running_loop()
     sink = AccessLog(access_log, loop, config.log.access_sample)
+    # Each worker reads its redirect targets itself (redirect.py says why).
+    redirector = Redirector(config.redirect, state) if config.redirect.sites else None
     server = LowLevelServer(
-        Front(state), header_timeout=config.server.header_timeout,
-        fast=FastPath(state, sink) if config.server.fast_answers else None,
+        Front(state, redirector), header_timeout=config.server.header_timeout,
+        fast=FastPath(state, sink, redirector) if config.server.fast_answers else None,
         keepalive_timeout=config.server.keepalive_timeout,
         access_log_class=type("SampledAccessLogger", (AccessLogger,), {"sink": sink}),
         access_log=access_log if config.log.access_sample else None,
@@ -152,6 +156,8 @@ async def run(config: Config, sockets: Sequence[socket.socket], stop: asyncio.Ev
             config.store.scrub_interval, lambda: asyncio.to_thread(state.scrub), "scrub"))
         if background is not None:
             await stack.enter_async_context(background(state))
+        if redirector is not None:
+            await stack.enter_async_context(redirector.running())
         try:
             for sock in sockets:
                 await web.SockSite(runner, sock, backlog=1024).start()

@@ -129,11 +129,14 @@ class Server:
 
 def start_server(origin: Origin, port: int | None = None,
                  env: dict[str, str] | None = None,
-                 global_args: tuple[str, ...] = ()) -> Server:
+                 global_args: tuple[str, ...] = (), also_listen: tuple[str, ...] = (),
+                 wait_ready: bool = True) -> Server:
     """Start ``codecache serve`` for ``origin`` and wait until ``/readyz`` says 200.
 
     ``env`` adds ``CODECACHE_*`` overrides (e.g. ``CODECACHE_SERVER_MEMORY_BLOB_MAX``);
-    ``global_args`` go before the command (e.g. ``--log-format json``).
+    ``global_args`` go before the command (e.g. ``--log-format json``); ``also_listen``:
+    addresses served besides ``127.0.0.1:port`` (``[::1]:PORT``); ``wait_ready`` False: wait
+    only until the port answers (a node that cannot be ready yet).
     """
     port = port or free_port()
     log = origin.dir / f"serve-{port}.log"
@@ -142,7 +145,7 @@ def start_server(origin: Origin, port: int | None = None,
     # read a state right after making it, which each worker sees within a watch tick.
     environ["CODECACHE_SERVER_WORKERS"] = "1"
     environ.update(env or {})
-    environ["CODECACHE_SERVER_LISTEN"] = f"127.0.0.1:{port}"
+    environ["CODECACHE_SERVER_LISTEN"] = ",".join((f"127.0.0.1:{port}", *also_listen))
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "codecache", "--config", str(origin.config), *global_args,
@@ -154,7 +157,7 @@ def start_server(origin: Origin, port: int | None = None,
         if process.poll() is not None:
             raise AssertionError(f"codecache serve exited {process.returncode}\n"
                                  f"{server.log_tail()}")
-        return port_open(port) and server.request("/readyz").status == 200
+        return port_open(port) and (not wait_ready or server.request("/readyz").status == 200)
 
     try:
         wait_until(ready, READY_TIMEOUT, "codecache serve answers /readyz with 200",
@@ -167,9 +170,11 @@ def start_server(origin: Origin, port: int | None = None,
 
 @contextlib.contextmanager
 def running(origin: Origin, port: int | None = None, env: dict[str, str] | None = None,
-            global_args: tuple[str, ...] = ()) -> Iterator[Server]:
-    """A started server, stopped (SIGTERM, then SIGKILL) when the block ends."""
-    server = start_server(origin, port, env, global_args)
+            global_args: tuple[str, ...] = (), also_listen: tuple[str, ...] = (),
+            wait_ready: bool = True) -> Iterator[Server]:
+    """A started server (``start_server``), stopped (SIGTERM, then SIGKILL) when the block
+    ends."""
+    server = start_server(origin, port, env, global_args, also_listen, wait_ready)
     try:
         yield server
     finally:

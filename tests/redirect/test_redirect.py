@@ -1,0 +1,272 @@
+"""The redirector with real clients: a site's pilot is sent to its edge, everyone else served.
+
+DESIGN.md §4 (the 302) and §5 (redirect): by network (loopback addresses, IPv6 too) or
+``?site=``; X-Forwarded-For and X-Forwarded-Proto believed from the trusted proxy only;
+a target is named only while usable (an edge, ready, confirmed within 30 s, not behind the
+history served here); wget, ``curl -L`` and the PanDA wrapper's own line follow it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.harness.binaries import require
+from tests.harness.clients import curl, wget
+from tests.harness.timing import scaled, wait_until
+from tests.http.helpers import release_bytes
+from tests.redirect.conftest import CLIENT, PROXY, UNTRUSTED, World
+
+LATEST = "/{package}/latest.tar.gz"
+RELEASE = "/{package}/releases/1.2.0.tar.gz"
+
+
+def _path(world: World, template: str) -> str:
+    return template.format(package=world.package)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def probed(world: World, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The redirector has read its targets once (it probes every second)."""
+    cwd = tmp_path_factory.mktemp("probed")
+    wait_until(lambda: curl(world.redirector.url(_path(world, LATEST)) + "?site=near",
+                            cwd=cwd).status == 302, 10, "the redirector names the good edge")
+
+
+def _from(site: str) -> tuple[str, ...]:
+    return ("--interface", CLIENT[site])
+
+
+def test_a_site_client_gets_a_302_to_its_edge(world: World, workdir: Path) -> None:
+    path = _path(world, LATEST)
+    got = curl(world.redirector.url(path), *_from("near"), cwd=workdir)
+    assert got.status == 302, got
+    location = world.good.base + path
+    assert got.header("location") == location
+    assert got.header("cache-control") == "private, no-store"
+    assert got.header("x-codecache-version") == "1.2.0"   # what the redirector serves
+    assert json.loads(got.body) == {"redirect": {"site": "near", "target": world.good.base,
+                                                 "location": location}}
+
+
+def test_curl_follows_the_redirect_and_gets_the_edges_bytes(world: World,
+                                                            workdir: Path) -> None:
+    for template, version in ((LATEST, "1.2.0"), (RELEASE, "1.2.0")):
+        got = curl(world.redirector.url(_path(world, template)), "-L", *_from("near"),
+                   cwd=workdir)
+        assert got.status == 200, got
+        assert got.body == release_bytes(world.redirector.origin, version)
+        assert got.header("x-codecache-version") == version
+
+
+def test_wget_follows_the_redirect(world: World, workdir: Path) -> None:
+    url = world.redirector.url(_path(world, LATEST))
+    result = wget("-S", f"--bind-address={CLIENT['near']}", url, cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "HTTP/1.1 302 Found" in result.stderr
+    assert f"Location: {world.good.base}{_path(world, LATEST)}" in result.stderr
+    saved = workdir / "latest.tar.gz"
+    assert saved.read_bytes() == release_bytes(world.redirector.origin, "1.2.0")
+
+
+def test_checksums_and_signatures_are_redirected_too(world: World, workdir: Path) -> None:
+    for suffix in (".sha256", ".minisig"):
+        for template in (LATEST, RELEASE):
+            path = _path(world, template) + suffix
+            got = curl(world.redirector.url(path), *_from("near"), cwd=workdir)
+            assert (got.status, got.header("location")) == (302, world.good.base + path)
+    keyid = _keyid(world, workdir)
+    path = _path(world, RELEASE) + f".{keyid}.minisig"
+    got = curl(world.redirector.url(path), *_from("near"), cwd=workdir)
+    assert (got.status, got.header("location")) == (302, world.good.base + path)
+    followed = curl(world.redirector.url(path), "-L", *_from("near"), cwd=workdir)
+    assert followed.status == 200 and b"untrusted comment" in followed.body
+
+
+def _keyid(world: World, workdir: Path) -> str:
+    """The signing key's id as minisign prints it (from the public key file)."""
+    raw = base64.b64decode(world.redirector.origin.public_key.read_text().splitlines()[1])
+    return f"{struct.unpack('<Q', raw[2:10])[0]:X}"
+
+
+def test_head_gets_the_302_headers_without_a_body(world: World, workdir: Path) -> None:
+    got = curl(world.redirector.url(_path(world, LATEST)), "-I", *_from("near"), cwd=workdir)
+    assert got.status == 302
+    assert got.header("location") == world.good.base + _path(world, LATEST)
+    assert got.header("cache-control") == "private, no-store"
+    # With -I curl writes the header block as its output: nothing may follow it.
+    assert got.body.startswith(b"HTTP/1.1 302 ") and got.body.count(b"\r\n\r\n") == 1
+    assert got.body.endswith(b"\r\n\r\n")
+    assert int(got.header("content-length") or 0) > 0   # the GET's body, not sent
+
+
+def test_other_urls_of_a_site_client_are_served_here(world: World, workdir: Path) -> None:
+    sha256 = hashlib.sha256(release_bytes(world.redirector.origin, "1.2.0")).hexdigest()
+    for path in (f"/blobs/sha256/{sha256}", "/index.json", "/history.json", "/readyz",
+                 "/healthz", "/metrics", "/"):
+        got = curl(world.redirector.url(path), *_from("near"), cwd=workdir)
+        assert got.status == 200, (path, got.status)
+
+
+def test_a_direct_client_is_served_here(world: World, workdir: Path) -> None:
+    path = _path(world, LATEST)
+    # Twice on one connection: the fast path's answer, then the cached one.
+    got = curl(world.redirector.url(path), "-o", "/dev/null", "--next", "-sS",
+               world.redirector.url(path), cwd=workdir)
+    assert got.status == 200
+    assert got.body == release_bytes(world.redirector.origin, "1.2.0")
+
+
+def test_a_site_client_is_never_answered_by_the_fast_path(world: World,
+                                                          workdir: Path) -> None:
+    """Plain GETs on one kept-alive connection: each one a 302 (the fast path answers a
+    plain GET from memory before the handler sees it; it must leave these to it)."""
+    got = _curl_many(world.redirector.url(_path(world, RELEASE)), 3, *_from("near"))
+    assert [line.split()[0] for line in got] == ["302"] * 3, got
+
+
+def test_site_parameter_redirects_any_client_and_the_query_is_dropped(
+        world: World, workdir: Path) -> None:
+    path = _path(world, LATEST)
+    got = curl(world.redirector.url(path) + "?site=near&x=1", cwd=workdir)
+    assert (got.status, got.header("location")) == (302, world.good.base + path)
+    # An unknown site: served directly, even to a client inside a site's network.
+    for args in ((), _from("near")):
+        unknown = curl(world.redirector.url(path) + "?site=nowhere", *args, cwd=workdir)
+        assert unknown.status == 200
+
+
+def test_the_longest_matching_network_wins(world: World, workdir: Path) -> None:
+    path = _path(world, LATEST)
+    narrow = curl(world.redirector.url(path), *_from("narrow"), cwd=workdir)
+    assert (narrow.status, narrow.header("location")) == (302, world.good.base + path)
+    wide = curl(world.redirector.url(path), *_from("wide"), cwd=workdir)   # a dead target
+    assert wide.status == 200
+
+
+def test_an_ipv6_client_in_a_site_network_is_redirected(world: World, workdir: Path) -> None:
+    if not world.ipv6:
+        pytest.skip("no IPv6 loopback on this machine")
+    url = f"http://[::1]:{world.redirector.port}{_path(world, LATEST)}"
+    got = curl(url, "-g", cwd=workdir)
+    assert (got.status, got.header("location")) == (302, world.good.base +
+                                                     _path(world, LATEST))
+
+
+def test_forwarded_for_is_believed_from_the_trusted_proxy_only(world: World,
+                                                               workdir: Path) -> None:
+    url = world.redirector.url(_path(world, LATEST))
+    forwarded = ("-H", f"X-Forwarded-For: 198.51.100.7, {CLIENT['near']}")
+    proxied = curl(url, "--interface", PROXY, *forwarded, cwd=workdir)
+    assert proxied.status == 302
+    assert curl(url, "--interface", UNTRUSTED, *forwarded, cwd=workdir).status == 200
+    # Only the last hop (the one the proxy added) counts: a client cannot claim a site.
+    claimed = ("-H", f"X-Forwarded-For: {CLIENT['near']}, 198.51.100.7")
+    assert curl(url, "--interface", PROXY, *claimed, cwd=workdir).status == 200
+    # A site client behind an untrusted one is the untrusted one; a site client's own
+    # X-Forwarded-For does not take it out of its site.
+    assert curl(url, *_from("near"), "-H", "X-Forwarded-For: 198.51.100.7",
+                cwd=workdir).status == 302
+
+
+def test_an_https_client_goes_only_to_an_https_target(world: World, workdir: Path) -> None:
+    """The trusted proxy says the client spoke https: the site's only target is http, so
+    the client is served directly (never sent from https to plain http)."""
+    url = world.redirector.url(_path(world, LATEST))
+    forwarded = ("-H", f"X-Forwarded-For: {CLIENT['near']}")
+    https = curl(url, "--interface", PROXY, *forwarded, "-H", "X-Forwarded-Proto: https",
+                 cwd=workdir)
+    assert https.status == 200
+    http = curl(url, "--interface", PROXY, *forwarded, "-H", "X-Forwarded-Proto: http",
+                cwd=workdir)
+    assert http.status == 302
+    # From anyone else the header means nothing.
+    assert curl(url, *_from("near"), "-H", "X-Forwarded-Proto: https",
+                cwd=workdir).status == 302
+
+
+@pytest.mark.parametrize("site", ["dead", "replica", "behind", "stale"])
+def test_an_unusable_target_is_never_named(world: World, workdir: Path, site: str) -> None:
+    """Dead (nothing listens), not an edge (a ready replica), behind (an edge one history
+    entry short of what the redirector serves), stale (confirmed 31 s ago): served here."""
+    path = _path(world, LATEST)
+    for args in (_from(site), ("-H", "X-Unused: 1")):
+        url = world.redirector.url(path) + ("" if args[0] == "--interface" else f"?site={site}")
+        got = curl(url, *args, cwd=workdir)
+        assert got.status == 200, (site, got.status, got.header("location"))
+        assert got.body == release_bytes(world.redirector.origin, "1.2.0")
+
+
+def test_only_the_usable_target_of_several_is_named(world: World, workdir: Path) -> None:
+    got = _curl_many(world.redirector.url(_path(world, LATEST)), 20, *_from("mixed"))
+    assert set(got) == {f"302 {world.good.base}{_path(world, LATEST)}"}
+
+
+def _curl_many(url: str, times: int, *args: str) -> list[str]:
+    """One curl asking ``url`` ``times`` times on one kept-alive connection: a line
+    ``STATUS REDIRECT_URL`` for each answer."""
+    outputs = [arg for _ in range(times) for arg in (url, "-o", "/dev/null")]
+    result = subprocess.run([require("curl"), "-sS", "--max-time", str(scaled(30)), *args,
+                             "-w", "%{http_code} %{redirect_url}\\n", *outputs],
+                            capture_output=True, text=True, timeout=scaled(40), check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()
+
+
+def test_metrics_count_redirects_and_direct_answers(world: World, workdir: Path) -> None:
+    url = world.redirector.url(_path(world, RELEASE))
+    before = _metrics(world, workdir)
+    for site in ("near", "near", "dead", "behind", "replica"):
+        curl(url, *_from(site), cwd=workdir)
+    curl(url, cwd=workdir)   # a direct client: counted nowhere here
+    after = _metrics(world, workdir)
+
+    def grew(sample: str) -> float:
+        return after.get(sample, 0.0) - before.get(sample, 0.0)
+
+    good = world.good.base
+    assert grew(f'codecache_redirects_total{{site="near",target="{good}"}}') == 2
+    assert grew('codecache_redirect_direct_total{reason="target_not_ready",site="dead"}') == 1
+    assert grew('codecache_redirect_direct_total{reason="target_not_ready",'
+                'site="replica"}') == 1
+    assert grew('codecache_redirect_direct_total{reason="target_behind",site="behind"}') == 1
+
+
+def _metrics(world: World, workdir: Path) -> dict[str, float]:
+    text = curl(world.redirector.url("/metrics"), cwd=workdir).body.decode()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("codecache_redirect"):
+            name, _, value = line.rpartition(" ")
+            samples[_sorted_labels(name)] = float(value)
+    return samples
+
+
+def _sorted_labels(sample: str) -> str:
+    name, _, labels = sample.partition("{")
+    if not labels:
+        return name
+    pairs = sorted(re.findall(r'(\w+="[^"]*")', labels))
+    return f"{name}{{{','.join(pairs)}}}"
+
+
+def test_the_panda_wrapper_line_from_a_site_address(world: World, workdir: Path) -> None:
+    """The PanDA wrapper's own line (a site worker node: its address is the site's)."""
+    url = world.redirector.url(_path(world, LATEST))
+    line = (f"curl --interface {CLIENT['near']} --connect-timeout 30 --max-time 180 -sSL "
+            f"{url} | tar -xzf -")
+    before = _metrics(world, workdir)
+    result = subprocess.run(["sh", "-c", f"set -e; {line}"], cwd=workdir, capture_output=True,
+                            text=True, timeout=scaled(60), check=False)
+    assert result.returncode == 0, result.stderr
+    assert (workdir / world.package / "bin" / "pilot.sh").exists()
+    after = _metrics(world, workdir)
+    sample = f'codecache_redirects_total{{site="near",target="{world.good.base}"}}'
+    assert after[sample] - before.get(sample, 0.0) == 1

@@ -159,6 +159,7 @@ def _single(config: Config, sockets: list[socket.socket], notifier: Notifier) ->
     # server side, the store view and prometheus_client live in the workers).
     import asyncio
 
+    from codecache.node.fill import edge_fill
     from codecache.node.pull import pull_loop
     from codecache.web import server
 
@@ -168,7 +169,7 @@ def _single(config: Config, sockets: list[socket.socket], notifier: Notifier) ->
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await server.run(config, sockets, stop, background=pull_loop(config, None),
-                         notifier=notifier)
+                         fill=edge_fill(config), notifier=notifier)
 
     asyncio.run(run())
 

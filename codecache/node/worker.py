@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 
+from codecache.node.fill import edge_fill
 from codecache.node.pull import pull_loop
 from codecache.node.supervisor import WorkerSpec
 from codecache.telemetry.logs import LogHandler
@@ -71,7 +72,8 @@ async def _run(spec: WorkerSpec, sockets: list[socket.socket]) -> None:
     watcher = asyncio.create_task(watch_parent())
     try:
         await server.run(spec.config, sockets, stop, workers=spec.workers,
-                         metrics_dir=spec.metrics_dir, background=background)
+                         metrics_dir=spec.metrics_dir, background=background,
+                         fill=edge_fill(spec.config))
     finally:
         watcher.cancel()
 

@@ -7,6 +7,7 @@ of several worker processes keeps them in prometheus_client's multiprocess files
 
 from __future__ import annotations
 
+import collections
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -159,24 +160,81 @@ class PullFacts(Protocol):
     def refused_at(self) -> Mapping[str, float]: ...
 
 
-class ReplicaCollector(Collector):
-    """The pull loop's counters, read from its status file on every scrape.
+class EdgeFacts(Protocol):
+    """An edge's cache, summed over the node's processes (``store.EdgeStats``)."""
 
-    The loop may run in another process (``codecache replicate``), so its counters travel
-    through ``replica.json`` rather than this process's registry; a restart of the loop
-    resets them, which Prometheus' ``rate()`` handles as any counter reset.
-    """
+    @property
+    def cache_bytes(self) -> int: ...
+    @property
+    def limit_bytes(self) -> int: ...
+    @property
+    def hits(self) -> int: ...
+    @property
+    def misses(self) -> int: ...
+    @property
+    def upstream_bytes(self) -> int: ...
+    @property
+    def evictions(self) -> int: ...
+    @property
+    def refusals(self) -> Mapping[str, int]: ...
 
-    def __init__(self, facts: Callable[[], PullFacts | None], now: Callable[[], float]) -> None:
+
+class EdgeCollector(Collector):
+    """An edge's cache (DESIGN.md §5): counters and gauges of the whole node, one value
+    each however many workers (they live in the cache's shared store, read every watch
+    tick), not per process."""
+
+    def __init__(self, facts: Callable[[], EdgeFacts | None]) -> None:
         self._facts = facts
-        self._now = now
 
     def collect(self) -> Iterator[Metric]:
         facts = self._facts()
         if facts is None:
             return
+        yield _gauge("codecache_edge_cache_bytes", "Blob bytes the edge holds, channel "
+                     "targets included", facts.cache_bytes)
+        yield _gauge("codecache_edge_cache_limit_bytes", "The edge's cache bound "
+                     "([edge] cache_size)", facts.limit_bytes)
+        for name, doc, value in (
+                ("codecache_edge_hits", "Blob answers from the edge cache (channel targets, "
+                 "always held, not counted)", facts.hits),
+                ("codecache_edge_misses", "Blob answers that waited for a fill from upstream",
+                 facts.misses),
+                ("codecache_edge_upstream_bytes", "Blob bytes read from upstream",
+                 facts.upstream_bytes),
+                ("codecache_edge_evictions", "Blobs evicted from the edge cache",
+                 facts.evictions)):
+            family = CounterMetricFamily(name, doc)
+            family.add_metric([], value)
+            yield family
+
+
+class ReplicaCollector(Collector):
+    """The pull loop's counters, read from its status file on every scrape.
+
+    The loop may run in another process (``codecache replicate``), so its counters travel
+    through ``replica.json`` rather than this process's registry; a restart of the loop
+    resets them, which Prometheus' ``rate()`` handles as any counter reset. An edge's fills
+    refuse bytes too: their refusals are added to the pull loop's, by reason.
+    """
+
+    def __init__(self, facts: Callable[[], PullFacts | None], now: Callable[[], float],
+                 edge: Callable[[], EdgeFacts | None] = lambda: None) -> None:
+        self._facts = facts
+        self._now = now
+        self._edge = edge
+
+    def collect(self) -> Iterator[Metric]:
+        facts = self._facts()
+        edge = self._edge()
+        refusals = collections.Counter(facts.refusals if facts is not None else {})
+        refusals.update(edge.refusals if edge is not None else {})
+        if facts is None and not refusals:
+            return
         yield _counter("codecache_replica_refusals", "Upstream indexes (or bodies in their "
-                       "place) refused, by reason", "reason", facts.refusals)
+                       "place) refused, by reason", "reason", refusals)
+        if facts is None:
+            return
         yield _counter("codecache_replica_upstream_errors", "Upstream transport failures, by "
                        "kind", "reason", facts.errors)
         yield _counter("codecache_replica_pulls", "Pulls, by result", "result", facts.pulls)
@@ -217,6 +275,7 @@ def _gauge(name: str, doc: str, value: float) -> Metric:
 
 def create_metrics(*, generated: Callable[[], float | None], now: Callable[[], float],
                    replica: Callable[[], PullFacts | None],
+                   edge: Callable[[], EdgeFacts | None] = lambda: None,
                    multiprocess_dir: Path | None = None) -> Metrics:
     """The instruments of one server process.
 
@@ -268,5 +327,6 @@ def create_metrics(*, generated: Callable[[], float | None], now: Callable[[], f
                                 registry=target),
     )
     metrics.registry.register(_Derived(metrics.source, generated, now))
-    metrics.registry.register(ReplicaCollector(replica, now))
+    metrics.registry.register(ReplicaCollector(replica, now, edge))
+    metrics.registry.register(EdgeCollector(edge))
     return metrics

@@ -17,11 +17,12 @@ import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from aiohttp import HttpVersion11, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from codecache.core.errors import HTTP_STATUS
+from codecache.core.errors import HTTP_STATUS, BlobUnavailable
 from codecache.web.catalog import Representation
 from codecache.web.conditional import Outcome, evaluate, plain_outcome
 from codecache.web.headers import PAD_HEADER, cache_pad, request_id_from
@@ -121,7 +122,12 @@ async def serve_representation(request: web.BaseRequest, state: StoreView,
         else decided.headers
     start, end = decided.span
     if isinstance(body, Path):
-        return await _stream_file(request, body, start, end, decided.status, headers)
+        # Opened on the loop: a verified file of the local store, its inode cached; a thread
+        # hop costs a hundred times the open (docs/benchmark.md, "server hot path").
+        body = body.open("rb")
+    if not isinstance(body, bytes):
+        with body:
+            return await _stream_file(request, body, start, end, decided.status, headers)
     return web.Response(status=decided.status, headers=headers,
                         body=body[start:end + 1] if decided.status == 206 else body)
 
@@ -136,28 +142,50 @@ def _cache_padded(request: web.BaseRequest, headers: Mapping[str, str],
     return headers if padding is None else {**headers, PAD_HEADER: padding}
 
 
-async def _body(state: StoreView, rep: Representation) -> bytes | Path:
+async def _body(state: StoreView, rep: Representation) -> bytes | Path | BinaryIO:
+    """The verified body: bytes, a verified file of the store, or (an edge's cache) an open
+    verified file."""
     if rep.inline is not None:
         return rep.inline
-    assert rep.blob is not None  # noqa: S101 - a Representation holds inline bytes or a blob
-    cached = state.blobs.cached(rep.blob)
+    sha256 = rep.blob
+    assert sha256 is not None  # noqa: S101 - a Representation holds inline bytes or a blob
+    cached = state.blobs.cached(sha256)
     if cached is not None:
         return cached
-    path = state.blobs.verified_path(rep.blob, rep.size)
+    path = state.blobs.verified_path(sha256, rep.size)
     if path is not None:
         return path
-    return await asyncio.to_thread(state.blobs.load, rep.blob, rep.size)
+    edge = state.edge
+    if edge is None:
+        return await asyncio.to_thread(state.blobs.load, sha256, rep.size)
+    # An edge: a blob it pins (a channel target, in the store) as a replica serves it; any
+    # other from its cache, filled first if not held (edgeblobs).
+    held = edge.known(sha256)
+    if held is not None:
+        return held
+    pinned = await asyncio.to_thread(_pinned, state, sha256, rep.size)
+    return pinned if pinned is not None else await edge.open(sha256, rep.size)
 
 
-async def _stream_file(request: web.BaseRequest, path: Path, start: int, end: int,
+def _pinned(state: StoreView, sha256: str, size: int) -> bytes | Path | None:
+    """On an edge, a blob it holds in the store (a channel target), as a replica serves it;
+    None: its cache's business."""
+    if not state.store.blob_path(sha256).exists():
+        return None
+    try:
+        return state.blobs.load(sha256, size)
+    except BlobUnavailable:   # removed or bad meanwhile: the cache fills it
+        return None
+
+
+async def _stream_file(request: web.BaseRequest, fh: BinaryIO, start: int, end: int,
                        status: int, headers: Mapping[str, str]) -> web.StreamResponse:
-    """Send a large verified blob with sendfile(2); chunked reads where that is impossible."""
+    """Send a verified blob's open file with sendfile(2); chunked reads where that is
+    impossible. The caller closes ``fh``."""
     response = web.StreamResponse(status=status, headers=headers)
     response.headers["X-Request-ID"] = request_id(request)
     response.content_length = count = end - start + 1
-    # Opened on the loop: a verified file of the local store, its inode cached; a thread
-    # hop costs a hundred times the open (docs/benchmark.md, "server hot path").
-    with path.open("rb") as fh, _corked(request.transport):
+    with _corked(request.transport):
         writer = await response.prepare(request)
         if request.method == "HEAD" or writer is None:
             return response

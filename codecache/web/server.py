@@ -32,6 +32,7 @@ from codecache.telemetry.logs import AccessLog
 from codecache.telemetry.notify import Notifier
 from codecache.web.catalog import package_of
 from codecache.web.connection import LowLevelServer
+from codecache.web.edgeblobs import EdgeBlobs, OpenFill
 from codecache.web.fastpath import FastPath
 from codecache.web.front import ROUTE_KEY, SERIAL_KEY, Front
 from codecache.web.redirect import Redirector
@@ -114,14 +115,15 @@ class _QuietParseErrors(logging.Filter):
 
 async def run(config: Config, sockets: Sequence[socket.socket], stop: asyncio.Event, *,
               workers: int = 1, metrics_dir: Path | None = None,
-              background: Background | None = None,
+              background: Background | None = None, fill: OpenFill | None = None,
               notifier: Notifier | None = None) -> None:
     """Serve on ``sockets`` (bound and listening) until ``stop`` is set, then drain.
 
     ``workers``/``metrics_dir``: this process is one of several (``supervisor``);
     ``background``: work to run beside serving, handed the store view (a replica's pull
-    loop, from whoever starts the server: the web side knows nothing of pulling); ``notifier``:
-    tell systemd when ready and while alive (the process systemd started).
+    loop, from whoever starts the server: the web side knows nothing of pulling); ``fill``:
+    an edge's fill of the blobs it does not hold (likewise); ``notifier``: tell systemd
+    when ready and while alive (the process systemd started).
     """
     notifier = notifier or Notifier(None, None)
     logging.getLogger("aiohttp.server").addFilter(_QuietParseErrors())
@@ -158,6 +160,11 @@ async def run(config: Config, sockets: Sequence[socket.socket], stop: asyncio.Ev
             await stack.enter_async_context(background(state))
         if redirector is not None:
             await stack.enter_async_context(redirector.running())
+        if state.edge_cache is not None:
+            stack.callback(state.edge_cache.close)   # after the fill: its counts flushed
+            if fill is not None:
+                state.edge = EdgeBlobs(state.edge_cache,
+                                       await stack.enter_async_context(fill(state.edge_cache)))
         try:
             for sock in sockets:
                 await web.SockSite(runner, sock, backlog=1024).start()

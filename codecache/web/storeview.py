@@ -20,6 +20,7 @@ from codecache.core.config import Config, Role
 from codecache.core.errors import IndexRefused, NoIndex, NotFound, StoreError
 from codecache.core.readiness import IndexProblem, IndexTrouble, Readiness, judge
 from codecache.core.signing import load_trusted_keys
+from codecache.store.edgecache import EdgeCache, EdgeStats
 from codecache.store.files import file_identity
 from codecache.store.state import PullStatus
 from codecache.store.store import Store
@@ -27,6 +28,7 @@ from codecache.store.trusted import read_trusted_index
 from codecache.telemetry.metrics import Metrics, create_metrics
 from codecache.web.blobcache import BlobCache
 from codecache.web.catalog import Catalog, Representation, history_representation
+from codecache.web.edgeblobs import EdgeBlobs
 
 log = logging.getLogger("codecache.web.server")
 
@@ -57,9 +59,17 @@ class StoreView:
         self._state_id: tuple[int, int, int] | None = None
         self._pull_id: tuple[int, int, int] | None = None
         self._refreshing = threading.Lock()
+        # An edge's cache of the blobs it does not pin (shared by the node's processes),
+        # its counters as last read, and its blobs for requests (``server.run`` hands in
+        # the fill).
+        self.edge_cache = EdgeCache(config.store.path, config.edge.cache_size) \
+            if config.role is Role.EDGE else None
+        self.edge_stats: EdgeStats | None = None
+        self.edge: EdgeBlobs | None = None
         self.metrics: Metrics = create_metrics(
             generated=lambda: self.catalog.index.generated if self.catalog else None,
-            now=time.time, replica=lambda: self.pull, multiprocess_dir=metrics_dir)
+            now=time.time, replica=lambda: self.pull, edge=lambda: self.edge_stats,
+            multiprocess_dir=metrics_dir)
 
     def refresh(self) -> None:
         """Pick up a new index and local state, re-check blobs (blocking: run in a thread).
@@ -73,11 +83,17 @@ class StoreView:
             self._refresh_pull_status()
             if self.catalog is not None:
                 self.blob_problems = self.blobs.check(self.catalog.blob_sizes())
+            if self.edge_cache is not None:
+                self.edge_stats = self.edge_cache.stats()   # this process's counts added
             self._update_gauges()
 
     def scrub(self) -> None:
         if self.catalog is not None:
             self.blob_problems = self.blobs.scrub(self.catalog.blob_sizes())
+        # The edge cache is the node's: one of its processes scrubs it per interval.
+        if self.edge_cache is not None and \
+                self.edge_cache.scrub_due(self.config.store.scrub_interval):
+            self.edge_cache.scrub(self.catalog.blob_sizes() if self.catalog else {})
 
     def _refresh_index(self) -> None:
         identity = file_identity(self.store.index_path)
@@ -204,6 +220,8 @@ class StoreView:
             body["blobs_unavailable"] = len(self.blob_problems)
         if self.config.role is Role.REPLICA:
             body["upstream"] = self.pull.upstream if self.pull is not None else None
+        if self.edge_stats is not None:
+            body["edge"] = edge_facts(self.edge_stats)
         if self.pull is not None:
             body["replica"] = {"upstream": self.pull.upstream, "serial": self.pull.serial,
                                "last_pull": int(self.pull.attempted_at),
@@ -212,3 +230,12 @@ class StoreView:
                                "refused_at": {reason: int(when) for reason, when
                                               in self.pull.refused_at.items()}}
         return verdict, body
+
+
+def edge_facts(stats: EdgeStats) -> dict[str, Any]:
+    """An edge's cache in ``/readyz``'s body (``status`` and ``check`` read these keys)."""
+    return {"cache_bytes": stats.cache_bytes, "cache_limit_bytes": stats.limit_bytes,
+            "reserved_bytes": stats.reserved_bytes, "hits": stats.hits,
+            "misses": stats.misses, "hit_ratio": round(stats.hit_ratio, 4),
+            "upstream_bytes": stats.upstream_bytes, "evictions": stats.evictions,
+            "refusals": dict(stats.refusals)}

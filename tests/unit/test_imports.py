@@ -39,13 +39,14 @@ MODULES: dict[str, tuple[tuple[str, ...], ...]] = {
     "origin": (("sources.base", "sources.pysvn_worker"), ("sources.svn_access",),
                ("sources.svn_cli", "sources.pysvn"), ("sources.svn",), ("build",),
                ("signer",), ("writer",), ("syncer", "audit"), ("service",), ("sync",)),
-    "replica": (("history_mirror", "fetcher", "record", "held"), ("puller",)),
+    "replica": (("history_mirror", "fetcher", "record", "held"), ("puller", "edgefill")),
     "web": (("conditional", "cachealign", "sites"), ("catalog", "statuspage", "headers"),
-            ("blobcache",), ("storeview",), ("redirect",), ("fastpath",), ("respond",), ("front",),
+            ("blobcache", "edgeblobs"), ("storeview",), ("redirect",), ("fastpath",),
+            ("respond",), ("front",),
             ("connection",), ("server",)),
     "ops": (("check", "nginx"), ("targets",), ("probe",), ("local",)),
     "load": (("loadstats", "profile"), ("targets",), ("request",), ("loadgen",), ("loadpool",)),
-    "node": (("pull",), ("supervisor",), ("worker",)),
+    "node": (("pull", "fill"), ("supervisor",), ("worker",)),
     # Exit codes and what verbs share; one module per verb group (peers); the parser that
     # names them; the entry point.
     "cli": (("common", "fetch"),

@@ -17,13 +17,16 @@ slow pilot connections held at once (errors; RSS of every replica's processes me
 and a publish burst (2,000 pilots within 1 s of a channel move; requests the replicas saw,
 from their access logs; the pilots' p99). The sync path: publishing a new tag of a
 ~2,000-file / ~20 MB tree against ``svn export`` + ``tar czf`` of the same tag. And the
-propagation of a publish (scripts/propagation.py). ``benchreport`` writes the report.
+propagation of a publish (scripts/propagation.py). A redirect's cost: the 302 a node with
+``[[redirect.sites]]`` answers a site's client against the 304 of a direct client
+(``--only redirect`` runs it alone). ``benchreport`` writes the report.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -385,6 +388,122 @@ def throughput(targets: dict[str, str], etags: dict[str, dict[str, str]], rounds
     return results
 
 
+# --- a redirect's cost ---------------------------------------------------------------------
+
+REDIRECT_CASES = {  # name: (label, server, query, conditional)
+    "302_site": ("302 to a site's edge (?site=)", "sites", "?site=bench", False),
+    "304_direct": ("304 to a direct client, node with sites", "sites", "", True),
+    "304_no_sites": ("304 to a direct client, node without sites", "plain", "", True),
+}
+
+
+def redirect_cost(origin: Origin, work: Path, workers: int, rounds: int, seconds: int,
+                  quick: bool) -> dict[str, Any]:
+    """requests/s and CPU per request of the redirector's 302 against the 304 a direct
+    client gets from the same node, and from a node without sites (what the site check
+    costs a direct client), wrk at 100 connections. Three servers on the origin's store:
+    the redirector (its ``[[redirect.sites]]`` name an edge), the same without sites, and
+    the edge (``role = "edge"``, a copy of the store, pulling from the redirector). wrk
+    cannot choose its source address on loopback, so the site is chosen with ``?site=``:
+    the same path through the server as a client in a site network."""
+    from codecache.core.config import load_config  # the product's own reader
+    from codecache.core.config_schema import RedirectConfig, RedirectSite
+
+    base = load_config(origin.config, env={})
+    ports = {name: free_port() for name in ("sites", "plain", "edge")}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    edge_dir = work / "redirect-edge"
+    shutil.copytree(origin.dir / "store", edge_dir / "store")
+    configs = {
+        "sites": dataclasses.replace(
+            base, server=dataclasses.replace(base.server, listen=(f"127.0.0.1:{ports['sites']}",),
+                                             workers=workers),
+            redirect=RedirectConfig(check_interval=1.0, sites=(
+                RedirectSite("bench", ("192.0.2.0/24",), (urls["edge"],)),))),
+        "plain": dataclasses.replace(
+            base, server=dataclasses.replace(base.server, listen=(f"127.0.0.1:{ports['plain']}",),
+                                             workers=workers)),
+        "edge": harness_config.build(
+            role="edge", store={"path": str(edge_dir / "store")},
+            signing={"trusted_keys": [str(origin.dir / "keys" / "k.pub")]},
+            replica={"upstreams": [urls["sites"]]},
+            server={"listen": [f"127.0.0.1:{ports['edge']}"], "workers": 1}),
+    }
+    processes = []
+    try:
+        for name, config in configs.items():
+            path = harness_config.write(work / f"redirect-{name}.toml", config)
+            environ = {k: v for k, v in os.environ.items() if not k.startswith("CODECACHE_")}
+            log_file = (work / f"redirect-{name}.log").open("wb")
+            processes.append(subprocess.Popen(
+                [PY, "-m", "codecache", "--config", str(path), "serve"], cwd=origin.dir,
+                stdout=log_file, stderr=subprocess.STDOUT, env=environ,
+                start_new_session=True))
+        for url in urls.values():
+            wait_http(f"{url}/readyz")
+        small = "/pilot/small.tar.gz"
+        wait_until(lambda: run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                                f"{urls['sites']}{small}?site=bench"]).stdout == "302",
+                   30, "the redirector names the edge", interval=0.2)
+        etag = head(f"{urls['sites']}{small}")["etag"]
+        sessions = {name: listener_session(urls[name]) for name in ("sites", "plain")}
+        connections = 50 if quick else 100
+        per: dict[str, list[dict[str, Any]]] = {case: [] for case in REDIRECT_CASES}
+        for round_ in range(rounds):
+            order = list(REDIRECT_CASES)
+            for case in order if round_ % 2 == 0 else reversed(order):
+                _, server, query, conditional = REDIRECT_CASES[case]
+                before = session_cpu(sessions[server])
+                result = wrk(f"{urls[server]}{small}{query}", connections, seconds,
+                             f"If-None-Match: {etag}" if conditional else None)
+                result["cpu_us"] = ((session_cpu(sessions[server]) - before)
+                                    / max(1, result["requests"]) * 1e6)
+                per[case].append(result)
+                log(f"redirect {case} round {round_ + 1}/{rounds}: {result['rps']:,.0f} req/s "
+                    f"p99 {result['p99_ms']:.2f} ms, {result['cpu_us']:.0f} us/request"
+                    + (f" ERRORS {result['errors']}" if result["errors"] else ""))
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+    cases = {case: {"label": REDIRECT_CASES[case][0],
+                    "rps": [round(r["rps"]) for r in rs],
+                    "median_rps": statistics.median(r["rps"] for r in rs),
+                    "median_p99_ms": statistics.median(r["p99_ms"] for r in rs),
+                    "median_cpu_us": statistics.median(r["cpu_us"] for r in rs),
+                    "errors": sum(r["errors"] for r in rs)} for case, rs in per.items()}
+    redirect, direct = cases["302_site"], cases["304_direct"]
+    return {"cases": cases, "connections": connections, "seconds": seconds,
+            "workers": workers, "rounds": rounds,
+            "rps_302_over_304": redirect["median_rps"] / direct["median_rps"],
+            "cpu_302_over_304": redirect["median_cpu_us"] / direct["median_cpu_us"],
+            "rps_sites_over_no_sites": direct["median_rps"]
+            / cases["304_no_sites"]["median_rps"]}
+
+
+def only_redirect(workers: int, rounds: int, seconds: int, quick: bool, keep: bool) -> int:
+    """``--only redirect``: a redirect's cost alone, its JSON on stdout (about a minute)."""
+    work = Path(tempfile.mkdtemp(prefix="codecache-bench-work-"))
+    work.chmod(0o755)
+    origin = Origin(work, True)
+    try:
+        log("setting up: svnserve, sample pilot, origin store")
+        origin.start()
+        result = redirect_cost(origin, work, workers, rounds, seconds, quick)
+    finally:
+        origin.stop()
+        if keep:
+            log(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    log(f"a redirect's cost: 302 / 304 = {result['rps_302_over_304']:.2f} in req/s, "
+        f"{result['cpu_302_over_304']:.2f} in CPU per request; a direct 304 with sites / "
+        f"without = {result['rps_sites_over_no_sites']:.2f}")
+    print(json.dumps({**result, "loadavg": [round(x, 2) for x in os.getloadavg()]}))
+    return 0
+
+
 # --- processes and memory -----------------------------------------------------------------
 
 
@@ -679,12 +798,17 @@ def main() -> int:
     parser.add_argument("--slow", type=int, help="slow pilots held (default 10000; quick 200)")
     parser.add_argument("--burst", type=int, help="pilots in a burst (default 2000; quick 100)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    parser.add_argument("--only", choices=["sync-path"], help="run one part alone and print "
-                        "its JSON (no report written): sync-path = publishing a new tag vs "
-                        "svn export + tar czf, --rounds rounds (default 5)")
+    parser.add_argument("--only", choices=["sync-path", "redirect"], help="run one part alone "
+                        "and print its JSON (no report written): sync-path = publishing a new "
+                        "tag vs svn export + tar czf, --rounds rounds (default 5); redirect = "
+                        "a redirect's cost (302 vs 304 req/s, --rounds default 3)")
     args = parser.parse_args()
     if args.only == "sync-path":
         return only_sync_path(args.rounds or 5, args.quick, args.keep)
+    if args.only == "redirect":
+        workers = args.workers or (os.cpu_count() or 1)
+        return only_redirect(workers, args.rounds or (1 if args.quick else 3),
+                             args.seconds or (1 if args.quick else 5), args.quick, args.keep)
     started = time.monotonic()
     quick = args.quick
     out = args.out or (Path(tempfile.mkdtemp(prefix="codecache-bench-")) if quick
@@ -748,6 +872,9 @@ def main() -> int:
                                 ("small", files["/pilot/small.tar.gz"]))}
             log(f"throughput: {len(CASES)} cases x {rounds} rounds x 3 servers x {seconds} s")
             report["throughput"] = throughput(targets, etags, rounds, seconds, quick)
+        log("a redirect's cost: 302 vs 304 at a node with sites")
+        report["redirect"] = redirect_cost(origin, work, workers, min(rounds, 3), seconds,
+                                           quick)
 
         pids = {p["name"]: p["pid"] for p in
                 json.loads((cluster_dir / "cluster.json").read_text())["processes"]}

@@ -205,6 +205,7 @@ def markdown(report: dict[str, Any], png: str) -> str:
               "and revalidating its 1 s channel cache (one request fills it while the others "
               "wait, `proxy_cache_lock`)."]
     lines += [
+        *_redirect_section(report.get("redirect")),
         "", "## Sync path: publishing a new tag", "",
         f"A tree of {sync['files']:,} files, {sync['bytes'] / MB:.0f} MB, tagged anew each "
         "round (`svn copy` on the server), published into an origin store of its own (not the "
@@ -243,6 +244,31 @@ def markdown(report: dict[str, Any], png: str) -> str:
         "```", "",
         "The full JSON of this run is [benchmark.json](benchmark.json).", ""]
     return "\n".join(lines)
+
+
+def _redirect_section(cost: dict[str, Any] | None) -> list[str]:
+    """A redirect's cost: the 302 of a node with sites against a direct client's 304."""
+    if cost is None:
+        return []
+    lines = ["", "## A redirect's cost", "",
+             f"A node with `[[redirect.sites]]` ({cost['workers']} worker(s)) answers a site's "
+             "client `302` to the site's edge (a real `role = \"edge\"` node, probed every "
+             "second), on the handler's path; a direct client's revalidation is a `304` from "
+             f"the fast path. wrk, {cost['connections']} connections, {cost['seconds']} s, "
+             f"{cost['rounds']} round(s), medians; the site is chosen with `?site=` (wrk "
+             "cannot pick its source address on loopback; the same path through the server as "
+             "a client in a site network):", "",
+             "| case | req/s | p99 ms | µs/request (CPU) | errors |",
+             "| --- | --- | --- | --- | --- |"]
+    for case in cost["cases"].values():
+        lines.append(f"| {case['label']} | {case['median_rps']:,.0f} | "
+                     f"{case['median_p99_ms']:.2f} | {case['median_cpu_us']:,.1f} | "
+                     f"{case['errors']} |")
+    lines += ["", f"302 / 304: {cost['rps_302_over_304']:.2f} in requests/s, "
+              f"{cost['cpu_302_over_304']:.2f}x the CPU per request. A direct client's 304 "
+              f"at the node with sites / without: {cost['rps_sites_over_no_sites']:.2f} "
+              "(the site check the fast path makes per request)."]
+    return lines
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

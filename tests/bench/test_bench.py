@@ -73,11 +73,14 @@ def test_quick_bench_reports_every_case_for_every_server(
     assert report["sync_path"]["publish_median_s"] > 0
     assert report["sync_path"]["export_tar_median_s"] > 0
     assert report["propagation"]["rounds"] == 2
+    redirect = report["redirect"]
+    assert set(redirect["cases"]) == {"302_site", "304_direct", "304_no_sites"}
+    assert all(c["median_rps"] > 0 and c["errors"] == 0 for c in redirect["cases"].values())
     assert len(report["verdicts"]) == 13
     assert all(isinstance(v["met"], bool) for v in report["verdicts"])
     # the progress of every step went to stderr
-    for step in ("setting up", "sync path", "throughput", "slow pilots", "publish burst",
-                 "propagation", "done in"):
+    for step in ("setting up", "sync path", "throughput", "a redirect's cost", "slow pilots",
+                 "publish burst", "propagation", "done in"):
         assert step in stderr, step
 
 
@@ -90,7 +93,8 @@ def test_quick_bench_writes_markdown_that_shows_the_plot(
     assert text.startswith("# Benchmark")
     assert "--quick" in text and "![benchmark](benchmark.png)" in text
     for heading in ("## Targets", "## Throughput (wrk)", "slow pilots through the VIP",
-                    "## Publish burst", "## Sync path", "## Propagation of a publish",
+                    "## Publish burst", "## A redirect's cost", "## Sync path",
+                    "## Propagation of a publish",
                     "## Commands"):
         assert heading in text, heading
     rows = [line for line in text.splitlines() if line.startswith("| ")]

@@ -5,7 +5,7 @@ with ``[[redirect.sites]]``; its targets are real nodes (edges, a replica), a po
 listens on, and one stand-in target (``standin``) for the one state a real edge shows only
 after 30 s. The sites are told apart by loopback addresses (127.0.0.0/8 is all loopback on
 Linux: ``curl --interface`` and ``wget --bind-address`` make a client of each) or by
-``?site=``. One world per module: the redirector probes every second.
+``?site=``. One world per module: the redirector (two worker processes) probes every second.
 """
 
 from __future__ import annotations
@@ -107,7 +107,9 @@ def world(template_origin: Origin,
     also = (f"[::1]:{ports['redirector']}",) if ipv6 else ()
     with contextlib.ExitStack() as stack:
         stack.enter_context(stale.serving())
+        # Two workers: each reads its targets itself (web/redirect.py).
         redirector = stack.enter_context(running(served, ports["redirector"],
+                                                 env={"CODECACHE_SERVER_WORKERS": "2"},
                                                  also_listen=also))
         good_server = stack.enter_context(running(good, ports["good"]))
         behind_server = stack.enter_context(running(behind, ports["behind"]))

@@ -20,7 +20,7 @@ import pytest
 
 from tests.harness.binaries import require
 from tests.harness.clients import curl, wget
-from tests.harness.timing import scaled, wait_until
+from tests.harness.timing import scaled
 from tests.http.helpers import release_bytes
 from tests.redirect.conftest import CLIENT, PROXY, UNTRUSTED, World
 
@@ -33,11 +33,11 @@ def _path(world: World, template: str) -> str:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def probed(world: World, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The redirector has read its targets once (it probes every second)."""
-    cwd = tmp_path_factory.mktemp("probed")
-    wait_until(lambda: curl(world.redirector.url(_path(world, LATEST)) + "?site=near",
-                            cwd=cwd).status == 302, 10, "the redirector names the good edge")
+def probed(world: World) -> None:
+    """Both workers of the redirector have found the good edge ready (each logs it once)."""
+    line = f"redirect target {world.good.base} is ready"
+    world.redirector.wait_for("both workers found the good edge ready",
+                              lambda: world.redirector.log_text().count(line) >= 2, 15)
 
 
 def _from(site: str) -> tuple[str, ...]:

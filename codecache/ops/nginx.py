@@ -6,6 +6,8 @@ http frame is put around it, so what the cluster, the tests and the VRRP front n
 what operators copy. As root, nginx's workers run as ``nobody``, which cannot enter a 0700
 directory such as a pytest tmp dir; the cache and temp directories then live in a private
 ``mkdtemp`` directory owned by that user, which the caller removes (see nginx/README.md).
+The site block (which site a request is for, from the replicas' ``[[redirect.sites]]``) is
+``nginx_sites``'s; TLS lines are uncommented and filled when a certificate is given.
 ``scripts/cluster render-nginx`` is the command line of ``render_nginx``.
 """
 
@@ -24,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from codecache.core.config import RedirectSite
 from codecache.core.errors import ConfigError, Refused
+from codecache.ops.nginx_sites import BEGIN, END, render_sites
 
 #: nginx/codecache.conf of the source checkout this package runs from: the cluster, the tests
 #: and the VRRP front nodes render it. A wheel ships no nginx/ directory: pass ``template``.
@@ -75,10 +79,31 @@ def _replacer(value: str) -> Callable[[re.Match[str]], str]:
     return lambda m: f"{m[1]}{value}{m[2]}"
 
 
+@dataclass(frozen=True)
+class Tls:
+    """TLS termination at the front tier: https listen addresses, certificate, key (PEM)."""
+
+    listens: tuple[str, ...]
+    cert: Path
+    key: Path
+
+
+# Marked lines the renderer rewrites (pattern: the value replaces what is between the two
+# groups). Each kind's first marked line stands for all of that kind: one line per value.
+_PATTERNS = {"listen": r"(listen\s+)\S+?(;)", "replica": r"(server\s+)\S+(\s)",
+             "cache": r"(proxy_cache_path\s+)\S+(\s)", "log": r"(access_log\s+)\S+(\s)",
+             "tls_listen": r"(listen\s+)\S+(\s)", "tls_cert": r"(ssl_certificate\s+)\S+(;)",
+             "tls_key": r"(ssl_certificate_key\s+)\S+(;)"}
+_TLS_KINDS = {"tls_listen", "tls_cert", "tls_key", "tls"}   # commented out unless TLS is on
+_MARKER = re.compile(r"#\s*cluster:(\w+)\s*$")
+
+
 def render_front(template: str, *, listens: Sequence[str], replicas: Sequence[str],
-                 cache_dir: Path, access_log: Path, source: str = "template") -> str:
+                 cache_dir: Path, access_log: Path, source: str = "template",
+                 tls: Tls | None = None, sites: Sequence[RedirectSite] = ()) -> str:
     """The front-tier config of ``template`` (the text of ``source``) with its ``cluster:``
-    lines rewritten.
+    lines rewritten: ``tls`` uncomments and fills the TLS lines (else they stay comments),
+    ``sites`` (the replicas' ``[[redirect.sites]]``) fills the site block.
 
     Raises:
         ConfigError: no listen address or replica, or an address nginx cannot take.
@@ -86,37 +111,62 @@ def render_front(template: str, *, listens: Sequence[str], replicas: Sequence[st
     """
     if not listens or not replicas:
         raise ConfigError("need at least one --listen and one --replica")
-    values = {
+    values: dict[str, list[str]] = {
         "listen": [_checked(a, "listen address") for a in listens],
         "replica": [_checked(upstream_address(u), "replica") for u in replicas],
         "cache": [_checked(str(cache_dir), "cache directory")],
         "log": [_checked(str(access_log), "access log")],
     }
-    patterns = {"listen": r"(listen\s+)\S+?(;)", "replica": r"(server\s+)\S+(\s)",
-                "cache": r"(proxy_cache_path\s+)\S+(\s)", "log": r"(access_log\s+)\S+(\s)"}
+    if tls is not None:
+        if not tls.listens:
+            raise ConfigError("TLS needs at least one https listen address")
+        values["tls_listen"] = [_checked(a, "https listen address") for a in tls.listens]
+        values["tls_cert"] = [_checked(str(tls.cert), "TLS certificate")]
+        values["tls_key"] = [_checked(str(tls.key), "TLS key")]
     out: list[str] = []
-    done: set[str] = set()
-    for line in template.splitlines():
-        match = re.search(r"#\s*cluster:(\w+)\s*$", line)
+    seen: set[str] = set()
+    for line in _with_sites(template.splitlines(), sites, source):
+        match = _MARKER.search(line)
         if match is None:
             out.append(line)
             continue
         kind = match.group(1)
-        if kind not in values:
+        if kind not in _PATTERNS and kind != "tls":
             raise Refused(f"{source}: unknown marker cluster:{kind}")
-        if kind in done:
-            continue  # the first marked line of a kind stands for all of them
-        done.add(kind)
+        first = kind not in seen
+        seen.add(kind)
+        if kind in _TLS_KINDS and tls is None:
+            out.append(line)          # stays a comment: the shipped example
+            continue
         body = line[:match.start()].rstrip()
-        for value in values[kind]:
-            new, count = re.subn(patterns[kind], _replacer(value), body, count=1)
-            if count != 1:
-                raise Refused(f"{source}: cannot rewrite cluster:{kind} line {line!r}")
-            out.append(new)
-    missing = set(values) - done
+        if kind in _TLS_KINDS:
+            body = re.sub(r"^(\s*)#\s?", r"\1", body)     # uncommented
+        if kind == "tls":
+            out.append(body)
+        elif first:                   # the first marked line of a kind stands for all of them
+            for value in values[kind]:
+                new, count = re.subn(_PATTERNS[kind], _replacer(value), body, count=1)
+                if count != 1:
+                    raise Refused(f"{source}: cannot rewrite cluster:{kind} line {line!r}")
+                out.append(new)
+    missing = ({"listen", "replica", "cache", "log"} | (_TLS_KINDS if tls else set())) - seen
     if missing:
         raise Refused(f"{source}: no cluster:{sorted(missing)[0]} line")
     return "\n".join(out) + "\n"
+
+
+def _with_sites(lines: list[str], sites: Sequence[RedirectSite], source: str) -> list[str]:
+    """``lines`` with the block between the site markers rendered from ``sites``.
+
+    Raises:
+        Refused: the template lacks the markers.
+    """
+    stripped = [line.strip() for line in lines]
+    if stripped.count(BEGIN) != 1 or stripped.count(END) != 1 \
+            or stripped.index(BEGIN) > stripped.index(END):
+        raise Refused(f"{source}: no '{BEGIN}' ... '{END}' block")
+    begin, end = stripped.index(BEGIN), stripped.index(END)
+    return [*lines[:begin + 1], *render_sites(sites), *lines[end:]]
 
 
 def render_main(front: str, *, prefix: Path, cache_dir: Path, user: WorkerUser | None) -> str:
@@ -225,8 +275,10 @@ class Rendered:
 
 
 def render_nginx(out: Path, prefix: Path, listens: Sequence[str], replicas: Sequence[str],
-                 cache_dir: Path | None = None, *, template: Path = TEMPLATE) -> Rendered:
+                 cache_dir: Path | None = None, *, template: Path = TEMPLATE,
+                 tls: Tls | None = None, sites: Sequence[RedirectSite] = ()) -> Rendered:
     """Write a complete nginx.conf for ``nginx -p PREFIX -c OUT``; create its directories.
+    ``tls`` and ``sites``: as ``render_front``.
 
     Raises:
         ConfigError: bad addresses; no template file.
@@ -243,7 +295,8 @@ def render_nginx(out: Path, prefix: Path, listens: Sequence[str], replicas: Sequ
     try:
         front = render_front(text, listens=listens, replicas=replicas,
                              cache_dir=directory / "cache",
-                             access_log=prefix / "logs" / "access.log", source=str(template))
+                             access_log=prefix / "logs" / "access.log", source=str(template),
+                             tls=tls, sites=sites)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(render_main(front, prefix=prefix, cache_dir=directory, user=user))
     except BaseException:

@@ -44,7 +44,7 @@ MODULES: dict[str, tuple[tuple[str, ...], ...]] = {
             ("blobcache", "edgeblobs"), ("storeview",), ("redirect",), ("fastpath",),
             ("respond",), ("front",),
             ("connection",), ("server",)),
-    "ops": (("check", "nginx"), ("targets",), ("probe",), ("local",)),
+    "ops": (("check", "nginx_sites"), ("nginx",), ("targets",), ("probe",), ("local",)),
     "load": (("loadstats", "profile"), ("targets",), ("request",), ("loadgen",), ("loadpool",)),
     "node": (("pull", "fill"), ("supervisor",), ("worker",)),
     # Exit codes and what verbs share; one module per verb group (peers); the parser that

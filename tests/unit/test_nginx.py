@@ -1,5 +1,6 @@
 """The front tier's nginx.conf (codecache.ops.nginx): nginx/codecache.conf with its
-``cluster:`` lines rewritten, framed as a complete nginx.conf that nginx accepts."""
+``cluster:`` lines rewritten (the site block from the replicas' sites, TLS when a certificate
+is given), framed as a complete nginx.conf that nginx accepts."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from codecache.core.config import RedirectSite
 from codecache.core.errors import ConfigError, Refused
 from codecache.ops.nginx import (
     TEMPLATE,
+    Tls,
     WorkerUser,
     nginx_limits,
     render_front,
@@ -20,7 +23,9 @@ from codecache.ops.nginx import (
     render_nginx,
     upstream_address,
 )
+from codecache.ops.nginx_sites import BEGIN, END, KEY_WIDTH, read_sites, render_sites
 from tests.conftest import require
+from tests.harness import config as harness_config
 
 LISTENS = ["127.0.0.1:9000", "[::1]:9000"]
 REPLICAS = ["http://127.0.0.1:7001", "http://[::1]:7002/"]
@@ -121,3 +126,139 @@ def test_a_missing_template_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="nginx template"):
         render_nginx(tmp_path / "nginx.conf", tmp_path, ["80"], ["http://127.0.0.1:1"],
                      template=tmp_path / "missing.conf")
+
+
+# --- sites and TLS ------------------------------------------------------------------------
+
+SITES = (RedirectSite("bnl", ("127.0.0.2/32", "2620:0:200::/48"), ("http://e.bnl:8080",)),
+         RedirectSite("cern", ("10.0.0.0/8",), ("https://e.cern",)))
+TLS = Tls(("127.0.0.1:9443", "[::1]:9443"), Path("/etc/ssl/c.pem"), Path("/etc/ssl/k.pem"))
+
+
+def _block(text: str, opening: str) -> str:
+    """The ``{...}`` block that starts on the line ``opening`` (no nested braces)."""
+    start = text.index(opening)
+    return text[start:text.index("}", start) + 1]
+
+
+def test_the_site_block_is_rendered_from_the_sites() -> None:
+    text = render_front(TEMPLATE.read_text(), listens=LISTENS, replicas=REPLICAS,
+                        cache_dir=Path("/c"), access_log=Path("/l"), sites=SITES)
+    geo = _block(text, "geo $codecache_site_net {")
+    assert re.findall(r"^\s+(\S+) (\S+);$", geo, re.MULTILINE) == [
+        ("default", '""'), ("127.0.0.2/32", "bnl"), ("2620:0:200::/48", "bnl"),
+        ("10.0.0.0/8", "cern")]
+    names = _block(text, "map $arg_site $codecache_site_arg {")
+    assert re.findall(r"^\s+(\S+) (\S+);$", names, re.MULTILINE) == [
+        ("default", '""'), ("bnl", "bnl"), ("cern", "cern")]
+    keys = _block(text, 'map "$codecache_site:$scheme" $codecache_site_key {')
+    prefixes = dict(re.findall(r'^\s+"(\S+)" "([^"]*)";$', keys, re.MULTILINE))
+    assert prefixes == {"bnl:http": "site0001h ", "bnl:https": "site0001s ",
+                        "cern:http": "site0002h ", "cern:https": "site0002s "}
+    assert {len(p) for p in prefixes.values()} == {KEY_WIDTH}
+
+
+def test_the_shipped_site_block_is_the_one_rendered_for_no_site() -> None:
+    template = TEMPLATE.read_text()
+    shipped = template[template.index(BEGIN) + len(BEGIN):template.index(END)]
+    assert shipped.strip().splitlines() == render_sites(())
+    assert front() == front(template=template)   # no site: the template's text as it is
+
+
+def test_a_site_answer_is_cached_under_its_own_key_for_one_second_only() -> None:
+    text = TEMPLATE.read_text()
+    site = _block(text, "location @codecache_site {")
+    assert "proxy_cache_key $codecache_site_key$request_uri;" in site
+    assert re.search(r"proxy_cache_valid 200 302 1s;", site)
+    assert "proxy_ignore_headers Cache-Control Expires Vary;" in site
+    # Both tarball locations send a site's client there; blobs and the index never.
+    for location in ("location ~ ^/[^/]+/releases/ {", "location / {"):
+        assert "if ($codecache_site_key) {\n            return 419;" in text[
+            text.index(location):text.index(location) + 120]
+    for location in ("location ^~ /blobs/ {", "location ~ ^/(index|history)\\.json$ {",
+                     "location ~ ^/(healthz|readyz|metrics)$ {"):
+        assert "419" not in _block(text, location)
+    assert "error_page 419 = @codecache_site;" in text
+
+
+def test_the_site_location_sends_the_servers_proxy_headers_with_the_longer_keys_offset() -> None:
+    text = TEMPLATE.read_text()
+    server = text[text.index("server {"):text.index("location")]
+    site = _block(text, "location @codecache_site {")
+
+    def headers(part: str) -> dict[str, str]:
+        return dict(re.findall(r"^\s*proxy_set_header (\S+) (.*?);", part, re.MULTILINE))
+
+    expected = headers(server)
+    assert int(expected["X-Codecache-Cache-Offset"]) + KEY_WIDTH == \
+        int(headers(site)["X-Codecache-Cache-Offset"])
+    expected["X-Codecache-Cache-Offset"] = headers(site)["X-Codecache-Cache-Offset"]
+    assert headers(site) == expected
+    assert expected["X-Forwarded-For"] == "$proxy_add_x_forwarded_for"
+    assert expected["X-Forwarded-Proto"] == "$scheme"
+
+
+def test_site_names_nginx_cannot_tell_apart_are_refused() -> None:
+    with pytest.raises(ConfigError, match="only in case"):
+        render_sites((SITES[0], RedirectSite("BNL", ("10.1.0.0/16",), ("http://e:1",))))
+
+
+def test_tls_lines_are_comments_unless_a_certificate_is_given() -> None:
+    plain = front()
+    assert not re.search(r"^\s*(listen \S+ ssl|ssl_)", plain, re.MULTILINE)
+    text = render_front(TEMPLATE.read_text(), listens=LISTENS, replicas=REPLICAS,
+                        cache_dir=Path("/c"), access_log=Path("/l"), tls=TLS)
+    assert re.findall(r"^\s*listen (\S+)( ssl http2)?;", text, re.MULTILINE) == [
+        ("127.0.0.1:9000", ""), ("[::1]:9000", ""),
+        ("127.0.0.1:9443", " ssl http2"), ("[::1]:9443", " ssl http2")]
+    assert re.search(r"^\s*ssl_certificate +/etc/ssl/c.pem;$", text, re.MULTILINE)
+    assert re.search(r"^\s*ssl_certificate_key /etc/ssl/k.pem;$", text, re.MULTILINE)
+    assert re.search(r"^\s*ssl_protocols TLSv1.2 TLSv1.3;$", text, re.MULTILINE)
+    with pytest.raises(ConfigError):
+        render_front(TEMPLATE.read_text(), listens=LISTENS, replicas=REPLICAS,
+                     cache_dir=Path("/c"), access_log=Path("/l"),
+                     tls=Tls((), TLS.cert, TLS.key))
+
+
+def test_a_template_without_the_site_block_is_refused() -> None:
+    with pytest.raises(Refused, match="cluster:sites begin"):
+        front(template=TEMPLATE.read_text().replace(END, ""))
+
+
+def test_sites_are_read_from_the_replicas_configs_which_must_agree(tmp_path: Path) -> None:
+    def replica(name: str, sites: tuple[RedirectSite, ...], targets: str) -> Path:
+        return harness_config.write(tmp_path / name, harness_config.build(
+            role="replica", store={"path": "s"}, replica={"upstreams": ["http://o:1"]},
+            signing={"trusted_keys": ["k.pub"]},
+            redirect={"sites": [{"name": s.name, "networks": list(s.networks),
+                                 "targets": [targets]} for s in sites]}))
+
+    one = replica("1.toml", SITES, "http://e1:1")
+    two = replica("2.toml", SITES, "http://e2:1")    # other targets: nginx does not care
+    assert [(s.name, s.networks) for s in read_sites([one, two])] == \
+        [(s.name, s.networks) for s in SITES]
+    other = replica("3.toml", SITES[:1], "http://e1:1")
+    with pytest.raises(ConfigError, match="different redirect sites"):
+        read_sites([one, other])
+    assert read_sites([replica("4.toml", (), "http://e1:1")]) == ()
+
+
+def test_nginx_accepts_the_file_with_sites_and_tls(tmp_path: Path) -> None:
+    nginx = require("nginx")
+    openssl = require("openssl")
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost"], capture_output=True, check=True,
+                   timeout=30)
+    prefix = tmp_path / "front"
+    rendered = render_nginx(prefix / "nginx.conf", prefix, ["127.0.0.1:9"],
+                            ["http://127.0.0.1:7001"], sites=SITES,
+                            tls=Tls(("127.0.0.1:10",), cert, key))
+    try:
+        result = subprocess.run([nginx, "-t", "-p", str(prefix), "-c", str(rendered.conf)],
+                                capture_output=True, text=True, timeout=30, check=False)
+        assert result.returncode == 0, result.stderr
+    finally:
+        if rendered.private_cache_dir:
+            shutil.rmtree(rendered.cache_dir, ignore_errors=True)

@@ -4,7 +4,8 @@ and, per site, an edge.
 Run through ``scripts/cluster`` (which bootstraps the virtualenv first):
 
     scripts/cluster up --dir DIR [--replicas N] [--origin-config PATH] [--vip-port PORT]
-                       [--workers N] [--site NAME=CIDR[,CIDR...]]... [--tls-cert PEM --tls-key PEM]
+                       [--workers N] [--site NAME=CIDR[,CIDR...]]...
+                       [--tls-cert PEM --tls-key PEM [--tls-ca PEM]]
     scripts/cluster status --dir DIR [--json]
     scripts/cluster down --dir DIR
     scripts/cluster kill --dir DIR --node NAME [--signal SIG]  /  start --dir DIR --node NAME
@@ -99,6 +100,7 @@ class Options:
     sites: tuple[Site, ...] = ()
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    tls_ca: Path | None = None       # what the replicas trust (default: the certificate)
 
     def check(self) -> None:
         """Raises: ClusterError (exit 2): arguments that cannot work together."""
@@ -108,7 +110,9 @@ class Options:
             raise ClusterError("--workers must be 0 (one per CPU) or more", code=2)
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ClusterError("--tls-cert and --tls-key go together", code=2)
-        for pem in (self.tls_cert, self.tls_key):
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ClusterError("--tls-ca goes with --tls-cert", code=2)
+        for pem in (self.tls_cert, self.tls_key, self.tls_ca):
             if pem is not None and not pem.is_file():
                 raise ClusterError(f"{pem}: no such file", code=2)
 
@@ -187,6 +191,13 @@ class Nodes:
             if self.tls:
                 edge.https_port, edge.front_port = free_port(), free_port()
 
+    def _trust(self) -> dict[str, str] | None:
+        """The replicas read the https edges' /readyz: they trust the cluster's CA (OpenSSL's
+        SSL_CERT_FILE, which Python's default context reads; a local cluster reaches no
+        other https server)."""
+        ca = self.options.tls_ca or self.options.tls_cert
+        return {"SSL_CERT_FILE": str(ca.resolve())} if ca is not None and self.edges else None
+
     def _tls(self, listens: list[str]) -> Tls | None:
         if self.options.tls_cert is None or self.options.tls_key is None:
             return None
@@ -225,7 +236,8 @@ class Nodes:
             write_replica_config(config, port=port, upstream=origin,
                                  trusted_keys=setup.trusted_keys, workers=self.options.workers,
                                  sites=[(e.site, e.targets()) for e in self.edges])
-            self.launcher.start(f"replica-{n}", codecache(config, "serve"), cwd=home)
+            self.launcher.start(f"replica-{n}", codecache(config, "serve"), cwd=home,
+                                env=self._trust())
             replica_urls.append(f"http://127.0.0.1:{port}")
             replica_configs.append(config)
         self.launcher.wait_ready({f"replica-{n}": u for n, u in enumerate(replica_urls, 1)},
@@ -399,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="the VIP (and each edge's front) also serves https with this "
                            "certificate (chain first)")
     p_up.add_argument("--tls-key", type=Path, metavar="PEM")
+    p_up.add_argument("--tls-ca", type=Path, metavar="PEM",
+                      help="the CA the replicas trust to read the https edges' /readyz "
+                           "(default: the certificate itself, as for a self-signed one)")
     p_down = commands.add_parser("down", help="stop what up started")
     p_down.add_argument("--dir", type=Path, required=True)
     p_status = commands.add_parser("status", help="processes and /readyz of every node")
@@ -431,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             options = Options(args.replicas, args.origin_config, args.vip_port, args.timeout,
                               args.workers, tuple(parse_sites(args.site)), args.tls_cert,
-                              args.tls_key)
+                              args.tls_key, args.tls_ca)
             print(json.dumps(up(args.dir, options), indent=2))
         elif args.command == "down":
             stopped = down(args.dir)

@@ -7,9 +7,12 @@ site a request is for, from the replicas' own ``[[redirect.sites]]`` (never a ha
 
 * ``geo $codecache_site_net``: client network -> site name (nginx's radix tree: the longest
   matching prefix wins, as in the redirector);
-* ``map $arg_site $codecache_site_arg``: ``?site=NAME`` for the names that exist only (nginx
-  compares them ignoring case: ``?site=BNL`` is cached apart from direct clients too, which
-  costs nothing; two names that differ only in case are refused);
+* ``map $arg_site $codecache_site_arg``: ``?site=NAME`` for the names that exist (nginx
+  compares them ignoring case: two names that differ only in case are refused), and ``-``
+  for any other value: the redirector then decides on the URL alone (its own decoding of
+  the last ``site``: an unknown name is served directly), so such answers are kept apart
+  too, rather than under a direct client's long-lived key where a 200 for a URL the
+  redirector might redirect later would outlive the 1 s rule;
 * ``map "$codecache_site:$scheme" $codecache_site_key``: the cache-key prefix of a site's
   answers, per scheme (an https request is redirected only to an https target, so its
   answer differs), of one fixed width so the replica can still page-align the cached body
@@ -33,10 +36,13 @@ END = "# cluster:sites end"
 # space before the request target. nginx/codecache.conf adds KEY_WIDTH to the cache offset.
 KEY_WIDTH = 10
 MAX_SITES = 9999
+# $codecache_site of a request whose ?site= names no site (key "site0000h ").
+OTHER = "-"
 
 
 def site_key(index: int, scheme: str) -> str:
-    """The cache-key prefix of site number ``index`` (1 to MAX_SITES) for ``scheme``."""
+    """The cache-key prefix of site number ``index`` (1 to MAX_SITES; 0: OTHER) for
+    ``scheme``."""
     return f"site{index:04d}{'s' if scheme == 'https' else 'h'} "
 
 
@@ -61,10 +67,16 @@ def render_sites(sites: Sequence[RedirectSite]) -> list[str]:
     lines = ["geo $codecache_site_net {", '    default "";']
     lines += [f"    {network} {site.name};" for site in sites for network in site.networks]
     lines += ["}", "map $arg_site $codecache_site_arg {", '    default "";']
-    lines += [f"    {site.name} {site.name};" for site in sites]
+    if sites:
+        # Any other ?site= value: the redirector reads its own (decoded, the last one) and
+        # then decides on the URL alone; its answers are kept apart 1 s too. An exact
+        # match first: the usual request, with no ?site=, costs no regex.
+        lines += ['    "" "";', *(f"    {site.name} {site.name};" for site in sites),
+                  f'    ~. "{OTHER}";']
     lines += ["}", 'map "$codecache_site:$scheme" $codecache_site_key {', '    default "";']
-    for index, site in enumerate(sites, 1):
-        lines += [f'    "{site.name}:{scheme}" "{site_key(index, scheme)}";'
+    numbered = [(index, site.name) for index, site in enumerate(sites, 1)]
+    for index, name in numbered + ([(0, OTHER)] if sites else []):
+        lines += [f'    "{name}:{scheme}" "{site_key(index, scheme)}";'
                   for scheme in ("http", "https")]
     return [*lines, "}"]
 

@@ -150,11 +150,12 @@ def test_the_site_block_is_rendered_from_the_sites() -> None:
         ("10.0.0.0/8", "cern")]
     names = _block(text, "map $arg_site $codecache_site_arg {")
     assert re.findall(r"^\s+(\S+) (\S+);$", names, re.MULTILINE) == [
-        ("default", '""'), ("bnl", "bnl"), ("cern", "cern")]
+        ("default", '""'), ('""', '""'), ("bnl", "bnl"), ("cern", "cern"), ("~.", '"-"')]
     keys = _block(text, 'map "$codecache_site:$scheme" $codecache_site_key {')
     prefixes = dict(re.findall(r'^\s+"(\S+)" "([^"]*)";$', keys, re.MULTILINE))
     assert prefixes == {"bnl:http": "site0001h ", "bnl:https": "site0001s ",
-                        "cern:http": "site0002h ", "cern:https": "site0002s "}
+                        "cern:http": "site0002h ", "cern:https": "site0002s ",
+                        "-:http": "site0000h ", "-:https": "site0000s "}
     assert {len(p) for p in prefixes.values()} == {KEY_WIDTH}
 
 

@@ -186,11 +186,8 @@ class Redirector:
 
     def _select(self, raw_path: str, headers: Mapping[str, str],
                 peer: str | None) -> tuple[RedirectSite | None, Requester]:
-        getall = getattr(headers, "getall", None)
-        forwarded = getall("X-Forwarded-For", ()) if getall is not None else \
-            [v for v in (headers.get("X-Forwarded-For"),) if v]
-        requester = self.sites.client(peer, forwarded, headers.get("X-Forwarded-Proto"))
-        return self.sites.site_of(site_parameter(raw_path), requester.address), requester
+        requester = self.sites.client(peer, headers)
+        return self.sites.site_of(site_parameter(raw_path), requester), requester
 
     def claims(self, raw_path: str, headers: Mapping[str, str], peer: str | None) -> bool:
         """Whether a request for a tarball route may be redirected: its client selects a

@@ -12,6 +12,7 @@ import math
 import random
 
 import pytest
+from multidict import CIMultiDict
 
 from codecache.core.config_schema import RedirectSite
 from codecache.web.catalog import Representation, Route
@@ -45,8 +46,10 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     ("2001:1458:ffff::1", "cern"), ("::1", None),
 ])
 def test_the_longest_matching_network_selects_the_site(address: str, site: str | None) -> None:
-    found = SITES.site_of(None, _ip(address))
+    found = SITES.site_of(None, SITES.client(address, {}))
     assert (found.name if found else None) == site
+    again = SITES.client(address, {}).site   # remembered: the same answer
+    assert (again.name if again else None) == site
 
 
 def test_a_prefix_table_probes_each_length_once_however_many_networks() -> None:
@@ -58,10 +61,11 @@ def test_a_prefix_table_probes_each_length_once_however_many_networks() -> None:
 
 
 def test_site_parameter_selects_a_site_whatever_the_address() -> None:
-    assert SITES.site_of("cern", _ip("130.199.1.1")).name == "cern"   # type: ignore[union-attr]
-    assert SITES.site_of("cern", None).name == "cern"                 # type: ignore[union-attr]
+    bnl, nobody = SITES.client("130.199.1.1", {}), SITES.client(None, {})
+    assert SITES.site_of("cern", bnl).name == "cern"      # type: ignore[union-attr]
+    assert SITES.site_of("cern", nobody).name == "cern"   # type: ignore[union-attr]
     # An unknown name selects nothing, even for a client inside a site: served directly.
-    assert SITES.site_of("nowhere", _ip("130.199.1.1")) is None
+    assert SITES.site_of("nowhere", bnl) is None
 
 
 @pytest.mark.parametrize(("raw", "site"), [
@@ -80,19 +84,32 @@ def test_an_ipv4_mapped_address_is_the_ipv4_client() -> None:
     assert parse_address(None) is None
 
 
+def _headers(*forwarded_for: str, proto: str | None = None) -> CIMultiDict[str]:
+    headers: CIMultiDict[str] = CIMultiDict()
+    for line in forwarded_for:
+        headers.add("X-Forwarded-For", line)
+    if proto is not None:
+        headers["X-Forwarded-Proto"] = proto
+    return headers
+
+
 def test_the_connection_is_the_client_unless_it_is_a_trusted_proxy() -> None:
-    direct = SITES.client("130.199.1.1", ["188.184.0.1"], "https")
+    direct = SITES.client("130.199.1.1", _headers("188.184.0.1", proto="https"))
     assert (direct.address, direct.https) == (_ip("130.199.1.1"), False)   # nobody's proxy
-    proxied = SITES.client("10.0.0.5", ["1.2.3.4, 188.184.0.1"], "https")
+    proxied = SITES.client("10.0.0.5", _headers("1.2.3.4, 188.184.0.1", proto="https"))
     assert (proxied.address, proxied.https) == (_ip("188.184.0.1"), True)
-    v6 = SITES.client("fd00::7", ["2620:0:200::9"], None)
+    assert proxied.site is not None and proxied.site.name == "cern"
+    v6 = SITES.client("fd00::7", _headers("2620:0:200::9"))
     assert (v6.address, v6.https) == (_ip("2620:0:200::9"), False)
     # No header: the proxy itself asked (its address is in no site).
-    assert SITES.client("10.0.0.5", [], None).address == _ip("10.0.0.5")
-    # A forged hop the proxy did not add: only the last one counts.
-    assert SITES.client("10.0.0.5", ["130.199.1.1", "127.0.0.9"], None).address == \
+    assert SITES.client("10.0.0.5", {}).address == _ip("10.0.0.5")
+    # A forged hop the proxy did not add: only the last one (of the last line) counts.
+    assert SITES.client("10.0.0.5", _headers("130.199.1.1", "127.0.0.9")).address == \
         _ip("127.0.0.9")
-    assert SITES.client("10.0.0.5", ["garbage"], None).address is None
+    assert SITES.client("10.0.0.5", _headers("garbage")).address is None
+    # A plain mapping (one line) is read too.
+    assert SITES.client("10.0.0.5", {"X-Forwarded-For": "130.199.1.1"}).address == \
+        _ip("130.199.1.1")
 
 
 def test_last_hop_reads_the_last_entry_of_the_last_header_line() -> None:

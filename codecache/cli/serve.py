@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from codecache.cli.common import config_of, log
-from codecache.core.config import Role
 from codecache.core.errors import ConfigError, Exit
 
 
@@ -21,8 +20,9 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     from codecache.replica.puller import replicate  # aiohttp is only needed by this command
 
     config = config_of(args)
-    if config.role is not Role.REPLICA:
-        raise ConfigError("replicate needs role = \"replica\" (an origin writes its own store)")
+    if not config.role.pulls:
+        raise ConfigError("replicate needs role = \"replica\" or \"edge\" (an origin writes "
+                          "its own store)")
     once = args.once or args.accept_lower_serial
     if args.accept_lower_serial:
         log.warning("operator override: this pull may accept a lower serial than the "

@@ -148,6 +148,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             else None,
             "last_error": pull.last_error, "refusals": dict(pull.refusals),
             "refused_at": {r: format_time(int(t)) for r, t in pull.refused_at.items()}}
+    if config.role is Role.EDGE:
+        local["edge"] = _edge_status(config, index)
     mutated = [{"package": m.package, "version": m.version,
                 "published_revision": m.published_revision,
                 "current_revision": m.current_revision,
@@ -162,6 +164,17 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"{format_time(index.expires)}", file=sys.stderr)
         return Exit.INVALID
     return Exit.OK
+
+
+def _edge_status(config: Config, index: Index) -> dict[str, Any]:
+    """An edge's cache (DESIGN.md §5): ``status --json``'s ``local.edge``."""
+    from dataclasses import asdict
+
+    from codecache.ops.local import edge_facts
+
+    edge = edge_facts(config, index)
+    return {**asdict(edge), "hit_ratio": edge.hit_ratio,
+            "channel_targets_over_limit": edge.reserved_bytes > edge.cache_limit_bytes}
 
 
 def _print_status(index: Index, local: dict[str, Any], mutated: list[dict[str, Any]]) -> None:
@@ -179,9 +192,20 @@ def _print_status(index: Index, local: dict[str, Any], mutated: list[dict[str, A
               "(codecache history)")
     replica = local.get("replica")
     if replica is not None:
-        print(f"replica of {replica['upstream']}: serial {replica['serial']}, last confirmed "
-              f"{replica['last_confirmed']} ({replica['seconds_since_confirmed']}s ago)"
+        print(f"{local['role']} of {replica['upstream']}: serial {replica['serial']}, last "
+              f"confirmed {replica['last_confirmed']} ({replica['seconds_since_confirmed']}s ago)"
               + (f", last error: {replica['last_error']}" if replica["last_error"] else ""))
+    edge = local.get("edge")
+    if edge is not None:
+        ratio = edge["hit_ratio"]
+        print(f"edge cache {edge['cache_bytes']} of {edge['cache_limit_bytes']} bytes (channel "
+              f"targets {edge['reserved_bytes']} bytes, never evicted), hit ratio "
+              + (f"{ratio:.1%}" if ratio is not None else "-")
+              + f" ({edge['hits']} hits, {edge['misses']} misses), {edge['upstream_bytes']} "
+              f"bytes from upstream, {edge['evictions']} evictions")
+        if edge["channel_targets_over_limit"]:
+            print("WARNING: the channel targets alone exceed [edge] cache_size: they are kept; "
+                  "raise cache_size")
     for name in sorted(index.packages):
         pkg = index.packages[name]
         print(f"package {name}")

@@ -167,6 +167,11 @@ class Index:
         """Every blob the index lists (sha256 → size)."""
         return {r.sha256: r.size for p in self.packages.values() for r in p.releases.values()}
 
+    def channel_target_sizes(self) -> dict[str, int]:
+        """The blobs the channels point to (sha256 → size): what an edge holds at all times."""
+        return {r.sha256: r.size for p in self.packages.values()
+                for ch in p.channels.values() if (r := p.releases.get(ch.version)) is not None}
+
 
 EMPTY = Index(serial=0, generated=0, expires=0)
 

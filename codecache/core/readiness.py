@@ -1,9 +1,11 @@
 """The readiness verdict of a node: ok, degraded (with reasons) or not ready (with reasons).
 
 One rule for every role, mapped to HTTP by the server (``/readyz``: 200 unless not ready)
-and to monitoring states by ``codecache check``. Readiness is about what this node can
-serve: upstream trouble (a refused or unreachable upstream) never makes it not ready
-(DESIGN.md §5); it is reported beside the verdict, in the log and in ``/metrics``.
+and to monitoring states by ``codecache check``; what each role must hold on disk to be
+ready (every blob listed, or an edge's channel targets) is ``must_hold``. Readiness is
+about what this node can serve: upstream trouble (a refused or unreachable upstream)
+never makes it not ready (DESIGN.md §5); it is reported beside the verdict, in the log
+and in ``/metrics``.
 
 Owns the inputs too, typed: why no index (or not the one on disk) is served
 (``IndexProblem``), built alike by the server (``web.storeview``) and by ``check --store``
@@ -17,6 +19,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from codecache.core.config import Role
 from codecache.core.errors import IndexRefused, Refusal
 from codecache.core.index import Index
 from codecache.core.trust import is_expired
@@ -82,6 +85,14 @@ class Readiness:
     def besides_expiry(self) -> tuple[str, ...]:
         """The reasons other than an expired index."""
         return tuple(reason for reason in self.reasons if reason != INDEX_EXPIRED)
+
+
+def must_hold(index: Index, role: Role) -> dict[str, int]:
+    """The blobs (sha256 → size) a node of ``role`` holds on disk before it serves ``index``:
+    every blob it lists, or on an edge only the channel targets (DESIGN.md §5; any other
+    blob is filled on demand). The pull loop fetches these before it swaps the index in,
+    and readiness requires them: one rule, so ``/readyz`` cannot disagree with the swap."""
+    return index.channel_target_sizes() if role is Role.EDGE else index.blob_sizes()
 
 
 def judge(*, index: Index | None, now: float, index_problem: IndexProblem | None,

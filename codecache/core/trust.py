@@ -10,7 +10,11 @@ The rules, in the order they are applied:
 1. the document parses and one signature by a trusted key verifies (any one suffices, so
    keys can rotate); its ``format`` is one this version knows; its payload is well-formed;
 2. per source (an upstream URL): a lower serial than that source offered before is
-   ``rollback``, the same serial with another payload ``conflict``;
+   ``rollback``, the same serial with another payload ``conflict``. A source that is a
+   pool (an edge's upstream, usually the VIP: members may answer a lower serial after a
+   higher one while they catch up) offering a lower serial whose release history is a
+   prefix of the one held is only behind, and goes on to rule 4 (``stale_upstream``); a
+   forked history stays ``rollback``;
 3. the same serial as the index held: the same payload is ``CURRENT`` (a confirmation),
    another payload is ``conflict``;
 4. lower than the highest serial ever accepted: ``stale_upstream`` from an upstream (it is
@@ -80,6 +84,9 @@ class TrustState:
     highest_serial: int = 0
     held: SignedIndex | None = None
     marks: Mapping[str, Mark] = field(default_factory=dict)
+    # The release history of the index held, verified; only a pool's lower serial is
+    # compared with it (rule 2). None: not given, or none held.
+    history: History | None = None
 
     @property
     def floor(self) -> int:
@@ -153,11 +160,14 @@ def _signed_bytes(raw: bytes, document: dict[str, Any]) -> bytes:
 
 
 def decide(candidate: SignedIndex, state: TrustState, *, now: int, source: str | None = None,
-           fresh_required: bool = True, allow_lower: bool = False) -> Outcome:
+           fresh_required: bool = True, allow_lower: bool = False,
+           pool: bool = False) -> Outcome:
     """Whether ``candidate`` (from upstream ``source``, or None: the local store) is taken.
 
     ``allow_lower`` is the operator's explicit override after a restore or a key
-    compromise: the serial floor and the source's mark are ignored once.
+    compromise: the serial floor and the source's mark are ignored once. ``pool``: the
+    source is a pool of nodes behind one name (an edge's upstream, DESIGN.md §5), judged
+    against ``state.history``.
 
     Raises:
         IndexRefused: ``rollback``, ``conflict``, ``stale_upstream`` or ``expired``.
@@ -165,7 +175,8 @@ def decide(candidate: SignedIndex, state: TrustState, *, now: int, source: str |
     serial = candidate.serial
     mark = state.marks.get(source) if source is not None else None
     if mark is not None and not allow_lower:
-        if serial < mark.serial:
+        if serial < mark.serial and not (pool and is_prefix(candidate.index.history,
+                                                           state.history)):
             raise IndexRefused(Refusal.ROLLBACK, f"{source} offers serial {serial}, lower "
                                f"than the {mark.serial} it offered before")
         if serial == mark.serial and candidate.digest != mark.digest:
@@ -189,9 +200,17 @@ def decide(candidate: SignedIndex, state: TrustState, *, now: int, source: str |
     return Outcome.NEW
 
 
+def is_prefix(head: HistoryHead | None, held: History | None) -> bool:
+    """Whether the history ``head`` signs is ``held`` or a prefix of it: what a pool member
+    that has not caught up yet offers. No history on either side proves nothing (False)."""
+    if head is None or held is None or head.length > len(held):
+        return False
+    return head.length == 0 or held.hashes[head.length - 1] == head.head
+
+
 def evaluate(raw: bytes, keys: Mapping[str, PublicKey], state: TrustState, *, now: int,
              source: str | None = None, fresh_required: bool = True,
-             allow_lower: bool = False) -> tuple[Outcome, SignedIndex]:
+             allow_lower: bool = False, pool: bool = False) -> tuple[Outcome, SignedIndex]:
     """``verify`` then ``decide``: the whole trust decision about one document.
 
     Raises:
@@ -199,7 +218,7 @@ def evaluate(raw: bytes, keys: Mapping[str, PublicKey], state: TrustState, *, no
     """
     candidate = verify(raw, keys)
     return decide(candidate, state, now=now, source=source, fresh_required=fresh_required,
-                  allow_lower=allow_lower), candidate
+                  allow_lower=allow_lower, pool=pool), candidate
 
 
 def accept_history(candidate: HistoryHead | None, entries: Sequence[Entry] | History | None,

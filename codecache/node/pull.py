@@ -1,4 +1,4 @@
-"""A replica's pull loop run beside the server, in the one process that pulls.
+"""A replica's or an edge's pull loop run beside the server, in the one process that pulls.
 
 The web side serves what the store holds and knows nothing of pulling; whoever starts the
 server (the single-process server, or worker 0 of a replica) hands this in.
@@ -10,15 +10,15 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
-from codecache.core.config import Config, Role
+from codecache.core.config import Config
 from codecache.web.server import Background
 from codecache.web.storeview import StoreView
 
 
 def pull_loop(config: Config, tell: Callable[[], None] | None) -> Background | None:
-    """The pull loop for ``server.run`` of a replica (None for another role); ``tell`` the
-    other workers of an install."""
-    if config.role is not Role.REPLICA:
+    """The pull loop for ``server.run`` of a replica or an edge (None for an origin);
+    ``tell`` the other workers of an install."""
+    if not config.role.pulls:
         return None
 
     @contextlib.asynccontextmanager

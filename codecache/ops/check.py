@@ -20,7 +20,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from codecache.core.config import parse_duration
+from codecache.core.config import Role, parse_duration
 from codecache.core.errors import NAGIOS_UNKNOWN, ConfigError, Refusal
 from codecache.core.readiness import Health, Readiness
 from codecache.core.trust import past_expiry
@@ -32,6 +32,8 @@ from codecache.core.trust import past_expiry
 TWO_WRITERS = (Refusal.CONFLICT, Refusal.ROLLBACK, Refusal.HISTORY_FORK)
 # A refusal that is normal in a chain of replicas and no alarm.
 HARMLESS = (Refusal.STALE_UPSTREAM,)
+# The roles that follow an upstream's index, as a node names its role.
+PULLING = tuple(role.value for role in Role if role.pulls)
 
 
 class State(enum.IntEnum):
@@ -69,6 +71,24 @@ class Thresholds:
 
 
 @dataclass(frozen=True, slots=True)
+class EdgeFacts:
+    """An edge's cache (DESIGN.md §5): its ``/readyz`` body's ``edge``, or read locally."""
+
+    cache_bytes: int
+    cache_limit_bytes: int
+    reserved_bytes: int        # the channel targets' bytes (never evicted)
+    hits: int
+    misses: int
+    upstream_bytes: int        # blob bytes read from upstream
+    evictions: int
+
+    @property
+    def hit_ratio(self) -> float | None:
+        asked = self.hits + self.misses
+        return self.hits / asked if asked else None
+
+
+@dataclass(frozen=True, slots=True)
 class Facts:
     """What was found out about one node. ``None`` where a fact is not known."""
 
@@ -96,6 +116,7 @@ class Facts:
     upstream_serial: int | None = None   # what the upstream serves now
     upstream_generated: int | None = None
     upstream_problem: str | None = None  # the upstream could not be asked from here
+    edge: EdgeFacts | None = None        # an edge's cache
     elapsed: float | None = None         # seconds the check took
 
 
@@ -126,6 +147,7 @@ def assess(facts: Facts, limits: Thresholds) -> Result:
     _index(facts, limits, findings, perf)
     _served(facts, findings, perf)
     _replica(facts, limits, findings, perf)
+    _edge(facts, findings, perf)
     _mutated(facts, findings, perf)
     _disk(facts, limits, findings, perf)
     if facts.elapsed is not None:
@@ -144,6 +166,11 @@ def _summary(facts: Facts) -> str:
     if facts.upstream is not None and facts.confirmed_at is not None:
         parts.append(f"confirmed by {facts.upstream} {_duration(facts.now - facts.confirmed_at)}"
                      " ago")
+    if facts.edge is not None:
+        ratio = facts.edge.hit_ratio
+        parts.append(f"cache {_bytes(facts.edge.cache_bytes)} of "
+                     f"{_bytes(facts.edge.cache_limit_bytes)}"
+                     + (f", hit ratio {ratio:.0%}" if ratio is not None else ""))
     if facts.verified:
         parts.append(f"{facts.verified} tarball(s) verified")
     return ", ".join(parts)
@@ -204,10 +231,12 @@ def _served(facts: Facts, findings: list[tuple[State, str]], perf: list[str]) ->
 
 def _replica(facts: Facts, limits: Thresholds, findings: list[tuple[State, str]],
              perf: list[str]) -> None:
-    if facts.role != "replica":
+    """A replica's or an edge's lag and refusals (an edge follows its upstream alike)."""
+    if facts.role not in PULLING:
         return
     if facts.confirmed_at is None:
-        findings.append((State.CRITICAL, "replica never confirmed its index with an upstream"
+        findings.append((State.CRITICAL, f"{facts.role} never confirmed its index with an "
+                         "upstream"
                          + (f" (last error: {facts.last_error})" if facts.last_error else "")))
         return
     lag = max(0.0, facts.now - facts.confirmed_at)
@@ -225,7 +254,7 @@ def _replica(facts: Facts, limits: Thresholds, findings: list[tuple[State, str]]
     state = State.CRITICAL if lag > limits.lag_critical else \
         State.WARNING if lag > limits.lag_warning else State.OK
     if state > State.OK:
-        text = f"replica lags {_duration(lag)}"
+        text = f"{facts.role} lags {_duration(lag)}"
         if behind:
             text += f", serial {facts.serial} behind {facts.upstream_serial} of {facts.upstream}"
         else:
@@ -249,6 +278,27 @@ def _replica(facts: Facts, limits: Thresholds, findings: list[tuple[State, str]]
                          f"the last {_duration(limits.refusal_window)}"))
 
 
+def _edge(facts: Facts, findings: list[tuple[State, str]], perf: list[str]) -> None:
+    """An edge's cache: its bytes against the bound, hits, upstream bytes, evictions."""
+    edge = facts.edge
+    if edge is None:
+        return
+    perf.append(perfdata("edge_cache", edge.cache_bytes, "B", minimum=0,
+                         maximum=edge.cache_limit_bytes))
+    perf.append(perfdata("edge_channel_targets", edge.reserved_bytes, "B",
+                         warn=str(edge.cache_limit_bytes), minimum=0))
+    if edge.hit_ratio is not None:
+        perf.append(perfdata("edge_hit_ratio", round(edge.hit_ratio, 4), "", minimum=0,
+                             maximum=1))
+    perf.append(perfdata("edge_upstream_bytes", edge.upstream_bytes, "c", minimum=0))
+    perf.append(perfdata("edge_evictions", edge.evictions, "c", minimum=0))
+    if edge.reserved_bytes > edge.cache_limit_bytes:
+        findings.append((State.WARNING, f"the channel targets take "
+                         f"{_bytes(edge.reserved_bytes)}, more than the edge cache_size "
+                         f"{_bytes(edge.cache_limit_bytes)} (kept, never evicted: the cache "
+                         "holds nothing else; raise [edge] cache_size)"))
+
+
 def _refusal(name: str) -> Refusal | None:
     """The refusal a node reports by name (``replica.json``, ``/readyz``); None for a name
     this version does not know (a newer node's)."""
@@ -259,7 +309,7 @@ def _refusal(name: str) -> Refusal | None:
 
 
 def _mutated(facts: Facts, findings: list[tuple[State, str]], perf: list[str]) -> None:
-    if facts.role == "replica" and not facts.mutated_tags:
+    if facts.role in PULLING and not facts.mutated_tags:
         return   # only an origin's sync sees tags
     perf.append(perfdata("mutated_tags", len(facts.mutated_tags), "", warn="0", minimum=0))
     if facts.mutated_tags:

@@ -3,8 +3,10 @@
 Owns reading a store as its server would: the index through the trust rules
 (``store.trusted.read_trusted_index``), the blobs it lists (``store.files.check_blob``:
 sizes; hashes of the channels checked, or all with ``deep``), readiness through
-``readiness.judge`` exactly as the server decides ``/readyz``, and for a replica its pull
-record (``replica.json``) and what its upstream serves now (``probe.ask_upstream``).
+``readiness.judge`` exactly as the server decides ``/readyz`` (over the blobs
+``readiness.must_hold`` names for the role), for a replica or an edge its pull record
+(``replica.json``) and what its upstream serves now (``probe.ask_upstream``), and for an
+edge its cache (``edge_facts``, which ``status`` prints too).
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from codecache.core.errors import (
     NoIndex,
 )
 from codecache.core.index import Index
-from codecache.core.readiness import IndexProblem, IndexTrouble, judge
+from codecache.core.readiness import IndexProblem, IndexTrouble, judge, must_hold
 from codecache.core.signing import PublicKey
-from codecache.ops.check import Facts
+from codecache.ops.check import EdgeFacts, Facts
 from codecache.ops.probe import ask_upstream
 from codecache.ops.targets import Targets, check_tarball, chosen
 from codecache.store.files import MISSING, check_blob
@@ -63,7 +65,7 @@ def probe_store(config: Config, keys: Mapping[str, PublicKey], *, timeout: float
     if index is not None:
         facts = replace(facts, serial=index.serial, generated=index.generated,
                         expires=index.expires)
-        blob_problems = _stored_blobs(store, index, deep=deep)
+        blob_problems = _stored_blobs(store, must_hold(index, config.role), deep=deep)
         facts = _verify_stored(store, keys, index, facts, targets, blob_problems)
     facts = replace(facts, readiness=judge(index=index, now=now, index_problem=problem,
                                            blob_problems=blob_problems),
@@ -73,7 +75,9 @@ def probe_store(config: Config, keys: Mapping[str, PublicKey], *, timeout: float
         facts = replace(facts, disk_free=disk.free, disk_total=disk.total)
     except OSError:
         pass
-    if config.role is Role.REPLICA:
+    if config.role is Role.EDGE:
+        facts = replace(facts, edge=edge_facts(config, index))
+    if config.role.pulls:
         facts = _stored_pulls(store, config, facts)
         if upstream and facts.upstream:
             facts = ask_upstream(facts, keys, started + timeout, timeout,
@@ -93,10 +97,10 @@ def _stored_index(store: Store, keys: Mapping[str, PublicKey], floor: int,
     return signed.index, None
 
 
-def _stored_blobs(store: Store, index: Index, *, deep: bool) -> dict[str, str]:
-    """Listed blobs missing or of the wrong size; with ``deep`` also hashed."""
+def _stored_blobs(store: Store, sizes: Mapping[str, int], *, deep: bool) -> dict[str, str]:
+    """The blobs of ``sizes`` missing or of the wrong size; with ``deep`` also hashed."""
     problems = {}
-    for sha256, size in index.blob_sizes().items():
+    for sha256, size in sizes.items():
         fault = check_blob(store.blob_path(sha256), sha256, size, deep=deep)
         if fault is not None:
             problems[sha256] = fault
@@ -140,3 +144,25 @@ def _stored_pulls(store: Store, config: Config, facts: Facts) -> Facts:
     return replace(facts, upstream=pull.upstream or (config.replica.upstreams or (None,))[0],
                    confirmed_at=pull.confirmed_at or None, last_error=pull.last_error,
                    refusals=dict(pull.refusals), refused_at=dict(pull.refused_at))
+
+
+def edge_facts(config: Config, index: Index | None) -> EdgeFacts:
+    """An edge's cache as its store holds it: the cache's own account (bytes, hits,
+    misses, upstream bytes, evictions) and the channel targets' bytes, from the index held
+    (the cache's reserve as the pull loop last set it, without an index).
+
+    Raises:
+        StoreError: the cache cannot be read.
+    """
+    from codecache.store.edgecache import EdgeCache
+
+    cache = EdgeCache(config.store.path, config.edge.cache_size)
+    try:
+        stats = cache.stats()
+    finally:
+        cache.close()
+    reserved = sum(must_hold(index, config.role).values()) if index is not None \
+        else stats.reserved_bytes
+    return EdgeFacts(cache_bytes=stats.cache_bytes, cache_limit_bytes=stats.limit_bytes,
+                     reserved_bytes=reserved, hits=stats.hits, misses=stats.misses,
+                     upstream_bytes=stats.upstream_bytes, evictions=stats.evictions)

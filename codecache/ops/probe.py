@@ -2,12 +2,13 @@
 
 Owns the monitoring side's questions to a node: ``/readyz``, ``/metrics``, ``/index.json``
 (through ``trust.verify`` with the trusted keys, capped at ``replica.max_index_size`` as a
-replica's pull is), the channel tarballs (``targets.check_tarball``), and for a replica what
-its upstream serves now. The judgement is ``check.assess`` (pure); the store on disk is
-``local``'s. Every request goes through ``upstream.client`` (no proxies, no redirects, caps)
-under one overall deadline shared by every request: each gets the time left.
-``with_deadline`` bounds what a request's deadline cannot (a hanging name lookup) by
-running the gathering in a thread it stops waiting for.
+replica's pull is), the channel tarballs (``targets.check_tarball``), an edge's cache (its
+``/readyz`` body's ``edge``), and for a replica or an edge what its upstream serves now.
+The judgement is ``check.assess`` (pure); the store on disk is ``local``'s. Every request
+goes through ``upstream.client`` (no proxies, no redirects, caps) under one overall
+deadline shared by every request: each gets the time left. ``with_deadline`` bounds what a
+request's deadline cannot (a hanging name lookup) by running the gathering in a thread it
+stops waiting for.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import TypeVar
 from urllib.parse import quote
 
@@ -34,7 +35,7 @@ from codecache.core.index import Index
 from codecache.core.readiness import Health, Readiness
 from codecache.core.signing import PublicKey
 from codecache.core.trust import verify
-from codecache.ops.check import Facts
+from codecache.ops.check import EdgeFacts, Facts
 from codecache.ops.targets import Targets, check_tarball, chosen
 from codecache.upstream.client import ANY_ANSWER, Reply, base_url, fetch, one_line
 
@@ -132,8 +133,8 @@ def probe_url(base: str, keys: Mapping[str, PublicKey], *, timeout: float,
               targets: Targets = None, upstream: bool = True, index_cap: int = INDEX_CAP,
               clock: Callable[[], float] = time.time) -> Facts:
     """The facts about the node at ``base``: ``/readyz``, ``/index.json``, ``/metrics``, the
-    channel tarballs (``targets``, see ``Targets``; () none), and for a replica what its
-    upstream serves now. An index over ``index_cap`` bytes (``replica.max_index_size``)
+    channel tarballs (``targets``, see ``Targets``; () none), and for a replica or an edge
+    what its upstream serves now. An index over ``index_cap`` bytes (``replica.max_index_size``)
     is refused (``too_large``), as a replica's pull refuses it.
 
     Raises:
@@ -168,6 +169,7 @@ def _ask(client: Client, keys: Mapping[str, PublicKey], facts: Facts,
             confirmed_at=float(confirmed) if confirmed and replica.get("upstream") else None,
             refusals={str(k): int(v) for k, v in replica.get("refusals", {}).items()},
             refused_at={str(k): float(v) for k, v in replica.get("refused_at", {}).items()})
+    facts = replace(facts, edge=_edge(body.get("edge")))
     metrics = _metrics(client.get("/metrics").body)
     mutated = int(metrics.get("codecache_mutated_tags", 0))
     facts = replace(facts, mutated_tags=("?",) * mutated)
@@ -191,6 +193,17 @@ def _ask(client: Client, keys: Mapping[str, PublicKey], facts: Facts,
     if upstream and facts.upstream:
         facts = ask_upstream(facts, keys, client.deadline, timeout, index_cap)
     return facts
+
+
+def _edge(body: object) -> EdgeFacts | None:
+    """An edge's cache facts from its ``/readyz`` body's ``edge`` object (None: not an
+    edge, or not told)."""
+    if not isinstance(body, dict):
+        return None
+    try:
+        return EdgeFacts(**{f.name: int(body[f.name]) for f in fields(EdgeFacts)})
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _metrics(text: bytes) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""The replica's pull loop (DESIGN.md §5): mirror a verified index and its blobs from upstreams.
+"""The pull loop of a replica or an edge (DESIGN.md §5): a verified index and its blobs.
 
 Owns the pull: the failover order over ``upstreams``, what is taken from the one that
 answers (a new index once its blobs, each hashed to its name, and its history are on
@@ -17,24 +17,33 @@ fetched after the index, only what is new: ``history_mirror``) verifies against 
 keeps every entry held (``history_fork`` otherwise; ``trust.accept_history`` decides).
 A network error, a timeout, a 5xx, a redirect or a refused index moves on to the next
 upstream; when none answers, the last good index keeps being served.
+
+An edge pulls alike, with two differences (``Role.EDGE``): what it must hold before the
+swap is only the channel targets (``readiness.must_hold``; the rest is its cache's, and
+``edgekeep`` moves blobs between the two around an install), and its upstream is a pool
+(``trust.decide(pool=True)``: a lower serial with a prefix of the history held is
+``stale_upstream``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 
-from codecache.core.config import Config
+from codecache.core.config import Config, Role
 from codecache.core.errors import (
     CodecacheError,
     IndexRefused,
     Refusal,
     UpstreamFailure,
 )
+from codecache.core.index import Index
+from codecache.core.readiness import must_hold
 from codecache.core.signing import PublicKey, load_trusted_keys
 from codecache.core.trust import (
     Mark,
@@ -45,6 +54,7 @@ from codecache.core.trust import (
     offered,
     verify,
 )
+from codecache.replica.edgekeep import EdgeKeep
 from codecache.replica.fetcher import Connect, Fetcher, HttpFetcher
 from codecache.replica.held import Held
 from codecache.replica.history_mirror import Fetch, HistoryBehind, HistoryMirror
@@ -61,7 +71,7 @@ class Replica:
 
     def __init__(self, config: Config, *, suspects: Callable[[], Collection[str]] = frozenset,
                  installed: Callable[[], Awaitable[None]] | None = None,
-                 connect: Connect | None = None) -> None:
+                 connect: Connect | None = None, edge_keep: EdgeKeep | None = None) -> None:
         self._config = config
         self._store = Store(config.store.path)
         self._keys: dict[str, PublicKey] = load_trusted_keys(config.signing.trusted_keys)
@@ -76,6 +86,11 @@ class Replica:
         self._verified: dict[str, FileIdentity] = {}
         self._history = HistoryMirror(self._store)   # the release history held
         self._record = PullRecord()
+        # An edge holds only its channel targets in the store (the rest is its cache's),
+        # and its upstream is a pool (DESIGN.md §5).
+        self._edge = config.role is Role.EDGE
+        self._keep = edge_keep if edge_keep is not None or not self._edge else \
+            EdgeKeep.open(self._store, config.edge.cache_size)
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -143,9 +158,13 @@ class Replica:
             return True
         candidate = verify(raw, self._keys)
         marks = offered(state, upstream, candidate)
+        if self._edge and state.held is not None and state.held.index.history is not None:
+            # What a lower serial from the pool is compared with (trust rule 2).
+            state = dataclasses.replace(state, history=await asyncio.to_thread(
+                self._history.held, state.held.index.history))
         try:
             outcome = decide(candidate, state, now=int(time.time()), source=upstream,
-                             allow_lower=allow_lower)
+                             allow_lower=allow_lower, pool=self._edge)
         except IndexRefused:
             if marks is not state.marks:
                 await self._held.save_marks(marks)
@@ -179,15 +198,21 @@ class Replica:
                     held.index.history if held is not None else None, allow_fork=reset_serial)
             except HistoryBehind as err:
                 raise UpstreamFailure("history_behind", str(err)) from None
-            sizes = candidate.index.blob_sizes()
+            sizes = self._must_hold(candidate.index)
             missing = await asyncio.to_thread(self._bad_blobs, sizes)
+            if self._keep is not None and missing:
+                # A rollback's target, or a release a pilot asked for: no WAN transfer.
+                missing -= await asyncio.to_thread(self._keep.seed,
+                                                   {s: sizes[s] for s in missing})
             await self._fetch(fetcher, upstream, {s: sizes[s] for s in missing})
             await asyncio.to_thread(
                 self._store.install, candidate, previous=held.index if held else None,
-                history=history, marks=marks, reset_serial=reset_serial)
+                history=history, marks=marks, reset_serial=reset_serial, required=sizes)
             self._held.installed(candidate)
             if history is not None:
                 self._history.installed(history)
+            if self._keep is not None:
+                await asyncio.to_thread(self._keep.settle, sizes)
 
     # --- repairs: what the index held lists, bad on disk ------------------------------------
 
@@ -225,13 +250,21 @@ class Replica:
         if held is None:
             return
         await self._repair_history(fetcher, upstream, held)
-        sizes = held.index.blob_sizes()
+        sizes = self._must_hold(held.index)
         bad = await asyncio.to_thread(self._bad_blobs, sizes)
+        if self._keep is not None and self._keep.unsettled:
+            # The first pull of an edge: what an earlier run (killed between its install
+            # and the move) or a replica's store left in the store goes to the cache.
+            async with self._held.writer_lock():
+                await asyncio.to_thread(self._keep.settle, sizes)
         if not bad:
             return
         log.warning("fetching %d blob(s) again that are missing or corrupt on disk", len(bad))
         async with self._held.writer_lock():
             await self._fetch(fetcher, upstream, {s: sizes[s] for s in bad}, replace=True)
+
+    def _must_hold(self, index: Index) -> dict[str, int]:
+        return must_hold(index, self._config.role)
 
     # --- blobs ----------------------------------------------------------------------------
 
@@ -257,6 +290,8 @@ class Replica:
         await asyncio.to_thread(self._store.add_blob, part, sha256, replace=replace)
         self._verified[sha256] = file_identity(self._store.blob_path(sha256)) or (0, 0, 0)
         self._record.blobs_fetched += 1
+        if self._keep is not None:
+            await asyncio.to_thread(self._keep.fetched, size)
 
     def _bad_blobs(self, sizes: dict[str, int]) -> set[str]:
         """Blobs missing, of the wrong size, reported by the server, or re-hashed wrong."""

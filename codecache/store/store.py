@@ -230,12 +230,14 @@ class Store:
 
     def install(self, signed: SignedIndex, *, previous: Index | None = None,
                 history: History | None = None, marks: Mapping[str, Mark] | None = None,
-                reset_serial: bool = False) -> None:
+                reset_serial: bool = False, required: Mapping[str, int] | None = None) -> None:
         """Install a verified index with everything it names; the index is swapped last.
 
         Every blob it lists must already be in the store (the origin's writer and the
-        replica's pull put them there first); each release's ``.minisig`` is written beside
-        them (from the index, so a replica's store is as complete as the origin's). Then
+        replica's pull put them there first), or only those of ``required`` (sha256 →
+        size: an edge's channel targets, ``readiness.must_hold``; it fills the others on
+        demand); each release's ``.minisig`` is written beside them (from the index, so a
+        replica's store is as complete as the origin's). Then
         ``history.json`` when ``history`` is given (it must be the chain the index signs;
         None leaves the file as it is), then ``index.json``, then the local state: the
         highest serial accepted (``reset_serial``: set to this one, the operator's explicit
@@ -243,7 +245,7 @@ class Store:
         A crash at any point leaves the previous index in place, or this one complete.
 
         Raises:
-            BlobUnavailable: a blob the index lists is not in the store.
+            BlobUnavailable: a blob required is not in the store.
             StoreError: the file system refuses.
         """
         index = signed.index
@@ -253,7 +255,8 @@ class Store:
         # Per-release work runs on every install, thousands of times at scale: plain
         # string paths and one directory listing per package, not a Path and a stat each.
         blob_dir = str(self.blob_dir)
-        for sha256, size in sorted(index.blob_sizes().items()):
+        for sha256, size in sorted((index.blob_sizes() if required is None
+                                    else required).items()):
             fault = check_blob(f"{blob_dir}/{sha256}", sha256, size, deep=False)
             if fault is not None:
                 raise BlobUnavailable(sha256, fault)

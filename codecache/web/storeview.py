@@ -2,8 +2,9 @@
 
 Owns what the server serves: the index on disk is taken only through ``trust`` (a refused
 or older one never replaces the one served), blobs only through ``BlobCache``; the verdict
-of ``/readyz`` comes from ``readiness.judge``. On a replica, the lag facts come from the
-pull loop's ``replica.json`` (it may run in another process). Blocking code (stat, read,
+of ``/readyz`` comes from ``readiness.judge``, over the blobs ``readiness.must_hold`` names
+for this role. On a replica or an edge, the lag facts come from the pull loop's
+``replica.json`` (it may run in another process). Blocking code (stat, read,
 hash): the server runs ``refresh`` and ``scrub`` in a thread. No aiohttp here.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 
 from codecache.core.config import Config, Role
 from codecache.core.errors import IndexRefused, NoIndex, NotFound, StoreError
-from codecache.core.readiness import IndexProblem, IndexTrouble, Readiness, judge
+from codecache.core.readiness import IndexProblem, IndexTrouble, Readiness, judge, must_hold
 from codecache.core.signing import load_trusted_keys
 from codecache.store.edgecache import EdgeCache, EdgeStats
 from codecache.store.files import file_identity
@@ -47,6 +48,9 @@ class StoreView:
         self.blobs = BlobCache(self.store, config.server.memory_blob_max,
                                config.server.memory_total_max // workers)
         self.catalog: Catalog | None = None
+        # The blobs this node must hold to serve the catalog (``must_hold``): all of them,
+        # or an edge's channel targets; the others are its cache's.
+        self.held_sizes: dict[str, int] = {}
         self.index_problem: IndexProblem | None = None   # none, or not the one on disk
         self.blob_problems: dict[str, str] = {}
         self.confirmed_at: float = 0.0             # last time the index was confirmed current
@@ -82,14 +86,14 @@ class StoreView:
             self._refresh_state()
             self._refresh_pull_status()
             if self.catalog is not None:
-                self.blob_problems = self.blobs.check(self.catalog.blob_sizes())
+                self.blob_problems = self.blobs.check(self.held_sizes)
             if self.edge_cache is not None:
                 self.edge_stats = self.edge_cache.stats()   # this process's counts added
             self._update_gauges()
 
     def scrub(self) -> None:
         if self.catalog is not None:
-            self.blob_problems = self.blobs.scrub(self.catalog.blob_sizes())
+            self.blob_problems = self.blobs.scrub(self.held_sizes)
         # The edge cache is the node's: one of its processes scrubs it per interval.
         if self.edge_cache is not None and \
                 self.edge_cache.scrub_due(self.config.store.scrub_interval):
@@ -124,6 +128,7 @@ class StoreView:
         # index is served, so no request sees the new index with the old history.
         self._refresh_history()
         self.catalog = Catalog(signed.index, raw, self.config.server.channel_max_age)
+        self.held_sizes = must_hold(signed.index, self.config.role)
         self._index_id, self.index_problem, self.confirmed_at = identity, None, time.time()
         log.info("serving index serial=%d", signed.serial)
 
@@ -218,7 +223,7 @@ class StoreView:
                         seconds_since_confirmed=int(now - self.last_confirmed))
         if self.blob_problems:
             body["blobs_unavailable"] = len(self.blob_problems)
-        if self.config.role is Role.REPLICA:
+        if self.config.role.pulls:
             body["upstream"] = self.pull.upstream if self.pull is not None else None
         if self.edge_stats is not None:
             body["edge"] = edge_facts(self.edge_stats)

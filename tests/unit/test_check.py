@@ -10,6 +10,7 @@ import pytest
 from codecache.core.errors import ConfigError
 from codecache.core.readiness import Health, Readiness
 from codecache.ops.check import (
+    EdgeFacts,
     Facts,
     Limit,
     State,
@@ -201,6 +202,41 @@ def test_other_refusals_warn_and_stale_upstream_is_no_alarm() -> None:
     assert result.state is State.WARNING and "bad_signature" in result.message
     stale = replica(refusals={"stale_upstream": 9}, refused_at={"stale_upstream": NOW - 5})
     assert assess(stale, LIMITS).state is State.OK
+
+
+def edge(**changes: object) -> Facts:
+    cache = EdgeFacts(cache_bytes=600, cache_limit_bytes=1000, reserved_bytes=200, hits=90,
+                      misses=10, upstream_bytes=5000, evictions=3)
+    return replica(role="edge", edge=dataclasses.replace(cache, **changes))  # type: ignore[arg-type]
+
+
+def test_a_healthy_edge_reports_its_cache_and_lag() -> None:
+    result = assess(edge(), LIMITS)
+    assert result.state is State.OK, result.line()
+    assert "edge serving serial" in result.message and "hit ratio 90%" in result.message
+    assert perf(result.perfdata, "edge_cache") == "edge_cache=600B;;;0;1000"
+    assert perf(result.perfdata, "edge_channel_targets") == "edge_channel_targets=200B;1000;;0"
+    assert perf(result.perfdata, "edge_hit_ratio") == "edge_hit_ratio=0.9;;;0;1"
+    assert perf(result.perfdata, "edge_upstream_bytes") == "edge_upstream_bytes=5000c;;;0"
+    assert perf(result.perfdata, "edge_evictions") == "edge_evictions=3c;;;0"
+    assert perf(result.perfdata, "lag") == "lag=1s;30;300;0"
+    for item in result.perfdata:
+        assert PERF.match(item), item
+    # An edge lags like a replica, with the same thresholds; no mutated tags of its own.
+    lagging = assess(dataclasses.replace(edge(), confirmed_at=NOW - 31), LIMITS)
+    assert lagging.state is State.WARNING and "edge lags 31s" in lagging.message
+    assert "mutated_tags" not in " ".join(result.perfdata)
+
+
+def test_an_edge_whose_channel_targets_exceed_its_cache_size_warns() -> None:
+    result = assess(edge(reserved_bytes=1001, cache_bytes=1001), LIMITS)
+    assert result.state is State.WARNING
+    assert "channel targets take" in result.message and "cache_size" in result.message
+    assert assess(edge(reserved_bytes=1000), LIMITS).state is State.OK
+    # Before any request, no hit ratio to report.
+    idle = assess(edge(hits=0, misses=0), LIMITS)
+    assert idle.state is State.OK and not any(p.startswith("edge_hit_ratio=")
+                                              for p in idle.perfdata)
 
 
 def test_mutated_tags_warn_with_their_names() -> None:

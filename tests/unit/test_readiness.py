@@ -6,8 +6,9 @@ import dataclasses
 
 import pytest
 
+from codecache.core.config import Role
 from codecache.core.errors import IndexRefused, Refusal
-from codecache.core.index import EMPTY
+from codecache.core.index import EMPTY, Release, add_release, move_channel
 from codecache.core.readiness import (
     INDEX_EXPIRED,
     Health,
@@ -15,6 +16,7 @@ from codecache.core.readiness import (
     IndexTrouble,
     Readiness,
     judge,
+    must_hold,
 )
 
 NOW = 1_800_000_000
@@ -77,3 +79,16 @@ def test_the_reasons_besides_an_expired_index() -> None:
     verdict = Readiness(Health.DEGRADED, (INDEX_EXPIRED, "something else"))
     assert verdict.besides_expiry() == ("something else",)
     assert Readiness(Health.DEGRADED, (INDEX_EXPIRED,)).besides_expiry() == ()
+
+
+def test_an_edge_must_hold_its_channel_targets_and_a_replica_every_blob() -> None:
+    index = FRESH
+    for version, digit in (("1.0", "a"), ("2.0", "b"), ("3.0", "c")):
+        index = add_release(index, "pilot", Release(version, digit * 64, 10 + len(digit),
+                                                    "f" * 64, "svn://s/p", 1, "rm", NOW, ""))
+    index = move_channel(index, "pilot", "stable", "1.0", NOW)
+    index = move_channel(index, "pilot", "latest", "3.0", NOW)
+    index = move_channel(index, "pilot", "testing", "3.0", NOW)   # one blob, two channels
+    assert must_hold(index, Role.EDGE) == {"a" * 64: 11, "c" * 64: 11}
+    assert must_hold(index, Role.REPLICA) == must_hold(index, Role.ORIGIN) \
+        == {"a" * 64: 11, "b" * 64: 11, "c" * 64: 11}

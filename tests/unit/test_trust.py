@@ -9,6 +9,7 @@ import json
 import pytest
 
 from codecache.core.errors import IndexRefused, Refusal
+from codecache.core.history import EMPTY_HISTORY, Action, Actor, Change, History
 from codecache.core.index import EMPTY, Index, Release, add_release
 from codecache.core.signing import SecretKey, canonical_json, generate_key, sign_document
 from codecache.core.trust import (
@@ -127,6 +128,43 @@ def test_lower_than_the_source_offered_is_rollback_else_stale(key: SecretKey) ->
     assert reason(old, keys(key), TrustState(9, held, marks), source="http://b") \
         is Refusal.STALE_UPSTREAM
     assert reason(old, keys(key), TrustState(9, held)) is Refusal.ROLLBACK  # local store
+
+
+def _history(*versions: str) -> History:
+    changes = [Change(Action.RELEASE, "pilot", v) for v in versions]
+    return EMPTY_HISTORY.append(changes, time=NOW, actor=Actor("rm", 1), serial=1)
+
+
+def with_history(key: SecretKey, serial: int, history: History) -> SignedIndex:
+    return sign_index(key, dataclasses.replace(index(serial), history=history.head))
+
+
+def test_a_pool_behind_with_a_prefix_history_is_stale_not_rollback(key: SecretKey) -> None:
+    """An edge's upstream is a pool (the VIP): a member that has not caught up answers a
+    lower serial after a higher one (DESIGN.md §5); a replica's upstream may not."""
+    held_history = _history("1.0", "1.1")
+    held = with_history(key, 9, held_history)
+    state = TrustState(9, held, {UP: Mark(9, held.digest)}, history=held_history)
+    for lower in (with_history(key, 8, held_history),          # a re-sign before it
+                  with_history(key, 7, held_history.prefix(1)),  # an entry behind
+                  with_history(key, 6, EMPTY_HISTORY)):
+        assert reason(lower.document, keys(key), state, source=UP, pool=True) \
+            is Refusal.STALE_UPSTREAM
+        assert reason(lower.document, keys(key), state, source=UP) is Refusal.ROLLBACK
+    # A lower serial whose history is not the one held (a restored origin wrote other
+    # entries; or one more than held: two writers) stays a rollback from a pool too.
+    for forked in (_history("1.0", "2.0"), _history("1.0", "1.1", "1.2")):
+        doc = with_history(key, 8, forked).document
+        assert reason(doc, keys(key), state, source=UP, pool=True) is Refusal.ROLLBACK
+    # Without the held history to compare with (none held, or none given), no proof.
+    doc = with_history(key, 8, held_history).document
+    assert reason(doc, keys(key), dataclasses.replace(state, history=None), source=UP,
+                  pool=True) is Refusal.ROLLBACK
+    assert reason(signed(key, 8).document, keys(key), state, source=UP, pool=True) \
+        is Refusal.ROLLBACK
+    # The same serial with another payload is still a conflict from a pool.
+    other = with_history(key, 9, _history("1.0", "2.0")).document
+    assert reason(other, keys(key), state, source=UP, pool=True) is Refusal.CONFLICT
 
 
 def test_the_floor_is_the_highest_serial_ever_accepted(key: SecretKey) -> None:

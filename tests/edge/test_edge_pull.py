@@ -1,0 +1,114 @@
+"""An edge follows the signed index like a replica, holding only the channel targets.
+
+Real processes: a served origin (``codecache serve`` of a synced store), edges (``codecache
+serve`` with ``role = "edge"``), the origin's access log as the count of what crossed the
+"WAN". DESIGN.md §5: channel targets are fetched as soon as the index names them, before
+any pilot asks; the new index is swapped in only once they are held, so ``/readyz`` never
+flaps across a publish; a target that stops being one goes to the bounded cache (a move
+back takes it from there, not from the upstream); an upstream that is a pool answering a
+lower serial after a higher one, with a prefix of the history held, is ``stale_upstream``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from tests.conftest import Origin, copy_origin
+from tests.edge.conftest import (
+    ReadyzPoller,
+    channel_target,
+    publish,
+    sha256_of,
+    start_edge,
+    store_blobs,
+    upstream_fetches,
+)
+from tests.harness.timing import free_port
+from tests.http.helpers import Server, running
+from tests.replica.conftest import readyz
+
+
+def flushed(upstream: Server, mark: str) -> None:
+    """Wait until the upstream's access log has a request made now (and so every earlier
+    line: the log is written in order)."""
+    upstream.request(f"/healthz?{mark}")
+    upstream.wait_for("the upstream's access log is written",
+                      lambda: f"/healthz?{mark}" in upstream.log_text(), 10)
+
+
+def test_channel_targets_are_prefetched_and_the_index_swapped_once_they_are_held(
+        edge_origin: Server, tmp_path: Path) -> None:
+    origin = edge_origin
+    first = channel_target(origin)
+    other = next(v for v in ("1.0.0", "1.2.0") if v != first)
+    first_sha, other_sha = sha256_of(origin, first), sha256_of(origin, other)
+    edge = start_edge(tmp_path / "edge", origin.origin, [origin.base])
+    try:
+        # Ready holding the channel target alone: the other release is not fetched.
+        assert store_blobs(edge) == [first_sha]
+        with ReadyzPoller(edge) as poller:
+            before = upstream_fetches(origin, other_sha)
+            serial = publish(origin, other)
+            edge.wait_for("the edge swaps in the new index",
+                          lambda: readyz(edge)["serial"] == serial, 15)
+            # The burst after a publish never waits on the WAN: the target is on disk.
+            reply = edge.request(f"/{origin.package}/latest.tar.gz")
+            assert reply.status == 200 and hashlib.sha256(reply.body).hexdigest() == other_sha
+            flushed(origin, "prefetch")
+            # Fetched once by the pull loop, before any pilot asked the edge for it.
+            assert upstream_fetches(origin, other_sha) == before + 1
+            assert store_blobs(edge) == [other_sha]   # the former target left the store
+
+            # A move back: the former target comes from the edge's cache, not the upstream.
+            before = upstream_fetches(origin, first_sha)
+            serial = publish(origin, first)
+            edge.wait_for("the edge swaps in the move back",
+                          lambda: readyz(edge)["serial"] == serial, 15)
+            flushed(origin, "back")
+            assert upstream_fetches(origin, first_sha) == before
+            assert store_blobs(edge) == [first_sha]
+        statuses = {status for status, _ in poller.seen}
+        serials = [s for _, s in poller.seen]
+        print(f"/readyz read {len(poller.seen)} times across two publishes: {statuses}")
+        assert statuses == {200}, [seen for seen in poller.seen if seen[0] != 200][:5]
+        assert serials == sorted(serials) and serials[-1] == serial
+    finally:
+        edge.stop()
+
+
+def test_a_pool_member_behind_is_a_stale_upstream_not_a_rollback(
+        template_origin: Origin, tmp_path: Path) -> None:
+    """The edge's upstream is one URL in front of a pool (the VIP): after answering a
+    serial, it may answer a lower one from a member that has not caught up (emulated for
+    real: another server at the same address, serving the index before the publish)."""
+    port = free_port()
+    current = copy_origin(template_origin, tmp_path / "current")
+    behind = copy_origin(template_origin, tmp_path / "behind")   # the same history, shorter
+    with running(current, port=port) as upstream:
+        edge = start_edge(tmp_path / "edge", current, [upstream.base])
+        try:
+            version = next(v for v in ("1.0.0", "1.2.0") if v != channel_target(upstream))
+            serial = publish(upstream, version)
+            edge.wait_for("the edge takes the publish",
+                          lambda: readyz(edge)["serial"] == serial, 15)
+        except BaseException:
+            edge.stop()
+            raise
+    try:
+        with running(behind, port=port) as member:
+            older = readyz(member)["serial"]
+            assert older < serial
+
+            def refusals() -> dict[str, int]:
+                found: dict[str, int] = readyz(edge)["replica"]["refusals"]
+                return found
+
+            edge.wait_for("the edge has asked the member behind",
+                          lambda: refusals().get("stale_upstream", 0) >= 2, 15)
+            assert "rollback" not in refusals()
+            body = readyz(edge)
+            assert body["ready"] and body["serial"] == serial   # the newer index kept
+            assert "stale_upstream" in body["replica"]["last_error"]
+    finally:
+        edge.stop()

@@ -1,9 +1,9 @@
 """The redirector's world: a serving node with sites, and the targets it may send clients to.
 
 Real processes: the redirector is ``codecache serve`` on a copy of the run's template origin
-with ``[[redirect.sites]]``; its targets are real nodes (edges, a replica), a port nobody
-listens on, and one stand-in target (``standin``) for the one state a real edge shows only
-after 30 s. The sites are told apart by loopback addresses (127.0.0.0/8 is all loopback on
+with ``[[redirect.sites]]``; its targets are real nodes (edges pulling from it or from an
+upstream stuck on an older index, one whose upstream is gone, a replica) and a port nobody
+listens on. The sites are told apart by loopback addresses (127.0.0.0/8 is all loopback on
 Linux: ``curl --interface`` and ``wget --bind-address`` make a client of each) or by
 ``?site=``. One world per module: the redirector (two worker processes) probes every second.
 """
@@ -11,6 +11,7 @@ Linux: ``curl --interface`` and ``wget --bind-address`` make a client of each) o
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +23,6 @@ import pytest
 from tests.conftest import Origin, copy_origin, require, write_config
 from tests.harness.timing import free_port
 from tests.http.helpers import Server, running
-from tests.redirect.standin import StandInTarget
 from tests.replica.conftest import replica_origin, write_replica_config
 
 CHECK_INTERVAL = "1s"
@@ -37,11 +37,11 @@ CLIENT = {"near": "127.0.0.2", "dead": "127.0.0.5", "replica": "127.0.0.6",
 @dataclass
 class World:
     redirector: Server
-    good: Server            # an edge holding the history the redirector serves
-    behind: Server          # an edge one history entry behind it
+    good: Server            # an edge of the redirector: the history it serves
+    behind: Server          # an edge of an upstream stuck one history entry behind
+    stale: Server           # an edge holding the index, its upstream gone since it started
     replica: Server         # a ready replica: not an edge
     dead: str               # a target nobody listens on
-    stale: StandInTarget    # an edge, says its /readyz, whose index is 31 s unconfirmed
     ipv6: bool              # the redirector listens on [::1] too
 
     @property
@@ -56,13 +56,14 @@ def ipv6_loopback() -> bool:
     return False
 
 
-def _edge(directory: Path, store_from: Origin, upstream: str, port: int) -> Origin:
+def _edge(directory: Path, template: Origin, upstream: str, *,
+          store_from: Origin | None = None) -> Origin:
     """An edge directory: ``role = "edge"``, trusting the template's key, pulling from
-    ``upstream``; its store starts as a copy of ``store_from``'s."""
-    copy = copy_origin(store_from, directory)
-    copy.secret_key.unlink()   # an edge holds public keys only
-    write_replica_config(directory, None, [upstream], role="edge")
-    return replica_origin(copy.dir, store_from)
+    ``upstream``; its store empty, or a copy of ``store_from``'s store."""
+    write_replica_config(directory, template.public_key, [upstream], role="edge")
+    if store_from is not None:
+        shutil.copytree(store_from.store, directory / "store")
+    return replica_origin(directory, template)
 
 
 def _sites(world: dict[str, str]) -> list[dict[str, Any]]:
@@ -86,34 +87,35 @@ def world(template_origin: Origin,
     require("wget")
     base = tmp_path_factory.mktemp("redirect")
     served = copy_origin(template_origin, base / "redirector")
-    behind_store = copy_origin(template_origin, base / "behind-store")
+    # The lagging edge's upstream: the template's state, never published to again.
+    stuck = copy_origin(template_origin, base / "stuck")
     # A channel move adds a history entry: the redirector serves one more than the
     # template (and the lagging edge) holds.
     served.cli("publish", served.package, "1.0.0", "--channel", "stable", check=True)
     ipv6 = ipv6_loopback()
     ports = {name: free_port(ipv6=ipv6 and name == "redirector")
-             for name in ("redirector", "good", "behind", "replica", "dead")}
+             for name in ("redirector", "stuck", "good", "behind", "stale", "replica", "dead")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    stale = StandInTarget({"ready": True, "status": "ok", "role": "edge", "serial": 1,
-                           "history_length": 99, "seconds_since_confirmed": 31})
-    urls["stale"] = stale.base
     write_config(served.dir, served.package, served.svn_url, redirect={
         "check_interval": CHECK_INTERVAL, "trusted_proxies": [f"{PROXY}/32"],
         "sites": _sites(urls)})
-    good = _edge(base / "good", served, urls["redirector"], ports["good"])
-    behind = _edge(base / "behind", behind_store, urls["redirector"], ports["behind"])
+    good = _edge(base / "good", served, urls["redirector"])
+    behind = _edge(base / "behind", served, urls["stuck"])
+    # Its store holds the index the redirector serves and its channel targets (as an
+    # edge's does after a restart); its upstream never answers, so it has not confirmed
+    # that index for as long as it runs: ready, not behind, but its misses cannot be filled.
+    stale = _edge(base / "stale", served, urls["dead"], store_from=served)
     replica_dir = base / "replica"
     write_replica_config(replica_dir, served.public_key, [urls["redirector"]])
     also = (f"[::1]:{ports['redirector']}",) if ipv6 else ()
     with contextlib.ExitStack() as stack:
-        stack.enter_context(stale.serving())
+        def serve(origin: Origin, name: str, **kwargs: Any) -> Server:
+            return stack.enter_context(running(origin, ports[name], **kwargs))
+
         # Two workers: each reads its targets itself (web/redirect.py).
-        redirector = stack.enter_context(running(served, ports["redirector"],
-                                                 env={"CODECACHE_SERVER_WORKERS": "2"},
-                                                 also_listen=also))
-        good_server = stack.enter_context(running(good, ports["good"]))
-        behind_server = stack.enter_context(running(behind, ports["behind"]))
-        replica = stack.enter_context(running(replica_origin(replica_dir, served),
-                                              ports["replica"]))
-        yield World(redirector, good_server, behind_server, replica, urls["dead"], stale,
-                    ipv6)
+        redirector = serve(served, "redirector", env={"CODECACHE_SERVER_WORKERS": "2"},
+                           also_listen=also)
+        serve(stuck, "stuck")
+        yield World(redirector, serve(good, "good"), serve(behind, "behind"),
+                    serve(stale, "stale"), serve(replica_origin(replica_dir, served), "replica"),
+                    urls["dead"], ipv6)

@@ -20,7 +20,7 @@ import pytest
 
 from tests.harness.binaries import require
 from tests.harness.clients import curl, wget
-from tests.harness.timing import scaled
+from tests.harness.timing import scaled, wait_until
 from tests.http.helpers import release_bytes
 from tests.redirect.conftest import CLIENT, PROXY, UNTRUSTED, World
 
@@ -192,10 +192,28 @@ def test_an_https_client_goes_only_to_an_https_target(world: World, workdir: Pat
                 cwd=workdir).status == 302
 
 
+def test_each_unusable_edge_fails_one_rule(world: World) -> None:
+    """What the targets below say of themselves: each ready, each missing one thing."""
+    served = json.loads(world.redirector.request("/readyz").body)["history_length"]
+    facts = {name: (server.request("/readyz").status,
+                    json.loads(server.request("/readyz").body))
+             for name, server in (("good", world.good), ("behind", world.behind),
+                                  ("stale", world.stale), ("replica", world.replica))}
+    assert all(status == 200 for status, _ in facts.values()), facts
+    assert [facts[n][1]["role"] for n in ("good", "behind", "stale", "replica")] == \
+        ["edge", "edge", "edge", "replica"]
+    assert facts["good"][1]["history_length"] == served
+    assert facts["behind"][1]["history_length"] == served - 1
+    assert facts["behind"][1]["seconds_since_confirmed"] <= 2
+    assert facts["stale"][1]["history_length"] == served
+    assert facts["stale"][1]["seconds_since_confirmed"] > 30
+
+
 @pytest.mark.parametrize("site", ["dead", "replica", "behind", "stale"])
 def test_an_unusable_target_is_never_named(world: World, workdir: Path, site: str) -> None:
     """Dead (nothing listens), not an edge (a ready replica), behind (an edge one history
-    entry short of what the redirector serves), stale (confirmed 31 s ago): served here."""
+    entry short of what the redirector serves), stale (an edge whose upstream is gone: its
+    index never confirmed since it started): served here."""
     path = _path(world, LATEST)
     for args in (_from(site), ("-H", "X-Unused: 1")):
         url = world.redirector.url(path) + ("" if args[0] == "--interface" else f"?site={site}")
@@ -223,7 +241,7 @@ def _curl_many(url: str, times: int, *args: str) -> list[str]:
 def test_metrics_count_redirects_and_direct_answers(world: World, workdir: Path) -> None:
     url = world.redirector.url(_path(world, RELEASE))
     before = _metrics(world, workdir)
-    for site in ("near", "near", "dead", "behind", "replica"):
+    for site in ("near", "near", "dead", "behind", "replica", "stale"):
         curl(url, *_from(site), cwd=workdir)
     curl(url, cwd=workdir)   # a direct client: counted nowhere here
     after = _metrics(world, workdir)
@@ -237,6 +255,7 @@ def test_metrics_count_redirects_and_direct_answers(world: World, workdir: Path)
     assert grew('codecache_redirect_direct_total{reason="target_not_ready",'
                 'site="replica"}') == 1
     assert grew('codecache_redirect_direct_total{reason="target_behind",site="behind"}') == 1
+    assert grew('codecache_redirect_direct_total{reason="target_not_ready",site="stale"}') == 1
 
 
 def _metrics(world: World, workdir: Path) -> dict[str, float]:
@@ -270,3 +289,44 @@ def test_the_panda_wrapper_line_from_a_site_address(world: World, workdir: Path)
     after = _metrics(world, workdir)
     sample = f'codecache_redirects_total{{site="near",target="{world.good.base}"}}'
     assert after[sample] - before.get(sample, 0.0) == 1
+
+
+def _versions(url: str, *args: str) -> list[tuple[int, str | None]]:
+    """(status, X-Codecache-Version) of every answer ``curl -L`` got, in order."""
+    result = subprocess.run([require("curl"), "-sS", "-L", "-D", "-", "-o", "/dev/null",
+                             "--max-time", str(scaled(10)), *args, url],
+                            capture_output=True, text=True, timeout=scaled(20), check=False)
+    assert result.returncode == 0, result.stderr
+    answers = []
+    for block in result.stdout.replace("\r\n", "\n").split("\n\n"):
+        lines = block.strip().splitlines()
+        if lines:
+            version = next((line.split(":", 1)[1].strip() for line in lines[1:]
+                            if line.lower().startswith("x-codecache-version:")), None)
+            answers.append((int(lines[0].split()[1]), version))
+    return answers
+
+
+def test_after_a_publish_no_pilot_is_sent_to_an_older_version(world: World) -> None:
+    """Last in the module (it moves a channel). The redirector serves the move within a
+    watch tick; its edge pulls it a second or so later and was last probed up to a second
+    before: in between, the history compared on each request keeps the site's pilots
+    here. Every redirect leads to the version the redirector would have served."""
+    url = world.redirector.url(_path(world, "/{package}/stable.tar.gz"))
+    assert _versions(url, *_from("near"))[-1] == (200, "1.0.0")
+    world.redirector.origin.cli("publish", world.package, "1.2.0", "--channel", "stable",
+                                check=True)
+    seen: list[list[tuple[int, str | None]]] = []
+
+    def sample() -> bool:
+        seen.append(_versions(url, *_from("near")))
+        return seen[-1] == [(302, "1.2.0"), (200, "1.2.0")]
+
+    wait_until(sample, 15, "the site's pilots are redirected to the edge again")
+    moved = next(i for i, answers in enumerate(seen) if answers[0][1] == "1.2.0")
+    for answers in seen[moved:]:
+        # Once the redirector serves 1.2.0, nobody is sent to an edge still at 1.0.0.
+        assert all(version == "1.2.0" for _, version in answers), (answers, seen)
+    print(f"{len(seen)} samples; after the move: "
+          f"{sum(a[0][0] == 200 for a in seen[moved:])} served here, "
+          f"{sum(a[0][0] == 302 for a in seen[moved:])} redirected")

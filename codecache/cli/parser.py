@@ -204,7 +204,7 @@ def _check_parser(sub: Any) -> None:
         "1 WARNING, 2 CRITICAL, 3 UNKNOWN; one status line with performance data)",
         description="Check one node: over HTTP with --url (from the monitoring host), else "
         "the store of the config (on the node). See docs/operations.md and docs/runbook.md.")
-    p.add_argument("--url", help="base URL of an origin, replica or the VIP, e.g. "
+    p.add_argument("--url", help="base URL of an origin, replica, edge or the VIP, e.g. "
                    "http://replica1:8080 (default: check the config's store on this host)")
     p.add_argument("--key", type=Path, action="append", metavar="PUB",
                    help="trusted public key (repeatable; "

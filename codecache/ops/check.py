@@ -83,9 +83,8 @@ class EdgeFacts:
     evictions: int
 
     @property
-    def hit_ratio(self) -> float | None:
-        asked = self.hits + self.misses
-        return self.hits / asked if asked else None
+    def hit_ratio(self) -> float | None:   # None before any request
+        return self.hits / (self.hits + self.misses) if self.hits + self.misses else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,15 +282,14 @@ def _edge(facts: Facts, findings: list[tuple[State, str]], perf: list[str]) -> N
     edge = facts.edge
     if edge is None:
         return
-    perf.append(perfdata("edge_cache", edge.cache_bytes, "B", minimum=0,
-                         maximum=edge.cache_limit_bytes))
-    perf.append(perfdata("edge_channel_targets", edge.reserved_bytes, "B",
-                         warn=str(edge.cache_limit_bytes), minimum=0))
-    if edge.hit_ratio is not None:
-        perf.append(perfdata("edge_hit_ratio", round(edge.hit_ratio, 4), "", minimum=0,
-                             maximum=1))
-    perf.append(perfdata("edge_upstream_bytes", edge.upstream_bytes, "c", minimum=0))
-    perf.append(perfdata("edge_evictions", edge.evictions, "c", minimum=0))
+    perf += [perfdata("edge_cache", edge.cache_bytes, "B", minimum=0,
+                      maximum=edge.cache_limit_bytes),
+             perfdata("edge_channel_targets", edge.reserved_bytes, "B",
+                      warn=str(edge.cache_limit_bytes), minimum=0),
+             *([] if edge.hit_ratio is None else
+               [perfdata("edge_hit_ratio", round(edge.hit_ratio, 4), "", minimum=0, maximum=1)]),
+             perfdata("edge_upstream_bytes", edge.upstream_bytes, "c", minimum=0),
+             perfdata("edge_evictions", edge.evictions, "c", minimum=0)]
     if edge.reserved_bytes > edge.cache_limit_bytes:
         findings.append((State.WARNING, f"the channel targets take "
                          f"{_bytes(edge.reserved_bytes)}, more than the edge cache_size "

@@ -2,8 +2,9 @@
 
 Real processes: the redirector is ``codecache serve`` on a copy of the run's template origin
 with ``[[redirect.sites]]``; its targets are real nodes (edges pulling from it or from an
-upstream stuck on an older index, one whose upstream is gone, a replica) and a port nobody
-listens on. The sites are told apart by loopback addresses (127.0.0.0/8 is all loopback on
+upstream stuck on an older index, one whose upstream is gone, one not ready, a replica), a
+port nobody listens on, and one fake (``slowtarget``: a /readyz slower than the probe
+bound). The sites are told apart by loopback addresses (127.0.0.0/8 is all loopback on
 Linux: ``curl --interface`` and ``wget --bind-address`` make a client of each) or by
 ``?site=``. One world per module: the redirector (two worker processes) probes every second.
 """
@@ -23,6 +24,7 @@ import pytest
 from tests.conftest import Origin, copy_origin, require, write_config
 from tests.harness.timing import free_port
 from tests.http.helpers import Server, running
+from tests.redirect.slowtarget import SlowTarget
 from tests.replica.conftest import replica_origin, write_replica_config
 
 CHECK_INTERVAL = "1s"
@@ -31,7 +33,8 @@ UNTRUSTED = "127.0.0.4"      # anybody else who sets X-Forwarded-For
 # site -> (its client address, for a client of that site)
 CLIENT = {"near": "127.0.0.2", "dead": "127.0.0.5", "replica": "127.0.0.6",
           "behind": "127.0.0.7", "stale": "127.0.0.8", "mixed": "127.0.0.9",
-          "narrow": "127.0.1.2", "wide": "127.0.1.3"}
+          "narrow": "127.0.1.2", "wide": "127.0.1.3", "unready": "127.0.0.10",
+          "slow": "127.0.0.11"}
 
 
 @dataclass
@@ -40,6 +43,8 @@ class World:
     good: Server            # an edge of the redirector: the history it serves
     behind: Server          # an edge of an upstream stuck one history entry behind
     stale: Server           # an edge holding the index, its upstream gone since it started
+    unready: Server         # an edge with nothing yet, its upstream gone: /readyz 503
+    slow: SlowTarget        # says it is a perfect edge, a second too late
     replica: Server         # a ready replica: not an edge
     dead: str               # a target nobody listens on
     ipv6: bool              # the redirector listens on [::1] too
@@ -74,6 +79,7 @@ def _sites(world: dict[str, str]) -> list[dict[str, Any]]:
     return [site("near", world["good"], networks=("127.0.0.2/32", "::1/128")),
             site("dead", world["dead"]), site("replica", world["replica"]),
             site("behind", world["behind"]), site("stale", world["stale"]),
+            site("unready", world["unready"]), site("slow", world["slow"]),
             site("mixed", world["behind"], world["good"], world["dead"]),
             # Nested networks: the longest prefix wins.
             site("wide", world["dead"], networks=("127.0.1.0/24",)),
@@ -94,8 +100,12 @@ def world(template_origin: Origin,
     served.cli("publish", served.package, "1.0.0", "--channel", "stable", check=True)
     ipv6 = ipv6_loopback()
     ports = {name: free_port(ipv6=ipv6 and name == "redirector")
-             for name in ("redirector", "stuck", "good", "behind", "stale", "replica", "dead")}
+             for name in ("redirector", "stuck", "good", "behind", "stale", "unready",
+                          "replica", "dead")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    # Slower than the probe bound (check_interval, 1 s here).
+    slow = SlowTarget(delay=1.5, history_length=99)
+    urls["slow"] = slow.base
     write_config(served.dir, served.package, served.svn_url, redirect={
         "check_interval": CHECK_INTERVAL, "trusted_proxies": [f"{PROXY}/32"],
         "sites": _sites(urls)})
@@ -105,6 +115,7 @@ def world(template_origin: Origin,
     # edge's does after a restart); its upstream never answers, so it has not confirmed
     # that index for as long as it runs: ready, not behind, but its misses cannot be filled.
     stale = _edge(base / "stale", served, urls["dead"], store_from=served)
+    unready = _edge(base / "unready", served, urls["dead"])
     replica_dir = base / "replica"
     write_replica_config(replica_dir, served.public_key, [urls["redirector"]])
     also = (f"[::1]:{ports['redirector']}",) if ipv6 else ()
@@ -112,10 +123,11 @@ def world(template_origin: Origin,
         def serve(origin: Origin, name: str, **kwargs: Any) -> Server:
             return stack.enter_context(running(origin, ports[name], **kwargs))
 
+        stack.enter_context(slow.serving())
         # Two workers: each reads its targets itself (web/redirect.py).
         redirector = serve(served, "redirector", env={"CODECACHE_SERVER_WORKERS": "2"},
                            also_listen=also)
         serve(stuck, "stuck")
         yield World(redirector, serve(good, "good"), serve(behind, "behind"),
-                    serve(stale, "stale"), serve(replica_origin(replica_dir, served), "replica"),
-                    urls["dead"], ipv6)
+                    serve(stale, "stale"), serve(unready, "unready", wait_ready=False), slow,
+                    serve(replica_origin(replica_dir, served), "replica"), urls["dead"], ipv6)

@@ -207,13 +207,16 @@ def test_each_unusable_edge_fails_one_rule(world: World) -> None:
     assert facts["behind"][1]["seconds_since_confirmed"] <= 2
     assert facts["stale"][1]["history_length"] == served
     assert facts["stale"][1]["seconds_since_confirmed"] > 30
+    assert world.unready.request("/readyz").status == 503
+    assert world.slow.probes > 0   # asked, and it would have said it is a perfect edge
 
 
-@pytest.mark.parametrize("site", ["dead", "replica", "behind", "stale"])
+@pytest.mark.parametrize("site", ["dead", "replica", "behind", "stale", "unready", "slow"])
 def test_an_unusable_target_is_never_named(world: World, workdir: Path, site: str) -> None:
     """Dead (nothing listens), not an edge (a ready replica), behind (an edge one history
     entry short of what the redirector serves), stale (an edge whose upstream is gone: its
-    index never confirmed since it started): served here."""
+    index never confirmed since it started), unready (its /readyz says 503), slow (its
+    /readyz comes after the probe bound): served here."""
     path = _path(world, LATEST)
     for args in (_from(site), ("-H", "X-Unused: 1")):
         url = world.redirector.url(path) + ("" if args[0] == "--interface" else f"?site={site}")
@@ -241,7 +244,7 @@ def _curl_many(url: str, times: int, *args: str) -> list[str]:
 def test_metrics_count_redirects_and_direct_answers(world: World, workdir: Path) -> None:
     url = world.redirector.url(_path(world, RELEASE))
     before = _metrics(world, workdir)
-    for site in ("near", "near", "dead", "behind", "replica", "stale"):
+    for site in ("near", "near", "dead", "behind", "replica", "stale", "unready", "slow"):
         curl(url, *_from(site), cwd=workdir)
     curl(url, cwd=workdir)   # a direct client: counted nowhere here
     after = _metrics(world, workdir)
@@ -255,7 +258,9 @@ def test_metrics_count_redirects_and_direct_answers(world: World, workdir: Path)
     assert grew('codecache_redirect_direct_total{reason="target_not_ready",'
                 'site="replica"}') == 1
     assert grew('codecache_redirect_direct_total{reason="target_behind",site="behind"}') == 1
-    assert grew('codecache_redirect_direct_total{reason="target_not_ready",site="stale"}') == 1
+    for site in ("stale", "unready", "slow"):
+        assert grew(f'codecache_redirect_direct_total{{reason="target_not_ready",'
+                    f'site="{site}"}}') == 1
 
 
 def _metrics(world: World, workdir: Path) -> dict[str, float]:

@@ -110,6 +110,8 @@ class Front:
                                      headers={"Cache-Control": NO_STORE})
         if route is Route.READYZ:
             verdict, body = state.readiness()
+            if self.redirector is not None:
+                body["redirect"] = self.redirector.view()
             return web.json_response(body, status=200 if verdict.ready else 503,
                                      headers={"Cache-Control": NO_STORE})
         if route is Route.METRICS:

@@ -101,24 +101,49 @@ def _count(value: object) -> float | None:
     return None
 
 
+class Fitness(enum.Enum):
+    """What a target is for one request (DESIGN.md §5)."""
+
+    USABLE = "usable"
+    NOT_READY = "not_ready"    # no answer, not 200, not an edge, or not confirmed in 30 s
+    BEHIND = "behind"          # ready, but holds less history than this node serves
+
+
+def fitness(probe: Probe, served_history: int, now: float) -> Fitness:
+    """The rule: fresh (``Probe.fresh``) and holding at least ``served_history`` entries (a
+    re-sign adds none, so it never makes a target behind)."""
+    if not probe.fresh(now):
+        return Fitness.NOT_READY
+    if probe.history_length < served_history:
+        return Fitness.BEHIND
+    return Fitness.USABLE
+
+
 def choose(targets: Sequence[tuple[str, Probe]], *, https: bool, served_history: int,
            now: float, rng: random.Random) -> str | Direct:
-    """A usable target for one request, at random, or why there is none (DESIGN.md §5).
-
-    Usable: of the client's scheme (an https request only to an https target), fresh
-    (``Probe.fresh``) and holding at least ``served_history`` entries (a re-sign adds none,
-    so it never makes a target behind). An http request prefers an http target.
-    """
-    ready = [(url, probe) for url, probe in targets
-             if (not https or url.startswith("https:")) and probe.fresh(now)]
-    if not ready:
-        return Direct.NOT_READY
-    usable = [url for url, probe in ready if probe.history_length >= served_history]
+    """A usable target of the client's scheme for one request, at random, or why there is
+    none: an https request only to an https target; an http request prefers http ones."""
+    fit = [(url, fitness(probe, served_history, now)) for url, probe in targets
+           if not https or url.startswith("https:")]
+    usable = [url for url, verdict in fit if verdict is Fitness.USABLE]
     if not usable:
-        return Direct.BEHIND
+        return Direct.BEHIND if any(v is Fitness.BEHIND for _, v in fit) else Direct.NOT_READY
     if not https:
         usable = [url for url in usable if url.startswith("http:")] or usable
     return usable[0] if len(usable) == 1 else rng.choice(usable)
+
+
+def describe(probe: Probe, served_history: int, now: float) -> str:
+    """One target as ``/readyz`` shows it: ``usable``, or why not."""
+    verdict = fitness(probe, served_history, now)
+    if verdict is Fitness.USABLE:
+        return "usable"
+    if verdict is Fitness.BEHIND:
+        return f"behind: history_length {probe.history_length} < {served_history}"
+    if not probe.ready:
+        return f"not ready: {probe.problem}"
+    return (f"not ready: index confirmed {probe.confirmed_age + now - probe.at:.0f} s ago "
+            f"(more than {CONFIRMED_WITHIN:.0f})")
 
 
 class TargetWatch:
@@ -194,19 +219,27 @@ class Redirector:
         site (the fast path leaves those to the handler)."""
         return self._select(raw_path, headers, peer)[0] is not None
 
+    def _served_history(self) -> int:
+        catalog = self._state.catalog
+        history = catalog.index.history if catalog is not None else None
+        return history.length if history is not None else 0
+
+    def view(self) -> dict[str, dict[str, str]]:
+        """Each site's targets as this worker sees them now (``/readyz``'s ``redirect``)."""
+        now, served = time.monotonic(), self._served_history()
+        return {name: {url: describe(self.watch.probes[url], served, now)
+                       for url in site.targets} for name, site in self.sites.sites.items()}
+
     def answer(self, request: web.BaseRequest, route: Route,
                rep: Representation) -> web.Response | None:
         """The 302 for ``request`` (which names ``rep``), or None: served directly."""
         if route not in REDIRECTED:
             return None
         site, requester = self._select(request.raw_path, request.headers, request.remote)
-        catalog = self._state.catalog
-        if site is None or catalog is None:
+        if site is None:
             return None
-        history = catalog.index.history
         chosen = choose([(url, self.watch.probes[url]) for url in site.targets],
-                        https=requester.https,
-                        served_history=history.length if history is not None else 0,
+                        https=requester.https, served_history=self._served_history(),
                         now=time.monotonic(), rng=self._rng)
         metrics = self._state.metrics
         if isinstance(chosen, Direct):

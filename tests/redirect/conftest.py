@@ -117,17 +117,21 @@ def world(template_origin: Origin,
     stale = _edge(base / "stale", served, urls["dead"], store_from=served)
     unready = _edge(base / "unready", served, urls["dead"])
     replica_dir = base / "replica"
-    write_replica_config(replica_dir, served.public_key, [urls["redirector"]])
+    write_replica_config(replica_dir, served.public_key, [urls["stuck"]])
     also = (f"[::1]:{ports['redirector']}",) if ipv6 else ()
     with contextlib.ExitStack() as stack:
         def serve(origin: Origin, name: str, **kwargs: Any) -> Server:
             return stack.enter_context(running(origin, ports[name], **kwargs))
 
+        # Every target in its final state before the redirector's first probe (but the good
+        # edge, which follows the redirector: the tests wait until both workers saw it).
         stack.enter_context(slow.serving())
+        serve(stuck, "stuck")
+        behind_server, stale_server = serve(behind, "behind"), serve(stale, "stale")
+        unready_server = serve(unready, "unready", wait_ready=False)
+        replica = serve(replica_origin(replica_dir, served), "replica")
         # Two workers: each reads its targets itself (web/redirect.py).
         redirector = serve(served, "redirector", env={"CODECACHE_SERVER_WORKERS": "2"},
                            also_listen=also)
-        serve(stuck, "stuck")
-        yield World(redirector, serve(good, "good"), serve(behind, "behind"),
-                    serve(stale, "stale"), serve(unready, "unready", wait_ready=False), slow,
-                    serve(replica_origin(replica_dir, served), "replica"), urls["dead"], ipv6)
+        yield World(redirector, serve(good, "good"), behind_server, stale_server,
+                    unready_server, slow, replica, urls["dead"], ipv6)

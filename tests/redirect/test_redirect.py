@@ -209,6 +209,16 @@ def test_each_unusable_edge_fails_one_rule(world: World) -> None:
     assert facts["stale"][1]["seconds_since_confirmed"] > 30
     assert world.unready.request("/readyz").status == 503
     assert world.slow.probes > 0   # asked, and it would have said it is a perfect edge
+    # The redirector's /readyz says the same of them, as one of its workers sees them.
+    view = json.loads(world.redirector.request("/readyz").body)["redirect"]
+    assert view["near"] == {world.good.base: "usable"}
+    assert view["behind"] == {world.behind.base: f"behind: history_length {served - 1} "
+                                                 f"< {served}"}
+    assert view["stale"][world.stale.base].startswith("not ready: index confirmed ")
+    assert view["replica"][world.replica.base] == "not ready: role is 'replica', not 'edge'"
+    assert view["unready"][world.unready.base].startswith("not ready: HTTP 503")
+    assert view["slow"][world.slow.base].startswith("not ready: no complete readyz within")
+    assert view["dead"][world.dead].startswith("not ready: cannot connect")
 
 
 @pytest.mark.parametrize("site", ["dead", "replica", "behind", "stale", "unready", "slow"])

@@ -18,10 +18,12 @@ from codecache.core.config_schema import RedirectSite
 from codecache.web.catalog import Representation, Route
 from codecache.web.redirect import (
     CONFIRMED_WITHIN,
+    NOT_PROBED,
     REDIRECTED,
     Direct,
     Probe,
     choose,
+    describe,
     read_probe,
     redirect_response,
 )
@@ -195,6 +197,16 @@ def test_the_choice_among_usable_targets_is_random() -> None:
     chosen = {choose(targets, https=False, served_history=5, now=100.0, rng=rng)
               for _ in range(200)}
     assert chosen == {url for url, _ in targets}
+
+
+def test_readyz_describes_each_target_by_the_same_rule() -> None:
+    assert describe(_ready(history=5), 5, now=100.0) == "usable"
+    assert describe(_ready(history=4), 5, now=100.0) == "behind: history_length 4 < 5"
+    assert describe(_ready(age=25.0, at=100.0), 5, now=106.0) == \
+        "not ready: index confirmed 31 s ago (more than 30)"
+    assert describe(read_probe(_edge(role="replica"), at=1.0), 0, now=1.0) == \
+        "not ready: role is 'replica', not 'edge'"
+    assert describe(NOT_PROBED, 0, now=1.0) == "not ready: not probed yet"
 
 
 def test_the_302_names_the_target_and_is_never_stored_by_a_shared_cache() -> None:

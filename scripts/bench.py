@@ -40,7 +40,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -484,24 +484,33 @@ def redirect_cost(origin: Origin, work: Path, workers: int, rounds: int, seconds
 
 def only_redirect(workers: int, rounds: int, seconds: int, quick: bool, keep: bool) -> int:
     """``--only redirect``: a redirect's cost alone, its JSON on stdout (about a minute)."""
+    result = alone(lambda origin, work: redirect_cost(origin, work, workers, rounds, seconds,
+                                                      quick),
+                   quick=True, pilot=True, keep=keep, setting_up="svnserve, sample pilot, "
+                   "origin store")
+    log(f"a redirect's cost: 302 / 304 = {result['rps_302_over_304']:.2f} in req/s, "
+        f"{result['cpu_302_over_304']:.2f} in CPU per request; a direct 304 with sites / "
+        f"without = {result['rps_sites_over_no_sites']:.2f}")
+    print(json.dumps({**result, "loadavg": [round(x, 2) for x in os.getloadavg()]}))
+    return 0
+
+
+def alone(measure: Callable[[Origin, Path], dict[str, Any]], *, quick: bool, pilot: bool,
+          keep: bool, setting_up: str) -> dict[str, Any]:
+    """One part of the bench (``--only``) in a work directory of its own, with its origin."""
     work = Path(tempfile.mkdtemp(prefix="codecache-bench-work-"))
     work.chmod(0o755)
-    origin = Origin(work, True)
+    origin = Origin(work, quick, pilot=pilot)
     try:
-        log("setting up: svnserve, sample pilot, origin store")
+        log(f"setting up: {setting_up}")
         origin.start()
-        result = redirect_cost(origin, work, workers, rounds, seconds, quick)
+        return measure(origin, work)
     finally:
         origin.stop()
         if keep:
             log(f"work directory kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    log(f"a redirect's cost: 302 / 304 = {result['rps_302_over_304']:.2f} in req/s, "
-        f"{result['cpu_302_over_304']:.2f} in CPU per request; a direct 304 with sites / "
-        f"without = {result['rps_sites_over_no_sites']:.2f}")
-    print(json.dumps({**result, "loadavg": [round(x, 2) for x in os.getloadavg()]}))
-    return 0
 
 
 # --- processes and memory -----------------------------------------------------------------
@@ -758,19 +767,9 @@ def workers_supported() -> bool:
 
 def only_sync_path(rounds: int, quick: bool, keep: bool) -> int:
     """``--only sync-path``: the sync path alone, its JSON on stdout (about a minute)."""
-    work = Path(tempfile.mkdtemp(prefix="codecache-bench-work-"))
-    work.chmod(0o755)
-    origin = Origin(work, quick, pilot=False)
-    try:
-        log(f"setting up: svnserve, {'200-file' if quick else '2,000-file'} tree, keys")
-        origin.start()
-        result = sync_path(origin, rounds)
-    finally:
-        origin.stop()
-        if keep:
-            log(f"work directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    result = alone(lambda origin, _: sync_path(origin, rounds), quick=quick, pilot=False,
+                   keep=keep, setting_up=f"svnserve, {'200-file' if quick else '2,000-file'} "
+                   "tree, keys")
     log(f"sync path: publish {result['publish_median_s']:.2f} s, svn export + tar czf "
         f"{result['export_tar_median_s']:.2f} s (medians of {rounds}): "
         f"ratio {result['ratio']:.2f}")

@@ -19,7 +19,9 @@ from their access logs; the pilots' p99). The sync path: publishing a new tag of
 ~2,000-file / ~20 MB tree against ``svn export`` + ``tar czf`` of the same tag. And the
 propagation of a publish (scripts/propagation.py). A redirect's cost: the 302 a node with
 ``[[redirect.sites]]`` answers a site's client against the 304 of a direct client
-(``--only redirect`` runs it alone). ``benchreport`` writes the report.
+(``--only redirect`` runs it alone). An edge's hit against a replica direct, and its blob
+bytes on disk against ``[edge] cache_size`` (``benchedge``; ``--only edge``).
+``benchreport`` writes the report.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO))   # the tests' harness: the same svnserve and config files
 
+sys.modules.setdefault("bench", sys.modules[__name__])   # benchedge's ``import bench``
 import benchreport  # noqa: E402 (a sibling script, found through the path set above)
 
 from tests.harness import config as harness_config  # noqa: E402
@@ -797,10 +800,12 @@ def main() -> int:
     parser.add_argument("--slow", type=int, help="slow pilots held (default 10000; quick 200)")
     parser.add_argument("--burst", type=int, help="pilots in a burst (default 2000; quick 100)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    parser.add_argument("--only", choices=["sync-path", "redirect"], help="run one part alone "
-                        "and print its JSON (no report written): sync-path = publishing a new "
-                        "tag vs svn export + tar czf, --rounds rounds (default 5); redirect = "
-                        "a redirect's cost (302 vs 304 req/s, --rounds default 3)")
+    parser.add_argument("--only", choices=["sync-path", "redirect", "edge"], help="run one "
+                        "part alone and print its JSON (no report written): sync-path = "
+                        "publishing a new tag vs svn export + tar czf, --rounds rounds "
+                        "(default 5); redirect = a redirect's cost (302 vs 304 req/s, "
+                        "--rounds default 3); edge = an edge's hit vs a replica direct "
+                        "(--rounds default 3) and its disk against cache_size")
     args = parser.parse_args()
     if args.only == "sync-path":
         return only_sync_path(args.rounds or 5, args.quick, args.keep)
@@ -808,6 +813,13 @@ def main() -> int:
         workers = args.workers or (os.cpu_count() or 1)
         return only_redirect(workers, args.rounds or (1 if args.quick else 3),
                              args.seconds or (1 if args.quick else 5), args.quick, args.keep)
+    if args.only == "edge":
+        import benchedge
+
+        return benchedge.only_edge(args.workers or (os.cpu_count() or 1),
+                                   args.rounds or (1 if args.quick else 3),
+                                   args.seconds or (1 if args.quick else 5), args.quick,
+                                   args.keep)
     started = time.monotonic()
     quick = args.quick
     out = args.out or (Path(tempfile.mkdtemp(prefix="codecache-bench-")) if quick
@@ -874,6 +886,13 @@ def main() -> int:
         log("a redirect's cost: 302 vs 304 at a node with sites")
         report["redirect"] = redirect_cost(origin, work, workers, min(rounds, 3), seconds,
                                            quick)
+        import benchedge
+
+        log("an edge's hit: GET and 304 from an edge vs a replica direct")
+        report["edge_hit"] = benchedge.edge_hit(origin, work, workers, min(rounds, 3),
+                                                seconds, quick)
+        log("an edge's disk: blob bytes under cache_size")
+        report["edge_disk"] = benchedge.edge_disk(origin, work, quick)
 
         pids = {p["name"]: p["pid"] for p in
                 json.loads((cluster_dir / "cluster.json").read_text())["processes"]}

@@ -19,7 +19,7 @@ MB = 1e6
 KEPT = "<!-- Sections below are written by hand; scripts/bench keeps them when it rewrites " \
     "this file. -->"
 GENERATED = ("Targets", "Throughput (wrk)", "Publish burst", "Sync path: publishing a new tag",
-             "Propagation of a publish", "Commands")
+             "Propagation of a publish", "Commands", "An edge's hit", "An edge's disk")
 
 
 def write(report: dict[str, Any], out: Path) -> list[Path]:
@@ -206,6 +206,7 @@ def markdown(report: dict[str, Any], png: str) -> str:
               "wait, `proxy_cache_lock`)."]
     lines += [
         *_redirect_section(report.get("redirect")),
+        *_edge_sections(report.get("edge_hit"), report.get("edge_disk")),
         "", "## Sync path: publishing a new tag", "",
         f"A tree of {sync['files']:,} files, {sync['bytes'] / MB:.0f} MB, tagged anew each "
         "round (`svn copy` on the server), published into an origin store of its own (not the "
@@ -268,6 +269,48 @@ def _redirect_section(cost: dict[str, Any] | None) -> list[str]:
               f"{cost['cpu_302_over_304']:.2f}x the CPU per request. A direct client's 304 "
               f"at the node with sites / without: {cost['rps_sites_over_no_sites']:.2f} "
               "(the site check the fast path makes per request)."]
+    return lines
+
+
+def _edge_sections(hit: dict[str, Any] | None, disk: dict[str, Any] | None) -> list[str]:
+    """An edge's hit against a replica direct; an edge's blob bytes on disk vs its bound."""
+    lines: list[str] = []
+    if hit is not None:
+        lines += ["", "## An edge's hit", "",
+                  f"An edge (`role = \"edge\"`) and a replica, {hit['workers']} worker(s) each, "
+                  "both pulling from the bench's origin; the release is not a channel target, "
+                  "so the edge serves it from its bounded cache (filled once before the runs), "
+                  "the channel tarball from its store (pinned, as a replica holds it). wrk, "
+                  f"{hit['seconds']} s, {hit['rounds']} round(s) alternating, medians:", "",
+                  "| case | replica req/s | edge req/s | edge / replica | p50 ms replica / "
+                  "edge | p99 ms replica / edge | µs/request replica / edge |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for case in hit["cases"].values():
+            r, e = case["targets"]["replica"], case["targets"]["edge"]
+            lines.append(
+                f"| {case['label']}, {case['connections']} connections | "
+                f"{r['median_rps']:,.0f} | {e['median_rps']:,.0f} | "
+                f"{case['rps_edge_over_replica']:.2f} | {r['median_p50_ms']:.2f} / "
+                f"{e['median_p50_ms']:.2f} | {r['median_p99_ms']:.2f} / "
+                f"{e['median_p99_ms']:.2f} | {r['median_cpu_us']:,.1f} / "
+                f"{e['median_cpu_us']:,.1f} |")
+    if disk is not None:
+        cache = disk["edge_cache"]
+        lines += ["", "## An edge's disk", "",
+                  f"An edge of a package of {disk['releases']} releases "
+                  f"({disk['release_bytes']:,} bytes of random data), `[edge] cache_size` = a "
+                  f"third: {disk['cache_size']:,} bytes. Each release asked once in order, "
+                  f"then again in a random order ({disk['requests']} requests, "
+                  f"{disk['failed']} failed); the blob bytes on disk (the pinned channel "
+                  "target, the cache's files and the scratch of a fill in flight) sampled "
+                  f"every 10 ms ({disk['samples']} samples):", "",
+                  f"peak {disk['peak_blob_bytes']:,} bytes (bound + the largest blob, one "
+                  f"fill in flight: {disk['cache_size'] + disk['largest_blob']:,}: "
+                  + ("within" if disk["within_bound_plus_one_fill"] else "**over**")
+                  + f"); at the end {disk['final_blob_bytes']:,}; {cache['evictions']} "
+                  f"evictions, {cache['reserved_bytes']:,} bytes pinned (the channel "
+                  f"target). The cache's own databases (bookkeeping, outside the bound): "
+                  f"{disk['bookkeeping_bytes']:,} bytes."]
     return lines
 
 

@@ -76,6 +76,16 @@ def test_quick_bench_reports_every_case_for_every_server(
     redirect = report["redirect"]
     assert set(redirect["cases"]) == {"302_site", "304_direct", "304_no_sites"}
     assert all(c["median_rps"] > 0 and c["errors"] == 0 for c in redirect["cases"].values())
+    hit, disk = report["edge_hit"], report["edge_disk"]
+    assert set(hit["cases"]) == {"get_200kb", "304_200kb", "get_200kb_pinned"}
+    for case in hit["cases"].values():
+        assert set(case["targets"]) == {"replica", "edge"}
+        assert all(t["median_rps"] > 0 and t["errors"] == 0 for t in case["targets"].values())
+        assert case["rps_edge_over_replica"] > 0 and case["cpu_edge_over_replica"] > 0
+    assert disk["releases"] == 15 and disk["requests"] == 30 and disk["failed"] == 0
+    assert disk["cache_size"] == disk["release_bytes"] // 3
+    assert disk["samples"] > 0 and disk["peak_blob_bytes"] > 0
+    assert disk["edge_cache"]["evictions"] > 0    # the stream was bigger than the bound
     assert len(report["verdicts"]) == 13
     assert all(isinstance(v["met"], bool) for v in report["verdicts"])
     # the progress of every step went to stderr
@@ -93,7 +103,8 @@ def test_quick_bench_writes_markdown_that_shows_the_plot(
     assert text.startswith("# Benchmark")
     assert "--quick" in text and "![benchmark](benchmark.png)" in text
     for heading in ("## Targets", "## Throughput (wrk)", "slow pilots through the VIP",
-                    "## Publish burst", "## A redirect's cost", "## Sync path",
+                    "## Publish burst", "## A redirect's cost", "## An edge's hit",
+                    "## An edge's disk", "## Sync path",
                     "## Propagation of a publish",
                     "## Commands"):
         assert heading in text, heading

@@ -3,9 +3,10 @@
 Owns: which requests may be redirected (tarball URLs and their checksums and signatures,
 never ``/blobs/``, the index, the history or a service URL), reading each target's
 ``/readyz`` every ``[redirect] check_interval`` (``TargetWatch``), the rule that makes a
-target usable (``choose``: ready, an edge, confirmed with its upstream within 30 s, holding at
-least the history this node serves at that moment, a scheme the client may follow), and the
-``302`` itself with its metrics. Who is asking and which site that selects is ``sites``'s.
+target usable (``fitness``: ready, an edge, confirmed with its upstream within 30 s, holding
+at least the history this node serves at that moment; ``choose``: of a scheme the client may
+follow, at random), and the ``302`` itself with its metrics. Who is asking and which site
+that selects is ``sites``'s.
 
 Every worker process probes for itself: the request path reads only what its own loop last
 stored (no file, no lock, no other process), and a worker started late probes at once. The
@@ -78,7 +79,7 @@ def read_probe(body: bytes, at: float) -> Probe:
     or a refused body is a ``Probe`` that is not ready, made by the caller)."""
     try:
         facts = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):   # not JSON, or nested past the parser's depth
         return Probe(False, 0, math.inf, at, "readyz body is not JSON")
     if not isinstance(facts, dict):
         return Probe(False, 0, math.inf, at, "readyz body is not a JSON object")
@@ -171,7 +172,12 @@ class TargetWatch:
     async def _loop(self, clients: Mapping[str, Client]) -> None:
         while True:
             started = time.monotonic()
-            await self.probe_all(clients)
+            try:
+                await self.probe_all(clients)
+            except Exception:
+                # A bug must not stop the probes: the last results would age out (30 s)
+                # and the site's pilots be served here for good.
+                log.exception("redirect probes failed")
             # On a fixed beat: a slow probe does not stretch the interval.
             await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
 

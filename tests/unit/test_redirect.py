@@ -138,7 +138,8 @@ def test_a_readyz_of_an_edge_is_ready_with_its_facts() -> None:
 
 
 @pytest.mark.parametrize("body", [
-    _edge(role="replica"), _edge(role="origin"), b"not json", b"[1]",
+    _edge(role="replica"), _edge(role="origin"), b"not json", b"[1]", b"\xff\xfe",
+    b"[" * 100_000,
     json.dumps({"role": "edge", "history_length": None,
                 "seconds_since_confirmed": 1}).encode(),
     json.dumps({"role": "edge", "history_length": 3}).encode(),

@@ -80,7 +80,7 @@ class EdgeFill:
             scratch = self._cache.scratch(sha256)
             try:
                 received, digest = await self._fetcher.blob(upstream, sha256, size, scratch)
-                await asyncio.to_thread(self._cache.add_upstream_bytes, received)
+                self._cache.add_upstream_bytes(received)
                 if received != size or digest != sha256:
                     raise IndexRefused(Refusal.BLOB_MISMATCH, f"blob {sha256} from {upstream}: "
                                        f"got {received} bytes hashing to {digest}")
@@ -94,7 +94,7 @@ class EdgeFill:
                             err.reason, err, extra={"upstream": upstream, "reason": err.reason})
             except IndexRefused as err:
                 invalid.append(f"{upstream}: {err}")
-                await asyncio.to_thread(self._cache.refused, err.reason.value)
+                self._cache.refused(err.reason.value)
                 log.error("edge fill refused upstream=%s reason=%s: %s", upstream,
                           err.reason.value, err,
                           extra={"upstream": upstream, "reason": err.reason.value})

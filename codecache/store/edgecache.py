@@ -24,6 +24,7 @@ Blocking (sqlite, file I/O, hashing): call it through ``asyncio.to_thread``, exc
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -156,7 +157,7 @@ class EdgeCache:
 
     def path(self, sha256: str) -> Path | None:
         """The file of a held blob (a use, for the LRU order), or None; not verified here."""
-        fh = self._blobs.get(sha256, read=True)
+        fh, _ = self._lookup(sha256)
         if fh is None:
             return None
         with fh:
@@ -242,31 +243,39 @@ class EdgeCache:
     # --- counting ---------------------------------------------------------------------------
 
     def count(self, *, hits: int = 0, misses: int = 0) -> None:
-        """Count answers (no I/O: added to the shared counters by ``flush``)."""
-        with self._lock:
-            pending = self._pending
-            pending["hits"] = pending.get("hits", 0) + hits
-            pending["misses"] = pending.get("misses", 0) + misses
+        """Count answers (no I/O: added to the node's counters by ``flush``)."""
+        self._add("hits", hits)
+        self._add("misses", misses)
 
     def add_upstream_bytes(self, nbytes: int) -> None:
         """Blob bytes read from an upstream (a fill, or the pull loop's prefetch)."""
-        self._stats.incr("upstream_bytes", nbytes)
+        self._add("upstream_bytes", nbytes)
 
     def refused(self, reason: str) -> None:
         """A fill refused what an upstream sent (``Refusal`` value), as a replica counts."""
-        self._stats.incr(_REFUSALS + reason)
+        self._add(_REFUSALS + reason, 1)
 
     def flush(self) -> None:
         """Add this process's pending counts to the node's, and the LRU uses of blobs
-        served from the memo to the cache's order (call it every watch tick)."""
+        served from the memo to the cache's order (every watch tick, and ``stats``).
+        Counts that cannot be written (a full disk) wait for the next flush."""
         with self._lock:
             pending, self._pending = self._pending, {}
             used, self._used = self._used, set()
         for key, n in pending.items():
-            if n:
-                self._stats.incr(key, n)
+            try:
+                self._stats.incr(key, n, retry=True)
+            except (sqlite3.Error, OSError) as err:
+                log.warning("edge cache: cannot write its counters (%s): kept for later", err)
+                self._add(key, n)
         for sha256 in used:
-            self.path(sha256)
+            with contextlib.suppress(sqlite3.Error, OSError):
+                self.path(sha256)
+
+    def _add(self, key: str, n: int) -> None:
+        if n:
+            with self._lock:
+                self._pending[key] = self._pending.get(key, 0) + n
 
     # --- serving ----------------------------------------------------------------------------
 
@@ -306,7 +315,7 @@ class EdgeCache:
         """Whether blob ``sha256`` is held with the right bytes (then ``open_known`` opens
         it): its file as tagged when it was put, or hashed right now. A held file that
         fails is dropped (the next fill fetches it again)."""
-        fh, tag = self._blobs.get(sha256, read=True, tag=True)
+        fh, tag = self._lookup(sha256)
         if fh is None:
             return False
         with fh:
@@ -370,9 +379,28 @@ class EdgeCache:
     def _cull(self, *, room: int) -> int:
         """Evict until the LRU part plus ``room`` bytes fits the limit; count evictions."""
         evicted = self._blobs.cull_to(max(0, self.limit - room))
-        if evicted:
-            self._stats.incr("evictions", evicted)
+        self._add("evictions", evicted)
         return evicted
+
+    def _lookup(self, sha256: str) -> tuple[BinaryIO | None, str | None]:
+        """The open file of a held blob and its tag, counted as a use (the LRU order);
+        on a full disk, where the use cannot be written, looked up without it: what the
+        edge holds is still served."""
+        try:
+            found: tuple[BinaryIO | None, str | None] = self._blobs.get(sha256, read=True,
+                                                                        tag=True)
+            return found
+        except sqlite3.OperationalError as err:
+            if not _disk_full(err):
+                raise
+        rows = self._blobs._sql("SELECT filename, tag FROM Cache WHERE key = ? AND raw = 1",
+                                (sha256,)).fetchall()
+        if not rows:
+            return None, None
+        try:
+            return (self.dir / "blobs" / rows[0][0]).open("rb"), rows[0][1]
+        except FileNotFoundError:
+            return None, None
 
     def _files(self) -> list[tuple[str, str]]:
         """(sha256, file name in the cache's tree) of every held blob, read without

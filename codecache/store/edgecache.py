@@ -243,17 +243,18 @@ class EdgeCache:
     # --- counting ---------------------------------------------------------------------------
 
     def count(self, *, hits: int = 0, misses: int = 0) -> None:
-        """Count answers (no I/O: added to the node's counters by ``flush``)."""
+        """Count answers (the request path: no I/O, added to the node's counters by
+        ``flush``)."""
         self._add("hits", hits)
         self._add("misses", misses)
 
     def add_upstream_bytes(self, nbytes: int) -> None:
         """Blob bytes read from an upstream (a fill, or the pull loop's prefetch)."""
-        self._add("upstream_bytes", nbytes)
+        self._incr("upstream_bytes", nbytes)
 
     def refused(self, reason: str) -> None:
         """A fill refused what an upstream sent (``Refusal`` value), as a replica counts."""
-        self._add(_REFUSALS + reason, 1)
+        self._incr(_REFUSALS + reason, 1)
 
     def flush(self) -> None:
         """Add this process's pending counts to the node's, and the LRU uses of blobs
@@ -271,6 +272,14 @@ class EdgeCache:
         for sha256 in used:
             with contextlib.suppress(sqlite3.Error, OSError):
                 self.path(sha256)
+
+    def _incr(self, key: str, n: int) -> None:
+        """Add to a node's counter now (rare events); on a full disk, at the next flush."""
+        if n:
+            try:
+                self._stats.incr(key, n, retry=True)
+            except (sqlite3.Error, OSError):
+                self._add(key, n)
 
     def _add(self, key: str, n: int) -> None:
         if n:
@@ -379,7 +388,7 @@ class EdgeCache:
     def _cull(self, *, room: int) -> int:
         """Evict until the LRU part plus ``room`` bytes fits the limit; count evictions."""
         evicted = self._blobs.cull_to(max(0, self.limit - room))
-        self._add("evictions", evicted)
+        self._incr("evictions", evicted)
         return evicted
 
     def _lookup(self, sha256: str) -> tuple[BinaryIO | None, str | None]:

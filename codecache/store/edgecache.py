@@ -1,11 +1,10 @@
 """An edge's bounded cache of the blobs it does not pin (DESIGN.md §5, ``[edge] cache_size``).
 
 Owns ``<store>/edge-cache/``: a ``diskcache.Cache`` whose values are files of the raw blob
-bytes (``disk_min_file_size = 0``), keyed by sha256, evicted least recently used first; the
-node's shared counters (hits, misses, upstream bytes, evictions, refusals) and the bytes of
-the pinned channel targets (``reserved``) in a second, small ``diskcache.Cache``; scratch
-files of fills in flight (``tmp/``) and the fill locks (``locks/``). Every worker process and
-the pull loop open it (sqlite: process-safe). The channel targets themselves are the
+bytes (``disk_min_file_size = 0``), keyed by sha256, evicted least recently used first;
+scratch files of fills in flight (``tmp/``) and the fill locks (``locks/``); the node's
+counters are ``edgestats``'. Every worker process and the pull loop open it (sqlite:
+process-safe; a process that opens it after a kill -9 removes what the dead left). The channel targets themselves are the
 store's blobs (``Store.blob_dir``), held as a replica holds them; the bound covers both:
 the LRU part may hold ``cache_size`` minus the reserved bytes.
 
@@ -26,13 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import logging
 import os
 import sqlite3
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -40,38 +39,12 @@ import diskcache
 from diskcache.core import MODE_BINARY
 
 from codecache.core.errors import CacheFull, StoreError
+from codecache.store.edgestats import SQLITE_TIMEOUT, EdgeCounters, EdgeStats
 from codecache.store.files import CHUNK, FileIdentity, blob_fault, make_dirs
 
 log = logging.getLogger("codecache.edge")
 
 CACHE_DIR = "edge-cache"
-_STATS_KEYS = ("hits", "misses", "upstream_bytes", "evictions")
-_REFUSALS = "refusals."          # stats key prefix: a fill's refusals by reason
-_RESERVED = "reserved_bytes"
-_LAST_SCRUB = "last_scrub"
-_SQLITE_TIMEOUT = 60.0           # seconds a writer waits for another process's transaction
-
-
-@dataclass(frozen=True, slots=True)
-class EdgeStats:
-    """The node's cache, summed over its processes (``/readyz``, ``status``, ``/metrics``).
-
-    ``cache_bytes``: blob bytes held, the LRU part plus the reserved channel targets.
-    """
-
-    cache_bytes: int
-    limit_bytes: int
-    reserved_bytes: int
-    hits: int
-    misses: int
-    upstream_bytes: int
-    evictions: int
-    refusals: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def hit_ratio(self) -> float:
-        asked = self.hits + self.misses
-        return self.hits / asked if asked else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,17 +114,15 @@ class EdgeCache:
         for directory in (self.tmp_dir, self.lock_dir):
             make_dirs(directory)
         self._cache_size = cache_size
-        self._blobs = _Blobs(str(self.dir / "blobs"), timeout=_SQLITE_TIMEOUT, disk=_Disk,
+        self._blobs = _Blobs(str(self.dir / "blobs"), timeout=SQLITE_TIMEOUT, disk=_Disk,
                              disk_min_file_size=0, eviction_policy="least-recently-used",
                              cull_limit=0, size_limit=cache_size, statistics=False)
         # Counters and the reserved bytes: never evicted, so not in the blobs' cache.
-        self._stats = diskcache.Cache(str(self.dir / "stats"), timeout=_SQLITE_TIMEOUT,
-                                      eviction_policy="none")
+        self.counters = EdgeCounters(self.dir / "stats")
         self._lock = threading.Lock()
         self._verified: dict[str, tuple[str, FileIdentity]] = {}   # this process's memo
-        self._pending: dict[str, int] = {}     # counts not yet added to the shared ones
         self._used: set[str] = set()           # served from the memo since the last flush
-        self._clear_dead_scratch()
+        self._open_lock = self._recovered()
 
     # --- the API of the fill and the pull loop ---------------------------------------------
 
@@ -227,64 +198,38 @@ class EdgeCache:
 
     def set_reserved(self, nbytes: int) -> None:
         """The bytes of the pinned channel targets; the LRU part shrinks to make room."""
-        self._stats.set(_RESERVED, int(nbytes))
+        self.counters.reserved = nbytes
         self.cull()
 
     def stats(self) -> EdgeStats:
         """The node's counters (this process's pending counts included)."""
         self.flush()
-        values = {key: int(self._stats.get(key, 0)) for key in _STATS_KEYS}
-        reserved = self.reserved
-        refusals = {str(key)[len(_REFUSALS):]: int(self._stats.get(key, 0))
-                    for key in self._stats.iterkeys() if str(key).startswith(_REFUSALS)}
-        return EdgeStats(cache_bytes=self.lru_bytes + reserved, limit_bytes=self._cache_size,
-                         reserved_bytes=reserved, refusals=refusals, **values)
+        return self.counters.stats(lru_bytes=self.lru_bytes, limit_bytes=self._cache_size)
 
     # --- counting ---------------------------------------------------------------------------
 
     def count(self, *, hits: int = 0, misses: int = 0) -> None:
-        """Count answers (the request path: no I/O, added to the node's counters by
-        ``flush``)."""
-        self._add("hits", hits)
-        self._add("misses", misses)
+        """Count answers (the request path: no I/O, written by ``flush``)."""
+        self.counters.add("hits", hits)
+        self.counters.add("misses", misses)
 
     def add_upstream_bytes(self, nbytes: int) -> None:
         """Blob bytes read from an upstream (a fill, or the pull loop's prefetch)."""
-        self._incr("upstream_bytes", nbytes)
+        self.counters.incr("upstream_bytes", nbytes)
 
     def refused(self, reason: str) -> None:
         """A fill refused what an upstream sent (``Refusal`` value), as a replica counts."""
-        self._incr(_REFUSALS + reason, 1)
+        self.counters.refused(reason)
 
     def flush(self) -> None:
-        """Add this process's pending counts to the node's, and the LRU uses of blobs
-        served from the memo to the cache's order (every watch tick, and ``stats``).
-        Counts that cannot be written (a full disk) wait for the next flush."""
+        """Write this process's pending counts, and the LRU uses of blobs served from the
+        memo to the cache's order (every watch tick, and ``stats``)."""
+        self.counters.flush()
         with self._lock:
-            pending, self._pending = self._pending, {}
             used, self._used = self._used, set()
-        for key, n in pending.items():
-            try:
-                self._stats.incr(key, n, retry=True)
-            except (sqlite3.Error, OSError) as err:
-                log.warning("edge cache: cannot write its counters (%s): kept for later", err)
-                self._add(key, n)
         for sha256 in used:
             with contextlib.suppress(sqlite3.Error, OSError):
                 self.path(sha256)
-
-    def _incr(self, key: str, n: int) -> None:
-        """Add to a node's counter now (rare events); on a full disk, at the next flush."""
-        if n:
-            try:
-                self._stats.incr(key, n, retry=True)
-            except (sqlite3.Error, OSError):
-                self._add(key, n)
-
-    def _add(self, key: str, n: int) -> None:
-        if n:
-            with self._lock:
-                self._pending[key] = self._pending.get(key, 0) + n
 
     # --- serving ----------------------------------------------------------------------------
 
@@ -295,7 +240,7 @@ class EdgeCache:
 
     @property
     def reserved(self) -> int:
-        return int(self._stats.get(_RESERVED, 0))
+        return self.counters.reserved
 
     @property
     def lru_bytes(self) -> int:
@@ -363,17 +308,6 @@ class EdgeCache:
                 del self._verified[sha256]
         return dropped
 
-    def scrub_due(self, interval: float) -> bool:
-        """Claim the node's next scrub if ``interval`` passed since the last (one process
-        of the node scrubs; the claim is atomic across processes)."""
-        now = time.time()
-        with self._stats.transact():
-            last = float(self._stats.get(_LAST_SCRUB, 0.0))
-            if now - last < interval:
-                return False
-            self._stats.set(_LAST_SCRUB, now)
-        return True
-
     def cull(self) -> int:
         """Evict least recently used blobs until the LRU part is within its limit."""
         return self._cull(room=0)
@@ -381,14 +315,15 @@ class EdgeCache:
     def close(self) -> None:
         self.flush()
         self._blobs.close()
-        self._stats.close()
+        self.counters.close()
+        os.close(self._open_lock)
 
     # --- internals --------------------------------------------------------------------------
 
     def _cull(self, *, room: int) -> int:
         """Evict until the LRU part plus ``room`` bytes fits the limit; count evictions."""
         evicted = self._blobs.cull_to(max(0, self.limit - room))
-        self._incr("evictions", evicted)
+        self.counters.incr("evictions", evicted)
         return evicted
 
     def _lookup(self, sha256: str) -> tuple[BinaryIO | None, str | None]:
@@ -422,12 +357,43 @@ class EdgeCache:
         with self._lock:
             self._verified.pop(sha256, None)
 
-    def _clear_dead_scratch(self) -> None:
-        """Scratch files of fills whose process is gone (a kill -9): never served, removed."""
-        for leftover in self.tmp_dir.iterdir():
-            pid = leftover.name.split(".", 1)[0]
-            if not pid.isdigit() or not _alive(int(pid)):
-                leftover.unlink(missing_ok=True)
+    def _recovered(self) -> int:
+        """What a killed process left (a kill -9 during fills) removed; returns the
+        descriptor of ``locks/open``, held shared while this handle is open.
+
+        Scratch files of a dead process are never served: removed by whoever opens next.
+        A blob file renamed in but not yet recorded (killed between the two) is found
+        only by comparing the tree with the database, which is safe only while no other
+        process is filling: the first to open the cache after all others are gone (it
+        gets ``locks/open`` exclusively) does it, then shares the lock like the others.
+        """
+        fd = os.open(self.lock_dir / "open", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                alone = True
+            except BlockingIOError:
+                alone = False
+            for leftover in self.tmp_dir.iterdir():
+                pid = leftover.name.split(".", 1)[0]
+                if alone or not pid.isdigit() or not _alive(int(pid)):
+                    leftover.unlink(missing_ok=True)
+            if alone:
+                self._remove_orphans()
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _remove_orphans(self) -> None:
+        """Blob files in the cache's tree that its database does not name."""
+        named = {filename for _, filename in self._files()}
+        tree = self.dir / "blobs"
+        for path in tree.glob("*/*/*.val"):
+            if str(path.relative_to(tree)) not in named:
+                log.warning("edge cache: removing %s, a fill's file never recorded", path)
+                path.unlink(missing_ok=True)
 
 
 def _fault(fh: BinaryIO, sha256: str, size: int) -> str | None:
@@ -441,11 +407,16 @@ def _fault(fh: BinaryIO, sha256: str, size: int) -> str | None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` may still write (a zombie, killed and never reaped because
+    its parent died with it, does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    except PermissionError:
+    except OSError:   # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
         return True
-    return True
-
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")

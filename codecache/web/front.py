@@ -65,7 +65,11 @@ class Front:
                     request[SERIAL_KEY] = self.state.catalog.index.serial
                 response = await self._dispatch(request, found, rep)
         except CodecacheError as err:
-            response = error_response(err.code, err.message, status=error_status(err))
+            # An error that passes by itself (an edge's upstream away, its disk full) says
+            # when to ask again.
+            wait = {"Retry-After": str(err.retry_after)} if err.retry_after is not None \
+                else None
+            response = error_response(err.code, err.message, wait, status=error_status(err))
         except (ConnectionError, asyncio.CancelledError):
             raise
         except Exception:

@@ -21,7 +21,8 @@ from codecache.core.config import Config, Role
 from codecache.core.errors import IndexRefused, NoIndex, NotFound, StoreError
 from codecache.core.readiness import IndexProblem, IndexTrouble, Readiness, judge, must_hold
 from codecache.core.signing import load_trusted_keys
-from codecache.store.edgecache import EdgeCache, EdgeStats
+from codecache.store.edgecache import EdgeCache
+from codecache.store.edgestats import EdgeStats
 from codecache.store.files import file_identity
 from codecache.store.state import PullStatus
 from codecache.store.store import Store
@@ -96,7 +97,7 @@ class StoreView:
             self.blob_problems = self.blobs.scrub(self.held_sizes)
         # The edge cache is the node's: one of its processes scrubs it per interval.
         if self.edge_cache is not None and \
-                self.edge_cache.scrub_due(self.config.store.scrub_interval):
+                self.edge_cache.counters.scrub_due(self.config.store.scrub_interval):
             self.edge_cache.scrub(self.catalog.blob_sizes() if self.catalog else {})
 
     def _refresh_index(self) -> None:

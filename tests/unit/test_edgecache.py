@@ -108,7 +108,7 @@ def test_scrub_finds_rot_that_kept_the_files_identity(cache: EdgeCache,
         fh.write(bytes([data[7] ^ 0x40]))
     os.utime(held, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert cache.verify(sha, len(data))       # the tag still matches: not hashed
-    assert cache.scrub_due(3600) and not cache.scrub_due(3600)
+    assert cache.counters.scrub_due(3600) and not cache.counters.scrub_due(3600)
     assert cache.scrub({sha: len(data)}) == [sha]
     assert cache.path(sha) is None and cache.open_known(sha) is None
 

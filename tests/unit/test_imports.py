@@ -35,7 +35,7 @@ MODULES: dict[str, tuple[tuple[str, ...], ...]] = {
              ("config_sites",), ("config", "index"), ("history", "verify"), ("history_parse",),
              ("trust",), ("readiness",)),
     "telemetry": (("metrics", "notify"), ("logs",)),
-    "store": (("files",), ("state", "edgecache"), ("store",), ("trusted",)),
+    "store": (("files",), ("state", "edgestats"), ("edgecache",), ("store",), ("trusted",)),
     "origin": (("sources.base", "sources.pysvn_worker"), ("sources.svn_access",),
                ("sources.svn_cli", "sources.pysvn"), ("sources.svn",), ("build",),
                ("signer",), ("writer",), ("syncer", "audit"), ("service",), ("sync",)),

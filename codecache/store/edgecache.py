@@ -4,9 +4,10 @@ Owns ``<store>/edge-cache/``: a ``diskcache.Cache`` whose values are files of th
 bytes (``disk_min_file_size = 0``), keyed by sha256, evicted least recently used first;
 scratch files of fills in flight (``tmp/``) and the fill locks (``locks/``); the node's
 counters are ``edgestats``'. Every worker process and the pull loop open it (sqlite:
-process-safe; a process that opens it after a kill -9 removes what the dead left). The channel targets themselves are the
-store's blobs (``Store.blob_dir``), held as a replica holds them; the bound covers both:
-the LRU part may hold ``cache_size`` minus the reserved bytes.
+process-safe; a process that opens it after a kill -9 removes what the dead left). The
+channel targets themselves are the store's blobs (``Store.blob_dir``), held as a replica
+holds them; the bound covers both: the LRU part may hold ``cache_size`` minus the reserved
+bytes.
 
 diskcache does not verify content: a blob enters only through ``put``/``adopt`` with its
 bytes hashed, tagged with the identity of its file (mtime, size, inode); it is served only

@@ -10,10 +10,12 @@ from __future__ import annotations
 import base64
 import os
 import random
+import subprocess
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import SvnRepo, make_origin, new_package
+from tests.harness.binaries import require
 from tests.http.helpers import Server, release_info
 from tests.replica.conftest import readyz
 
@@ -74,3 +76,17 @@ def fetches(upstream: Server, sha256: str) -> int:
     upstream.wait_for("the upstream's access log is written",
                       lambda: f"/healthz?{mark}" in upstream.log_text(), 10)
     return upstream.log_text().count(f'"GET /blobs/sha256/{sha256}" 200 ')
+
+
+def curl_at_once(url: str, clients: int, cwd: Path) -> list[tuple[str, bytes]]:
+    """``clients`` GETs of ``url`` at once from one real curl (``--parallel``): the status
+    and body of each."""
+    args = [require("curl"), "-sS", "-Z", "--parallel-max", str(clients),
+            "--parallel-immediate", "-w", "%{http_code}\n"]
+    for n in range(clients):
+        args += ["-o", f"body{n}", url]
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120,
+                          check=False)
+    statuses = done.stdout.split()
+    assert len(statuses) == clients, done.stderr
+    return [(status, (cwd / f"body{n}").read_bytes()) for n, status in enumerate(statuses)]

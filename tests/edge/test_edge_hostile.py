@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,8 +20,7 @@ import pytest
 from codecache.core.names import blob_url_path
 from tests.conftest import Origin
 from tests.edge.conftest import start_edge
-from tests.edge.serving import cached_files, edge_facts
-from tests.harness.binaries import require
+from tests.edge.serving import cached_files, curl_at_once, edge_facts
 from tests.harness.clients import curl, wget
 from tests.http.helpers import release_info
 from tests.replica.upstream import FakeUpstream, body, index
@@ -54,17 +52,10 @@ def test_a_blob_with_one_flipped_byte_reaches_no_client(template_origin: Origin,
                           env={"CODECACHE_SERVER_WORKERS": "2"})
         try:
             url = edge.url(f"/{package}/releases/{other}.tar.gz")
-            clients = 16
-            args = [require("curl"), "-sS", "-Z", "--parallel-max", str(clients),
-                    "--parallel-immediate", "-w", "%{http_code}\n"]
-            for n in range(clients):
-                args += ["-o", f"body{n}", url]
-            done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True,
-                                  timeout=60, check=False)
-            assert done.stdout.split() == ["502"] * clients, done.stderr
-            for n in range(clients):
-                error = json.loads((tmp_path / f"body{n}").read_bytes())["error"]
-                assert (error["status"], error["code"]) == (502, "upstream_invalid")
+            for status, answer in curl_at_once(url, 16, tmp_path):
+                error = json.loads(answer)["error"]
+                assert (status, error["status"], error["code"]) == \
+                    ("502", 502, "upstream_invalid")
             head = curl(url, "-I", cwd=tmp_path)
             ranged = curl(url, "-H", "Range: bytes=0-99", cwd=tmp_path)
             for answer in (head, ranged):

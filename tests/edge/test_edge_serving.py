@@ -25,6 +25,7 @@ from tests.edge.conftest import start_edge
 from tests.edge.serving import (
     blob_bytes_on_disk,
     cached_files,
+    curl_at_once,
     edge_facts,
     fetches,
     payload_origin,
@@ -60,16 +61,9 @@ def test_many_concurrent_requests_for_a_never_seen_release_make_one_upstream_fet
     try:
         url = edge.url(f"/{upstream.package}/releases/{BIG}.tar.gz")
         clients = 48
-        args = [require("curl"), "-sS", "-Z", "--parallel-max", str(clients),
-                "--parallel-immediate", "-w", "%{http_code}\n"]
-        for n in range(clients):
-            args += ["-o", f"body{n}", url]
-        done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True,
-                              timeout=120, check=False)
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.split() == ["200"] * clients
-        for n in range(clients):
-            assert hashlib.sha256((tmp_path / f"body{n}").read_bytes()).hexdigest() == sha256
+        answers = curl_at_once(url, clients, tmp_path)
+        assert {(status, hashlib.sha256(got).hexdigest()) for status, got in answers} == \
+            {("200", sha256)}
         assert fetches(upstream, sha256) == 1
         facts: dict[str, int] = {}
 

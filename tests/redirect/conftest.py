@@ -34,13 +34,14 @@ UNTRUSTED = "127.0.0.4"      # anybody else who sets X-Forwarded-For
 CLIENT = {"near": "127.0.0.2", "dead": "127.0.0.5", "replica": "127.0.0.6",
           "behind": "127.0.0.7", "stale": "127.0.0.8", "mixed": "127.0.0.9",
           "narrow": "127.0.1.2", "wide": "127.0.1.3", "unready": "127.0.0.10",
-          "slow": "127.0.0.11"}
+          "slow": "127.0.0.11", "mortal": "127.0.0.12"}
 
 
 @dataclass
 class World:
     redirector: Server
     good: Server            # an edge of the redirector: the history it serves
+    mortal: Server          # another, which a test stops
     behind: Server          # an edge of an upstream stuck one history entry behind
     stale: Server           # an edge holding the index, its upstream gone since it started
     unready: Server         # an edge with nothing yet, its upstream gone: /readyz 503
@@ -80,6 +81,7 @@ def _sites(world: dict[str, str]) -> list[dict[str, Any]]:
             site("dead", world["dead"]), site("replica", world["replica"]),
             site("behind", world["behind"]), site("stale", world["stale"]),
             site("unready", world["unready"]), site("slow", world["slow"]),
+            site("mortal", world["mortal"]),
             site("mixed", world["behind"], world["good"], world["dead"]),
             # Nested networks: the longest prefix wins.
             site("wide", world["dead"], networks=("127.0.1.0/24",)),
@@ -100,8 +102,8 @@ def world(template_origin: Origin,
     served.cli("publish", served.package, "1.0.0", "--channel", "stable", check=True)
     ipv6 = ipv6_loopback()
     ports = {name: free_port(ipv6=ipv6 and name == "redirector")
-             for name in ("redirector", "stuck", "good", "behind", "stale", "unready",
-                          "replica", "dead")}
+             for name in ("redirector", "stuck", "good", "mortal", "behind", "stale",
+                          "unready", "replica", "dead")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     # Slower than the probe bound (check_interval, 1 s here).
     slow = SlowTarget(delay=1.5, history_length=99)
@@ -110,6 +112,7 @@ def world(template_origin: Origin,
         "check_interval": CHECK_INTERVAL, "trusted_proxies": [f"{PROXY}/32"],
         "sites": _sites(urls)})
     good = _edge(base / "good", served, urls["redirector"])
+    mortal = _edge(base / "mortal", served, urls["redirector"])
     behind = _edge(base / "behind", served, urls["stuck"])
     # Its store holds the index the redirector serves and its channel targets (as an
     # edge's does after a restart); its upstream never answers, so it has not confirmed
@@ -123,8 +126,8 @@ def world(template_origin: Origin,
         def serve(origin: Origin, name: str, **kwargs: Any) -> Server:
             return stack.enter_context(running(origin, ports[name], **kwargs))
 
-        # Every target in its final state before the redirector's first probe (but the good
-        # edge, which follows the redirector: the tests wait until both workers saw it).
+        # Every target in its final state before the redirector's first probe (but the edges
+        # that follow the redirector: the tests wait until both workers saw them ready).
         stack.enter_context(slow.serving())
         serve(stuck, "stuck")
         behind_server, stale_server = serve(behind, "behind"), serve(stale, "stale")
@@ -133,5 +136,6 @@ def world(template_origin: Origin,
         # Two workers: each reads its targets itself (web/redirect.py).
         redirector = serve(served, "redirector", env={"CODECACHE_SERVER_WORKERS": "2"},
                            also_listen=also)
-        yield World(redirector, serve(good, "good"), behind_server, stale_server,
+        yield World(redirector, serve(good, "good"), serve(mortal, "mortal"), behind_server,
+                    stale_server,
                     unready_server, slow, replica, urls["dead"], ipv6)

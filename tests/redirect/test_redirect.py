@@ -14,6 +14,7 @@ import json
 import re
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -34,10 +35,11 @@ def _path(world: World, template: str) -> str:
 
 @pytest.fixture(scope="module", autouse=True)
 def probed(world: World) -> None:
-    """Both workers of the redirector have found the good edge ready (each logs it once)."""
-    line = f"redirect target {world.good.base} is ready"
-    world.redirector.wait_for("both workers found the good edge ready",
-                              lambda: world.redirector.log_text().count(line) >= 2, 15)
+    """Both workers of the redirector have found the edges that follow it ready (each
+    worker logs it once)."""
+    lines = [f"redirect target {edge.base} is ready" for edge in (world.good, world.mortal)]
+    world.redirector.wait_for("both workers found the edges ready", lambda: all(
+        world.redirector.log_text().count(line) >= 2 for line in lines), 15)
 
 
 def _from(site: str) -> tuple[str, ...]:
@@ -304,6 +306,26 @@ def test_the_panda_wrapper_line_from_a_site_address(world: World, workdir: Path)
     after = _metrics(world, workdir)
     sample = f'codecache_redirects_total{{site="near",target="{world.good.base}"}}'
     assert after[sample] - before.get(sample, 0.0) == 1
+
+
+def test_a_target_that_dies_is_named_at_most_one_check_interval_longer(
+        world: World) -> None:
+    """DESIGN.md §5: a dead target can still be named until the next probe sees it. Every
+    worker stops naming it within check_interval (1 s) plus the probe bound (1 s)."""
+    url = world.redirector.url(_path(world, RELEASE))
+    assert {line.split()[0] for line in _curl_many(url, 4, *_from("mortal"))} == {"302"}
+    world.mortal.stop()
+    stopped = time.monotonic()
+
+    def served_here() -> bool:
+        # Fresh connections: the kernel spreads them over both workers.
+        return all(_curl_many(url, 1, *_from("mortal"))[0].split()[0] == "200"
+                   for _ in range(8))
+
+    wait_until(served_here, 10, "the redirector stops naming the dead edge")
+    took = time.monotonic() - stopped
+    print(f"dead edge no longer named after {took:.2f} s")
+    assert took <= scaled(1 + 1 + 1.5), took   # interval + probe bound + margin
 
 
 def _versions(url: str, *args: str) -> list[tuple[int, str | None]]:

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from tests.conftest import cli_env
 from tests.harness.clients import curl
+from tests.harness.tls import LocalCa
 
 REPO = Path(__file__).resolve().parents[2]
 _names = itertools.count()
@@ -69,6 +70,26 @@ class Cluster:
             lines = log.read_text(errors="replace").splitlines()[-15:]
             parts.append(f"--- {log.name}\n" + "\n".join(lines))
         return "\n".join(parts)
+
+
+@dataclass
+class SiteCluster(Cluster):
+    """A cluster with site "bnl" and its edge, the VIP serving https too."""
+
+    tls: LocalCa
+
+    @property
+    def vip_https(self) -> str:
+        return str(self.info["vip_https"])
+
+    @property
+    def edge(self) -> dict[str, str]:
+        return dict(self.info["edges"]["bnl"])
+
+    @property
+    def access_log(self) -> Path:
+        """The VIP's nginx access log."""
+        return Path(self.info["nginx"]["prefix"]) / "logs" / "access.log"
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -57,6 +58,7 @@ from clusterprocs import (
     alive,
     codecache,
     has_ipv6_loopback,
+    http_get,
     loaded,
     named,
     readyz,
@@ -70,6 +72,9 @@ from codecache.core.errors import CodecacheError, exit_code
 from codecache.ops.nginx import Rendered, Tls, render_nginx
 from codecache.ops.nginx_sites import read_sites
 from tests.harness.timing import free_port
+
+# Answers in a row, each on a new connection, that show a replica redirects a site (below).
+REDIRECT_STREAK = 20
 
 
 def render(out: Path, prefix: Path, listens: Sequence[str], replicas: Sequence[str],
@@ -256,6 +261,7 @@ class Nodes:
         vip = f"http://127.0.0.1:{port}"
         self.launcher.wait_ready({"nginx": vip}, timeout)
         edges = self._start_edges(vip)
+        self._wait_redirecting(replica_urls)
         return {
             "vip": vip,
             "vip6": f"http://[::1]:{port}" if ipv6 else None,
@@ -294,6 +300,47 @@ class Nodes:
         self.launcher.wait_ready({f"nginx-edge-{e.site.name}": e.front for e in self.edges
                                   if e.front}, self.options.timeout)
         return edges
+
+
+    def _wait_redirecting(self, replicas: list[str]) -> None:
+        """Until every replica sends each site's clients to its edge: each worker process of
+        a replica reads the edges' /readyz on its own, so REDIRECT_STREAK answers in a row,
+        each on a new connection (the kernel hands them to any worker), are asked of each.
+
+        Raises:
+            ClusterError: not within the timeout.
+        """
+        path = _channel_path(replicas[0]) if self.edges else None
+        if path is None:
+            return          # no site, or nothing a site's client could be redirected for
+        deadline = time.monotonic() + self.options.timeout
+        for replica in replicas:
+            for edge in self.edges:
+                streak, last = 0, ""
+                while streak < REDIRECT_STREAK:
+                    try:
+                        status, body = http_get(replica, f"{path}?site={edge.site.name}")
+                    except (OSError, http.client.HTTPException) as e:
+                        status, body = 0, str(e).encode()
+                    streak = streak + 1 if status == 302 else 0
+                    last = f"{status} {body[:120].decode(errors='replace')}"
+                    if streak < REDIRECT_STREAK and time.monotonic() > deadline:
+                        raise ClusterError(f"{replica} does not redirect site "
+                                           f"{edge.site.name!r} to its edge: {last}")
+                    if status != 302:
+                        time.sleep(0.1)
+
+
+def _channel_path(base: str) -> str | None:
+    """The first channel URL of the index ``base`` serves, or None if it has none."""
+    status, body = http_get(base, "/index.json")
+    if status != 200:
+        return None
+    packages = json.loads(body).get("signed", {}).get("packages", {})
+    for name, package in sorted(packages.items()):
+        for channel in sorted(package.get("channels", {})):
+            return f"/{name}/{channel}.tar.gz"
+    return None
 
 
 def down(directory: Path) -> list[str]:

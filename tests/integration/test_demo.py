@@ -74,6 +74,13 @@ def test_demo_serves_what_a_pilot_downloads_until_interrupted(tmp_path: Path) ->
         assert process.poll() is None, text
         assert "latest.tar.gz: OK" in text  # the demo's own sha256sum -c
         assert "Signature and comment signature verified" in text  # and minisign -V
+        # The site's pilot (wget --bind-address=127.0.0.2): a 302 from the VIP to the site's
+        # edge, which served it (its access line names the site's address).
+        edge = re.search(r"  Location: (http://127\.0\.0\.1:\d+)/pilot/production\.tar\.gz", text)
+        assert edge is not None, text
+        assert re.search(r'"GET /pilot/production\.tar\.gz HTTP/1\.1" 302 .* site=demo-site',
+                         text), text
+        assert re.search(r'edge: 127\.0\.0\.2 "GET /pilot/production\.tar\.gz" 200', text), text
         node = tmp_path / "node"
         node.mkdir()
         fetched = subprocess.run(

@@ -1,0 +1,102 @@
+"""EdgeBlobs over a real EdgeCache: one fill per blob in a process however many ask, an
+evicted file looked for again, a failed fill tried again."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from codecache.core.errors import UpstreamInvalid
+from codecache.store.edgecache import EdgeCache
+from codecache.web.edgeblobs import EdgeBlobs
+
+
+class Upstream:
+    """A fill from memory (the unit's stand-in for ``replica.edgefill``): counts its calls,
+    takes a while, and can be told to fail."""
+
+    def __init__(self, cache: EdgeCache, blobs: dict[str, bytes]) -> None:
+        self.cache = cache
+        self.blobs = blobs
+        self.calls: list[str] = []
+        self.fail = False
+
+    async def fill(self, sha256: str, size: int) -> None:
+        self.calls.append(sha256)
+        await asyncio.sleep(0.05)
+        if self.fail:
+            raise UpstreamInvalid(sha256, "bad bytes")
+        scratch = self.cache.scratch(sha256)
+        scratch.write_bytes(self.blobs[sha256])
+        await asyncio.to_thread(self.cache.adopt, sha256, scratch, size)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> tuple[EdgeCache, Upstream, str, bytes]:
+    data = os.urandom(50_000)
+    sha256 = hashlib.sha256(data).hexdigest()
+    cache = EdgeCache(tmp_path / "store", 1_000_000)
+    return cache, Upstream(cache, {sha256: data}), sha256, data
+
+
+def test_a_thousand_requests_make_one_fill(
+        world: tuple[EdgeCache, Upstream, str, bytes]) -> None:
+    cache, upstream, sha256, data = world
+    blobs = EdgeBlobs(cache, upstream.fill)
+
+    async def one() -> bytes:
+        with await blobs.open(sha256, len(data)) as fh:
+            return fh.read()
+
+    async def burst() -> list[bytes]:
+        return await asyncio.gather(*(one() for _ in range(1000)))
+
+    assert set(asyncio.run(burst())) == {data}
+    assert upstream.calls == [sha256]
+    cache.flush()
+    stats = cache.stats()
+    assert (stats.misses, stats.hits) == (1000, 0)
+
+
+def test_a_failed_fill_is_tried_again_by_the_next_request(
+        world: tuple[EdgeCache, Upstream, str, bytes]) -> None:
+    cache, upstream, sha256, data = world
+    blobs = EdgeBlobs(cache, upstream.fill)
+    upstream.fail = True
+
+    async def burst() -> list[object]:
+        return await asyncio.gather(*(blobs.open(sha256, len(data)) for _ in range(10)),
+                                    return_exceptions=True)
+
+    answers = asyncio.run(burst())
+    assert all(isinstance(a, UpstreamInvalid) for a in answers)
+    assert upstream.calls == [sha256]       # the ten waited for the one fill
+    upstream.fail = False
+
+    async def again() -> bytes:
+        with await blobs.open(sha256, len(data)) as fh:
+            return fh.read()
+
+    assert asyncio.run(again()) == data
+    assert upstream.calls == [sha256, sha256]
+
+
+def test_a_blob_evicted_after_its_fill_is_filled_again(
+        world: tuple[EdgeCache, Upstream, str, bytes]) -> None:
+    cache, upstream, sha256, data = world
+    blobs = EdgeBlobs(cache, upstream.fill)
+
+    async def read() -> bytes:
+        with await blobs.open(sha256, len(data)) as fh:
+            return fh.read()
+
+    assert asyncio.run(read()) == data
+    cache.set_reserved(1_000_000)           # the channel targets take the whole bound
+    assert cache.path(sha256) is None
+    cache.set_reserved(0)
+    assert asyncio.run(read()) == data
+    assert upstream.calls == [sha256, sha256]

@@ -38,6 +38,7 @@ from codecache.store.edgecache import EdgeCache
 
 log = logging.getLogger("codecache.edge")
 _LOCK_POLL = (0.005, 0.1)   # first and longest pause between tries of a held fill lock
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class EdgeFill:
@@ -59,7 +60,12 @@ class EdgeFill:
         """The node's fill lock of ``sha256``. Polled without blocking, not waited for in a
         thread: a worker may wait on many fills at once, and the default executor has a
         handful of threads that the store watch needs too."""
-        fd = os.open(self._cache.lock_dir / sha256, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self._cache.lock_dir / sha256, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            if err.errno in _DISK_FULL:
+                raise CacheFull(f"edge cache full: cannot fill blob {sha256}") from err
+            raise
         try:
             pause = _LOCK_POLL[0]
             while True:
@@ -99,7 +105,7 @@ class EdgeFill:
                           err.reason.value, err,
                           extra={"upstream": upstream, "reason": err.reason.value})
             except OSError as err:
-                if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                if err.errno in _DISK_FULL:
                     log.error("edge fill: disk full, blob %s not cached", sha256)
                     raise CacheFull(f"edge cache full: cannot store blob {sha256}") from err
                 raise

@@ -175,6 +175,10 @@ class EdgeCache:
         """
         placed: Path | None = None
         try:
+            if size > self.limit:
+                # It would evict everything and then itself: refused, the cache kept.
+                raise CacheFull(f"blob {sha256} ({size} bytes) is larger than the edge cache "
+                                f"holds besides the channel targets ({self.limit} bytes)")
             with scratch.open("rb+") as fh:
                 os.fsync(fh.fileno())
                 identity = _identity(os.fstat(fh.fileno()))

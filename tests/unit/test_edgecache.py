@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from codecache.core.errors import StoreError
+from codecache.core.errors import CacheFull, StoreError
 from codecache.store.edgecache import EdgeCache
 
 
@@ -141,3 +141,14 @@ def test_scratch_of_a_dead_process_is_removed(tmp_path: Path) -> None:
     mine.write_bytes(b"in flight")
     EdgeCache(tmp_path / "store", 10_000)
     assert not leftover.exists() and mine.exists()
+
+
+def test_a_blob_larger_than_the_bound_is_refused_and_evicts_nothing(
+        cache: EdgeCache, tmp_path: Path) -> None:
+    sha, source = _blob(tmp_path, os.urandom(3000))
+    cache.put(sha, source, 3000)
+    big, big_source = _blob(tmp_path, os.urandom(12_000))
+    with pytest.raises(CacheFull):
+        cache.put(big, big_source, 12_000)
+    assert cache.path(sha) is not None and cache.path(big) is None
+    assert list(cache.tmp_dir.iterdir()) == []

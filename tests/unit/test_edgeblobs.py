@@ -35,6 +35,11 @@ class Upstream:
         await asyncio.to_thread(self.cache.adopt, sha256, scratch, size)
 
 
+async def read(blobs: EdgeBlobs, sha256: str, size: int) -> bytes:
+    with await blobs.open(sha256, size) as fh:
+        return fh.read()
+
+
 @pytest.fixture
 def world(tmp_path: Path) -> tuple[EdgeCache, Upstream, str, bytes]:
     data = os.urandom(50_000)
@@ -48,12 +53,8 @@ def test_a_thousand_requests_make_one_fill(
     cache, upstream, sha256, data = world
     blobs = EdgeBlobs(cache, upstream.fill)
 
-    async def one() -> bytes:
-        with await blobs.open(sha256, len(data)) as fh:
-            return fh.read()
-
     async def burst() -> list[bytes]:
-        return await asyncio.gather(*(one() for _ in range(1000)))
+        return await asyncio.gather(*(read(blobs, sha256, len(data)) for _ in range(1000)))
 
     assert set(asyncio.run(burst())) == {data}
     assert upstream.calls == [sha256]
@@ -76,12 +77,7 @@ def test_a_failed_fill_is_tried_again_by_the_next_request(
     assert all(isinstance(a, UpstreamInvalid) for a in answers)
     assert upstream.calls == [sha256]       # the ten waited for the one fill
     upstream.fail = False
-
-    async def again() -> bytes:
-        with await blobs.open(sha256, len(data)) as fh:
-            return fh.read()
-
-    assert asyncio.run(again()) == data
+    assert asyncio.run(read(blobs, sha256, len(data))) == data
     assert upstream.calls == [sha256, sha256]
 
 
@@ -89,14 +85,9 @@ def test_a_blob_evicted_after_its_fill_is_filled_again(
         world: tuple[EdgeCache, Upstream, str, bytes]) -> None:
     cache, upstream, sha256, data = world
     blobs = EdgeBlobs(cache, upstream.fill)
-
-    async def read() -> bytes:
-        with await blobs.open(sha256, len(data)) as fh:
-            return fh.read()
-
-    assert asyncio.run(read()) == data
+    assert asyncio.run(read(blobs, sha256, len(data))) == data
     cache.set_reserved(1_000_000)           # the channel targets take the whole bound
     assert cache.path(sha256) is None
     cache.set_reserved(0)
-    assert asyncio.run(read()) == data
+    assert asyncio.run(read(blobs, sha256, len(data))) == data
     assert upstream.calls == [sha256, sha256]

@@ -27,7 +27,6 @@ import random
 import shutil
 import statistics
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -304,21 +303,11 @@ def edge_disk(origin: bench.Origin, work: Path, quick: bool) -> dict[str, Any]:
 
 def only_edge(workers: int, rounds: int, seconds: int, quick: bool, keep: bool) -> int:
     """``scripts/bench --only edge``: both parts alone, their JSON on stdout."""
-    work = Path(tempfile.mkdtemp(prefix="codecache-bench-work-"))
-    work.chmod(0o755)
-    origin = bench.Origin(work, True)
     started = time.monotonic()
-    try:
-        bench.log("setting up: svnserve, sample pilot, origin store")
-        origin.start()
-        result = {"edge_hit": edge_hit(origin, work, workers, rounds, seconds, quick),
-                  "edge_disk": edge_disk(origin, work, quick)}
-    finally:
-        origin.stop()
-        if keep:
-            bench.log(f"work directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    result = bench.alone(lambda origin, work: {
+        "edge_hit": edge_hit(origin, work, workers, rounds, seconds, quick),
+        "edge_disk": edge_disk(origin, work, quick)},
+        quick=True, pilot=True, keep=keep, setting_up="svnserve, sample pilot, origin store")
     for case in result["edge_hit"]["cases"].values():
         bench.log(f"edge / replica, {case['label']}: {case['rps_edge_over_replica']:.2f} in "
                   f"req/s, {case['cpu_edge_over_replica']:.2f} in CPU per request")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from tests.conftest import Origin, copy_origin
+from tests.conftest import Origin, copy_origin, run_cli
 from tests.edge.conftest import (
     ReadyzPoller,
     channel_target,
@@ -26,7 +26,7 @@ from tests.edge.conftest import (
 )
 from tests.harness.timing import free_port
 from tests.http.helpers import Server, running
-from tests.replica.conftest import readyz
+from tests.replica.conftest import readyz, write_replica_config
 
 
 def flushed(upstream: Server, mark: str) -> None:
@@ -112,3 +112,16 @@ def test_a_pool_member_behind_is_a_stale_upstream_not_a_rollback(
             assert "stale_upstream" in body["replica"]["last_error"]
     finally:
         edge.stop()
+
+
+def test_replicate_once_pulls_an_edge_store_without_a_server(edge_origin: Server,
+                                                               tmp_path: Path) -> None:
+    """``codecache replicate --once`` (and its operator override) works on an edge too."""
+    config = write_replica_config(tmp_path / "edge", edge_origin.origin.public_key,
+                                  [edge_origin.base], role="edge",
+                                  edge={"cache_size": "10MB"})
+    result = run_cli("replicate", "--once", config=config)
+    assert result.returncode == 0, result.stderr
+    target = sha256_of(edge_origin, channel_target(edge_origin))
+    assert sorted(p.name for p in (tmp_path / "edge" / "store" / "blobs" / "sha256").iterdir()) \
+        == [target]

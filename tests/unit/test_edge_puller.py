@@ -9,34 +9,27 @@ rules are the real ones; tests/edge runs the same pull loop against real servers
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from codecache.core.config import (
-    Config,
     EdgeConfig,
-    ReplicaConfig,
     Role,
-    SigningConfig,
-    StoreConfig,
 )
 from codecache.core.history import EMPTY_HISTORY, Action, Actor, Change, History
 from codecache.core.index import Channel, Index, Package, Release
-from codecache.core.signing import SecretKey, generate_key, write_key_pair
+from codecache.core.signing import SecretKey, generate_key
 from codecache.core.trust import SignedIndex, sign_index
 from codecache.replica.fetcher import Fetcher
 from codecache.replica.puller import Replica
 from codecache.store.edgecache import EdgeCache
 from codecache.store.store import Store
-from tests.unit.test_puller import FakeFetcher
+from tests.unit.test_puller import A, FakeFetcher, replica
 
-A = "http://vip.example:8080"
 NOW = int(time.time())
 DATA = {version: f"release {version} ".encode() * (100 + n)
         for n, version in enumerate(("1.0", "2.0", "3.0"))}
@@ -86,31 +79,20 @@ def secret() -> SecretKey:
 
 
 @pytest.fixture
-def fake() -> HistoryFetcher:
-    return HistoryFetcher()
-
-
-@pytest.fixture
 def store(tmp_path: Path) -> Store:
     store = Store(tmp_path / "store")
     store.init()
     return store
 
 
+@pytest.fixture
+def fake() -> HistoryFetcher:
+    return HistoryFetcher()
+
+
 def puller(store: Store, secret: SecretKey, fake: Fetcher, *, role: Role = Role.EDGE,
            cache_size: int = 10_000_000) -> Replica:
-    public = store.root.parent / "codecache.pub"
-    if not public.exists():
-        write_key_pair(secret, store.root.parent / "codecache.key", public)
-    config = Config(role=role, store=StoreConfig(path=store.root),
-                    replica=ReplicaConfig(upstreams=(A,)), edge=EdgeConfig(cache_size),
-                    signing=SigningConfig(trusted_keys=(public,)))
-
-    @contextlib.asynccontextmanager
-    async def connect() -> AsyncIterator[Fetcher]:
-        yield fake
-
-    return Replica(config, connect=connect)
+    return replica(store, secret, fake, role=role, edge=EdgeConfig(cache_size))
 
 
 def pull(replica: Replica) -> bool:

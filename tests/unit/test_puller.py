@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from codecache.core.config import Config, ReplicaConfig, Role, SigningConfig, StoreConfig
+from codecache.core.config import (
+    Config,
+    EdgeConfig,
+    ReplicaConfig,
+    Role,
+    SigningConfig,
+    StoreConfig,
+)
 from codecache.core.errors import UpstreamFailure
 from codecache.core.index import Channel, Index, Package, Release
 from codecache.core.signing import SecretKey, generate_key, write_key_pair
@@ -88,13 +95,15 @@ def store(tmp_path: Path) -> Store:
     return store
 
 
-def replica(store: Store, secret: SecretKey, fake: FakeFetcher,
-            upstreams: tuple[str, ...] = (A,)) -> Replica:
+def replica(store: Store, secret: SecretKey, fake: Fetcher,
+            upstreams: tuple[str, ...] = (A,), *, role: Role = Role.REPLICA,
+            edge: EdgeConfig | None = None) -> Replica:
+    """The pull of ``store`` through ``fake`` (an edge's too: ``role``, ``edge``)."""
     public = store.root.parent / "codecache.pub"
     if not public.exists():
         write_key_pair(secret, store.root.parent / "codecache.key", public)
-    config = Config(role=Role.REPLICA, store=StoreConfig(path=store.root),
-                    replica=ReplicaConfig(upstreams=upstreams),
+    config = Config(role=role, store=StoreConfig(path=store.root),
+                    replica=ReplicaConfig(upstreams=upstreams), edge=edge or EdgeConfig(),
                     signing=SigningConfig(trusted_keys=(public,)))
 
     @contextlib.asynccontextmanager

@@ -12,11 +12,11 @@ bytes.
 diskcache does not verify content: a blob enters only through ``put``/``adopt`` with its
 bytes hashed, tagged with the identity of its file (mtime, size, inode); it is served only
 while its file still has that identity, or after it hashed right again (its file changed,
-or the periodic ``scrub``); one that fails is dropped, to be fetched again. diskcache's
-``volume()`` counts its database too: here the bound is on blob bytes alone (the database
-is bookkeeping), so ``volume`` is overridden. A write culls explicitly (``cull_limit = 0``),
-making room before a blob lands, so blob bytes on disk stay within the bound plus the fill
-in flight. A full disk raises ``CacheFull`` and leaves no partial file.
+or the periodic ``scrub``); one that fails is dropped, to be fetched again. The bound is
+on blob bytes alone (``edgedisk``: the database is bookkeeping). A write culls explicitly
+(``cull_limit = 0``), making room before a blob lands, so blob bytes on disk stay within
+the bound plus the fill in flight. A full disk raises ``CacheFull`` and leaves no partial
+file.
 
 Blocking (sqlite, file I/O, hashing): call it through ``asyncio.to_thread``, except
 ``open_known`` (one open and fstat, like a replica's verified file).
@@ -32,62 +32,17 @@ import logging
 import os
 import sqlite3
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import diskcache
-from diskcache.core import MODE_BINARY
+from typing import BinaryIO
 
 from codecache.core.errors import CacheFull, StoreError
+from codecache.store.edgedisk import Blobs, Disk, Placed, alive, flocked
 from codecache.store.edgestats import SQLITE_TIMEOUT, EdgeCounters, EdgeStats
 from codecache.store.files import CHUNK, FileIdentity, blob_fault, make_dirs
 
 log = logging.getLogger("codecache.edge")
 
 CACHE_DIR = "edge-cache"
-
-
-@dataclass(frozen=True, slots=True)
-class _Placed:
-    """A file already renamed into the cache's tree: ``_Disk.store`` records it as is."""
-
-    filename: str
-    size: int
-
-
-class _Disk(diskcache.Disk):  # type: ignore[misc]
-    """diskcache's Disk that also takes a file already in place (``_Placed``): a verified
-    scratch file is renamed in, never copied (no second write, no partial file)."""
-
-    def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> Any:
-        if isinstance(value, _Placed):
-            return value.size, MODE_BINARY, value.filename, None
-        return super().store(value, read, key=key)
-
-
-class _Blobs(diskcache.Cache):  # type: ignore[misc]
-    """The bound is on blob bytes: the database is bookkeeping (DESIGN.md §5)."""
-
-    def volume(self) -> int:
-        return int(self.reset("size"))
-
-    def cull_to(self, limit: int) -> int:
-        """Evict the least recently used blob, one at a time, until ``volume() <= limit``
-        (diskcache's own ``cull`` evicts ten at a time: up to nine blobs too many).
-        Returns how many were evicted."""
-        evicted = 0
-        while self.volume() > limit:
-            with self._transact(retry=True) as (sql, cleanup):
-                rows = sql("SELECT rowid, filename FROM Cache ORDER BY access_time "
-                           "LIMIT 1").fetchall()
-                if not rows:
-                    break
-                ((rowid, filename),) = rows
-                sql("DELETE FROM Cache WHERE rowid = ?", (rowid,))
-                cleanup(filename)
-            evicted += 1
-        return evicted
 
 
 def _identity(st: os.stat_result) -> FileIdentity:
@@ -115,15 +70,20 @@ class EdgeCache:
         for directory in (self.tmp_dir, self.lock_dir):
             make_dirs(directory)
         self._cache_size = cache_size
-        self._blobs = _Blobs(str(self.dir / "blobs"), timeout=SQLITE_TIMEOUT, disk=_Disk,
-                             disk_min_file_size=0, eviction_policy="least-recently-used",
-                             cull_limit=0, size_limit=cache_size, statistics=False)
-        # Counters and the reserved bytes: never evicted, so not in the blobs' cache.
-        self.counters = EdgeCounters(self.dir / "stats")
         self._lock = threading.Lock()
         self._verified: dict[str, tuple[str, FileIdentity]] = {}   # this process's memo
         self._used: set[str] = set()           # served from the memo since the last flush
-        self._open_lock = self._recovered()
+        # One process at a time opens the databases: diskcache's set-up (pragmas, tables)
+        # run by several processes at once can fail "database is locked" (diskcache
+        # issues 85, 266). The workers are fresh interpreters, not forks of one that made
+        # it first, so they take turns here.
+        with flocked(self.lock_dir / "init"):
+            self._blobs = Blobs(str(self.dir / "blobs"), timeout=SQLITE_TIMEOUT, disk=Disk,
+                                 disk_min_file_size=0, eviction_policy="least-recently-used",
+                                 cull_limit=0, size_limit=cache_size, statistics=False)
+            # Counters and the reserved bytes: never evicted, so not in the blobs' cache.
+            self.counters = EdgeCounters(self.dir / "stats")
+            self._open_lock = self._recovered()
 
     # --- the API of the fill and the pull loop ---------------------------------------------
 
@@ -188,7 +148,7 @@ class EdgeCache:
             placed = Path(full)
             make_dirs(placed.parent)
             scratch.replace(placed)   # a rename keeps mtime, size and inode: the tag holds
-            self._blobs.set(sha256, _Placed(filename, size), read=True, tag=_tag(identity))
+            self._blobs.set(sha256, Placed(filename, size), read=True, tag=_tag(identity))
             placed = None
         except BaseException as err:
             scratch.unlink(missing_ok=True)
@@ -295,7 +255,7 @@ class EdgeCache:
         return at once); drop those that fail. ``sizes``: the index's blob sizes (a held
         blob it no longer lists is checked against its own size). Returns those dropped."""
         dropped = []
-        for sha256, filename in self._files():
+        for sha256, filename in self._blobs.held():
             try:
                 fh = (self.dir / "blobs" / filename).open("rb")
             except FileNotFoundError:
@@ -308,7 +268,7 @@ class EdgeCache:
                 self._drop(sha256)
                 dropped.append(sha256)
         with self._lock:
-            held = {sha256 for sha256, _ in self._files()}
+            held = {sha256 for sha256, _ in self._blobs.held()}
             for sha256 in set(self._verified) - held:
                 del self._verified[sha256]
         return dropped
@@ -342,20 +302,7 @@ class EdgeCache:
         except sqlite3.OperationalError as err:
             if not _disk_full(err):
                 raise
-        rows = self._blobs._sql("SELECT filename, tag FROM Cache WHERE key = ? AND raw = 1",
-                                (sha256,)).fetchall()
-        if not rows:
-            return None, None
-        try:
-            return (self.dir / "blobs" / rows[0][0]).open("rb"), rows[0][1]
-        except FileNotFoundError:
-            return None, None
-
-    def _files(self) -> list[tuple[str, str]]:
-        """(sha256, file name in the cache's tree) of every held blob, read without
-        counting as a use (``get`` would reorder the LRU)."""
-        rows = self._blobs._sql("SELECT key, filename FROM Cache").fetchall()
-        return [(str(key), str(filename)) for key, filename in rows]
+        return self._blobs.peek(sha256)
 
     def _drop(self, sha256: str) -> None:
         self._blobs.delete(sha256, retry=True)
@@ -381,7 +328,7 @@ class EdgeCache:
                 alone = False
             for leftover in self.tmp_dir.iterdir():
                 pid = leftover.name.split(".", 1)[0]
-                if alone or not pid.isdigit() or not _alive(int(pid)):
+                if alone or not pid.isdigit() or not alive(int(pid)):
                     leftover.unlink(missing_ok=True)
             if alone:
                 self._remove_orphans()
@@ -393,7 +340,7 @@ class EdgeCache:
 
     def _remove_orphans(self) -> None:
         """Blob files in the cache's tree that its database does not name."""
-        named = {filename for _, filename in self._files()}
+        named = {filename for _, filename in self._blobs.held()}
         tree = self.dir / "blobs"
         for path in tree.glob("*/*/*.val"):
             if str(path.relative_to(tree)) not in named:
@@ -409,19 +356,3 @@ def _fault(fh: BinaryIO, sha256: str, size: int) -> str | None:
         digest.update(chunk)
         length += len(chunk)
     return blob_fault(sha256, size, length, digest.hexdigest())
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` may still write (a zombie, killed and never reaped because
-    its parent died with it, does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:   # no /proc: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")

@@ -170,9 +170,13 @@ def _edge_status(config: Config, index: Index) -> dict[str, Any]:
     """An edge's cache (DESIGN.md §5): ``status --json``'s ``local.edge``."""
     from dataclasses import asdict
 
+    from codecache.core.errors import StoreError
     from codecache.ops.local import edge_facts
 
-    edge = edge_facts(config, index)
+    try:
+        edge = edge_facts(config, index)
+    except StoreError as err:   # the rest of the status is still worth printing
+        return {"error": str(err)}
     return {**asdict(edge), "hit_ratio": edge.hit_ratio,
             "channel_targets_over_limit": edge.reserved_bytes > edge.cache_limit_bytes}
 
@@ -196,7 +200,9 @@ def _print_status(index: Index, local: dict[str, Any], mutated: list[dict[str, A
               f"confirmed {replica['last_confirmed']} ({replica['seconds_since_confirmed']}s ago)"
               + (f", last error: {replica['last_error']}" if replica["last_error"] else ""))
     edge = local.get("edge")
-    if edge is not None:
+    if edge is not None and "error" in edge:
+        print(f"edge cache: {edge['error']}")
+    elif edge is not None:
         ratio = edge["hit_ratio"]
         print(f"edge cache {edge['cache_bytes']} of {edge['cache_limit_bytes']} bytes (channel "
               f"targets {edge['reserved_bytes']} bytes, never evicted), hit ratio "

@@ -24,6 +24,7 @@ from codecache.core.errors import (
     IndexRefused,
     IntegrityError,
     NoIndex,
+    StoreError,
 )
 from codecache.core.index import Index
 from codecache.core.readiness import IndexProblem, IndexTrouble, judge, must_hold
@@ -154,15 +155,22 @@ def edge_facts(config: Config, index: Index | None) -> EdgeFacts:
     Raises:
         StoreError: the cache cannot be read.
     """
+    import sqlite3
+
     from codecache.store.edgecache import EdgeCache
 
-    cache = EdgeCache(config.store.path, config.edge.cache_size)
     try:
-        stats = cache.stats()
-    finally:
-        cache.close()
+        cache = EdgeCache(config.store.path, config.edge.cache_size)
+        try:
+            stats = cache.stats()
+        finally:
+            cache.close()
+    except (OSError, sqlite3.Error) as err:   # another user's store, a damaged database
+        raise StoreError(f"the edge cache in {config.store.path} cannot be read: "
+                         f"{err}") from None
     reserved = sum(must_hold(index, config.role).values()) if index is not None \
         else stats.reserved_bytes
-    return EdgeFacts(cache_bytes=stats.cache_bytes, cache_limit_bytes=stats.limit_bytes,
+    return EdgeFacts(cache_bytes=stats.cache_bytes - stats.reserved_bytes + reserved,
+                     cache_limit_bytes=stats.limit_bytes,
                      reserved_bytes=reserved, hits=stats.hits, misses=stats.misses,
                      upstream_bytes=stats.upstream_bytes, evictions=stats.evictions)

@@ -21,7 +21,7 @@ from tests.conftest import Origin, copy_origin, run_cli
 from tests.edge.conftest import channel_target, start_edge
 from tests.harness.clients import wget
 from tests.http.helpers import Server, release_info, running
-from tests.replica.conftest import readyz
+from tests.replica.conftest import readyz, write_replica_config
 
 
 def status(edge: Server, *args: str) -> tuple[int, str]:
@@ -135,3 +135,22 @@ def test_channel_targets_beyond_the_cache_size_are_kept_and_check_warns(
         assert "WARNING: the channel targets alone exceed [edge] cache_size" in text
     finally:
         edge.stop()
+
+
+def test_a_damaged_cache_database_leaves_status_readable_and_check_unknown(
+        edge_origin: Server, tmp_path: Path) -> None:
+    """status is for anyone: the rest of it is printed; check cannot decide: UNKNOWN."""
+    config = write_replica_config(tmp_path / "edge", edge_origin.origin.public_key,
+                                  [edge_origin.base], role="edge",
+                                  edge={"cache_size": "10MB"})
+    assert run_cli("replicate", "--once", config=config).returncode == 0
+    database = tmp_path / "edge" / "store" / "edge-cache" / "stats" / "cache.db"
+    database.write_bytes(b"not a database" * 100)
+    result = run_cli("status", config=config)
+    assert result.returncode == 0, result.stderr
+    assert "edge cache: the edge cache in" in result.stdout and "cannot be read" in \
+        result.stdout
+    assert "package " in result.stdout
+    checked = run_cli("check", "--no-upstream", config=config)
+    assert checked.returncode == 3, (checked.stdout, checked.stderr)
+    assert "cannot be read" in checked.stdout + checked.stderr

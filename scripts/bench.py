@@ -19,8 +19,10 @@ from their access logs; the pilots' p99). The sync path: publishing a new tag of
 ~2,000-file / ~20 MB tree against ``svn export`` + ``tar czf`` of the same tag. And the
 propagation of a publish (scripts/propagation.py). A redirect's cost: the 302 a node with
 ``[[redirect.sites]]`` answers a site's client against the 304 of a direct client
-(``--only redirect`` runs it alone). An edge's hit against a replica direct, and its blob
-bytes on disk against ``[edge] cache_size`` (``benchedge``; ``--only edge``).
+(``--only redirect`` runs it alone), and the same at the VIP (the cluster has one site,
+``bench``, with its edge; no bench client is in its network, ``?site=bench`` selects it).
+An edge's hit against a replica direct, and its blob bytes on disk against ``[edge]
+cache_size`` (``benchedge``; ``--only edge``).
 ``benchreport`` writes the report.
 """
 
@@ -398,6 +400,13 @@ REDIRECT_CASES = {  # name: (label, server, query, conditional)
     "304_direct": ("304 to a direct client, node with sites", "sites", "", True),
     "304_no_sites": ("304 to a direct client, node without sites", "plain", "", True),
 }
+VIP_REDIRECT_CASES = {
+    "302_site": ("302 at the VIP (?site=)", "vip", "?site=bench", False),
+    "304_direct": ("304 at the VIP, a direct client", "vip", "", True),
+}
+SMALL = "/pilot/small.tar.gz"
+# The bench's site: no bench client is in its network (TEST-NET-1); ``?site=`` selects it.
+BENCH_SITE = "bench=192.0.2.0/24"
 
 
 def redirect_cost(origin: Origin, work: Path, workers: int, rounds: int, seconds: int,
@@ -417,12 +426,13 @@ def redirect_cost(origin: Origin, work: Path, workers: int, rounds: int, seconds
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     edge_dir = work / "redirect-edge"
     shutil.copytree(origin.dir / "store", edge_dir / "store")
+    name, _, network = BENCH_SITE.partition("=")
     configs = {
         "sites": dataclasses.replace(
             base, server=dataclasses.replace(base.server, listen=(f"127.0.0.1:{ports['sites']}",),
                                              workers=workers),
             redirect=RedirectConfig(check_interval=1.0, sites=(
-                RedirectSite("bench", ("192.0.2.0/24",), (urls["edge"],)),))),
+                RedirectSite(name, (network,), (urls["edge"],)),))),
         "plain": dataclasses.replace(
             base, server=dataclasses.replace(base.server, listen=(f"127.0.0.1:{ports['plain']}",),
                                              workers=workers)),
@@ -444,45 +454,56 @@ def redirect_cost(origin: Origin, work: Path, workers: int, rounds: int, seconds
                 start_new_session=True))
         for url in urls.values():
             wait_http(f"{url}/readyz")
-        small = "/pilot/small.tar.gz"
-        wait_until(lambda: run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
-                                f"{urls['sites']}{small}?site=bench"]).stdout == "302",
-                   30, "the redirector names the edge", interval=0.2)
-        etag = head(f"{urls['sites']}{small}")["etag"]
-        sessions = {name: listener_session(urls[name]) for name in ("sites", "plain")}
-        connections = 50 if quick else 100
-        per: dict[str, list[dict[str, Any]]] = {case: [] for case in REDIRECT_CASES}
-        for round_ in range(rounds):
-            order = list(REDIRECT_CASES)
-            for case in order if round_ % 2 == 0 else reversed(order):
-                _, server, query, conditional = REDIRECT_CASES[case]
-                before = session_cpu(sessions[server])
-                result = wrk(f"{urls[server]}{small}{query}", connections, seconds,
-                             f"If-None-Match: {etag}" if conditional else None)
-                result["cpu_us"] = ((session_cpu(sessions[server]) - before)
-                                    / max(1, result["requests"]) * 1e6)
-                per[case].append(result)
-                log(f"redirect {case} round {round_ + 1}/{rounds}: {result['rps']:,.0f} req/s "
-                    f"p99 {result['p99_ms']:.2f} ms, {result['cpu_us']:.0f} us/request"
-                    + (f" ERRORS {result['errors']}" if result["errors"] else ""))
+        result = redirect_cases(REDIRECT_CASES, urls, rounds, seconds, quick)
     finally:
         for process in processes:
             process.terminate()
         for process in processes:
             process.wait(timeout=30)
-    cases = {case: {"label": REDIRECT_CASES[case][0],
-                    "rps": [round(r["rps"]) for r in rs],
-                    "median_rps": statistics.median(r["rps"] for r in rs),
-                    "median_p99_ms": statistics.median(r["p99_ms"] for r in rs),
-                    "median_cpu_us": statistics.median(r["cpu_us"] for r in rs),
-                    "errors": sum(r["errors"] for r in rs)} for case, rs in per.items()}
-    redirect, direct = cases["302_site"], cases["304_direct"]
-    return {"cases": cases, "connections": connections, "seconds": seconds,
-            "workers": workers, "rounds": rounds,
+    cases = result["cases"]
+    return {**result, "workers": workers, "rps_sites_over_no_sites":
+            cases["304_direct"]["median_rps"] / cases["304_no_sites"]["median_rps"]}
+
+
+def redirect_cases(cases: dict[str, tuple[str, str, str, bool]], urls: dict[str, str],
+                   rounds: int, seconds: int, quick: bool) -> dict[str, Any]:
+    """wrk on each case (its server in ``urls``), rounds alternating, once the server
+    redirects ``?site=bench``; CPU per request of the server's processes."""
+    servers = {server for _, server, _, _ in cases.values()}
+    for server in {server for _, server, query, _ in cases.values() if query}:
+        wait_until(lambda server=server: run(
+            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+             f"{urls[server]}{SMALL}?site=bench"]).stdout == "302", 30,
+            f"{server} redirects the bench site", interval=0.2)
+    etag = head(f"{urls[next(iter(servers))]}{SMALL}")["etag"]
+    sessions = {server: listener_session(urls[server]) for server in servers}
+    connections = 50 if quick else 100
+    per: dict[str, list[dict[str, Any]]] = {case: [] for case in cases}
+    for round_ in range(rounds):
+        order = list(cases)
+        for case in order if round_ % 2 == 0 else reversed(order):
+            _, server, query, conditional = cases[case]
+            before = session_cpu(sessions[server])
+            result = wrk(f"{urls[server]}{SMALL}{query}", connections, seconds,
+                         f"If-None-Match: {etag}" if conditional else None)
+            result["cpu_us"] = ((session_cpu(sessions[server]) - before)
+                                / max(1, result["requests"]) * 1e6)
+            per[case].append(result)
+            log(f"redirect {case} at {server} round {round_ + 1}/{rounds}: "
+                f"{result['rps']:,.0f} req/s p99 {result['p99_ms']:.2f} ms, "
+                f"{result['cpu_us']:.0f} us/request"
+                + (f" ERRORS {result['errors']}" if result["errors"] else ""))
+    summary = {case: {"label": cases[case][0],
+                      "rps": [round(r["rps"]) for r in rs],
+                      "median_rps": statistics.median(r["rps"] for r in rs),
+                      "median_p99_ms": statistics.median(r["p99_ms"] for r in rs),
+                      "median_cpu_us": statistics.median(r["cpu_us"] for r in rs),
+                      "errors": sum(r["errors"] for r in rs)} for case, rs in per.items()}
+    redirect, direct = summary["302_site"], summary["304_direct"]
+    return {"cases": summary, "connections": connections, "seconds": seconds,
+            "rounds": rounds,
             "rps_302_over_304": redirect["median_rps"] / direct["median_rps"],
-            "cpu_302_over_304": redirect["median_cpu_us"] / direct["median_cpu_us"],
-            "rps_sites_over_no_sites": direct["median_rps"]
-            / cases["304_no_sites"]["median_rps"]}
+            "cpu_302_over_304": redirect["median_cpu_us"] / direct["median_cpu_us"]}
 
 
 def only_redirect(workers: int, rounds: int, seconds: int, quick: bool, keep: bool) -> int:
@@ -859,7 +880,7 @@ def main() -> int:
 
         log("cluster: origin, replicas, nginx VIP (scripts/cluster up --origin-config)")
         up_args = ["up", "--dir", str(cluster_dir), "--origin-config", str(origin.config),
-                   "--replicas", str(args.replicas)]
+                   "--replicas", str(args.replicas), "--site", BENCH_SITE]
         if supported:
             up_args += ["--workers", str(workers)]
         state = json.loads(cluster(*up_args).stdout)
@@ -883,9 +904,11 @@ def main() -> int:
                                 ("small", files["/pilot/small.tar.gz"]))}
             log(f"throughput: {len(CASES)} cases x {rounds} rounds x 3 servers x {seconds} s")
             report["throughput"] = throughput(targets, etags, rounds, seconds, quick)
-        log("a redirect's cost: 302 vs 304 at a node with sites")
+        log("a redirect's cost: 302 vs 304 at a node with sites, and at the VIP")
         report["redirect"] = redirect_cost(origin, work, workers, min(rounds, 3), seconds,
                                            quick)
+        report["redirect"]["vip"] = redirect_cases(VIP_REDIRECT_CASES, {"vip": vip},
+                                                   min(rounds, 3), seconds, quick)
         import benchedge
 
         log("an edge's hit: GET and 304 from an edge vs a replica direct")

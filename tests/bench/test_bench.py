@@ -76,6 +76,9 @@ def test_quick_bench_reports_every_case_for_every_server(
     redirect = report["redirect"]
     assert set(redirect["cases"]) == {"302_site", "304_direct", "304_no_sites"}
     assert all(c["median_rps"] > 0 and c["errors"] == 0 for c in redirect["cases"].values())
+    assert set(redirect["vip"]["cases"]) == {"302_site", "304_direct"}
+    assert all(c["median_rps"] > 0 and c["errors"] == 0
+               for c in redirect["vip"]["cases"].values())
     hit, disk = report["edge_hit"], report["edge_disk"]
     assert set(hit["cases"]) == {"get_200kb", "304_200kb", "get_200kb_pinned"}
     for case in hit["cases"].values():

@@ -121,10 +121,6 @@ async def serve_representation(request: web.BaseRequest, state: StoreView,
     headers = _cache_padded(request, decided.headers, rep.size) if decided.status == 200 \
         else decided.headers
     start, end = decided.span
-    if isinstance(body, Path):
-        # Opened on the loop: a verified file of the local store, its inode cached; a thread
-        # hop costs a hundred times the open (docs/benchmark.md, "server hot path").
-        body = body.open("rb")
     if not isinstance(body, bytes):
         with body:
             return await _stream_file(request, body, start, end, decided.status, headers)
@@ -142,9 +138,9 @@ def _cache_padded(request: web.BaseRequest, headers: Mapping[str, str],
     return headers if padding is None else {**headers, PAD_HEADER: padding}
 
 
-async def _body(state: StoreView, rep: Representation) -> bytes | Path | BinaryIO:
-    """The verified body: bytes, a verified file of the store, or (an edge's cache) an open
-    verified file."""
+async def _body(state: StoreView, rep: Representation) -> bytes | BinaryIO:
+    """The verified body: bytes, or an open verified file (of the store, or of an edge's
+    cache)."""
     if rep.inline is not None:
         return rep.inline
     sha256 = rep.blob
@@ -152,19 +148,37 @@ async def _body(state: StoreView, rep: Representation) -> bytes | Path | BinaryI
     cached = state.blobs.cached(sha256)
     if cached is not None:
         return cached
-    path = state.blobs.verified_path(sha256, rep.size)
-    if path is not None:
-        return path
     edge = state.edge
     if edge is None:
-        return await asyncio.to_thread(state.blobs.load, sha256, rep.size)
+        path = state.blobs.verified_path(sha256, rep.size)
+        if path is None:
+            loaded = await asyncio.to_thread(state.blobs.load, sha256, rep.size)
+            if isinstance(loaded, bytes):
+                return loaded
+            path = loaded
+        # Opened on the loop: a verified file of the local store, its inode cached; a thread
+        # hop costs a hundred times the open (docs/benchmark.md, "server hot path").
+        return path.open("rb")
     # An edge: a blob it pins (a channel target, in the store) as a replica serves it; any
-    # other from its cache, filled first if not held (edgeblobs).
-    held = edge.known(sha256)
+    # other from its cache, filled first if not held (edgeblobs). A pinned file gone
+    # meanwhile (a former target handed to the cache) is the cache's then.
+    path = state.blobs.verified_path(sha256, rep.size)
+    held = _opened(path) if path is not None else edge.known(sha256)
     if held is not None:
         return held
     pinned = await asyncio.to_thread(_pinned, state, sha256, rep.size)
-    return pinned if pinned is not None else await edge.open(sha256, rep.size)
+    if isinstance(pinned, bytes):
+        return pinned
+    held = _opened(pinned) if pinned is not None else None
+    return held if held is not None else await edge.open(sha256, rep.size)
+
+
+def _opened(path: Path) -> BinaryIO | None:
+    """``path`` opened (on the loop, as above), or None if it is gone."""
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        return None
 
 
 def _pinned(state: StoreView, sha256: str, size: int) -> bytes | Path | None:

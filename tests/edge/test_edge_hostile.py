@@ -73,12 +73,13 @@ def test_a_blob_with_one_flipped_byte_reaches_no_client(template_origin: Origin,
             asked = len(upstream.requests(blob))
             assert curl(url, cwd=tmp_path).status == 502
             assert len(upstream.requests(blob)) == asked + 1
+            # Each worker reads the node's counters every watch tick: wait for one to say so.
             edge.wait_for("the refusals are counted",
                           lambda: edge_facts(edge)["refusals"].get("blob_mismatch") == asked + 1,
                           10)
-            metrics = edge.request("/metrics").body.decode()
-            assert f'codecache_replica_refusals_total{{reason="blob_mismatch"}} {asked + 1}' \
-                in metrics
+            line = f'codecache_replica_refusals_total{{reason="blob_mismatch"}} {asked + 1}.0'
+            edge.wait_for("/metrics counts them too",
+                          lambda: line in edge.request("/metrics").body.decode(), 10)
             assert edge.request("/readyz").status == 200   # a refusal is no failure
 
             upstream.set({**routes, blob: body(good)})   # mended: the next request is served

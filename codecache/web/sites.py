@@ -101,6 +101,9 @@ class _Known:
 #: Addresses remembered with what they are (parsing one costs 2.5 us, more than the rest of
 #: the fast path's site check); the memo is dropped whole when it reaches this size.
 _KNOWN_MAX = 16384
+#: Longer than any address's text (an IPv6 address with an embedded IPv4 one: 45).
+_ADDRESS_MAX = 64
+_NOBODY = _Known(Requester(None, False, None), trusted=False)
 
 
 class SiteMap:
@@ -117,6 +120,8 @@ class SiteMap:
     def _lookup(self, text: str | None) -> _Known:
         known = self._known.get(text)
         if known is None:
+            if text is not None and len(text) > _ADDRESS_MAX:
+                return _NOBODY     # not an address: nothing to parse, nothing to remember
             address = parse_address(text)
             site = None if address is None else self._networks.longest(address)
             known = _Known(Requester(address, False, site),

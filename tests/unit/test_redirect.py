@@ -109,6 +109,9 @@ def test_the_connection_is_the_client_unless_it_is_a_trusted_proxy() -> None:
     assert SITES.client("10.0.0.5", _headers("130.199.1.1", "127.0.0.9")).address == \
         _ip("127.0.0.9")
     assert SITES.client("10.0.0.5", _headers("garbage")).address is None
+    huge = SITES.client("10.0.0.5", _headers("1" * 5000))
+    assert (huge.address, huge.site) == (None, None)
+    assert "1" * 5000 not in SITES._known   # never remembered
     # A plain mapping (one line) is read too.
     assert SITES.client("10.0.0.5", {"X-Forwarded-For": "130.199.1.1"}).address == \
         _ip("130.199.1.1")

@@ -10,7 +10,9 @@ How many such processes run and who binds the port is ``supervisor``'s business.
 
 The parts: ``front`` (the handler and errors to HTTP), ``respond`` (writing a
 representation), ``connection`` (aiohttp's connection handler with the header bound and
-``fastpath``: the subclass built on aiohttp's handler internals).
+``fastpath``: the subclass built on aiohttp's handler internals); on an edge,
+``edgeblobs`` (its cache's blobs, filled through the ``fill`` whoever starts the server
+hands in).
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ propagation of a publish (scripts/propagation.py). A redirect's cost: the 302 a 
 (``--only redirect`` runs it alone), and the same at the VIP (the cluster has one site,
 ``bench``, with its edge; no bench client is in its network, ``?site=bench`` selects it).
 An edge's hit against a replica direct, and its blob bytes on disk against ``[edge]
-cache_size`` (``benchedge``; ``--only edge``).
+cache_size`` (``benchedge``; ``--only edge``). A cold burst: 1,000 pilots of a site within
+1 s of a publish, through the VIP to the site's edge (``benchburst``; ``--only cold-burst``).
 ``benchreport`` writes the report.
 """
 
@@ -821,12 +822,14 @@ def main() -> int:
     parser.add_argument("--slow", type=int, help="slow pilots held (default 10000; quick 200)")
     parser.add_argument("--burst", type=int, help="pilots in a burst (default 2000; quick 100)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    parser.add_argument("--only", choices=["sync-path", "redirect", "edge"], help="run one "
+    parser.add_argument("--only", choices=["sync-path", "redirect", "edge", "cold-burst"],
+                        help="run one "
                         "part alone and print its JSON (no report written): sync-path = "
                         "publishing a new tag vs svn export + tar czf, --rounds rounds "
                         "(default 5); redirect = a redirect's cost (302 vs 304 req/s, "
                         "--rounds default 3); edge = an edge's hit vs a replica direct "
-                        "(--rounds default 3) and its disk against cache_size")
+                        "(--rounds default 3) and its disk against cache_size; cold-burst = "
+                        "a site's pilots within 1 s of a publish (--rounds default 3)")
     args = parser.parse_args()
     if args.only == "sync-path":
         return only_sync_path(args.rounds or 5, args.quick, args.keep)
@@ -841,6 +844,11 @@ def main() -> int:
                                    args.rounds or (1 if args.quick else 3),
                                    args.seconds or (1 if args.quick else 5), args.quick,
                                    args.keep)
+    if args.only == "cold-burst":
+        import benchburst
+
+        return benchburst.only_cold_burst(args.rounds or (1 if args.quick else 3),
+                                          args.quick, args.keep)
     started = time.monotonic()
     quick = args.quick
     out = args.out or (Path(tempfile.mkdtemp(prefix="codecache-bench-")) if quick
@@ -934,6 +942,10 @@ def main() -> int:
         report["propagation"] = {**json.loads(prop), "command":
                                  f"python3 scripts/propagation.py --dir DIR --rounds "
                                  f"{prop_rounds}"}
+        import benchburst
+
+        log("cold burst: a site's pilots within 1 s of a publish, through the VIP to its edge")
+        report["cold_burst"] = benchburst.cold_burst(origin, work, quick, 1 if quick else 3)
     finally:
         if up:
             cluster("down", "--dir", str(cluster_dir))

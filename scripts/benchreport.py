@@ -83,6 +83,15 @@ def verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
                  "target": "a handful", "measured": f"{burst['median_upstream_total']:.0f}",
                  "met": burst["median_upstream_total"] <= 3 * (report["machine"]["replicas"]
                                                                + 3)})
+    cold = report.get("cold_burst")
+    if cold is not None:
+        rows.append({"what": f"{cold['pilots']:,} site pilots within 1 s of a publish, "
+                             "through the VIP to the edge: failed", "target": "0",
+                     "measured": str(cold["failed"] + cold["corrupted"]),
+                     "met": cold["failed"] + cold["corrupted"] == 0})
+        ratio = cold["redirected_median_edge_upstream_over_blob"]
+        rows.append({"what": "  blob bytes the edge read upstream / the blob (median)",
+                     "target": "about 1", "measured": f"{ratio:.2f}", "met": ratio <= 1.5})
     return rows
 
 
@@ -207,6 +216,7 @@ def markdown(report: dict[str, Any], png: str) -> str:
     lines += [
         *_redirect_section(report.get("redirect")),
         *_edge_sections(report.get("edge_hit"), report.get("edge_disk")),
+        *_cold_burst_section(report.get("cold_burst")),
         "", "## Sync path: publishing a new tag", "",
         f"A tree of {sync['files']:,} files, {sync['bytes'] / MB:.0f} MB, tagged anew each "
         "round (`svn copy` on the server), published into an origin store of its own (not the "
@@ -280,6 +290,44 @@ def _redirect_section(cost: dict[str, Any] | None) -> list[str]:
                   f"{case['errors']} |" for case in vip["cases"].values()]
         lines += ["", f"302 / 304 at the VIP: {vip['rps_302_over_304']:.2f} in requests/s, "
                   f"{vip['cpu_302_over_304']:.2f}x the CPU per request."]
+    return lines
+
+
+def _cold_burst_section(cold: dict[str, Any] | None) -> list[str]:
+    """A site's pilots within 1 s of a publish, through the VIP (at once, and redirected)."""
+    if cold is None:
+        return []
+    lines = ["", "## A cold burst at a site", "",
+             "`scripts/cluster up --origin-config ORIGIN --site bench=127.0.0.2/32` (three "
+             "replicas redirecting the site to its edge, the edge's upstream the VIP). Each "
+             "burst follows the publish of a new ~200 KB tag (`latest` moves to a blob the "
+             f"edge never held): {cold['pilots']:,} pilots of the site (new connections from "
+             "127.0.0.2, uniformly within 1 s, one asyncio process beside the servers) fetch "
+             "`latest` through the VIP and follow any redirect, every body checked against "
+             "its ETag. **At once**: as soon as every replica serves the new tag (the edge has "
+             "not caught up: the replicas redirect only to an edge holding the history they "
+             "serve, so the VIP answers the site itself from its 1 s site cache). "
+             "**Redirected**: once the site is sent to the edge for the new tag (it "
+             "prefetched the blob). The edge's upstream bytes (since the publish, its "
+             "prefetch included) are its `codecache_edge_upstream_bytes_total`; the VIP's "
+             "answers to the site, its access log (`site=bench`); the replicas' requests, "
+             "theirs:", "",
+             "| tag | burst | publish -> burst s | failed | redirected | p50 ms | p99 ms | "
+             "edge upstream bytes / blob | VIP bytes to the site | replica requests |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in cold["rounds"]:
+        lines.append(f"| {r['version']} | {r['phase'].replace('_', ' ')} | "
+                     f"{r['publish_to_burst_s']:.1f} | {r['failed'] + r['corrupted']} | "
+                     f"{r['redirected']:,} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
+                     f"{r['edge_upstream_bytes']:,} / {r['blob_bytes']:,} "
+                     f"({r['edge_upstream_over_blob']:.2f}) | {r['vip_bytes_to_site']:,} | "
+                     f"{r['replica_requests_total']} |")
+    lines += ["", "The edge reads each new blob once, however many pilots ask. In the first "
+              "seconds after a publish the site's pilots still cross the WAN: the VIP "
+              "answers them (one replica request per second, the rest from its site cache) "
+              "until the edge holds the new history and the replicas see it (the edge's "
+              "pull, 1 s, plus their `check_interval`, 1 s here, plus the VIP's 1 s site "
+              "cache); a pilot never waits for the edge and never gets an older version."]
     return lines
 
 

@@ -4,10 +4,13 @@ is given), framed as a complete nginx.conf that nginx accepts."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +18,7 @@ from codecache.core.config import RedirectSite
 from codecache.core.errors import ConfigError, Refused
 from codecache.ops.nginx import (
     TEMPLATE,
+    Rendered,
     Tls,
     WorkerUser,
     nginx_limits,
@@ -26,6 +30,7 @@ from codecache.ops.nginx import (
 from codecache.ops.nginx_sites import BEGIN, END, KEY_WIDTH, read_sites, render_sites
 from tests.conftest import require
 from tests.harness import config as harness_config
+from tests.harness.tls import make_ca
 
 LISTENS = ["127.0.0.1:9000", "[::1]:9000"]
 REPLICAS = ["http://127.0.0.1:7001", "http://[::1]:7002/"]
@@ -103,23 +108,35 @@ def test_the_main_frame_around_the_front(user: WorkerUser | None) -> None:
     assert connections <= nofile
 
 
-def test_the_rendered_file_is_one_nginx_accepts(tmp_path: Path) -> None:
-    nginx = require("nginx")
-    prefix = tmp_path / "front"
+@contextlib.contextmanager
+def rendered_config(prefix: Path, **options: Any) -> Iterator[Rendered]:
+    """``render_nginx`` into ``prefix`` (listen 127.0.0.1:9, one replica); its private
+    cache directory (as root) removed afterwards."""
     rendered = render_nginx(prefix / "nginx.conf", prefix, ["127.0.0.1:9"],
-                            ["http://127.0.0.1:7001"])
+                            ["http://127.0.0.1:7001"], **options)
     try:
+        yield rendered
+    finally:
+        if rendered.private_cache_dir:
+            shutil.rmtree(rendered.cache_dir, ignore_errors=True)
+
+
+def assert_nginx_accepts(rendered: Rendered) -> None:
+    result = subprocess.run([require("nginx"), "-t", "-p", str(rendered.prefix), "-c",
+                             str(rendered.conf)], capture_output=True, text=True, timeout=30,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_rendered_file_is_one_nginx_accepts(tmp_path: Path) -> None:
+    prefix = tmp_path / "front"
+    with rendered_config(prefix) as rendered:
         assert rendered.conf == (prefix / "nginx.conf").resolve()
         for temp in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
             assert (rendered.cache_dir / "temp" / temp).is_dir()
         if not rendered.private_cache_dir:   # not root: the cache is under the prefix
             assert rendered.cache_dir == (prefix / "cache").resolve()
-        result = subprocess.run([nginx, "-t", "-p", str(prefix), "-c", str(rendered.conf)],
-                                capture_output=True, text=True, timeout=30, check=False)
-        assert result.returncode == 0, result.stderr
-    finally:
-        if rendered.private_cache_dir:
-            shutil.rmtree(rendered.cache_dir, ignore_errors=True)
+        assert_nginx_accepts(rendered)
 
 
 def test_a_missing_template_is_a_usage_error(tmp_path: Path) -> None:
@@ -245,21 +262,7 @@ def test_sites_are_read_from_the_replicas_configs_which_must_agree(tmp_path: Pat
 
 
 def test_nginx_accepts_the_file_with_sites_and_tls(tmp_path: Path) -> None:
-    nginx = require("nginx")
-    openssl = require("openssl")
-    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=localhost"], capture_output=True, check=True,
-                   timeout=30)
-    prefix = tmp_path / "front"
-    rendered = render_nginx(prefix / "nginx.conf", prefix, ["127.0.0.1:9"],
-                            ["http://127.0.0.1:7001"], sites=SITES,
-                            tls=Tls(("127.0.0.1:10",), cert, key))
-    try:
-        result = subprocess.run([nginx, "-t", "-p", str(prefix), "-c", str(rendered.conf)],
-                                capture_output=True, text=True, timeout=30, check=False)
-        assert result.returncode == 0, result.stderr
-    finally:
-        if rendered.private_cache_dir:
-            shutil.rmtree(rendered.cache_dir, ignore_errors=True)
+    ca = make_ca(tmp_path / "tls")
+    with rendered_config(tmp_path / "front", sites=SITES,
+                         tls=Tls(("127.0.0.1:10",), ca.cert, ca.key)) as rendered:
+        assert_nginx_accepts(rendered)

@@ -12,8 +12,12 @@ lower serial after a higher one, with a prefix of the history held, is ``stale_u
 from __future__ import annotations
 
 import hashlib
+import json
+import threading
+import time
 from pathlib import Path
 
+from codecache.core.names import blob_url_path
 from tests.conftest import Origin, copy_origin, run_cli
 from tests.edge.conftest import (
     ReadyzPoller,
@@ -25,8 +29,9 @@ from tests.edge.conftest import (
     upstream_fetches,
 )
 from tests.harness.timing import free_port
-from tests.http.helpers import Server, running
+from tests.http.helpers import Server, release_info, running
 from tests.replica.conftest import readyz, write_replica_config
+from tests.replica.upstream import FakeUpstream, Handler, Responder, body, index, send
 
 
 def flushed(upstream: Server, mark: str) -> None:
@@ -125,3 +130,66 @@ def test_replicate_once_pulls_an_edge_store_without_a_server(edge_origin: Server
     target = sha256_of(edge_origin, channel_target(edge_origin))
     assert sorted(p.name for p in (tmp_path / "edge" / "store" / "blobs" / "sha256").iterdir()) \
         == [target]
+
+
+def test_the_old_index_is_served_while_a_new_channel_target_is_on_its_way(
+        template_origin: Origin, tmp_path: Path) -> None:
+    """A slow WAN, made visible: the upstream (a fake, the one fault the real server cannot
+    produce: a transfer that takes seconds) serves the real signed indexes, and the new
+    channel target half at once, the rest 2 s later. All that while the edge serves the
+    index it held, ready; it swaps once the whole target is on its disk."""
+    after = copy_origin(template_origin, tmp_path / "after")
+    old_version = channel_target_of(template_origin)
+    new_version = next(v for v in ("1.0.0", "1.2.0") if v != old_version)
+    after.cli("publish", after.package, new_version, "--channel", "latest", check=True)
+    old_sha = release_info(template_origin, old_version)["sha256"]
+    new_sha = release_info(after, new_version)["sha256"]
+    new_blob = (after.store / "blobs" / "sha256" / new_sha).read_bytes()
+    arrived = threading.Event()
+
+    def slowly(handler: Handler) -> None:
+        send(handler, 200, new_blob[:len(new_blob) // 2], length=len(new_blob))
+        time.sleep(2)
+        handler.wfile.write(new_blob[len(new_blob) // 2:])
+        handler.wfile.flush()
+        arrived.set()
+
+    def routes(origin: Origin) -> dict[str, Responder]:
+        return {"/index.json": index((origin.store / "index.json").read_bytes()),
+                "/history.json": body((origin.store / "history.json").read_bytes())}
+
+    with FakeUpstream() as upstream:
+        upstream.set({**routes(template_origin), blob_url_path(old_sha): body(
+            (template_origin.store / "blobs" / "sha256" / old_sha).read_bytes())})
+        edge = start_edge(tmp_path / "edge", template_origin, [upstream.base])
+        try:
+            before = readyz(edge)["serial"]
+            since = upstream.set({**routes(after), blob_url_path(new_sha): slowly})
+            edge.wait_for("the edge asks for the new target",
+                          lambda: bool(upstream.requests(blob_url_path(new_sha), since)), 10)
+            seen = []
+            while not arrived.is_set():
+                reply, body_sha = edge.request("/readyz"), latest_sha(edge, after.package)
+                seen.append((reply.status, json.loads(reply.body)["serial"], body_sha))
+                time.sleep(0.05)
+            print(f"{len(seen)} reads while the target was on its way")
+            assert len(seen) >= 10
+            assert set(seen) == {(200, before, old_sha)}, set(seen)
+            edge.wait_for("the edge serves the new index",
+                          lambda: latest_sha(edge, after.package) == new_sha, 10)
+            assert readyz(edge)["serial"] > before
+        finally:
+            edge.stop()
+
+
+def channel_target_of(origin: Origin) -> str:
+    document = json.loads((origin.store / "index.json").read_bytes())
+    version: str = document["signed"]["packages"][origin.package]["channels"]["latest"][
+        "version"]
+    return version
+
+
+def latest_sha(edge: Server, package: str) -> str:
+    reply = edge.request(f"/{package}/latest.tar.gz")
+    assert reply.status == 200, reply
+    return hashlib.sha256(reply.body).hexdigest()

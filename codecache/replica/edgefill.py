@@ -10,8 +10,10 @@ at again (another process may have filled it while this one waited).
 Bytes that fail the check are refused (counted by reason, as a replica counts refusals)
 and never cached: ``UpstreamInvalid`` (502) when no upstream gave good bytes, so the next
 request tries again; ``UpstreamUnavailable`` (503) when none answered; ``CacheFull``
-(503) when the disk is full, with no partial file left. Within a process, one fill per
-blob is the caller's (``web.edgeblobs``: one future per blob, whatever asks).
+(503) when the disk is full, with no partial file left. A blob larger than the cache may
+hold besides its channel targets is not cached: its verified file is handed to the caller
+to serve to the requests waiting for it. Within a process, one fill per blob is the
+caller's (``web.edgeblobs``: one future per blob, whatever asks).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import fcntl
 import logging
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from codecache.core.config import Config
 from codecache.core.errors import (
@@ -49,11 +52,14 @@ class EdgeFill:
         self._cache = cache
         self._fetcher = fetcher
 
-    async def __call__(self, sha256: str, size: int) -> None:
+    async def __call__(self, sha256: str, size: int) -> Path | None:
+        """None: the blob is in the cache now. A path: the cache cannot keep a blob that
+        large (``web.edgeblobs.Fill``): the verified file is the caller's to serve and
+        remove."""
         async with self._locked(sha256):
             if await asyncio.to_thread(self._cache.verify, sha256, size):
-                return   # another process filled it while this one waited
-            await self._fill(sha256, size)
+                return None   # another process filled it while this one waited
+            return await self._fill(sha256, size)
 
     @contextlib.asynccontextmanager
     async def _locked(self, sha256: str) -> AsyncIterator[None]:
@@ -79,21 +85,30 @@ class EdgeFill:
         finally:
             os.close(fd)   # releases the lock (a killed process's too: the kernel does)
 
-    async def _fill(self, sha256: str, size: int) -> None:
+    async def _fill(self, sha256: str, size: int) -> Path | None:
         invalid: list[str] = []
         failed: list[str] = []
         for upstream in self._upstreams:
             scratch = self._cache.scratch(sha256)
+            beside = False
             try:
                 received, digest = await self._fetcher.blob(upstream, sha256, size, scratch)
                 self._cache.add_upstream_bytes(received)
                 if received != size or digest != sha256:
                     raise IndexRefused(Refusal.BLOB_MISMATCH, f"blob {sha256} from {upstream}: "
                                        f"got {received} bytes hashing to {digest}")
-                await asyncio.to_thread(self._cache.adopt, sha256, scratch, size)
                 log.info("edge fill sha256=%s size=%d upstream=%s", sha256, size, upstream,
                          extra={"upstream": upstream})
-                return
+                if size > await asyncio.to_thread(lambda: self._cache.limit):
+                    # Larger than the cache may hold: served from its verified file to the
+                    # requests waiting now, then removed (the bound holds: a fill in flight).
+                    log.warning("edge fill: blob %s (%d bytes) is larger than the cache "
+                                "holds besides the channel targets: served, not kept",
+                                sha256, size)
+                    beside = True
+                    return scratch
+                await asyncio.to_thread(self._cache.adopt, sha256, scratch, size)
+                return None
             except UpstreamFailure as err:
                 failed.append(f"{upstream}: {err}")
                 log.warning("edge fill: upstream failed upstream=%s reason=%s: %s", upstream,
@@ -110,7 +125,8 @@ class EdgeFill:
                     raise CacheFull(f"edge cache full: cannot store blob {sha256}") from err
                 raise
             finally:
-                scratch.unlink(missing_ok=True)   # adopted: already gone
+                if not beside:
+                    scratch.unlink(missing_ok=True)   # adopted: already gone
         if invalid:
             raise UpstreamInvalid(sha256, f"blob {sha256}: no upstream sent its bytes: "
                                   + "; ".join(invalid + failed))

@@ -15,18 +15,30 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from codecache.core.errors import CacheFull
 from codecache.store.edgecache import EdgeCache
 
-#: Fetch blob ``sha256`` of ``size`` bytes from upstream, verified, into the edge cache.
-#: Raises ``UpstreamInvalid``, ``UpstreamUnavailable`` or ``CacheFull``.
-Fill = Callable[[str, int], Awaitable[None]]
+#: Fetch blob ``sha256`` of ``size`` bytes from upstream, verified, into the edge cache
+#: (None), or, when the cache cannot keep a blob that large, into a verified file of its
+#: own (its path: served to the requests that waited, then removed). Raises
+#: ``UpstreamInvalid``, ``UpstreamUnavailable`` or ``CacheFull``.
+Fill = Callable[[str, int], Awaitable[Path | None]]
 #: The fill of one server process, open while it serves (its upstream connections).
 OpenFill = Callable[[EdgeCache], AbstractAsyncContextManager[Fill]]
 
 _ATTEMPTS = 3   # fills of one request whose blob was evicted before it could be opened
+
+
+@dataclass
+class _Flight:
+    """One fill (or look) of a blob in this process, and the requests waiting for it."""
+
+    future: asyncio.Future[Path | bool]
+    waiting: int = 0
 
 
 class EdgeBlobs:
@@ -35,7 +47,7 @@ class EdgeBlobs:
     def __init__(self, cache: EdgeCache, fill: Fill) -> None:
         self.cache = cache
         self._fill = fill
-        self._inflight: dict[str, asyncio.Future[bool]] = {}
+        self._inflight: dict[str, _Flight] = {}
 
     def known(self, sha256: str) -> BinaryIO | None:
         """The verified blob's open file, if this process knows it and it is unchanged
@@ -50,7 +62,7 @@ class EdgeBlobs:
 
         Raises:
             UpstreamInvalid, UpstreamUnavailable, CacheFull: as ``Fill``; ``CacheFull``
-                too when the blob is evicted as soon as it is cached (a cache too small).
+                too when the blob is evicted again and again as soon as it is cached.
         """
         filled = False
         for _ in range(_ATTEMPTS):
@@ -58,28 +70,54 @@ class EdgeBlobs:
             if fh is not None:
                 self.cache.count(hits=int(not filled), misses=int(filled))
                 return fh
-            filled = await self._ensure(sha256, size) or filled
+            outcome = await self._ensure(sha256, size)
+            if not isinstance(outcome, bool):
+                self.cache.count(misses=1)
+                return outcome
+            filled = filled or outcome
         raise CacheFull(f"blob {sha256} ({size} bytes) was evicted as soon as it was "
-                        "cached: the edge cache is too small for it")
+                        "cached, again and again")
 
-    async def _ensure(self, sha256: str, size: int) -> bool:
-        """Make the blob held and verified in this process; whether it had to be filled."""
-        future = self._inflight.get(sha256)
-        if future is None:
+    async def _ensure(self, sha256: str, size: int) -> bool | BinaryIO:
+        """Make the blob held and verified in this process: whether it had to be filled;
+        or the open file of a blob the cache cannot keep, filled for the requests that
+        waited (the last of them to open it removes it)."""
+        flight = self._inflight.get(sha256)
+        if flight is None:
             future = asyncio.ensure_future(self._held_or_filled(sha256, size))
-            self._inflight[sha256] = future
-            future.add_done_callback(lambda done: self._finished(sha256, done))
-        # Shielded: a client that goes away does not cancel the fill the others wait for.
-        return await asyncio.shield(future)
+            flight = self._inflight[sha256] = _Flight(future)
+            future.add_done_callback(lambda done: self._finished(sha256, flight))
+        flight.waiting += 1
+        try:
+            # Shielded: a client that goes away does not cancel the fill others wait for.
+            outcome = await asyncio.shield(flight.future)
+            if isinstance(outcome, Path):
+                beside: BinaryIO = outcome.open("rb")
+                return beside
+            return outcome
+        finally:
+            flight.waiting -= 1
+            if not flight.waiting:
+                self._passed(flight)
 
-    def _finished(self, sha256: str, done: asyncio.Future[bool]) -> None:
-        if self._inflight.get(sha256) is done:
+    def _finished(self, sha256: str, flight: _Flight) -> None:
+        if self._inflight.get(sha256) is flight:
             del self._inflight[sha256]   # a failed fill is tried again by the next request
-        if not done.cancelled():
-            done.exception()   # retrieved: every waiter may have gone
+        if not flight.waiting:           # every waiter went away meanwhile
+            self._passed(flight)
 
-    async def _held_or_filled(self, sha256: str, size: int) -> bool:
+    @staticmethod
+    def _passed(flight: _Flight) -> None:
+        """A blob filled beside the cache, opened by all who waited: its file goes."""
+        done = flight.future
+        if done.done() and not done.cancelled() and done.exception() is None:
+            outcome = done.result()
+            if isinstance(outcome, Path):
+                outcome.unlink(missing_ok=True)
+
+    async def _held_or_filled(self, sha256: str, size: int) -> Path | bool:
+        """False: held; True: filled into the cache; a path: filled beside it."""
         if await asyncio.to_thread(self.cache.verify, sha256, size):
             return False
-        await self._fill(sha256, size)
-        return True
+        beside = await self._fill(sha256, size)
+        return True if beside is None else beside

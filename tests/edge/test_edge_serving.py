@@ -149,6 +149,29 @@ def test_the_bound_holds_under_a_stream_of_releases(upstream: Server, tmp_path: 
         edge.stop()
 
 
+def test_a_release_larger_than_the_cache_is_served_verified_and_not_kept(
+        upstream: Server, tmp_path: Path) -> None:
+    sha256, size = release(upstream, BIG)
+    bound = release(upstream, TARGET)[1] + release(upstream, STREAM[0])[1] + 1000
+    assert size > bound
+    edge = start_edge(tmp_path / "edge", upstream.origin, [upstream.base], cache_size=bound)
+    try:
+        held = f"/{upstream.package}/releases/{STREAM[0]}.tar.gz"
+        assert edge.request(held).status == 200
+        answers = curl_at_once(edge.url(f"/{upstream.package}/releases/{BIG}.tar.gz"), 8,
+                               tmp_path)
+        assert {(status, hashlib.sha256(got).hexdigest()) for status, got in answers} == \
+            {("200", sha256)}
+        assert fetches(upstream, sha256) == 1          # one fill for the eight
+        # Not kept, and it evicted nothing: the bound holds.
+        assert [p.stat().st_size for p in cached_files(edge)] == [release(upstream,
+                                                                          STREAM[0])[1]]
+        assert list((edge.origin.store / "edge-cache" / "tmp").iterdir()) == []
+        assert blob_bytes_on_disk(edge) <= bound
+    finally:
+        edge.stop()
+
+
 def test_with_its_upstream_gone_an_edge_serves_what_it_holds(
         upstream: Server, tmp_path: Path) -> None:
     with running(copy_origin(upstream.origin, tmp_path / "origin")) as gone:

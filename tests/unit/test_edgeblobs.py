@@ -91,3 +91,26 @@ def test_a_blob_evicted_after_its_fill_is_filled_again(
     cache.set_reserved(0)
     assert asyncio.run(read(blobs, sha256, len(data))) == data
     assert upstream.calls == [sha256, sha256]
+
+
+def test_a_blob_the_cache_cannot_keep_is_served_to_those_who_waited_and_removed(
+        world: tuple[EdgeCache, Upstream, str, bytes]) -> None:
+    cache, upstream, sha256, data = world
+    beside: list[Path] = []
+
+    async def fill_beside(sha: str, size: int) -> Path:
+        upstream.calls.append(sha)
+        await asyncio.sleep(0.05)
+        scratch = cache.scratch(sha)
+        scratch.write_bytes(data)
+        beside.append(scratch)
+        return scratch
+
+    blobs = EdgeBlobs(cache, fill_beside)
+
+    async def burst() -> list[bytes]:
+        return await asyncio.gather(*(read(blobs, sha256, len(data)) for _ in range(10)))
+
+    assert asyncio.run(burst()) == [data] * 10
+    assert upstream.calls == [sha256]
+    assert not beside[0].exists() and cache.path(sha256) is None

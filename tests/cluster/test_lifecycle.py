@@ -108,3 +108,23 @@ def test_a_bad_origin_config_is_one_line_and_starts_nothing(tmp_path: Path,
             assert str(directory).encode() not in cmdline.read_bytes()
         except (FileNotFoundError, ProcessLookupError):
             continue
+
+
+@pytest.mark.parametrize("args", [
+    ["--site", "bnl"], ["--site", "bnl=10.0.0.1/8"], ["--site", "b@d=10.0.0.0/8"],
+    ["--site", "a=10.0.0.0/8", "--site", "b=10.0.0.0/8"],
+    ["--tls-cert", "CERT"], ["--tls-cert", "CERT", "--tls-key", "MISSING"],
+    ["--tls-ca", "CERT"],
+], ids=["no-networks", "host-bits", "bad-name", "network-twice", "cert-alone", "key-missing",
+        "ca-alone"])
+def test_bad_site_or_tls_arguments_are_one_line_and_start_nothing(tmp_path: Path,
+                                                                  args: list[str]) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_text("not checked before the key is\n")
+    args = [str(cert) if a == "CERT" else str(tmp_path / "missing.pem") if a == "MISSING"
+            else a for a in args]
+    directory = tmp_path / "cluster"
+    result = cluster_cmd("up", "--dir", str(directory), *args)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (directory / "cluster.json").exists()

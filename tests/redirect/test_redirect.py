@@ -206,7 +206,7 @@ def test_each_unusable_edge_fails_one_rule(world: World) -> None:
         ["edge", "edge", "edge", "replica"]
     assert facts["good"][1]["history_length"] == served
     assert facts["behind"][1]["history_length"] == served - 1
-    assert facts["behind"][1]["seconds_since_confirmed"] <= 2
+    assert facts["behind"][1]["seconds_since_confirmed"] <= 10   # fresh: far from 30 s
     assert facts["stale"][1]["history_length"] == served
     assert facts["stale"][1]["seconds_since_confirmed"] > 30
     assert world.unready.request("/readyz").status == 503

@@ -28,6 +28,7 @@ from codecache.ops.nginx import (
     upstream_address,
 )
 from codecache.ops.nginx_sites import BEGIN, END, KEY_WIDTH, read_sites, render_sites
+from codecache.ops.nginx_sites import main as nginx_sites_main
 from tests.conftest import require
 from tests.harness import config as harness_config
 from tests.harness.tls import make_ca
@@ -266,3 +267,19 @@ def test_nginx_accepts_the_file_with_sites_and_tls(tmp_path: Path) -> None:
     with rendered_config(tmp_path / "front", sites=SITES,
                          tls=Tls(("127.0.0.1:10",), ca.cert, ca.key)) as rendered:
         assert_nginx_accepts(rendered)
+
+
+def test_a_front_node_renders_its_site_block_with_the_product_alone(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Production front nodes run no scripts/cluster: the module's own command line prints
+    # the marked block, the same lines render_front puts into the template.
+    config = harness_config.write(tmp_path / "r.toml", harness_config.build(
+        role="replica", store={"path": "s"}, replica={"upstreams": ["http://o:1"]},
+        signing={"trusted_keys": ["k.pub"]},
+        redirect={"sites": [{"name": s.name, "networks": list(s.networks),
+                             "targets": ["http://e1:1"]} for s in SITES]}))
+    assert nginx_sites_main([str(config)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [BEGIN, *render_sites(SITES), END]
+    assert nginx_sites_main([str(tmp_path / "missing.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -32,13 +32,14 @@ import logging
 import os
 import sqlite3
 import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from codecache.core.errors import CacheFull, StoreError
+from codecache.core.errors import BlobUnavailable, CacheFull, StoreError
 from codecache.store.edgedisk import Blobs, Disk, Placed, alive, flocked
 from codecache.store.edgestats import SQLITE_TIMEOUT, EdgeCounters, EdgeStats
-from codecache.store.files import CHUNK, FileIdentity, blob_fault, make_dirs
+from codecache.store.files import CHUNK, FileIdentity, blob_fault, file_identity, make_dirs
 
 log = logging.getLogger("codecache.edge")
 
@@ -62,8 +63,11 @@ def _disk_full(err: BaseException) -> bool:
 class EdgeCache:
     """One process's handle on the node's edge cache (thread-safe)."""
 
-    def __init__(self, root: Path, cache_size: int) -> None:
-        """``root``: the store root; ``cache_size``: ``[edge] cache_size``."""
+    def __init__(self, root: Path, cache_size: int,
+                 dropped: Callable[[list[str]], None] | None = None) -> None:
+        """``root``: the store root; ``cache_size``: ``[edge] cache_size``; ``dropped``:
+        told at once of the blobs this handle drops for failing a check (what a server
+        process holds of them in memory goes with them)."""
         self.dir = root / CACHE_DIR
         self.tmp_dir = self.dir / "tmp"
         self.lock_dir = self.dir / "locks"
@@ -73,6 +77,7 @@ class EdgeCache:
         self._lock = threading.Lock()
         self._verified: dict[str, tuple[str, FileIdentity]] = {}   # this process's memo
         self._used: set[str] = set()           # served from the memo since the last flush
+        self._dropped = dropped
         # One process at a time opens the databases: diskcache's set-up (pragmas, tables)
         # run by several processes at once can fail "database is locked" (diskcache
         # issues 85, 266). The workers are fresh interpreters, not forks of one that made
@@ -211,6 +216,10 @@ class EdgeCache:
     def lru_bytes(self) -> int:
         return int(self._blobs.volume())
 
+    def knows(self, sha256: str) -> bool:
+        """Whether this process verified blob ``sha256`` (``open_known`` may open it)."""
+        return sha256 in self._verified
+
     def open_known(self, sha256: str) -> BinaryIO | None:
         """The open file of a blob this process verified, if its file is unchanged since
         (one open and fstat, no hashing: cheap enough for the event loop); else None.
@@ -229,6 +238,46 @@ class EdgeCache:
         with self._lock:
             self._used.add(sha256)
         return fh
+
+    def served(self, sha256: str) -> None:
+        """A hit on blob ``sha256`` served from a copy in memory (the request path: no
+        I/O): counted, and a use for the LRU order at the next ``flush``."""
+        self.counters.add("hits", 1)
+        with self._lock:
+            self._used.add(sha256)
+
+    def read(self, fh: BinaryIO, sha256: str, size: int) -> tuple[bytes, bool]:
+        """The bytes of blob ``sha256`` from its open file ``fh``, hashed as they are read
+        (a copy kept in memory is the bytes that hashed right); and whether ``fh`` is the
+        cache's verified file of it (its file as ``open_known`` opens it), so that the copy
+        stays valid while that file is ``unchanged``.
+
+        Raises:
+            BlobUnavailable: the bytes fail; the cache's file is dropped (fetched again).
+        """
+        fh.seek(0)
+        data = fh.read(size + 1)
+        identity = _identity(os.fstat(fh.fileno()))
+        known = self._verified.get(sha256)
+        held = known is not None and known[1] == identity
+        fault = blob_fault(sha256, size, len(data), hashlib.sha256(data).hexdigest())
+        if fault is not None:
+            log.error("edge cache: blob %s dropped, %s", sha256, fault)
+            if held:
+                self._drop(sha256)
+            raise BlobUnavailable(sha256, fault)
+        return data, held
+
+    def unchanged(self, sha256s: Iterable[str]) -> set[str]:
+        """Of ``sha256s``, the blobs whose verified file (as this process knows it) is still
+        in the cache with the identity it had when it hashed right (a stat each): a blob
+        evicted, dropped by another process, or changed on disk is not among them."""
+        held = set()
+        for sha256 in sha256s:
+            known = self._verified.get(sha256)
+            if known is not None and file_identity(known[0]) == known[1]:
+                held.add(sha256)
+        return held
 
     def verify(self, sha256: str, size: int) -> bool:
         """Whether blob ``sha256`` is held with the right bytes (then ``open_known`` opens
@@ -305,9 +354,11 @@ class EdgeCache:
         return self._blobs.peek(sha256)
 
     def _drop(self, sha256: str) -> None:
-        self._blobs.delete(sha256, retry=True)
         with self._lock:
             self._verified.pop(sha256, None)
+        if self._dropped is not None:
+            self._dropped([sha256])
+        self._blobs.delete(sha256, retry=True)
 
     def _recovered(self) -> int:
         """What a killed process left (a kill -9 during fills) removed; returns the

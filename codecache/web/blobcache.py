@@ -6,6 +6,12 @@ periodic scrub. Small (hot) blobs are kept in memory so the request path does no
 larger ones are verified here and streamed from the file by the server. A blob that is
 missing or fails its hash is evicted and reported until its file is good again.
 
+The memory (``server.memory_total_max``, this process's share) also holds bytes a caller
+verified itself: an edge's cached blobs (``edgeblobs``), hashed as they were read from the
+edge cache's file, ``keep``-ed here and ``forget``-ten by their keeper when that file
+changes or leaves the cache (``StoreView.refresh``): one budget, one least-recently-used
+order, one ``cached`` for the request path.
+
 Blocking code (stat, read, sha256): the server calls it through ``asyncio.to_thread``.
 """
 
@@ -16,6 +22,7 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
 
 from codecache.core.errors import BlobUnavailable
@@ -37,6 +44,7 @@ class BlobCache:
         self._memory_bytes = 0
         self._verified: dict[str, FileIdentity] = {}     # file identity that last hashed right
         self._problems: dict[str, str] = {}         # sha256 → why it cannot be served
+        self._kept: set[str] = set()                # in memory for a caller (``keep``)
 
     # --- request path ---------------------------------------------------------------------
 
@@ -76,6 +84,37 @@ class BlobCache:
         self._remember(sha256, data)
         return data
 
+    @property
+    def blob_max(self) -> int:
+        """The largest blob held in memory (``server.memory_blob_max``)."""
+        return self._blob_max
+
+    # --- bytes a caller verified (an edge's cached blobs) -----------------------------------
+
+    def keep(self, sha256: str, data: bytes) -> None:
+        """Hold ``data``, the caller's verified bytes of blob ``sha256``, in memory (within
+        the budget, least recently used first out) until the caller ``forget``s it; ``check``
+        leaves them alone."""
+        with self._lock:
+            self._kept.add(sha256)
+        self._remember(sha256, data)
+
+    def kept(self) -> set[str]:
+        """The blobs held for a caller that are still in memory."""
+        with self._lock:
+            self._kept &= self._memory.keys()
+            return set(self._kept)
+
+    def forget(self, sha256s: Iterable[str]) -> None:
+        """Out of memory at once (a caller's blob whose file changed, left its cache, or
+        failed a check)."""
+        with self._lock:
+            for sha256 in sha256s:
+                self._kept.discard(sha256)
+                data = self._memory.pop(sha256, None)
+                if data is not None:
+                    self._memory_bytes -= len(data)
+
     # --- watcher --------------------------------------------------------------------------
 
     def check(self, blobs: dict[str, int]) -> dict[str, str]:
@@ -92,7 +131,7 @@ class BlobCache:
         with self._lock:
             for sha256 in set(self._problems) - set(blobs):
                 del self._problems[sha256]
-            for sha256 in set(self._memory) - set(blobs):
+            for sha256 in set(self._memory) - set(blobs) - self._kept:
                 self._memory_bytes -= len(self._memory.pop(sha256))
             return dict(self._problems)
 
@@ -166,5 +205,6 @@ class BlobCache:
             self._memory[sha256] = data
             self._memory_bytes += len(data)
             while self._memory_bytes > self._total_max and len(self._memory) > 1:
-                _, evicted = self._memory.popitem(last=False)
+                gone, evicted = self._memory.popitem(last=False)
                 self._memory_bytes -= len(evicted)
+                self._kept.discard(gone)

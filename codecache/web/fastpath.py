@@ -142,7 +142,7 @@ class FastPath:
         if rep.inline is not None:
             return rep.inline
         assert rep.blob is not None  # noqa: S101 - a Representation holds inline bytes or a blob
-        return self._state.blobs.cached(rep.blob)
+        return self._state.cached(rep.blob)
 
     def _now(self) -> str:
         second = int(time.time())

@@ -145,7 +145,7 @@ async def _body(state: StoreView, rep: Representation) -> bytes | BinaryIO:
         return rep.inline
     sha256 = rep.blob
     assert sha256 is not None  # noqa: S101 - a Representation holds inline bytes or a blob
-    cached = state.blobs.cached(sha256)
+    cached = state.cached(sha256)
     if cached is not None:
         return cached
     edge = state.edge
@@ -160,17 +160,21 @@ async def _body(state: StoreView, rep: Representation) -> bytes | BinaryIO:
         # hop costs a hundred times the open (docs/benchmark.md, "server hot path").
         return path.open("rb")
     # An edge: a blob it pins (a channel target, in the store) as a replica serves it; any
-    # other from its cache, filled first if not held (edgeblobs). A pinned file gone
-    # meanwhile (a former target handed to the cache) is the cache's then.
+    # other from its cache, filled first if not held, a small one kept in memory from then
+    # on (edgeblobs). A pinned file gone meanwhile (a former target handed to the cache)
+    # is the cache's then.
     path = state.blobs.verified_path(sha256, rep.size)
-    held = _opened(path) if path is not None else edge.known(sha256)
+    held = _opened(path) if path is not None else None
     if held is not None:
         return held
-    pinned = await asyncio.to_thread(_pinned, state, sha256, rep.size)
-    if isinstance(pinned, bytes):
-        return pinned
-    held = _opened(pinned) if pinned is not None else None
-    return held if held is not None else await edge.open(sha256, rep.size)
+    if path is None and not edge.cache.knows(sha256):
+        pinned = await asyncio.to_thread(_pinned, state, sha256, rep.size)
+        if isinstance(pinned, bytes):
+            return pinned
+        held = _opened(pinned) if pinned is not None else None
+        if held is not None:
+            return held
+    return await edge.body(sha256, rep.size)
 
 
 def _opened(path: Path) -> BinaryIO | None:

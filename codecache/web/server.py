@@ -166,7 +166,8 @@ async def run(config: Config, sockets: Sequence[socket.socket], stop: asyncio.Ev
             stack.callback(state.edge_cache.close)   # after the fill: its counts flushed
             if fill is not None:
                 state.edge = EdgeBlobs(state.edge_cache,
-                                       await stack.enter_async_context(fill(state.edge_cache)))
+                                       await stack.enter_async_context(fill(state.edge_cache)),
+                                       state.blobs)
         try:
             for sock in sockets:
                 await web.SockSite(runner, sock, backlog=1024).start()

@@ -67,7 +67,8 @@ class StoreView:
         # An edge's cache of the blobs it does not pin (shared by the node's processes),
         # its counters as last read, and its blobs for requests (``server.run`` hands in
         # the fill).
-        self.edge_cache = EdgeCache(config.store.path, config.edge.cache_size) \
+        self.edge_cache = EdgeCache(config.store.path, config.edge.cache_size,
+                                    dropped=self.blobs.forget) \
             if config.role is Role.EDGE else None
         self.edge_stats: EdgeStats | None = None
         self.edge: EdgeBlobs | None = None
@@ -89,8 +90,21 @@ class StoreView:
             if self.catalog is not None:
                 self.blob_problems = self.blobs.check(self.held_sizes)
             if self.edge_cache is not None:
+                # The edge's cached blobs held in memory (``edgeblobs``) whose file changed or
+                # left the cache since: out, to be read (and hashed) again if still held.
+                kept = self.blobs.kept()
+                self.blobs.forget(kept - self.edge_cache.unchanged(kept))
                 self.edge_stats = self.edge_cache.stats()   # this process's counts added
             self._update_gauges()
+
+    def cached(self, sha256: str) -> bytes | None:
+        """A verified blob's bytes held in memory (no I/O: the request path); on an edge,
+        one of its cache's (not a pinned channel target) is a hit of the cache."""
+        data = self.blobs.cached(sha256)
+        if data is not None and self.edge_cache is not None and \
+                sha256 not in self.held_sizes:
+            self.edge_cache.served(sha256)
+        return data
 
     def scrub(self) -> None:
         if self.catalog is not None:

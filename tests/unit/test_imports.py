@@ -43,7 +43,7 @@ MODULES: dict[str, tuple[tuple[str, ...], ...]] = {
     "replica": (("history_mirror", "fetcher", "record", "held", "edgekeep"),
                 ("puller", "edgefill")),
     "web": (("conditional", "cachealign", "sites"), ("catalog", "statuspage", "headers"),
-            ("blobcache", "edgeblobs"), ("storeview",), ("redirect",), ("fastpath",),
+            ("blobcache",), ("edgeblobs",), ("storeview",), ("redirect",), ("fastpath",),
             ("respond",), ("front",),
             ("connection",), ("server",)),
     "ops": (("check", "nginx_sites"), ("nginx",), ("targets",), ("probe",), ("local",)),

@@ -12,7 +12,10 @@ bytes.
 diskcache does not verify content: a blob enters only through ``put``/``adopt`` with its
 bytes hashed, tagged with the identity of its file (mtime, size, inode); it is served only
 while its file still has that identity, or after it hashed right again (its file changed,
-or the periodic ``scrub``); one that fails is dropped, to be fetched again. The bound is
+or the periodic ``scrub``); one that fails is dropped, to be fetched again. A server
+process may keep a copy of a small blob in memory (``web.edgeblobs``): ``read`` hashes the
+bytes it copies, ``gone`` (at once, this handle's evictions and drops) and ``unchanged``
+(every watch tick, the rest) say when a copy must go. The bound is
 on blob bytes alone (``edgedisk``: the database is bookkeeping). A write culls explicitly
 (``cull_limit = 0``), making room before a blob lands, so blob bytes on disk stay within
 the bound plus the fill in flight. A full disk raises ``CacheFull`` and leaves no partial
@@ -64,10 +67,9 @@ class EdgeCache:
     """One process's handle on the node's edge cache (thread-safe)."""
 
     def __init__(self, root: Path, cache_size: int,
-                 dropped: Callable[[list[str]], None] | None = None) -> None:
-        """``root``: the store root; ``cache_size``: ``[edge] cache_size``; ``dropped``:
-        told at once of the blobs this handle drops for failing a check (what a server
-        process holds of them in memory goes with them)."""
+                 gone: Callable[[list[str]], None] | None = None) -> None:
+        """``root``: the store root; ``cache_size``: ``[edge] cache_size``; ``gone``: told
+        at once of the blobs this handle evicts or drops (their copies in memory go)."""
         self.dir = root / CACHE_DIR
         self.tmp_dir = self.dir / "tmp"
         self.lock_dir = self.dir / "locks"
@@ -77,7 +79,7 @@ class EdgeCache:
         self._lock = threading.Lock()
         self._verified: dict[str, tuple[str, FileIdentity]] = {}   # this process's memo
         self._used: set[str] = set()           # served from the memo since the last flush
-        self._dropped = dropped
+        self._gone = gone
         # One process at a time opens the databases: diskcache's set-up (pragmas, tables)
         # run by several processes at once can fail "database is locked" (diskcache
         # issues 85, 266). The workers are fresh interpreters, not forks of one that made
@@ -247,14 +249,10 @@ class EdgeCache:
             self._used.add(sha256)
 
     def read(self, fh: BinaryIO, sha256: str, size: int) -> tuple[bytes, bool]:
-        """The bytes of blob ``sha256`` from its open file ``fh``, hashed as they are read
-        (a copy kept in memory is the bytes that hashed right); and whether ``fh`` is the
-        cache's verified file of it (its file as ``open_known`` opens it), so that the copy
-        stays valid while that file is ``unchanged``.
-
-        Raises:
-            BlobUnavailable: the bytes fail; the cache's file is dropped (fetched again).
-        """
+        """Blob ``sha256``'s bytes from its open file ``fh``, hashed as read (a copy in
+        memory is bytes that hashed right), and whether ``fh`` is the cache's verified file
+        (the copy is valid while it is ``unchanged``). Raises ``BlobUnavailable`` if they
+        fail: the cache's file is dropped."""
         fh.seek(0)
         data = fh.read(size + 1)
         identity = _identity(os.fstat(fh.fileno()))
@@ -269,9 +267,8 @@ class EdgeCache:
         return data, held
 
     def unchanged(self, sha256s: Iterable[str]) -> set[str]:
-        """Of ``sha256s``, the blobs whose verified file (as this process knows it) is still
-        in the cache with the identity it had when it hashed right (a stat each): a blob
-        evicted, dropped by another process, or changed on disk is not among them."""
+        """Of ``sha256s``, those whose file is still the one this process verified (a stat
+        each): not one evicted, dropped by another process, or changed on disk."""
         held = set()
         for sha256 in sha256s:
             known = self._verified.get(sha256)
@@ -337,8 +334,10 @@ class EdgeCache:
     def _cull(self, *, room: int) -> int:
         """Evict until the LRU part plus ``room`` bytes fits the limit; count evictions."""
         evicted = self._blobs.cull_to(max(0, self.limit - room))
-        self.counters.incr("evictions", evicted)
-        return evicted
+        if evicted and self._gone is not None:
+            self._gone(evicted)
+        self.counters.incr("evictions", len(evicted))
+        return len(evicted)
 
     def _lookup(self, sha256: str) -> tuple[BinaryIO | None, str | None]:
         """The open file of a held blob and its tag, counted as a use (the LRU order);
@@ -356,8 +355,8 @@ class EdgeCache:
     def _drop(self, sha256: str) -> None:
         with self._lock:
             self._verified.pop(sha256, None)
-        if self._dropped is not None:
-            self._dropped([sha256])
+        if self._gone is not None:
+            self._gone([sha256])
         self._blobs.delete(sha256, retry=True)
 
     def _recovered(self) -> int:

@@ -47,21 +47,21 @@ class Blobs(diskcache.Cache):  # type: ignore[misc]
     def volume(self) -> int:
         return int(self.reset("size"))
 
-    def cull_to(self, limit: int) -> int:
+    def cull_to(self, limit: int) -> list[str]:
         """Evict the least recently used blob, one at a time, until ``volume() <= limit``
         (diskcache's own ``cull`` evicts ten at a time: up to nine blobs too many).
-        Returns how many were evicted."""
-        evicted = 0
+        Returns the keys evicted."""
+        evicted = []
         while self.volume() > limit:
             with self._transact(retry=True) as (sql, cleanup):
-                rows = sql("SELECT rowid, filename FROM Cache ORDER BY access_time "
+                rows = sql("SELECT rowid, key, filename FROM Cache ORDER BY access_time "
                            "LIMIT 1").fetchall()
                 if not rows:
                     break
-                ((rowid, filename),) = rows
+                ((rowid, key, filename),) = rows
                 sql("DELETE FROM Cache WHERE rowid = ?", (rowid,))
                 cleanup(filename)
-            evicted += 1
+            evicted.append(str(key))
         return evicted
 
     def peek(self, sha256: str) -> tuple[BinaryIO | None, str | None]:

@@ -13,9 +13,9 @@ A blob no larger than ``server.memory_blob_max`` is then read once, hashed as it
 and kept in this process's share of blob memory (``BlobCache.keep``), as a replica keeps
 its small blobs: from the next request on it is answered from memory, on the fast path
 (``fastpath``; a hit counted by ``StoreView.cached``). The copy goes when its file fails a
-check in this process (at once: ``EdgeCache``'s ``dropped``), and when its file changes or
-leaves the cache (evicted, dropped by another process) at the next watch tick
-(``StoreView.refresh``). A GET of a ~200 KB cached blob went from 0.35-0.58x a replica's
+check or is evicted in this process (at once: ``EdgeCache``'s ``gone``), and when its file
+changes or leaves the cache otherwise (another process evicted or dropped it) at the next
+watch tick (``StoreView.refresh``). A GET of a ~200 KB cached blob went from 0.35-0.58x a replica's
 requests/s at 2.4-3.1x its CPU per request to ~1x (docs/benchmark.md, "edge hit").
 """
 

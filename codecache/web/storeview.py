@@ -68,7 +68,7 @@ class StoreView:
         # its counters as last read, and its blobs for requests (``server.run`` hands in
         # the fill).
         self.edge_cache = EdgeCache(config.store.path, config.edge.cache_size,
-                                    dropped=self.blobs.forget) \
+                                    gone=self.blobs.forget) \
             if config.role is Role.EDGE else None
         self.edge_stats: EdgeStats | None = None
         self.edge: EdgeBlobs | None = None

@@ -131,3 +131,20 @@ def test_verified_path_only_for_a_large_blob_unchanged_since_it_hashed_right(
     assert cache.verified_path(sha, 100) is None            # the request path re-hashes
     small = BlobCache(store, blob_max=1000, total_max=1000)
     assert small.verified_path(sha, 100) is None            # held in memory instead
+
+
+def test_bytes_kept_for_a_caller_share_the_budget_and_stay_until_forgotten(
+        store: Store) -> None:
+    """An edge's cached blob (its bytes hashed by the edge) held beside the store's."""
+    data = b"x" * 100
+    sha = _put(store, data)
+    cache = BlobCache(store, blob_max=1 << 20, total_max=250)
+    cache.keep("e" * 64, b"e" * 100)
+    assert cache.check({sha: 100}) == {}     # the store's blob loaded: the kept one stays
+    assert cache.cached("e" * 64) == b"e" * 100 and cache.cached(sha) == data
+    assert cache.kept() == {"e" * 64}
+    cache.keep("f" * 64, b"f" * 100)         # over the budget: the least recent goes
+    assert cache.memory_bytes == 200 and cache.kept() == {"f" * 64}
+    cache.forget(["f" * 64])
+    assert cache.cached("f" * 64) is None and cache.kept() == set()
+    assert cache.memory_bytes == 100

@@ -1,5 +1,5 @@
 """EdgeBlobs over a real EdgeCache: one fill per blob in a process however many ask, an
-evicted file looked for again, a failed fill tried again."""
+evicted file looked for again, a failed fill tried again, a small blob kept in memory."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import asyncio
 import hashlib
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
 from codecache.core.errors import UpstreamInvalid
 from codecache.store.edgecache import EdgeCache
+from codecache.store.store import Store
+from codecache.web.blobcache import BlobCache
 from codecache.web.edgeblobs import EdgeBlobs
 
 
@@ -114,3 +117,42 @@ def test_a_blob_the_cache_cannot_keep_is_served_to_those_who_waited_and_removed(
     assert asyncio.run(burst()) == [data] * 10
     assert upstream.calls == [sha256]
     assert not beside[0].exists() and cache.path(sha256) is None
+
+
+def test_a_small_blob_is_read_once_into_memory_and_leaves_with_its_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = os.urandom(50_000)
+    sha256 = hashlib.sha256(data).hexdigest()
+    memory = BlobCache(Store(tmp_path / "store"), blob_max=len(data), total_max=1_000_000)
+    cache = EdgeCache(tmp_path / "store", 1_000_000, gone=memory.forget)
+    upstream = Upstream(cache, {sha256: data})
+    blobs = EdgeBlobs(cache, upstream.fill, memory)
+    reads: list[str] = []
+    read = cache.read
+
+    def counted_read(fh: BinaryIO, sha: str, size: int) -> tuple[bytes, bool]:
+        reads.append(sha)
+        return read(fh, sha, size)
+
+    monkeypatch.setattr(cache, "read", counted_read)
+
+    async def burst() -> list[object]:
+        return await asyncio.gather(*(blobs.body(sha256, len(data)) for _ in range(20)))
+
+    assert asyncio.run(burst()) == [data] * 20
+    assert (upstream.calls, reads) == ([sha256], [sha256])   # one fill, one read
+    assert memory.cached(sha256) == data and memory.kept() == {sha256}
+    cache.set_reserved(1_000_000)           # evicted in this process: out of memory at once
+    assert memory.cached(sha256) is None and memory.kept() == set()
+
+
+def test_a_blob_over_memory_blob_max_is_served_from_its_file(
+        world: tuple[EdgeCache, Upstream, str, bytes], tmp_path: Path) -> None:
+    cache, upstream, sha256, data = world
+    memory = BlobCache(Store(tmp_path / "store"), blob_max=len(data) - 1,
+                       total_max=1_000_000)
+    got = asyncio.run(EdgeBlobs(cache, upstream.fill, memory).body(sha256, len(data)))
+    assert not isinstance(got, bytes)
+    with got:
+        assert got.read() == data
+    assert memory.cached(sha256) is None

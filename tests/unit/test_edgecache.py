@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from codecache.core.errors import CacheFull, StoreError
+from codecache.core.errors import BlobUnavailable, CacheFull, StoreError
 from codecache.store.edgecache import EdgeCache
 
 
@@ -102,15 +102,63 @@ def test_scrub_finds_rot_that_kept_the_files_identity(cache: EdgeCache,
     cache.put(sha, source, len(data))
     held = cache.path(sha)
     assert held is not None
-    before = held.stat()
-    with held.open("r+b") as fh:
-        fh.seek(7)
-        fh.write(bytes([data[7] ^ 0x40]))
-    os.utime(held, ns=(before.st_atime_ns, before.st_mtime_ns))
+    _rot_keeping_identity(held, 7)
     assert cache.verify(sha, len(data))       # the tag still matches: not hashed
     assert cache.counters.scrub_due(3600) and not cache.counters.scrub_due(3600)
     assert cache.scrub({sha: len(data)}) == [sha]
     assert cache.path(sha) is None and cache.open_known(sha) is None
+
+
+def _rot_keeping_identity(path: Path, offset: int) -> None:
+    """Flip a byte of ``path`` in place, its identity (mtime, size, inode) kept: only a
+    hash finds it."""
+    before = path.stat()
+    with path.open("r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([byte[0] ^ 0x40]))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_a_copy_for_memory_is_hashed_as_read_and_its_blob_told_gone(tmp_path: Path) -> None:
+    gone: list[str] = []
+    cache = EdgeCache(tmp_path / "store", 10_000, gone=gone.extend)
+    data = os.urandom(3000)
+    sha, source = _blob(tmp_path, data)
+    cache.put(sha, source, len(data))
+    fh = cache.open_known(sha)
+    assert fh is not None
+    with fh:
+        assert cache.read(fh, sha, len(data)) == (data, True)
+    assert cache.unchanged([sha, "0" * 64]) == {sha}
+    held = cache.path(sha)
+    assert held is not None
+    _rot_keeping_identity(held, 7)
+    assert cache.unchanged([sha]) == {sha}    # nothing to see without hashing
+    fh = cache.open_known(sha)
+    assert fh is not None
+    with fh, pytest.raises(BlobUnavailable):
+        cache.read(fh, sha, len(data))        # the copy's hash finds it
+    assert gone == [sha] and cache.path(sha) is None and cache.unchanged([sha]) == set()
+    other, source = _blob(tmp_path, os.urandom(3000))
+    cache.put(other, source, 3000)
+    cache.set_reserved(9_000)                 # evicts it
+    assert gone == [sha, other]
+
+
+def test_a_file_changed_or_evicted_elsewhere_is_not_unchanged(tmp_path: Path) -> None:
+    here = EdgeCache(tmp_path / "store", 10_000)
+    there = EdgeCache(tmp_path / "store", 10_000)   # another process's handle
+    blobs = [_blob(tmp_path, os.urandom(3000)) for _ in range(2)]
+    for sha, source in blobs:
+        here.put(sha, source, 3000)
+    (changed, _), (evicted, _) = blobs
+    held = here.path(changed)
+    assert held is not None and here.unchanged([changed, evicted]) == {changed, evicted}
+    held.write_bytes(held.read_bytes())       # a new identity, same bytes
+    there.set_reserved(7_000)                 # room for one: evicts the least recent
+    assert here.unchanged([changed, evicted]) == set()
 
 
 def test_counters_are_shared_between_processes(cache: EdgeCache, tmp_path: Path) -> None:

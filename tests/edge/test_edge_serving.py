@@ -100,21 +100,40 @@ def test_head_and_range_of_a_never_seen_blob_are_answered_after_its_fill(
         edge.stop()
 
 
-def test_a_rotten_cached_blob_is_fetched_again(upstream: Server, tmp_path: Path) -> None:
-    sha256, _ = release(upstream, STREAM[0])
+def test_a_small_cached_blob_is_answered_from_memory_and_a_rotten_one_fetched_again(
+        upstream: Server, tmp_path: Path) -> None:
+    """After its first hit, a small blob is answered from memory, as a replica's: its bytes
+    hashed as they were read. Made visible by rot that keeps its file's identity (only the
+    scrub would find it): a blob still sent from its file would send the rotten bytes. Once
+    the file changes, the next watch tick drops the copy; the file is hashed again, found
+    rotten, dropped and fetched again."""
+    sha256, size = release(upstream, STREAM[0])
     url_path = f"/{upstream.package}/releases/{STREAM[0]}.tar.gz"
     good = upstream.request(url_path).body
     edge = start_edge(tmp_path / "edge", upstream.origin, [upstream.base])
     try:
         before = fetches(upstream, sha256)
-        assert edge.request(url_path).body == good
+        assert curl(edge.url(url_path), cwd=tmp_path).body == good   # filled, then read
         (cached,) = cached_files(edge)
-        rotten = bytearray(cached.read_bytes())
-        rotten[len(rotten) // 2] ^= 0x01
-        cached.write_bytes(bytes(rotten))   # its identity changes (mtime)
+        identity = cached.stat()
+        with cached.open("r+b") as fh:
+            fh.seek(size // 2)
+            byte = fh.read(1)
+            fh.seek(size // 2)
+            fh.write(bytes([byte[0] ^ 0x01]))
+        os.utime(cached, ns=(identity.st_atime_ns, identity.st_mtime_ns))
+        kept = cached.stat()
+        assert (kept.st_mtime_ns, kept.st_size, kept.st_ino) == \
+            (identity.st_mtime_ns, identity.st_size, identity.st_ino)
+        assert curl(edge.url(url_path), cwd=tmp_path).body == good   # the fast path
+        part = curl(edge.url(url_path), "-H", "Range: bytes=0-", cwd=tmp_path)
+        assert (part.status, part.body) == (206, good)               # the handler
+        head = curl(edge.url(url_path), "-I", cwd=tmp_path)
+        assert (head.status, head.header("content-length")) == (200, str(size))
+        assert fetches(upstream, sha256) == before + 1
 
-        # Its copy in memory (hashed right when read) is served until the next watch tick
-        # sees the file changed; then it is hashed again, dropped, and fetched again.
+        cached.touch()   # the file changes (mtime): hashed again at its next request
+
         def fetched_again() -> bool:
             got = wget("-O", "pilot.tar.gz", edge.url(url_path), cwd=tmp_path)
             assert got.returncode == 0, got.stderr
@@ -123,39 +142,6 @@ def test_a_rotten_cached_blob_is_fetched_again(upstream: Server, tmp_path: Path)
 
         edge.wait_for("the edge fetches the rotten blob again", fetched_again, 10)
         assert "dropped" in edge.log_text()
-    finally:
-        edge.stop()
-
-
-def test_a_small_cached_blob_is_answered_from_memory_after_its_first_hit(
-        upstream: Server, tmp_path: Path) -> None:
-    """As a replica's small blob: its bytes hashed as they were read into memory. Made
-    visible by rot that keeps its file's identity (only the scrub would find it): a blob
-    still sent from its file would now send the rotten bytes."""
-    sha256, size = release(upstream, STREAM[0])
-    url_path = f"/{upstream.package}/releases/{STREAM[0]}.tar.gz"
-    good = upstream.request(url_path).body
-    edge = start_edge(tmp_path / "edge", upstream.origin, [upstream.base])
-    try:
-        fetched = fetches(upstream, sha256)
-        assert curl(edge.url(url_path), cwd=tmp_path).body == good   # filled, then read
-        (cached,) = cached_files(edge)
-        before = cached.stat()
-        with cached.open("r+b") as fh:
-            fh.seek(size // 2)
-            byte = fh.read(1)
-            fh.seek(size // 2)
-            fh.write(bytes([byte[0] ^ 0x01]))
-        os.utime(cached, ns=(before.st_atime_ns, before.st_mtime_ns))
-        after = cached.stat()
-        assert (after.st_mtime_ns, after.st_size, after.st_ino) == \
-            (before.st_mtime_ns, before.st_size, before.st_ino)
-        assert curl(edge.url(url_path), cwd=tmp_path).body == good   # the fast path
-        part = curl(edge.url(url_path), "-H", "Range: bytes=0-", cwd=tmp_path)
-        assert (part.status, part.body) == (206, good)               # the handler
-        head = curl(edge.url(url_path), "-I", cwd=tmp_path)
-        assert (head.status, head.header("content-length")) == (200, str(size))
-        assert fetches(upstream, sha256) == fetched + 1
     finally:
         edge.stop()
 

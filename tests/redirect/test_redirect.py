@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from codecache.core.names import version_key
 from tests.harness.binaries import require
 from tests.harness.clients import curl, wget
 from tests.harness.timing import scaled, wait_until
@@ -349,7 +350,7 @@ def test_after_a_publish_no_pilot_is_sent_to_an_older_version(world: World) -> N
     move within a watch tick; its edge pulls it a second or so later and was last probed
     up to a second before: in between, the history compared on each request keeps the
     site's pilots here. Every redirect leads to the version the worker that answered it
-    would have served (named in its X-Codecache-Version), never an older one."""
+    would have served (named in its X-Codecache-Version) or a newer one, never an older one."""
     url = world.redirector.url(_path(world, "/{package}/stable.tar.gz"))
     assert _versions(url, *_from("near"))[-1] == (200, "1.0.0")
     world.redirector.origin.cli("publish", world.package, "1.2.0", "--channel", "stable",
@@ -363,8 +364,12 @@ def test_after_a_publish_no_pilot_is_sent_to_an_older_version(world: World) -> N
     wait_until(sample, 15, "the site's pilots are redirected to the edge again")
     for answers in seen:
         if answers[0][0] == 302:
-            # Only one move, 1.0.0 -> 1.2.0: "not older" is "the same".
-            assert answers[-1][1] == answers[0][1], (answers, seen)
+            # The same version or a newer one (DESIGN.md §5): a worker still a watch tick
+            # behind the move may name 1.0.0 while its edge, which follows the worker that
+            # already serves the move, hands out 1.2.0.
+            served, named = answers[-1][1], answers[0][1]
+            assert served is not None and named is not None, (answers, seen)
+            assert version_key(served) >= version_key(named), (answers, seen)
     print(f"{len(seen)} samples: "
           f"{sum(a == [(200, '1.2.0')] for a in seen)} served 1.2.0 here (the edge behind), "
           f"{sum(a[0] == (302, '1.0.0') for a in seen)} redirected before the redirector "

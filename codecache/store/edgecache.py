@@ -245,8 +245,9 @@ class EdgeCache:
         """A hit on blob ``sha256`` served from a copy in memory (the request path: no
         I/O): counted, and a use for the LRU order at the next ``flush``."""
         self.counters.add("hits", 1)
-        with self._lock:
-            self._used.add(sha256)
+        if sha256 not in self._used:   # once per flush: the lock not taken per request
+            with self._lock:
+                self._used.add(sha256)
 
     def read(self, fh: BinaryIO, sha256: str, size: int) -> tuple[bytes, bool]:
         """Blob ``sha256``'s bytes from its open file ``fh``, hashed as read (a copy in

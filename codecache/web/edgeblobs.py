@@ -15,8 +15,9 @@ its small blobs: from the next request on it is answered from memory, on the fas
 (``fastpath``; a hit counted by ``StoreView.cached``). The copy goes when its file fails a
 check or is evicted in this process (at once: ``EdgeCache``'s ``gone``), and when its file
 changes or leaves the cache otherwise (another process evicted or dropped it) at the next
-watch tick (``StoreView.refresh``). A GET of a ~200 KB cached blob went from 0.35-0.58x a replica's
-requests/s at 2.4-3.1x its CPU per request to ~1x (docs/benchmark.md, "edge hit").
+watch tick (``StoreView.refresh``). A GET of a ~200 KB cached blob went from 0.35-0.58x
+a replica's requests/s at 2.4-3.1x its CPU per request to 0.9-1.2x at 0.9-1.2x
+(docs/benchmark.md, "Edge hit: a cached blob from memory").
 """
 
 from __future__ import annotations

@@ -106,34 +106,3 @@ def read_sites(configs: Sequence[Path]) -> tuple[RedirectSite, ...]:
 def _networks(sites: Sequence[RedirectSite]) -> list[tuple[str, tuple[str, ...]]]:
     return [(site.name, site.networks) for site in sites]
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python3 -m codecache.ops.nginx_sites CONFIG...``: the site block for a front node.
-
-    For production front nodes, which run no ``scripts/cluster``: prints the lines that go
-    between ``# cluster:sites begin`` and ``# cluster:sites end`` of nginx/codecache.conf,
-    rendered from the replicas' codecache.toml files (which must agree). Exit 0, or 2 with
-    one line on stderr for a config that does not load or files that disagree.
-    """
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(
-        prog="python3 -m codecache.ops.nginx_sites",
-        description="Print the nginx site block (geo and maps) rendered from the replicas' "
-                    "[[redirect.sites]]; it goes between the '# cluster:sites begin' and "
-                    "'# cluster:sites end' lines of nginx/codecache.conf.")
-    parser.add_argument("configs", nargs="+", type=Path, metavar="CONFIG",
-                        help="a replica's codecache.toml (several: they must agree)")
-    args = parser.parse_args(argv)
-    try:
-        lines = render_sites(read_sites(args.configs))
-    except ConfigError as err:
-        print(f"nginx_sites: error: {err}", file=sys.stderr)
-        return 2
-    print("\n".join([BEGIN, *lines, END]))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from codecache.cli.nginx_sites import main as nginx_sites_main
 from codecache.core.config import RedirectSite
 from codecache.core.errors import ConfigError, Refused
 from codecache.ops.nginx import (
@@ -28,7 +29,6 @@ from codecache.ops.nginx import (
     upstream_address,
 )
 from codecache.ops.nginx_sites import BEGIN, END, KEY_WIDTH, read_sites, render_sites
-from codecache.ops.nginx_sites import main as nginx_sites_main
 from tests.conftest import require
 from tests.harness import config as harness_config
 from tests.harness.tls import make_ca

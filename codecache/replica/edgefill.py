@@ -93,7 +93,7 @@ class EdgeFill:
             beside = False
             try:
                 received, digest = await self._fetcher.blob(upstream, sha256, size, scratch)
-                self._cache.add_upstream_bytes(received)
+                self._cache.counters.add_upstream_bytes(received)
                 if received != size or digest != sha256:
                     raise IndexRefused(Refusal.BLOB_MISMATCH, f"blob {sha256} from {upstream}: "
                                        f"got {received} bytes hashing to {digest}")
@@ -115,7 +115,7 @@ class EdgeFill:
                             err.reason, err, extra={"upstream": upstream, "reason": err.reason})
             except IndexRefused as err:
                 invalid.append(f"{upstream}: {err}")
-                self._cache.refused(err.reason.value)
+                self._cache.counters.refused(err.reason.value)
                 log.error("edge fill refused upstream=%s reason=%s: %s", upstream,
                           err.reason.value, err,
                           extra={"upstream": upstream, "reason": err.reason.value})

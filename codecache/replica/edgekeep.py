@@ -23,12 +23,15 @@ import logging
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from codecache.core.errors import CodecacheError
 from codecache.core.names import is_sha256
 from codecache.store.files import check_blob
 from codecache.store.store import Store
+
+if TYPE_CHECKING:   # a replica's pull loop never imports the cache's databases
+    from codecache.store.edgestats import EdgeCounters
 
 log = logging.getLogger("codecache.replica")
 
@@ -42,7 +45,8 @@ class Cache(Protocol):
 
     def set_reserved(self, nbytes: int) -> None: ...
 
-    def add_upstream_bytes(self, nbytes: int) -> None: ...
+    @property
+    def counters(self) -> EdgeCounters: ...
 
 
 class EdgeKeep:
@@ -102,7 +106,7 @@ class EdgeKeep:
     def fetched(self, nbytes: int) -> None:
         """Count blob bytes the pull loop read from upstream (its prefetch) as the
         cache's fills are counted: ``codecache_edge_upstream_bytes_total``."""
-        self._cache.add_upstream_bytes(nbytes)
+        self._cache.counters.add_upstream_bytes(nbytes)
 
     def settle(self, targets: Mapping[str, int]) -> None:
         """After an install: every blob in the store that is not in ``targets`` (the channel

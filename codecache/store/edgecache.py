@@ -2,59 +2,51 @@
 
 Owns ``<store>/edge-cache/``: a ``diskcache.Cache`` whose values are files of the raw blob
 bytes (``disk_min_file_size = 0``), keyed by sha256, evicted least recently used first;
-scratch files of fills in flight (``tmp/``) and the fill locks (``locks/``); the node's
-counters are ``edgestats``'. Every worker process and the pull loop open it (sqlite:
-process-safe; a process that opens it after a kill -9 removes what the dead left). The
-channel targets themselves are the store's blobs (``Store.blob_dir``), held as a replica
-holds them; the bound covers both: the LRU part may hold ``cache_size`` minus the reserved
-bytes.
+scratch files of fills in flight (``tmp/``) and the fill locks (``locks/``). Every worker
+process and the pull loop open it (sqlite: process-safe). Each handle carries the node's
+counters (``counters``: ``edgestats``) and this process's memo of the files that hashed
+right (``verified``: ``edgeverified``); a process that opens it after a kill -9 removes
+what the dead left (``edgerecover``). The channel targets themselves are the store's
+blobs (``Store.blob_dir``), held as a replica holds them; the bound covers both: the LRU
+part may hold ``cache_size`` minus the reserved bytes.
 
 diskcache does not verify content: a blob enters only through ``put``/``adopt`` with its
 bytes hashed, tagged with the identity of its file (mtime, size, inode); it is served only
 while its file still has that identity, or after it hashed right again (its file changed,
 or the periodic ``scrub``); one that fails is dropped, to be fetched again. A server
-process may keep a copy of a small blob in memory (``web.edgeblobs``): ``read`` hashes the
-bytes it copies, ``gone`` (at once, this handle's evictions and drops) and ``unchanged``
-(every watch tick, the rest) say when a copy must go. The bound is
-on blob bytes alone (``edgedisk``: the database is bookkeeping). A write culls explicitly
-(``cull_limit = 0``), making room before a blob lands, so blob bytes on disk stay within
-the bound plus the fill in flight. A full disk raises ``CacheFull`` and leaves no partial
-file.
+process may keep a copy of a small blob in memory (``web.edgeblobs``): ``gone`` (at once,
+this handle's evictions and drops) and ``verified.unchanged`` (every watch tick, the rest)
+say when a copy must go. The bound is on blob bytes alone (``edgedisk``: the database is
+bookkeeping). A write culls explicitly (``cull_limit = 0``), making room before a blob
+lands, so blob bytes on disk stay within the bound plus the fill in flight. A full disk
+raises ``CacheFull`` and leaves no partial file.
 
 Blocking (sqlite, file I/O, hashing): call it through ``asyncio.to_thread``, except
-``open_known`` (one open and fstat, like a replica's verified file).
+``served`` and ``verified.open`` (one open and fstat, like a replica's verified file).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import logging
 import os
 import sqlite3
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from codecache.core.errors import BlobUnavailable, CacheFull, StoreError
-from codecache.store.edgedisk import Blobs, Disk, Placed, alive, flocked
+from codecache.core.errors import CacheFull, StoreError
+from codecache.store.edgedisk import Blobs, Disk, Placed, flocked
+from codecache.store.edgerecover import recover
 from codecache.store.edgestats import SQLITE_TIMEOUT, EdgeCounters, EdgeStats
-from codecache.store.files import CHUNK, FileIdentity, blob_fault, file_identity, make_dirs
+from codecache.store.edgeverified import VerifiedFiles, identity_of, tag_of
+from codecache.store.files import CHUNK, blob_fault, make_dirs
 
 log = logging.getLogger("codecache.edge")
 
 CACHE_DIR = "edge-cache"
-
-
-def _identity(st: os.stat_result) -> FileIdentity:
-    return st.st_mtime_ns, st.st_size, st.st_ino
-
-
-def _tag(identity: FileIdentity) -> str:
-    return "{}:{}:{}".format(*identity)
 
 
 def _disk_full(err: BaseException) -> bool:
@@ -76,9 +68,7 @@ class EdgeCache:
         for directory in (self.tmp_dir, self.lock_dir):
             make_dirs(directory)
         self._cache_size = cache_size
-        self._lock = threading.Lock()
-        self._verified: dict[str, tuple[str, FileIdentity]] = {}   # this process's memo
-        self._used: set[str] = set()           # served from the memo since the last flush
+        self.verified = VerifiedFiles(drop=self._drop)   # this process's memo
         self._gone = gone
         # One process at a time opens the databases: diskcache's set-up (pragmas, tables)
         # run by several processes at once can fail "database is locked" (diskcache
@@ -90,7 +80,7 @@ class EdgeCache:
                                  cull_limit=0, size_limit=cache_size, statistics=False)
             # Counters and the reserved bytes: never evicted, so not in the blobs' cache.
             self.counters = EdgeCounters(self.dir / "stats")
-            self._open_lock = self._recovered()
+            self._open_lock = recover(self._blobs, self.tmp_dir, self.lock_dir)
 
     # --- the API of the fill and the pull loop ---------------------------------------------
 
@@ -148,14 +138,14 @@ class EdgeCache:
                                 f"holds besides the channel targets ({self.limit} bytes)")
             with scratch.open("rb+") as fh:
                 os.fsync(fh.fileno())
-                identity = _identity(os.fstat(fh.fileno()))
+                identity = identity_of(os.fstat(fh.fileno()))
             scratch.chmod(0o644)
             self._cull(room=size)
             filename, full = self._blobs._disk.filename()
             placed = Path(full)
             make_dirs(placed.parent)
             scratch.replace(placed)   # a rename keeps mtime, size and inode: the tag holds
-            self._blobs.set(sha256, Placed(filename, size), read=True, tag=_tag(identity))
+            self._blobs.set(sha256, Placed(filename, size), read=True, tag=tag_of(identity))
             placed = None
         except BaseException as err:
             scratch.unlink(missing_ok=True)
@@ -164,8 +154,7 @@ class EdgeCache:
             if _disk_full(err):
                 raise CacheFull(f"edge cache full: cannot store blob {sha256}") from err
             raise
-        with self._lock:
-            self._verified[sha256] = (full, identity)
+        self.verified.remember(sha256, full, identity)
         self.cull()
 
     def set_reserved(self, nbytes: int) -> None:
@@ -178,28 +167,11 @@ class EdgeCache:
         self.flush()
         return self.counters.stats(lru_bytes=self.lru_bytes, limit_bytes=self._cache_size)
 
-    # --- counting ---------------------------------------------------------------------------
-
-    def count(self, *, hits: int = 0, misses: int = 0) -> None:
-        """Count answers (the request path: no I/O, written by ``flush``)."""
-        self.counters.add("hits", hits)
-        self.counters.add("misses", misses)
-
-    def add_upstream_bytes(self, nbytes: int) -> None:
-        """Blob bytes read from an upstream (a fill, or the pull loop's prefetch)."""
-        self.counters.incr("upstream_bytes", nbytes)
-
-    def refused(self, reason: str) -> None:
-        """A fill refused what an upstream sent (``Refusal`` value), as a replica counts."""
-        self.counters.refused(reason)
-
     def flush(self) -> None:
         """Write this process's pending counts, and the LRU uses of blobs served from the
         memo to the cache's order (every watch tick, and ``stats``)."""
         self.counters.flush()
-        with self._lock:
-            used, self._used = self._used, set()
-        for sha256 in used:
+        for sha256 in self.verified.take_used():
             with contextlib.suppress(sqlite3.Error, OSError):
                 self.path(sha256)
 
@@ -218,83 +190,28 @@ class EdgeCache:
     def lru_bytes(self) -> int:
         return int(self._blobs.volume())
 
-    def knows(self, sha256: str) -> bool:
-        """Whether this process verified blob ``sha256`` (``open_known`` may open it)."""
-        return sha256 in self._verified
-
-    def open_known(self, sha256: str) -> BinaryIO | None:
-        """The open file of a blob this process verified, if its file is unchanged since
-        (one open and fstat, no hashing: cheap enough for the event loop); else None.
-        An evicted or changed file is never returned: the descriptor is checked, not a
-        path, so eviction after this returns cannot change what is sent."""
-        known = self._verified.get(sha256)
-        if known is None:
-            return None
-        try:
-            fh = open(known[0], "rb")  # noqa: PTH123, SIM115 - a str path; the caller closes
-        except FileNotFoundError:
-            return None
-        if _identity(os.fstat(fh.fileno())) != known[1]:
-            fh.close()
-            return None
-        with self._lock:
-            self._used.add(sha256)
-        return fh
-
     def served(self, sha256: str) -> None:
         """A hit on blob ``sha256`` served from a copy in memory (the request path: no
         I/O): counted, and a use for the LRU order at the next ``flush``."""
         self.counters.add("hits", 1)
-        if sha256 not in self._used:   # once per flush: the lock not taken per request
-            with self._lock:
-                self._used.add(sha256)
-
-    def read(self, fh: BinaryIO, sha256: str, size: int) -> tuple[bytes, bool]:
-        """Blob ``sha256``'s bytes from its open file ``fh``, hashed as read (a copy in
-        memory is bytes that hashed right), and whether ``fh`` is the cache's verified file
-        (the copy is valid while it is ``unchanged``). Raises ``BlobUnavailable`` if they
-        fail: the cache's file is dropped."""
-        fh.seek(0)
-        data = fh.read(size + 1)
-        identity = _identity(os.fstat(fh.fileno()))
-        known = self._verified.get(sha256)
-        held = known is not None and known[1] == identity
-        fault = blob_fault(sha256, size, len(data), hashlib.sha256(data).hexdigest())
-        if fault is not None:
-            log.error("edge cache: blob %s dropped, %s", sha256, fault)
-            if held:
-                self._drop(sha256)
-            raise BlobUnavailable(sha256, fault)
-        return data, held
-
-    def unchanged(self, sha256s: Iterable[str]) -> set[str]:
-        """Of ``sha256s``, those whose file is still the one this process verified (a stat
-        each): not one evicted, dropped by another process, or changed on disk."""
-        held = set()
-        for sha256 in sha256s:
-            known = self._verified.get(sha256)
-            if known is not None and file_identity(known[0]) == known[1]:
-                held.add(sha256)
-        return held
+        self.verified.used(sha256)
 
     def verify(self, sha256: str, size: int) -> bool:
-        """Whether blob ``sha256`` is held with the right bytes (then ``open_known`` opens
-        it): its file as tagged when it was put, or hashed right now. A held file that
-        fails is dropped (the next fill fetches it again)."""
+        """Whether blob ``sha256`` is held with the right bytes (then ``verified.open``
+        opens it): its file as tagged when it was put, or hashed right now. A held file
+        that fails is dropped (the next fill fetches it again)."""
         fh, tag = self._lookup(sha256)
         if fh is None:
             return False
         with fh:
-            identity = _identity(os.fstat(fh.fileno()))
-            known = self._verified.get(sha256)
-            if tag != _tag(identity) and (known is None or known[1] != identity):
+            identity = identity_of(os.fstat(fh.fileno()))
+            if tag != tag_of(identity) and not self.verified.matches(sha256, identity):
                 fault = _fault(fh, sha256, size)
                 if fault is not None:
                     log.error("edge cache: blob %s dropped, %s", sha256, fault)
                     self._drop(sha256)
                     return False
-            with self._lock:
-                self._verified[sha256] = (fh.name, identity)
+            self.verified.remember(sha256, fh.name, identity)
         return True
 
     def scrub(self, sizes: dict[str, int]) -> list[str]:
@@ -314,10 +231,7 @@ class EdgeCache:
                 log.error("edge cache scrub: blob %s dropped, %s", sha256, fault)
                 self._drop(sha256)
                 dropped.append(sha256)
-        with self._lock:
-            held = {sha256 for sha256, _ in self._blobs.held()}
-            for sha256 in set(self._verified) - held:
-                del self._verified[sha256]
+        self.verified.retain(lambda: {sha256 for sha256, _ in self._blobs.held()})
         return dropped
 
     def cull(self) -> int:
@@ -354,49 +268,10 @@ class EdgeCache:
         return self._blobs.peek(sha256)
 
     def _drop(self, sha256: str) -> None:
-        with self._lock:
-            self._verified.pop(sha256, None)
+        self.verified.forget(sha256)
         if self._gone is not None:
             self._gone([sha256])
         self._blobs.delete(sha256, retry=True)
-
-    def _recovered(self) -> int:
-        """What a killed process left (a kill -9 during fills) removed; returns the
-        descriptor of ``locks/open``, held shared while this handle is open.
-
-        Scratch files of a dead process are never served: removed by whoever opens next.
-        A blob file renamed in but not yet recorded (killed between the two) is found
-        only by comparing the tree with the database, which is safe only while no other
-        process is filling: the first to open the cache after all others are gone (it
-        gets ``locks/open`` exclusively) does it, then shares the lock like the others.
-        """
-        fd = os.open(self.lock_dir / "open", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                alone = True
-            except BlockingIOError:
-                alone = False
-            for leftover in self.tmp_dir.iterdir():
-                pid = leftover.name.split(".", 1)[0]
-                if alone or not pid.isdigit() or not alive(int(pid)):
-                    leftover.unlink(missing_ok=True)
-            if alone:
-                self._remove_orphans()
-            fcntl.flock(fd, fcntl.LOCK_SH)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    def _remove_orphans(self) -> None:
-        """Blob files in the cache's tree that its database does not name."""
-        named = {filename for _, filename in self._blobs.held()}
-        tree = self.dir / "blobs"
-        for path in tree.glob("*/*/*.val"):
-            if str(path.relative_to(tree)) not in named:
-                log.warning("edge cache: removing %s, a fill's file never recorded", path)
-                path.unlink(missing_ok=True)
 
 
 def _fault(fh: BinaryIO, sha256: str, size: int) -> str | None:

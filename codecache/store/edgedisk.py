@@ -5,9 +5,9 @@ a value that is a file already renamed into the cache's tree (``Placed``: a veri
 scratch file is moved in, never copied, so no second write and no partial file); the
 cache's volume as its blob bytes (diskcache counts its database too, which DESIGN.md §5
 calls bookkeeping); an LRU cull that evicts one blob at a time (diskcache's evicts ten);
-reading what is held without counting a use. Also the file locks and the liveness test of
-the processes that share the cache. Pinned to diskcache 5 (pyproject): it reads its
-``Cache`` table and settings.
+reading what is held without counting a use. Also the file locks of the processes that
+share the cache (their liveness test: ``edgerecover``). Pinned to diskcache 5 (pyproject):
+it reads its ``Cache`` table and settings.
 """
 
 from __future__ import annotations
@@ -92,19 +92,3 @@ def flocked(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` may still write (a zombie, killed and never reaped because
-    its parent died with it, does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:   # no /proc: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")

@@ -67,6 +67,15 @@ class EdgeCounters:
             with self._lock:
                 self._pending[key] = self._pending.get(key, 0) + n
 
+    def count(self, *, hits: int = 0, misses: int = 0) -> None:
+        """Count answers (the request path: no I/O, written by ``flush``)."""
+        self.add("hits", hits)
+        self.add("misses", misses)
+
+    def add_upstream_bytes(self, nbytes: int) -> None:
+        """Blob bytes read from an upstream (a fill, or the pull loop's prefetch)."""
+        self.incr("upstream_bytes", nbytes)
+
     def incr(self, key: str, n: int) -> None:
         """Count ``n`` now (rare events); on a full disk, at the next flush."""
         if n:
@@ -76,6 +85,7 @@ class EdgeCounters:
                 self.add(key, n)
 
     def refused(self, reason: str) -> None:
+        """A fill refused what an upstream sent (``Refusal`` value), as a replica counts."""
         self.incr(_REFUSALS + reason, 1)
 
     def flush(self) -> None:

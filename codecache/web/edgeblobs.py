@@ -1,7 +1,7 @@
 """An edge's blobs for the front end: what it does not pin, from its cache, filled on demand.
 
 Owns the request side of DESIGN.md §5's edge: a blob is served from the edge cache only as
-an open file whose identity is the one that hashed right (``EdgeCache.open_known``), so
+an open file whose identity is the one that hashed right (``VerifiedFiles.open``), so
 nothing unverified is sent, HEAD and Range included, and a blob evicted between the look
 and the open is looked for (or filled) again, never a 500. A blob not held is filled
 first: one fill per blob in this process (one future, however many requests wait: none
@@ -31,6 +31,7 @@ from typing import BinaryIO
 
 from codecache.core.errors import BlobUnavailable, CacheFull
 from codecache.store.edgecache import EdgeCache
+from codecache.store.edgeverified import VerifiedFiles
 from codecache.web.blobcache import BlobCache
 
 #: Fetch blob ``sha256`` of ``size`` bytes from upstream, verified, into the edge cache
@@ -82,8 +83,8 @@ class EdgeBlobs:
         # for one fill): the first one's file is read, the others' closed.
         reading = self._reading.get(sha256)
         if reading is None:
-            reading = asyncio.ensure_future(asyncio.to_thread(_read, self.cache, fh, sha256,
-                                                              size))
+            reading = asyncio.ensure_future(asyncio.to_thread(_read, self.cache.verified, fh,
+                                                              sha256, size))
             self._reading[sha256] = reading
             reading.add_done_callback(lambda done: self._was_read(sha256, done, memory))
         else:
@@ -110,9 +111,9 @@ class EdgeBlobs:
     def known(self, sha256: str) -> BinaryIO | None:
         """The verified blob's open file, if this process knows it and it is unchanged
         (no hashing, no database: on the event loop); counted as a hit."""
-        fh = self.cache.open_known(sha256)
+        fh = self.cache.verified.open(sha256)
         if fh is not None:
-            self.cache.count(hits=1)
+            self.cache.counters.count(hits=1)
         return fh
 
     async def open(self, sha256: str, size: int) -> BinaryIO:
@@ -124,13 +125,13 @@ class EdgeBlobs:
         """
         filled = False
         for _ in range(_ATTEMPTS):
-            fh = self.cache.open_known(sha256)
+            fh = self.cache.verified.open(sha256)
             if fh is not None:
-                self.cache.count(hits=int(not filled), misses=int(filled))
+                self.cache.counters.count(hits=int(not filled), misses=int(filled))
                 return fh
             outcome = await self._ensure(sha256, size)
             if not isinstance(outcome, bool):
-                self.cache.count(misses=1)
+                self.cache.counters.count(misses=1)
                 return outcome
             filled = filled or outcome
         raise CacheFull(f"blob {sha256} ({size} bytes) was evicted as soon as it was "
@@ -181,7 +182,8 @@ class EdgeBlobs:
         return True if beside is None else beside
 
 
-def _read(cache: EdgeCache, fh: BinaryIO, sha256: str, size: int) -> tuple[bytes, bool]:
-    """``EdgeCache.read`` of ``fh``, closed after (in the thread that reads it)."""
+def _read(verified: VerifiedFiles, fh: BinaryIO, sha256: str,
+          size: int) -> tuple[bytes, bool]:
+    """``VerifiedFiles.read`` of ``fh``, closed after (in the thread that reads it)."""
     with fh:
-        return cache.read(fh, sha256, size)
+        return verified.read(fh, sha256, size)

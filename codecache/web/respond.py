@@ -167,7 +167,7 @@ async def _body(state: StoreView, rep: Representation) -> bytes | BinaryIO:
     held = _opened(path) if path is not None else None
     if held is not None:
         return held
-    if path is None and not edge.cache.knows(sha256):
+    if path is None and not edge.cache.verified.knows(sha256):
         pinned = await asyncio.to_thread(_pinned, state, sha256, rep.size)
         if isinstance(pinned, bytes):
             return pinned

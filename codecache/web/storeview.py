@@ -93,7 +93,7 @@ class StoreView:
                 # The edge's cached blobs held in memory (``edgeblobs``) whose file changed or
                 # left the cache since: out, to be read (and hashed) again if still held.
                 kept = self.blobs.kept()
-                self.blobs.forget(kept - self.edge_cache.unchanged(kept))
+                self.blobs.forget(kept - self.edge_cache.verified.unchanged(kept))
                 self.edge_stats = self.edge_cache.stats()   # this process's counts added
             self._update_gauges()
 

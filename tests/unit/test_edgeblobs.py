@@ -128,13 +128,13 @@ def test_a_small_blob_is_read_once_into_memory_and_leaves_with_its_file(
     upstream = Upstream(cache, {sha256: data})
     blobs = EdgeBlobs(cache, upstream.fill, memory)
     reads: list[str] = []
-    read = cache.read
+    read = cache.verified.read
 
     def counted_read(fh: BinaryIO, sha: str, size: int) -> tuple[bytes, bool]:
         reads.append(sha)
         return read(fh, sha, size)
 
-    monkeypatch.setattr(cache, "read", counted_read)
+    monkeypatch.setattr(cache.verified, "read", counted_read)
 
     async def burst() -> list[object]:
         return await asyncio.gather(*(blobs.body(sha256, len(data)) for _ in range(20)))

@@ -40,7 +40,7 @@ def test_put_then_path_and_verify(cache: EdgeCache, tmp_path: Path) -> None:
     assert held is not None and held.read_bytes() == data
     assert source.exists()    # put copies
     assert cache.verify(sha, len(data))
-    fh = cache.open_known(sha)
+    fh = cache.verified.open(sha)
     assert fh is not None
     with fh:
         assert fh.read() == data
@@ -90,7 +90,7 @@ def test_a_changed_file_is_hashed_again_and_dropped(cache: EdgeCache, tmp_path: 
     rotten = bytearray(data)
     rotten[100] ^= 1
     held.write_bytes(bytes(rotten))
-    assert cache.open_known(sha) is None      # its identity changed: not served as known
+    assert cache.verified.open(sha) is None      # its identity changed: not served as known
     assert not cache.verify(sha, len(data))   # hashed, failed, dropped
     assert cache.path(sha) is None
 
@@ -106,7 +106,7 @@ def test_scrub_finds_rot_that_kept_the_files_identity(cache: EdgeCache,
     assert cache.verify(sha, len(data))       # the tag still matches: not hashed
     assert cache.counters.scrub_due(3600) and not cache.counters.scrub_due(3600)
     assert cache.scrub({sha: len(data)}) == [sha]
-    assert cache.path(sha) is None and cache.open_known(sha) is None
+    assert cache.path(sha) is None and cache.verified.open(sha) is None
 
 
 def _rot_keeping_identity(path: Path, offset: int) -> None:
@@ -127,20 +127,21 @@ def test_a_copy_for_memory_is_hashed_as_read_and_its_blob_told_gone(tmp_path: Pa
     data = os.urandom(3000)
     sha, source = _blob(tmp_path, data)
     cache.put(sha, source, len(data))
-    fh = cache.open_known(sha)
+    fh = cache.verified.open(sha)
     assert fh is not None
     with fh:
-        assert cache.read(fh, sha, len(data)) == (data, True)
-    assert cache.unchanged([sha, "0" * 64]) == {sha}
+        assert cache.verified.read(fh, sha, len(data)) == (data, True)
+    assert cache.verified.unchanged([sha, "0" * 64]) == {sha}
     held = cache.path(sha)
     assert held is not None
     _rot_keeping_identity(held, 7)
-    assert cache.unchanged([sha]) == {sha}    # nothing to see without hashing
-    fh = cache.open_known(sha)
+    assert cache.verified.unchanged([sha]) == {sha}    # nothing to see without hashing
+    fh = cache.verified.open(sha)
     assert fh is not None
     with fh, pytest.raises(BlobUnavailable):
-        cache.read(fh, sha, len(data))        # the copy's hash finds it
-    assert gone == [sha] and cache.path(sha) is None and cache.unchanged([sha]) == set()
+        cache.verified.read(fh, sha, len(data))        # the copy's hash finds it
+    assert gone == [sha] and cache.path(sha) is None
+    assert cache.verified.unchanged([sha]) == set()
     other, source = _blob(tmp_path, os.urandom(3000))
     cache.put(other, source, 3000)
     cache.set_reserved(9_000)                 # evicts it
@@ -155,23 +156,24 @@ def test_a_file_changed_or_evicted_elsewhere_is_not_unchanged(tmp_path: Path) ->
         here.put(sha, source, 3000)
     (changed, _), (evicted, _) = blobs
     held = here.path(changed)
-    assert held is not None and here.unchanged([changed, evicted]) == {changed, evicted}
+    assert held is not None
+    assert here.verified.unchanged([changed, evicted]) == {changed, evicted}
     held.write_bytes(held.read_bytes())       # a new identity, same bytes
     there.set_reserved(7_000)                 # room for one: evicts the least recent
-    assert here.unchanged([changed, evicted]) == set()
+    assert here.verified.unchanged([changed, evicted]) == set()
 
 
 def test_counters_are_shared_between_processes(cache: EdgeCache, tmp_path: Path) -> None:
-    cache.count(hits=3, misses=1)
-    cache.add_upstream_bytes(1234)
-    cache.refused("blob_mismatch")
+    cache.counters.count(hits=3, misses=1)
+    cache.counters.add_upstream_bytes(1234)
+    cache.counters.refused("blob_mismatch")
     cache.flush()
     other = tmp_path / "other.py"
     other.write_text(
         "import sys\nfrom pathlib import Path\n"
         "from codecache.store.edgecache import EdgeCache\n"
         "c = EdgeCache(Path(sys.argv[1]), 10_000)\n"
-        "c.count(hits=2)\nc.close()\n", encoding="utf-8")
+        "c.counters.count(hits=2)\nc.close()\n", encoding="utf-8")
     subprocess.run([sys.executable, str(other), str(tmp_path / "store")], check=True)
     stats = cache.stats()
     assert (stats.hits, stats.misses, stats.upstream_bytes) == (5, 1, 1234)

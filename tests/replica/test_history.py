@@ -231,6 +231,11 @@ def test_a_history_that_does_not_reach_its_signed_head_is_refused(served_origin:
                   "production", check=True)
         path = store.store / "history.json"
         path.write_bytes(path.read_bytes().replace(b'"actor":"alice"', b'"actor":"bob"'))
+        # The origin's server serves the publish and the edited file within a watch tick;
+        # a pull before that is a plain 304 or the honest file (failed once in a full run).
+        origin.wait_for("the origin serves the publish with the edited history",
+                        lambda: serial_of(origin) > held
+                        and b'"actor":"bob"' in origin.request("/history.json").body, 10)
         result = run_cli("replicate", "--once", config=replica.origin.config)
         assert result.returncode == 3, result.stderr
         assert "history_fork" in result.stderr and "does not verify" in result.stderr

@@ -51,6 +51,7 @@ sys.path.insert(0, str(REPO))
 from codecache.core.config import load_config  # noqa: E402
 from codecache.core.history import Actor  # noqa: E402
 from codecache.core.index import Index, Package, Release, release_comment  # noqa: E402
+from codecache.core.pin import svn_pin  # noqa: E402
 from codecache.core.signing import (  # noqa: E402
     generate_key,
     load_secret_key,
@@ -339,11 +340,11 @@ def synthetic_store(config_path: Path, count: int, svn_url: str) -> None:
         path = store.blob_path(sha256)
         path.write_bytes(body)
         url = f"{svn_url}/{PACKAGE}/tags/{version}"
-        comment = release_comment(PACKAGE, version, sha256, len(body), url, 2 + i)
+        comment = release_comment(PACKAGE, version, sha256, len(body), svn_pin(url, 2 + i))
         minisig = sign_prehashed(secret, hashlib.blake2b(body, digest_size=64).digest(),
                                  comment)
         releases[version] = Release(version, sha256, len(body), hashlib.sha256(
-            version.encode()).hexdigest(), url, 2 + i, "releasemgr", BASE_DATE + 60 * i,
+            version.encode()).hexdigest(), svn_pin(url, 2 + i), "releasemgr", BASE_DATE + 60 * i,
             minisig)
     now = int(time.time())
     index = Index(serial=now, generated=now, expires=now + 7 * 86400,

@@ -14,6 +14,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from codecache.core.signing import load_trusted_keys
     from codecache.core.trust import verify as verify_index
     from codecache.origin.audit import Auditor  # the rebuild needs only svn and the public keys
+    from codecache.origin.sources.chooser import Sources
     from codecache.origin.sources.svn import Svn
     from codecache.store.store import Store
     from codecache.store.trusted import read_trusted_index
@@ -32,7 +33,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         source = str(store.index_path)
     prefixes = {p.name: p.prefix for p in config.packages}
     print(f"auditing index serial {index.serial} from {source}", flush=True)
-    findings = Auditor(Svn(config.svn), keys, prefixes).audit(
+    sources = Sources({"svn": lambda: Svn(config.svn)})
+    findings = Auditor(sources, keys, prefixes).audit(
         index, args.package, args.release_version,
         report=lambda f: print(f.line(), flush=True))
     failed = [f"{f.package} {f.version}" for f in findings if f.verdict.failed]

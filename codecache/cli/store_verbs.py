@@ -42,6 +42,7 @@ def _actor(args: argparse.Namespace) -> Actor:
 
 def _origin(config: Config, args: argparse.Namespace) -> Origin:
     from codecache.core.signing import load_secret_key, load_trusted_keys
+    from codecache.origin.sources.chooser import Sources
     from codecache.origin.sources.svn import Svn
     from codecache.origin.sync import Origin
     from codecache.store.store import Store
@@ -59,8 +60,8 @@ def _origin(config: Config, args: argparse.Namespace) -> Origin:
         seen[secret.public.keyid] = path
     trusted = load_trusted_keys(config.signing.trusted_keys) \
         if config.signing.trusted_keys else {}
-    return Origin(config, Store(config.store.path), secrets, trusted, Svn(config.svn),
-                  _actor(args))
+    sources = Sources({"svn": lambda: Svn(config.svn)})
+    return Origin(config, Store(config.store.path), secrets, trusted, sources, _actor(args))
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -72,8 +73,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
         for line in report.skipped:
             print(f"skipped {line}")
         for m in report.mutated:
-            print(f"MUTATED {m.package} {m.version}: published at r{m.published_revision}, "
-                  f"tag now at r{m.current_revision} (not republished)")
+            print(f"MUTATED {m.package} {m.version}: the tag moved ({m.change()}); "
+                  "not republished")
         print(f"index serial {report.serial}")
         return Exit.OK
     from codecache.telemetry.notify import Notifier
@@ -150,10 +151,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             "refused_at": {r: format_time(int(t)) for r, t in pull.refused_at.items()}}
     if config.role is Role.EDGE:
         local["edge"] = _edge_status(config, index)
-    mutated = [{"package": m.package, "version": m.version,
-                "published_revision": m.published_revision,
-                "current_revision": m.current_revision,
-                "detected_at": format_time(m.detected_at)} for m in state.mutated_tags]
+    mutated = [{"package": m.package, "version": m.version, **m.fields(),
+                "detected_at": format_time(m.detected_at), "change": m.change()}
+               for m in state.mutated_tags]
     if args.json:
         print(json.dumps({**to_payload(index), "local": local, "mutated_tags": mutated},
                          indent=2, sort_keys=True))
@@ -221,7 +221,7 @@ def _print_status(index: Index, local: dict[str, Any], mutated: list[dict[str, A
         for version, r in sorted(pkg.releases.items(), key=lambda kv: version_key(kv[0])):
             flag = f" YANKED ({r.yanked_reason})" if r.yanked else ""
             print(f"  release {version} sha256={r.sha256} size={r.size} "
-                  f"svn={r.svn_url}@{r.revision}{flag}")
+                  f"{r.source.label}{flag}")
     for m in mutated:
         print(f"WARNING: tag {m['package']} {m['version']} changed after publishing "
-              f"(r{m['published_revision']} -> r{m['current_revision']}); not republished")
+              f"({m['change']}); not republished")

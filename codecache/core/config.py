@@ -20,11 +20,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from codecache.core.config_git import GIT_KEYS, GIT_PACKAGE_KEYS, git_config, git_package
 from codecache.core.config_schema import (
     DEFAULT_TAG_PATTERN,
     SVN_CLIENTS,
     Config,
     EdgeConfig,
+    GitConfig,
     LogConfig,
     LogFormat,
     PackageConfig,
@@ -54,10 +56,28 @@ from codecache.core.names import is_channel, is_package
 
 # The names callers import from here: the schema, the loader, and the value parsers the
 # command line uses too.
-__all__ = ["DEFAULT_TAG_PATTERN", "SVN_CLIENTS", "Config", "EdgeConfig", "LogConfig",
-           "LogFormat", "PackageConfig", "RedirectConfig", "RedirectSite", "ReplicaConfig",
-           "Role", "ServerConfig", "SigningConfig", "StoreConfig", "SvnConfig", "SyncConfig",
-           "load_config", "parse_duration", "split_listen"]
+__all__ = [
+    "DEFAULT_TAG_PATTERN",
+    "SVN_CLIENTS",
+    "Config",
+    "EdgeConfig",
+    "GitConfig",
+    "LogConfig",
+    "LogFormat",
+    "PackageConfig",
+    "RedirectConfig",
+    "RedirectSite",
+    "ReplicaConfig",
+    "Role",
+    "ServerConfig",
+    "SigningConfig",
+    "StoreConfig",
+    "SvnConfig",
+    "SyncConfig",
+    "load_config",
+    "parse_duration",
+    "split_listen",
+]
 
 # Variables that are not config keys but belong to codecache.
 _ENV_NOT_KEYS = frozenset({"CODECACHE_CONFIG", "CODECACHE_ACTOR"})
@@ -98,12 +118,14 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
                "shutdown_timeout", "fast_answers"),
     "sync": ("interval", "max_backoff"),
     "svn": ("username", "password", "password_file", "timeout", "client"),
+    "git": GIT_KEYS,
     "replica": ("upstreams", "interval", "timeout", "max_index_size"),
     "log": ("format", "access_sample"),
     "edge": EDGE_KEYS,
     "redirect": REDIRECT_KEYS,
 }
-_PACKAGE_KEYS = ("name", "svn_url", "tag_pattern", "auto_channel", "tar_prefix")
+_PACKAGE_KEYS = ("name", "svn_url", "tag_pattern", "auto_channel", "tar_prefix",
+                 *GIT_PACKAGE_KEYS)
 _TOP_KEYS = ("role", "packages", *_SECTIONS)
 
 
@@ -157,7 +179,7 @@ def _build(raw: dict[str, Any], base: Path) -> Config:
         raise ConfigError("role must be 'origin', 'replica' or 'edge', "
                           f"got {role_text!r}") from None
     _check_role_sections(role, raw)
-    packages = _packages(raw.get("packages", []))
+    packages = _packages(raw.get("packages", []), base)
     server = _server(_table(raw, "server"))
     config = Config(
         role=role,
@@ -166,6 +188,7 @@ def _build(raw: dict[str, Any], base: Path) -> Config:
         server=server,
         sync=_sync(_table(raw, "sync")),
         svn=_svn(_table(raw, "svn"), base),
+        git=git_config(_table(raw, "git")),
         replica=_replica(_table(raw, "replica")),
         log=_log(_table(raw, "log")),
         edge=edge_config(_table(raw, "edge")),
@@ -305,10 +328,10 @@ def _log(t: Mapping[str, Any]) -> LogConfig:
                                                     "log.access_sample"))
 
 
-def _packages(value: object) -> tuple[PackageConfig, ...]:
+def _packages(value: object, base: Path) -> tuple[PackageConfig, ...]:
     if not isinstance(value, list) or not all(isinstance(p, dict) for p in value):
         raise ConfigError("packages: expected [[packages]] tables")
-    packages = tuple(_package(p, i) for i, p in enumerate(value))
+    packages = tuple(_package(p, i, base) for i, p in enumerate(value))
     names = [p.name for p in packages]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -316,12 +339,15 @@ def _packages(value: object) -> tuple[PackageConfig, ...]:
     return packages
 
 
-def _package(t: Mapping[str, Any], index: int) -> PackageConfig:
+def _package(t: Mapping[str, Any], index: int, base: Path) -> PackageConfig:
     where = f"packages[{index}]."
     _check_keys(t, _PACKAGE_KEYS, where)
-    for required in ("name", "svn_url"):
-        if required not in t:
-            raise ConfigError(f"{where}{required} is required")
+    if "name" not in t:
+        raise ConfigError(f"{where}name is required")
+    if ("svn_url" in t) == ("git_url" in t):
+        raise ConfigError(f"{where}: exactly one of svn_url and git_url is required")
+    if "svn_url" in t and (stray := sorted(set(GIT_PACKAGE_KEYS) & set(t))):
+        raise ConfigError(f"{where}{stray[0]}: only for a git package (git_url)")
     name = as_str(t["name"], where + "name")
     if not is_package(name):
         raise ConfigError(f"{where}name: invalid package name {name!r}")
@@ -336,10 +362,7 @@ def _package(t: Mapping[str, Any], index: int) -> PackageConfig:
     prefix = as_str(t.get("tar_prefix", name), where + "tar_prefix")
     if "/" in prefix or prefix in (".", "..") or "\0" in prefix:
         raise ConfigError(f"{where}tar_prefix: must be a single directory name, got {prefix!r}")
-    return PackageConfig(
-        name=name,
-        svn_url=as_str(t["svn_url"], where + "svn_url").rstrip("/"),
-        tag_pattern=pattern,
-        auto_channel=auto,
-        tar_prefix=prefix,
-    )
+    source: dict[str, Any] = git_package(t, where, base) if "git_url" in t else {
+        "svn_url": as_str(t["svn_url"], where + "svn_url").rstrip("/")}
+    return PackageConfig(name=name, tag_pattern=pattern, auto_channel=auto, tar_prefix=prefix,
+                         **source)

@@ -97,16 +97,38 @@ class SvnConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class GitConfig:
+    # Bound on each network step of git (listing the tags, one fetch): a server that
+    # accepts and never answers cannot hang a sync pass (DESIGN.md §7).
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class PackageConfig:
+    """One ``[[packages]]``: exactly one of ``svn_url`` and ``git_url`` is set."""
+
     name: str
-    svn_url: str
+    svn_url: str = ""
     tag_pattern: re.Pattern[str] = re.compile(DEFAULT_TAG_PATTERN)
     auto_channel: str | None = None
     tar_prefix: str = ""
+    git_url: str = ""                      # exactly as configured (signed into the index)
+    git_token_file: Path | None = None     # https only: the password of ``git_user``
+    git_user: str = "git"
+    git_ssh_key: Path | None = None        # ssh only
 
     @property
     def prefix(self) -> str:
         return self.tar_prefix or self.name
+
+    @property
+    def kind(self) -> str:
+        """``git`` or ``svn``: which source holds the package (``core.pin``'s kinds)."""
+        return "git" if self.git_url else "svn"
+
+    @property
+    def source_url(self) -> str:
+        return self.git_url or self.svn_url
 
     def tag_url(self, tag: str) -> str:
         return f"{self.svn_url.rstrip('/')}/tags/{tag}"
@@ -169,6 +191,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     svn: SvnConfig = field(default_factory=SvnConfig)
+    git: GitConfig = field(default_factory=GitConfig)
     replica: ReplicaConfig = field(default_factory=ReplicaConfig)
     log: LogConfig = field(default_factory=LogConfig)
     edge: EdgeConfig = field(default_factory=EdgeConfig)

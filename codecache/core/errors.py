@@ -30,6 +30,7 @@ nothing else decides either.
     │   ├── ChannelInUse       yanking a release a channel still points to
     │   ├── InsecureKeyFile    secret key readable by group/world
     │   ├── UnsupportedFile    an exported tree holds a device, fifo or socket
+    │   ├── UnsafeTree         a tag's tree has an entry unsafe to extract (``..``, ``.git``)
     │   ├── StoreError         the store cannot be read/written (disk full, permissions)
     │   │   └── CacheFull      an edge's cache cannot take a blob (disk full)
     │   ├── BlobUnavailable    a blob the index lists is missing or corrupt on disk
@@ -38,8 +39,11 @@ nothing else decides either.
     └── UpstreamError          retryable: Subversion or an upstream is unreachable
         ├── UpstreamFailure    an HTTP upstream did not answer usably; ``reason`` says how
         ├── UpstreamUnavailable  an edge's fill: no upstream answered (503)
-        └── SvnError
-            └── SvnNotFound    the repository answered: no such path or revision
+        ├── SourceNotFound     the source answered: no such path, revision or commit
+        ├── SvnError
+        │   └── SvnNotFound    (also a SourceNotFound)
+        └── GitError           git failed, timed out or answered garbage
+            └── GitNotFound    (also a SourceNotFound)
 """
 
 from __future__ import annotations
@@ -240,6 +244,12 @@ class UnsupportedFile(Refused):
     code = "unsupported_file"
 
 
+class UnsafeTree(Refused):
+    """A tag's tree holds an entry unsafe to extract (DESIGN.md §3): not published."""
+
+    code = "unsafe_tree"
+
+
 class StoreError(Refused):
     code = "store_error"
 
@@ -293,14 +303,30 @@ class UpstreamUnavailable(UpstreamError):
     retry_after = 5
 
 
+class SourceNotFound(UpstreamError):
+    """The source was reached and says what was asked for is not there (``audit``: MISSING)."""
+
+    code = "source_not_found"
+
+
 class SvnError(UpstreamError):
     code = "svn_error"
 
 
-class SvnNotFound(SvnError):
+class SvnNotFound(SvnError, SourceNotFound):
     """Subversion was reached and says the path (or revision) does not exist."""
 
     code = "svn_not_found"
+
+
+class GitError(UpstreamError):
+    code = "git_error"
+
+
+class GitNotFound(GitError, SourceNotFound):
+    """git reached the repository and no ref reaches the commit (or the tag is gone)."""
+
+    code = "git_not_found"
 
 
 # --- errors to HTTP -----------------------------------------------------------------------

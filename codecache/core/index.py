@@ -24,9 +24,11 @@ from codecache.core.errors import (
     SignatureError,
 )
 from codecache.core.names import highest, is_channel, is_package, is_sha256, is_version
+from codecache.core.pin import GIT, PIN_FIELDS, Pin, pin_of_record
 from codecache.core.signing import normalise_keyid, parse_minisig
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1          # an index of Subversion releases only (byte for byte as ever)
+FORMAT_WITH_GIT = 2         # an index that holds a git release (DESIGN.md §3)
 
 
 def format_time(seconds: int) -> str:
@@ -52,10 +54,9 @@ class Release:
     sha256: str
     size: int
     tar_sha256: str
-    svn_url: str
-    revision: int
+    source: Pin          # Subversion URL@REV or git URL@COMMIT (``pin``)
     author: str
-    date: int            # commit time of the tag's last-changed revision
+    date: int            # commit time of the tag (Subversion: its last-changed revision)
     minisig: str         # the signature by the primary key
     yanked: bool = False
     yanked_reason: str | None = None
@@ -64,8 +65,7 @@ class Release:
     signatures: dict[str, str] = field(default_factory=dict)
 
     def trusted_comment(self, package: str) -> str:
-        return release_comment(package, self.version, self.sha256, self.size,
-                               self.svn_url, self.revision)
+        return release_comment(package, self.version, self.sha256, self.size, self.source)
 
     def all_signatures(self) -> dict[str, str]:
         """Key id → minisig text of every signature this release carries."""
@@ -88,11 +88,10 @@ def minisig_keyid(text: str) -> str:
         return ""
 
 
-def release_comment(package: str, version: str, sha256: str, size: int, svn_url: str,
-                    revision: int) -> str:
+def release_comment(package: str, version: str, sha256: str, size: int, source: Pin) -> str:
     """The trusted comment that binds a signature to exactly one release (DESIGN.md §3)."""
     return (f"codecache package={package} version={version} sha256={sha256} size={size} "
-            f"svn={svn_url}@{revision}")
+            f"{source.label}")
 
 
 def parse_release_comment(comment: str) -> dict[str, str]:
@@ -241,8 +240,10 @@ def to_payload(index: Index) -> dict[str, Any]:
     ``history`` is present only when the index has one, so an index of a store that
     predates history round-trips to the very payload that was signed.
     """
+    has_git = any(r.source.kind == GIT for pkg in index.packages.values()
+                  for r in pkg.releases.values())
     payload: dict[str, Any] = {
-        "format": FORMAT_VERSION,
+        "format": FORMAT_WITH_GIT if has_git else FORMAT_VERSION,
         "serial": index.serial,
         "generated": format_time(index.generated),
         "expires": format_time(index.expires),
@@ -265,7 +266,7 @@ def to_payload(index: Index) -> dict[str, Any]:
 def _release_payload(r: Release) -> dict[str, Any]:
     payload = {
         "version": r.version, "sha256": r.sha256, "size": r.size, "tar_sha256": r.tar_sha256,
-        "svn_url": r.svn_url, "revision": r.revision, "author": r.author,
+        **r.source.record(), "author": r.author,
         "date": format_time(r.date), "yanked": r.yanked, "yanked_reason": r.yanked_reason,
         "minisig": r.minisig,
     }
@@ -291,8 +292,9 @@ def from_payload(payload: object) -> Index:
 def _parse(payload: object) -> Index:
     if not isinstance(payload, dict):
         raise TypeError("payload is not an object")
-    if payload.get("format", FORMAT_VERSION) != FORMAT_VERSION:
-        raise ValueError(f"unsupported index format {payload.get('format')!r}")
+    form = payload.get("format", FORMAT_VERSION)
+    if form not in (FORMAT_VERSION, FORMAT_WITH_GIT) or type(form) is not int:
+        raise ValueError(f"unsupported index format {form!r}")
     packages = {}
     for name, pkg in _dict(payload["packages"]).items():
         if not is_package(name):
@@ -300,6 +302,10 @@ def _parse(payload: object) -> Index:
         releases = {v: _parse_release(v, r) for v, r in _dict(pkg["releases"]).items()}
         channels = {c: _parse_channel(c, ch, releases) for c, ch in _dict(pkg["channels"]).items()}
         packages[name] = Package(releases, channels)
+    has_git = any(r.source.kind == GIT for pkg in packages.values() for r in pkg.releases.values())
+    if form != (FORMAT_WITH_GIT if has_git else FORMAT_VERSION):
+        raise ValueError(f"index format {form} does not match its releases (format "
+                         f"{FORMAT_WITH_GIT} if and only if it holds a git release)")
     return Index(serial=_int(payload["serial"]), generated=parse_time(payload["generated"]),
                  expires=parse_time(payload["expires"]), packages=packages,
                  history=_parse_history(payload.get("history")),
@@ -342,8 +348,10 @@ def _bool(value: object) -> bool:
     return value
 
 
-_RELEASE_FIELDS = ("version", "sha256", "size", "tar_sha256", "svn_url", "revision", "author",
-                   "date", "minisig", "yanked")
+_RELEASE_FIELDS = ("version", "sha256", "size", "tar_sha256", "author", "date", "minisig",
+                   "yanked")
+_SOURCE_FIELDS = tuple(key for keys in PIN_FIELDS.values() for key in keys)
+_ABSENT = object()   # a source field the record does not have (not the same as null)
 
 
 def _parse_release(version: str, r: object) -> Release:
@@ -357,7 +365,8 @@ def _parse_release(version: str, r: object) -> Release:
     """
     d = _dict(r)
     signatures = d.get("signatures")
-    values = (version, *(d[f] for f in _RELEASE_FIELDS), d.get("yanked_reason"),
+    values = (version, *(d[f] for f in _RELEASE_FIELDS),
+              *(d.get(f, _ABSENT) for f in _SOURCE_FIELDS), d.get("yanked_reason"),
               tuple(sorted(signatures.items())) if isinstance(signatures, dict) else signatures)
     return _checked_release((*values, *map(type, values)))
 
@@ -366,6 +375,8 @@ def _parse_release(version: str, r: object) -> Release:
 def _checked_release(key: tuple[Any, ...]) -> Release:
     values = key[:len(key) // 2]
     d: dict[str, Any] = dict(zip(_RELEASE_FIELDS, values[1:], strict=False))
+    sources = values[1 + len(_RELEASE_FIELDS):1 + len(_RELEASE_FIELDS) + len(_SOURCE_FIELDS)]
+    d.update((f, v) for f, v in zip(_SOURCE_FIELDS, sources, strict=True) if v is not _ABSENT)
     d["yanked_reason"], signatures = values[-2], values[-1]
     d["signatures"] = dict(signatures) if isinstance(signatures, tuple) else signatures
     return _new_release(values[0], d)
@@ -380,7 +391,7 @@ def _new_release(version: str, d: dict[str, Any]) -> Release:
     minisig = _str(d["minisig"])
     return Release(
         version=version, sha256=d["sha256"], size=_int(d["size"]),
-        tar_sha256=d["tar_sha256"], svn_url=_str(d["svn_url"]), revision=_int(d["revision"]),
+        tar_sha256=d["tar_sha256"], source=pin_of_record(d),
         author=_str(d["author"]), date=parse_time(d["date"]), minisig=minisig,
         yanked=_bool(d["yanked"]), yanked_reason=None if reason is None else _str(reason),
         signatures=_parse_signatures(version, minisig, d.get("signatures")),

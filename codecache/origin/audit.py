@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from codecache.core.errors import SignatureError, StoreError, SvnNotFound
+from codecache.core.errors import SignatureError, SourceNotFound, StoreError
 from codecache.core.index import Index, Release
 from codecache.core.names import version_key
 from codecache.core.signing import PublicKey, parse_minisig
@@ -49,25 +49,24 @@ class Verdict(enum.Enum):
 class Finding:
     package: str
     version: str
-    svn: str              # URL@REV rebuilt from
+    source: str           # URL@REV (Subversion) or URL@COMMIT (git) rebuilt from
     verdict: Verdict
     detail: str
 
     def line(self) -> str:
-        return f"{self.verdict.value} {self.package} {self.version} {self.svn}: {self.detail}"
+        return (f"{self.verdict.value} {self.package} {self.version} {self.source}: "
+                f"{self.detail}")
 
 
 def compare(package: str, release: Release, built_sha256: str, built_tar_sha256: str,
             signature_problems: list[str]) -> Finding:
     """The verdict on one rebuilt release (pure)."""
-    svn = f"{release.svn_url}@{release.revision}"
-
     def finding(verdict: Verdict, detail: str) -> Finding:
-        return Finding(package, release.version, svn, verdict, detail)
+        return Finding(package, release.version, _where(release), verdict, detail)
 
     if built_tar_sha256 != release.tar_sha256:
         return finding(Verdict.MISMATCH, f"tar_sha256 signed {release.tar_sha256}, rebuilt "
-                       f"{built_tar_sha256}: the signed release is not this Subversion content")
+                       f"{built_tar_sha256}: the signed release is not this source's content")
     if built_sha256 != release.sha256:
         return finding(Verdict.RECOMPRESSED, f"same tar (tar_sha256 {release.tar_sha256}), "
                        f"other gzip bytes (sha256 signed {release.sha256}, rebuilt "
@@ -124,7 +123,6 @@ class Auditor:
 
     def audit_release(self, package: str, release: Release) -> Finding:
         """Rebuild one release and judge it (see ``audit``)."""
-        svn = f"{release.svn_url}@{release.revision}"
         try:
             scratch = Path(tempfile.mkdtemp(prefix="codecache-audit-", dir=self._scratch_parent))
         except OSError as err:
@@ -134,9 +132,9 @@ class Auditor:
                 built = build_release(self._source, release_ref(release),
                                       self._prefixes.get(package, package), scratch,
                                       release.size)
-            except SvnNotFound as err:
-                return Finding(package, release.version, svn, Verdict.MISSING,
-                               f"not in Subversion: {err}")
+            except SourceNotFound as err:
+                return Finding(package, release.version, _where(release), Verdict.MISSING,
+                               f"not in its source: {err}")
             problems = check_signatures(package, release, built, self._keys) \
                 if built.info.sha256 == release.sha256 else []
             return compare(package, release, built.info.sha256, built.info.tar_sha256, problems)
@@ -155,3 +153,9 @@ class Auditor:
             releases = index.package(name).releases
             for v in sorted(releases, key=version_key):
                 yield name, releases[v]
+
+
+def _where(release: Release) -> str:
+    """``URL@REV`` or ``URL@COMMIT``: what a finding names (the lines audit has always
+    printed for Subversion; a commit id says git)."""
+    return f"{release.source.url}@{release.source.id}"

@@ -67,6 +67,7 @@ def build_release(source: Source, ref: SourceRef, prefix: str, scratch: Path,
         UnsupportedFile: the tree holds a device, fifo or socket.
         StoreError: the archive cannot be written (disk full).
     """
+    source = source.for_kind(ref.kind)
     tree = scratch / "tree"
     archive = scratch / "archive.tar.gz"
     if source.reports_progress and (expected_size is None or expected_size >= STREAM_FROM):

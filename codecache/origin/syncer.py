@@ -29,7 +29,7 @@ from codecache.core.index import EMPTY, Index, Package, Release, add_release, re
 from codecache.core.names import is_version, version_key
 from codecache.origin.build import build_release
 from codecache.origin.signer import Signer
-from codecache.origin.sources.base import Source, Tag, release_ref, svn_location
+from codecache.origin.sources.base import Source, Tag, release_ref
 from codecache.origin.writer import StoreWriter
 from codecache.store.state import MutatedTag
 from codecache.store.store import Store
@@ -61,12 +61,13 @@ class Syncer:
     def sync_once(self, only: str | None = None) -> SyncReport:
         """Poll every configured package (or ``only``) once and publish new tags.
 
-        One package whose source cannot be listed does not hold up the others; its
-        error is raised after the rest of the pass is committed.
+        Each package commits on its own (DESIGN.md §6): one whose source cannot be listed
+        or fetched does not hold up the others, and what it published before failing
+        stays; the first such error is raised after the rest of the pass is committed.
 
         Raises:
             PackageNotFound: ``only`` is not configured.
-            UpstreamError: a package's source could not be listed (nothing of it changed).
+            UpstreamError: a package's source failed (the others' changes are committed).
             StoreError, StoreBusy: the store cannot be written (what was committed stays).
         """
         packages = self._packages(only)
@@ -90,8 +91,16 @@ class Syncer:
             if index is EMPTY:
                 index = writer.commit(index)
             for pkg in packages:
-                if pkg.name in listings:
+                if pkg.name not in listings:
+                    continue
+                try:
                     index = self._sync_package(index, pkg, listings[pkg.name], report)
+                except UpstreamError as err:
+                    if failures:
+                        log.error("cannot sync package=%s: %s", pkg.name, err,
+                                  extra={"package": pkg.name, "error": str(err)})
+                    failures.append(err)
+                    index = writer.load()   # what it committed before failing stays
             self._record_mutations(report.mutated)
             # Even while the source is away: pilots need an index that does not expire.
             index = writer.resign_if_due(index)
@@ -146,6 +155,8 @@ class Syncer:
                 log.log(level, "tag skipped package=%s tag=%r: %s", pkg.name, tag.name, reason)
                 continue
             new.append(tag)
+        if new:
+            new = self._source.prepare(pkg, new)
         published: list[str] = []
         batch = _Batch(index)
         try:
@@ -184,11 +195,10 @@ class Syncer:
         for tag in tags:
             published.append(tag.name)
             report.published.append(f"{pkg.name} {tag.name}")
-            _, revision = svn_location(tag.ref)
-            log.info("release published package=%s version=%s revision=%d serial=%d",
-                     pkg.name, tag.name, revision, batch.index.serial,
+            log.info("release published package=%s version=%s %s serial=%d",
+                     pkg.name, tag.name, tag.ref.pin.label, batch.index.serial,
                      extra={"package": pkg.name, "version": tag.name,
-                            "revision": revision, "serial": batch.index.serial})
+                            "source": tag.ref.pin.label, "serial": batch.index.serial})
 
     def _auto_move_after_failure(self, index: Index, pkg: PackageConfig,
                                  published: list[str]) -> Index:
@@ -220,7 +230,7 @@ class Syncer:
 
         ``expected_size``: the size of the package's latest release (``build_release``).
         """
-        url, revision = svn_location(tag.ref)   # what the index and the comment record
+        pin = tag.ref.pin   # what the index and the comment record
         scratch = self._store.scratch_dir(f"export-{pkg.name}-")
         try:
             built = build_release(self._source, tag.ref, pkg.prefix, scratch, expected_size)
@@ -230,19 +240,18 @@ class Syncer:
             # (the commit waits for them), not before.
             self._writer.discard(scratch)
         info = built.info
-        comment = release_comment(pkg.name, tag.name, info.sha256, info.size, url, revision)
+        comment = release_comment(pkg.name, tag.name, info.sha256, info.size, pin)
         minisig, signatures = self._signer.sign_release(built.prehash, comment)
         return Release(version=tag.name, sha256=info.sha256, size=info.size,
-                       tar_sha256=info.tar_sha256, svn_url=url, revision=revision,
-                       author=tag.ref.author, date=tag.ref.time, minisig=minisig,
-                       signatures=signatures)
+                       tar_sha256=info.tar_sha256, source=pin, author=tag.ref.author,
+                       date=tag.ref.time, minisig=minisig, signatures=signatures)
 
     def _check_mutation(self, pkg: PackageConfig, release: Release, tag: Tag) -> MutatedTag | None:
         # Compared as the source's opaque ids (the interface's word for a revision).
         if tag.ref.id == release_ref(release).id:
             return None
-        return MutatedTag(pkg.name, tag.name, release.revision, svn_location(tag.ref)[1],
-                          self._writer.now())
+        return MutatedTag(pkg.name, tag.name, release.source.kind, release.source.id,
+                          tag.ref.id, self._writer.now())
 
     def _record_mutations(self, found: list[MutatedTag]) -> None:
         self._store.state.record_mutations(found, announce=_report_mutations)
@@ -250,12 +259,11 @@ class Syncer:
 
 def _report_mutations(news: list[MutatedTag]) -> None:
     for m in news:
-        log.error("MUTATED TAG package=%s version=%s published_revision=%d now=%d: the "
-                  "tag changed after it was published; it is NOT republished, make a "
-                  "new tag", m.package, m.version, m.published_revision, m.current_revision,
-                  extra={"package": m.package, "version": m.version,
-                         "revision": m.current_revision,
-                         "published_revision": m.published_revision})
+        fields = m.fields()
+        log.error("MUTATED TAG package=%s version=%s %s: the tag changed after it was "
+                  "published; it is NOT republished, make a new tag", m.package, m.version,
+                  " ".join(f"{k}={v}" for k, v in fields.items()),
+                  extra={"package": m.package, "version": m.version, **fields})
 
 
 def _nothing() -> None:

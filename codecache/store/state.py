@@ -23,11 +23,43 @@ from codecache.store.files import atomic_write
 
 @dataclass(frozen=True, slots=True)
 class MutatedTag:
+    """A published tag that names another tree now (``core.pin`` kinds and ids)."""
+
     package: str
     version: str
-    published_revision: int
-    current_revision: int
+    kind: str          # "svn" or "git"
+    published: str     # the id published: a revision (as text) or a commit
+    current: str       # the id the tag names now
     detected_at: int
+
+    def fields(self) -> dict[str, int | str]:
+        """Its two ids under their names (state.json, ``status --json``, the log):
+        ``published_revision``/``current_revision`` (numbers) for Subversion,
+        ``published_commit``/``current_commit`` for git."""
+        if self.kind == "git":
+            return {"published_commit": self.published, "current_commit": self.current}
+        return {"published_revision": int(self.published),
+                "current_revision": int(self.current)}
+
+    def change(self) -> str:
+        """For people: ``r4 -> r6``, or the two commits' first 12 digits."""
+        if self.kind == "git":
+            return f"commit {self.published[:12]} -> {self.current[:12]}"
+        return f"r{self.published} -> r{self.current}"
+
+    @classmethod
+    def from_fields(cls, raw: Mapping[str, object]) -> MutatedTag:
+        """The record ``fields`` (with package, version, detected_at) wrote.
+
+        Raises:
+            KeyError, TypeError, ValueError: malformed.
+        """
+        kind, word = ("git", "commit") if "published_commit" in raw else ("svn", "revision")
+        detected = raw["detected_at"]
+        if not isinstance(detected, int):
+            raise TypeError(f"detected_at: {detected!r}")
+        return cls(str(raw["package"]), str(raw["version"]), kind,
+                   str(raw[f"published_{word}"]), str(raw[f"current_{word}"]), detected)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +85,7 @@ class StateFile:
         """
         try:
             raw = json.loads(self.path.read_bytes())
-            mutated = tuple(MutatedTag(**m) for m in raw.get("mutated_tags", []))
+            mutated = tuple(MutatedTag.from_fields(m) for m in raw.get("mutated_tags", []))
             marks = {url: Mark(int(m["serial"]), str(m["digest"]))
                      for url, m in raw.get("marks", {}).items()}
             return LocalState(int(raw.get("highest_serial", 0)), mutated, marks)
@@ -66,9 +98,8 @@ class StateFile:
         data = {
             "highest_serial": state.highest_serial,
             "mutated_tags": [
-                {"package": m.package, "version": m.version,
-                 "published_revision": m.published_revision,
-                 "current_revision": m.current_revision, "detected_at": m.detected_at}
+                {"package": m.package, "version": m.version, **m.fields(),
+                 "detected_at": m.detected_at}
                 for m in state.mutated_tags
             ],
             "marks": {url: {"serial": m.serial, "digest": m.digest}
@@ -97,18 +128,18 @@ class StateFile:
                          announce: Callable[[list[MutatedTag]], None] | None = None,
                          ) -> list[MutatedTag]:
         """Add the tags found mutated; returns those new or changed since recorded (a
-        tag seen again at the same revision is not news). ``announce`` is handed the news
+        tag seen again at the same id is not news). ``announce`` is handed the news
         before they are saved, so a save that fails (a full disk) still leaves the report."""
         state = self.load()
         known = {(m.package, m.version): m for m in state.mutated_tags}
         news = []
         for m in found:
             old = known.get((m.package, m.version))
-            if old is not None and old.current_revision == m.current_revision:
+            if old is not None and old.current == m.current:
                 continue
             news.append(m)
             known[(m.package, m.version)] = m if old is None else dataclasses.replace(
-                old, current_revision=m.current_revision)
+                old, current=m.current)
         if news:
             if announce is not None:
                 announce(news)

@@ -181,7 +181,8 @@ def _package(name: str, package: Package, limit: int) -> str:
             parts.append(f"<tr><td><a href='{url}'>{escape(r.version)}</a>{yanked_note}</td>"
                          f"<td>{_when(r.date)}</td><td>{r.size}</td></tr>"
                          f"<tr class='hash'><td colspan='3'>sha256 <code>{escape(r.sha256)}"
-                         f"</code><br>svn <code>{escape(r.svn_url)}@{r.revision}</code>"
+                         f"</code><br>{r.source.kind} <code>{escape(r.source.url)}@"
+                         f"{escape(r.source.id)}</code>"
                          "</td></tr>")
         parts.append("</table></div>")
     return "".join(parts)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from codecache.core.index import Channel, Index, Package, Release
+from codecache.core.pin import svn_pin
 from codecache.web.statuspage import render_status_page
 from tests.cluster.helpers import REPO, Cluster, get, status_json
 from tests.conftest import require
@@ -96,7 +97,7 @@ def test_a_status_page_of_5000_releases_stays_small_and_fits_a_phone(profile: Pa
                                                                      tmp_path: Path) -> None:
     """The renderer's page for a package with 5,000 releases, in the same browser."""
     releases = {f"1.0.{n}": Release(f"1.0.{n}", f"{n:064x}", 1000 + n, "0" * 64,
-                                    f"svn://svn.example.org/repo/pilot/tags/1.0.{n}", n,
+                                    svn_pin(f"svn://svn.example.org/repo/pilot/tags/1.0.{n}", n),
                                     "rm", 1_700_000_000 + n, "")
                 for n in range(5000)}
     channels = {"latest": Channel("1.0.4999", 1_700_010_000),

@@ -88,8 +88,8 @@ def render(config: Config) -> str:
             for site in section.sites:
                 lines += ["[[redirect.sites]]", *_table(site, RedirectSite("", (), ()))]
     for package in config.packages:
-        # name and svn_url have no default: compared with "", they are always written.
-        lines += ["[[packages]]", *_table(package, PackageConfig("", ""))]
+        # name and the source URL (svn_url or git_url) differ from "": always written.
+        lines += ["[[packages]]", *_table(package, PackageConfig(""))]
     return "\n".join(lines) + "\n"
 
 

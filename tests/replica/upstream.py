@@ -28,6 +28,7 @@ from typing import Any
 
 from codecache.core.index import EMPTY, Index, Release, add_release, move_channel, release_comment
 from codecache.core.names import blob_url_path, etag_for
+from codecache.core.pin import svn_pin
 from codecache.core.signing import SecretKey, generate_key, sign_document, sign_prehashed
 from codecache.core.trust import sign_index
 from tests.replica.conftest import write_replica_config
@@ -249,12 +250,13 @@ class Publisher:
     def release(self, version: str, data: bytes, date: int = 1_700_000_000) -> Release:
         sha256 = hashlib.sha256(data).hexdigest()
         svn_url = f"svn://svn.example.org/repo/{self.package}/tags/{version}"
-        comment = release_comment(self.package, version, sha256, len(data), svn_url, 1)
+        comment = release_comment(self.package, version, sha256, len(data),
+                                  svn_pin(svn_url, 1))
         minisig = sign_prehashed(self.secret, hashlib.blake2b(data, digest_size=64).digest(),
                                  comment)
         return Release(version=version, sha256=sha256, size=len(data),
-                       tar_sha256=hashlib.sha256(b"tar:" + data).hexdigest(), svn_url=svn_url,
-                       revision=1, author="releasemgr", date=date, minisig=minisig)
+                       tar_sha256=hashlib.sha256(b"tar:" + data).hexdigest(),
+                       source=svn_pin(svn_url, 1), author="releasemgr", date=date, minisig=minisig)
 
     def make_index(self, serial: int, releases: dict[str, bytes], latest: str, *,
                    expires_in: int = 3600, generated: int | None = None) -> Index:

@@ -19,6 +19,7 @@ from codecache.core.config import load_config
 DOC = Path(__file__).resolve().parents[2] / "docs" / "admin.md"
 ROW = re.compile(r"^\| `(?P<key>[a-z_.\[\]]+)` \| (?P<default>.+?) \| (?P<meaning>.+) \|$")
 PACKAGE = '[[packages]]\nname = "pilot"\nsvn_url = "svn://svn.example.org/pilot"\n'
+GIT_PACKAGE = '[[packages]]\nname = "pilot3"\ngit_url = "https://git.example.org/pilot3.git"\n'
 
 
 def documented() -> dict[str, str]:
@@ -61,7 +62,8 @@ def _toml(key: str, literal: str | None) -> str:
         return (f"role = {literal}\n" if literal else "") + PACKAGE
     if key.startswith("packages[]."):
         name = key.removeprefix("packages[].")
-        return PACKAGE + (f"{name} = {literal}\n" if literal else "")
+        table = GIT_PACKAGE if name.startswith("git_") else PACKAGE
+        return table + (f"{name} = {literal}\n" if literal else "")
     section, name = key.split(".")
     return f"[{section}]\n" + (f"{name} = {literal}\n" if literal else "") + PACKAGE
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from codecache.core.index import Release
+from codecache.core.pin import svn_pin
 from codecache.origin.audit import Verdict, compare
 
 TAR, GZ = "1" * 64, "2" * 64
@@ -10,7 +11,7 @@ TAR, GZ = "1" * 64, "2" * 64
 
 def _release() -> Release:
     return Release(version="1.0", sha256=GZ, size=10, tar_sha256=TAR,
-                   svn_url="svn://h/pilot/tags/1.0", revision=7, author="rm", date=1,
+                   source=svn_pin("svn://h/pilot/tags/1.0", 7), author="rm", date=1,
                    minisig="sig\n")
 
 

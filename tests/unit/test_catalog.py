@@ -14,6 +14,7 @@ from codecache.core.errors import (
     ReleaseNotFound,
 )
 from codecache.core.index import Channel, Index, Package, Release
+from codecache.core.pin import svn_pin
 from codecache.web.catalog import (
     IMMUTABLE,
     BadRequest,
@@ -30,7 +31,7 @@ SHA_B = "b" * 64
 
 def _release(version: str, sha256: str, date: int) -> Release:
     return Release(version=version, sha256=sha256, size=100, tar_sha256="c" * 64,
-                   svn_url=f"svn://h/pilot/tags/{version}", revision=7, author="rm",
+                   source=svn_pin(f"svn://h/pilot/tags/{version}", 7), author="rm",
                    date=date, minisig=f"sig of {version}\n")
 
 

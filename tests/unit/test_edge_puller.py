@@ -22,6 +22,7 @@ from codecache.core.config import (
 )
 from codecache.core.history import EMPTY_HISTORY, Action, Actor, Change, History
 from codecache.core.index import Channel, Index, Package, Release
+from codecache.core.pin import svn_pin
 from codecache.core.signing import SecretKey, generate_key
 from codecache.core.trust import SignedIndex, sign_index
 from codecache.replica.fetcher import Fetcher
@@ -65,7 +66,7 @@ def history(*moves: str) -> History:
 
 def signed(secret: SecretKey, serial: int, latest: str, hist: History) -> SignedIndex:
     """An index of every release of ``DATA`` with ``latest`` -> ``latest``."""
-    releases = {v: Release(v, SHA[v], len(data), "0" * 64, f"svn://s/pilot/tags/{v}", 7,
+    releases = {v: Release(v, SHA[v], len(data), "0" * 64, svn_pin(f"svn://s/pilot/tags/{v}", 7),
                            "rm", NOW, "") for v, data in DATA.items()}
     return sign_index(secret, Index(
         serial=serial, generated=NOW, expires=NOW + 3600, history=hist.head,

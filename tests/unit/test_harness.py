@@ -17,6 +17,7 @@ from codecache.core.config import load_config
 from codecache.core.config_schema import (
     Config,
     EdgeConfig,
+    GitConfig,
     LogConfig,
     LogFormat,
     PackageConfig,
@@ -55,8 +56,14 @@ EVERY_KEY = Config(
     redirect=RedirectConfig(check_interval=1.0, trusted_proxies=("10.0.0.0/24",),
                             sites=(RedirectSite("bnl", ("127.0.0.2/32", "2001:db8::/48"),
                                                 ("http://127.0.0.2:9", "https://e:8443")),)),
+    git=GitConfig(timeout=7.0),
     packages=(PackageConfig("pilot", "svn://x/pilot", re.compile("^v[0-9]+$"), "latest",
-                            "code"),),
+                            "code"),
+              PackageConfig("pilot3", git_url="https://git.example.org/pilot3.git",
+                            tar_prefix="pilot3", git_token_file=Path("/k/token"),
+                            git_user="ci"),
+              PackageConfig("pilot4", git_url="ssh://git@git.example.org/pilot4.git",
+                            tar_prefix="pilot4", git_ssh_key=Path("/k/deploy"))),
 )
 
 

@@ -33,6 +33,7 @@ from codecache.core.index import (
     to_payload,
     yank,
 )
+from codecache.core.pin import svn_pin
 from codecache.core.signing import canonical_json
 from codecache.core.trust import accept_history
 
@@ -42,7 +43,7 @@ RM = Actor("alice", 1001)
 
 def release(version: str, author: str = "bob") -> Release:
     return Release(version=version, sha256="a" * 64, size=1, tar_sha256="b" * 64,
-                   svn_url=f"svn://x/p/tags/{version}", revision=3, author=author,
+                   source=svn_pin(f"svn://x/p/tags/{version}", 3), author=author,
                    date=NOW - 100, minisig="sig\n")
 
 

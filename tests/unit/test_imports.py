@@ -31,14 +31,16 @@ PACKAGES: tuple[tuple[str, ...], ...] = (
 # Modules inside a package, lower first; a module not listed ranks after those listed.
 MODULES: dict[str, tuple[tuple[str, ...], ...]] = {
     "core": (("errors",), ("keyfiles",),
-             ("names", "signing", "tarball", "config_schema", "config_values"),
-             ("config_sites",), ("config", "index"), ("history", "verify"), ("history_parse",),
+             ("names", "signing", "tarball", "config_schema", "config_values", "pin"),
+             ("config_sites", "config_git"), ("config", "index"), ("history", "verify"),
+             ("history_parse",),
              ("trust",), ("readiness",)),
     "telemetry": (("metrics", "notify"), ("logs",)),
     "store": (("files",), ("state", "edgestats", "edgedisk", "edgeverified"), ("edgerecover",),
               ("edgecache",), ("store",), ("trusted",)),
     "origin": (("sources.base", "sources.pysvn_worker"), ("sources.svn_access",),
-               ("sources.svn_cli", "sources.pysvn"), ("sources.svn",), ("build",),
+               ("sources.svn_cli", "sources.pysvn"), ("sources.svn",), ("sources.chooser",),
+               ("build",),
                ("signer",), ("writer",), ("syncer", "audit"), ("service",), ("sync",)),
     "replica": (("history_mirror", "fetcher", "record", "held", "edgekeep"),
                 ("puller", "edgefill")),
@@ -204,7 +206,8 @@ def test_cli_imports_no_verb_implementation_when_it_starts() -> None:
     assert {m for m in found if m.startswith("codecache.") and not m.startswith("codecache.cli.")
             } <= {"codecache", "codecache.core.config", "codecache.core.config_schema",
                   "codecache.core.config_sites", "codecache.core.config_values",
-                  "codecache.core.errors", "codecache.core.names", "codecache.telemetry.logs"}
+                  "codecache.core.config_git", "codecache.core.errors", "codecache.core.names",
+                  "codecache.telemetry.logs"}
     assert {"codecache.cli.parser", "codecache.cli.serve"} <= found  # the walk follows them
     assert found.isdisjoint({"aiohttp", "cryptography", "prometheus_client"})
     # logs batches serve's access lines on the event loop it is handed, without asyncio.
@@ -217,7 +220,8 @@ def test_the_parent_of_workers_loads_no_serving_code_nor_cryptography() -> None:
     found = module_level_imports_of("node.supervisor")
     assert {m for m in found if m.startswith("codecache.")} <= {
         "codecache.core.config", "codecache.core.errors", "codecache.core.keyfiles",
-        "codecache.telemetry.notify", "codecache.core.config_sites"}
+        "codecache.telemetry.notify", "codecache.core.config_sites",
+        "codecache.core.config_git"}
     assert found.isdisjoint({"asyncio", "aiohttp", "cryptography", "prometheus_client"})
     assert "cryptography" not in imports_of("core.keyfiles")
 

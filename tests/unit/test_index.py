@@ -30,13 +30,14 @@ from codecache.core.index import (
     to_payload,
     yank,
 )
+from codecache.core.pin import svn_pin
 
 NOW = 1_800_000_000
 
 
 def release(version: str, digit: str = "a") -> Release:
     return Release(version=version, sha256=digit * 64, size=100, tar_sha256="f" * 64,
-                   svn_url=f"svn://svn/pilot/tags/{version}", revision=7, author="rm",
+                   source=svn_pin(f"svn://svn/pilot/tags/{version}", 7), author="rm",
                    date=NOW - 3600, minisig="untrusted comment: x\nsig\ntrusted comment: y\nz\n")
 
 
@@ -149,8 +150,8 @@ def test_release_comment_binds_every_field() -> None:
     assert rel.trusted_comment("pilot") == (
         f"codecache package=pilot version=1.2.0 sha256={'a' * 64} size=100 "
         "svn=svn://svn/pilot/tags/1.2.0@7")
-    assert release_comment("pilot", "1.2.0", "a" * 64, 100, "svn://svn/pilot/tags/1.2.0",
-                           7) == rel.trusted_comment("pilot")
+    assert release_comment("pilot", "1.2.0", "a" * 64, 100,
+                           svn_pin("svn://svn/pilot/tags/1.2.0", 7)) == rel.trusted_comment("pilot")
 
 
 # --- payload ----------------------------------------------------------------------------------

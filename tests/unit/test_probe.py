@@ -23,6 +23,7 @@ from codecache.core.config import (
 )
 from codecache.core.errors import ConfigError, HashMismatch, SignatureError
 from codecache.core.index import Channel, Index, Package, Release, release_comment
+from codecache.core.pin import svn_pin
 from codecache.core.signing import PublicKey, SecretKey, generate_key, sign_prehashed
 from codecache.core.trust import sign_index
 from codecache.ops.check import State, Thresholds, assess
@@ -38,12 +39,12 @@ SVN = "svn://svn.example.org/pilot/tags/1.0.0"
 
 def signature(secret: SecretKey, data: bytes, version: str = "1.0.0") -> str:
     sha256 = hashlib.sha256(data).hexdigest()
-    comment = release_comment("pilot", version, sha256, len(data), SVN, 7)
+    comment = release_comment("pilot", version, sha256, len(data), svn_pin(SVN, 7))
     return sign_prehashed(secret, hashlib.blake2b(data, digest_size=64).digest(), comment)
 
 
 def release(secret: SecretKey, data: bytes = DATA, **changes: object) -> Release:
-    made = Release("1.0.0", hashlib.sha256(data).hexdigest(), len(data), "0" * 64, SVN, 7,
+    made = Release("1.0.0", hashlib.sha256(data).hexdigest(), len(data), "0" * 64, svn_pin(SVN, 7),
                    "releasemgr", 1_700_000_000, signature(secret, data))
     return dataclasses.replace(made, **changes)  # type: ignore[arg-type]
 

@@ -27,6 +27,7 @@ from codecache.core.config import (
 )
 from codecache.core.errors import UpstreamFailure
 from codecache.core.index import Channel, Index, Package, Release
+from codecache.core.pin import svn_pin
 from codecache.core.signing import SecretKey, generate_key, write_key_pair
 from codecache.core.trust import SignedIndex, sign_index
 from codecache.replica.fetcher import Fetcher
@@ -71,7 +72,7 @@ def signed(secret: SecretKey, serial: int, data: bytes) -> SignedIndex:
     """An index of one release (its blob ``data``) at ``serial``."""
     now = int(time.time())
     release = Release("1.0.0", hashlib.sha256(data).hexdigest(), len(data), "0" * 64,
-                      "svn://svn.example.org/pilot/tags/1.0.0", 7, "releasemgr", now, "")
+                      svn_pin("svn://svn.example.org/pilot/tags/1.0.0", 7), "releasemgr", now, "")
     return sign_index(secret, Index(
         serial=serial, generated=now, expires=now + 3600,
         packages={"pilot": Package(releases={"1.0.0": release},

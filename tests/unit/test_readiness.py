@@ -9,6 +9,7 @@ import pytest
 from codecache.core.config import Role
 from codecache.core.errors import IndexRefused, Refusal
 from codecache.core.index import EMPTY, Release, add_release, move_channel
+from codecache.core.pin import svn_pin
 from codecache.core.readiness import (
     INDEX_EXPIRED,
     Health,
@@ -84,8 +85,9 @@ def test_the_reasons_besides_an_expired_index() -> None:
 def test_an_edge_must_hold_its_channel_targets_and_a_replica_every_blob() -> None:
     index = FRESH
     for version, digit in (("1.0", "a"), ("2.0", "b"), ("3.0", "c")):
-        index = add_release(index, "pilot", Release(version, digit * 64, 10 + len(digit),
-                                                    "f" * 64, "svn://s/p", 1, "rm", NOW, ""))
+        release = Release(version, digit * 64, 10 + len(digit), "f" * 64,
+                          svn_pin("svn://s/p", 1), "rm", NOW, "")
+        index = add_release(index, "pilot", release)
     index = move_channel(index, "pilot", "stable", "1.0", NOW)
     index = move_channel(index, "pilot", "latest", "3.0", NOW)
     index = move_channel(index, "pilot", "testing", "3.0", NOW)   # one blob, two channels

@@ -23,6 +23,7 @@ from codecache.core.index import (
     release_comment,
     to_payload,
 )
+from codecache.core.pin import svn_pin
 from codecache.core.signing import (
     PublicKey,
     SecretKey,
@@ -84,11 +85,11 @@ def test_an_index_signed_by_two_keys_verifies_with_either() -> None:
 
 def _release(version: str, secrets: list[SecretKey]) -> Release:
     sha = "a" * 64
-    comment = release_comment("pilot", version, sha, len(DATA), "svn://h/pilot/tags/x", 3)
+    comment = release_comment("pilot", version, sha, len(DATA), svn_pin("svn://h/pilot/tags/x", 3))
     prehash = blake2b_file(io.BytesIO(DATA))
     sigs = {s.public.keyid: sign_prehashed(s, prehash, comment) for s in secrets}
     return Release(version=version, sha256=sha, size=len(DATA), tar_sha256="b" * 64,
-                   svn_url="svn://h/pilot/tags/x", revision=3, author="rm", date=1000,
+                   source=svn_pin("svn://h/pilot/tags/x", 3), author="rm", date=1000,
                    minisig=sigs[secrets[0].public.keyid],
                    signatures=sigs if len(sigs) > 1 else {})
 

@@ -15,6 +15,7 @@ import pytest
 from codecache.core.config import PackageConfig, SvnConfig
 from codecache.core.errors import ConfigError
 from codecache.core.index import Release
+from codecache.core.pin import svn_pin
 from codecache.origin.sources.base import (
     ExportProgress,
     Source,
@@ -106,7 +107,7 @@ def test_the_index_records_a_reference_as_svn_url_and_revision_and_back() -> Non
     ref = svn_ref("svn://example.org/repo/pilot/tags/1.0", 7, 1_000, "rm")
     assert svn_location(ref) == ("svn://example.org/repo/pilot/tags/1.0", 7)
     release = Release(version="1.0", sha256="a" * 64, size=1, tar_sha256="b" * 64,
-                      svn_url=ref.url, revision=7, author="rm", date=1_000, minisig="")
+                      source=svn_pin(ref.url, 7), author="rm", date=1_000, minisig="")
     assert release_ref(release) == ref
     with pytest.raises(ValueError, match="not a Subversion reference"):
         svn_location(SourceRef("git", "https://example.org/pilot.git", "c0ffee", 1_000, "rm"))

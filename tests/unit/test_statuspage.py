@@ -7,6 +7,7 @@ import re
 from html.parser import HTMLParser
 
 from codecache.core.index import Channel, Index, Package, Release
+from codecache.core.pin import svn_pin
 from codecache.web.statuspage import RELEASES_SHOWN, ago, render_status_page
 
 NOW = 1_000_000
@@ -15,7 +16,7 @@ NOW = 1_000_000
 def _release(version: str, date: int = 0, **kw: object) -> Release:
     fields: dict[str, object] = {
         "version": version, "sha256": "c" * 64, "size": 20, "tar_sha256": "d" * 64,
-        "svn_url": f"svn://h/p/tags/{version}", "revision": 9, "author": "rm", "date": date,
+        "source": svn_pin(f"svn://h/p/tags/{version}", 9), "author": "rm", "date": date,
         "minisig": ""}
     fields.update(kw)
     return Release(**fields)  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from codecache.core.errors import (
     StoreError,
 )
 from codecache.core.index import EMPTY, Index, Release, add_release, move_channel
+from codecache.core.pin import svn_pin
 from codecache.core.signing import SecretKey, generate_key
 from codecache.core.trust import Mark, sign_index
 from codecache.store.files import atomic_write, check_blob, sha256_file
@@ -45,7 +46,7 @@ def secret() -> SecretKey:
 
 def sample_index(serial: int = 3) -> Index:
     release = Release(version="1.0", sha256=BLOB_SHA, size=3, tar_sha256="b" * 64,
-                      svn_url="svn://x/pilot/tags/1.0", revision=4, author="rm", date=NOW,
+                      source=svn_pin("svn://x/pilot/tags/1.0", 4), author="rm", date=NOW,
                       minisig="untrusted comment: x\nAAAA\ntrusted comment: c\nBBBB\n")
     index = dataclasses.replace(EMPTY, serial=serial, generated=NOW, expires=NOW + 3600)
     return move_channel(add_release(index, "pilot", release), "pilot", "latest", "1.0", NOW)
@@ -181,25 +182,25 @@ def test_pull_status_round_trip(store: Store) -> None:
 
 
 def test_local_state_round_trip(store: Store) -> None:
-    state = LocalState(9, (MutatedTag("pilot", "1.0", 4, 6, NOW),),
+    state = LocalState(9, (MutatedTag("pilot", "1.0", "svn", "4", "6", NOW),),
                        {"http://a": Mark(9, "e" * 64)})
     store.state.save(state)
     assert store.state.load() == state
 
 
 def test_mutations_are_recorded_once_per_revision(store: Store) -> None:
-    first = MutatedTag("pilot", "1.0", 4, 6, NOW)
+    first = MutatedTag("pilot", "1.0", "svn", "4", "6", NOW)
     assert store.state.record_mutations([first]) == [first]
     assert store.state.record_mutations([first]) == []      # seen again: not news
-    moved = MutatedTag("pilot", "1.0", 4, 8, NOW + 5)
+    moved = MutatedTag("pilot", "1.0", "svn", "4", "8", NOW + 5)
     assert store.state.record_mutations([moved]) == [moved]
     # The first detection time is kept; the revision the tag now points to is updated.
-    assert store.state.load().mutated_tags == (MutatedTag("pilot", "1.0", 4, 8, NOW),)
+    assert store.state.load().mutated_tags == (MutatedTag("pilot", "1.0", "svn", "4", "8", NOW),)
 
 
 def test_mutations_are_announced_before_they_are_saved(store: Store) -> None:
     # A save that fails (a full disk) must not swallow the report: it is made first.
-    found = MutatedTag("pilot", "1.0", 4, 6, NOW)
+    found = MutatedTag("pilot", "1.0", "svn", "4", "6", NOW)
     seen: list[tuple[list[MutatedTag], tuple[MutatedTag, ...]]] = []
     store.state.record_mutations(
         [found], announce=lambda news: seen.append((news, store.state.load().mutated_tags)))

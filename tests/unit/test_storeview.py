@@ -13,6 +13,7 @@ import pytest
 
 from codecache.core.config import load_config
 from codecache.core.index import EMPTY, Index, Release, add_release, move_channel
+from codecache.core.pin import svn_pin
 from codecache.core.signing import SecretKey, generate_key
 from codecache.core.trust import sign_index
 from codecache.store.store import Store
@@ -46,7 +47,7 @@ def view(tmp_path: Path, store: Store) -> StoreView:
 def _index(serial: int, expires_in: int = 3600) -> Index:
     now = int(time.time())
     release = Release(version="1.0", sha256=SHA, size=len(BLOB), tar_sha256="b" * 64,
-                      svn_url="svn://x/pilot/tags/1.0", revision=4, author="rm", date=now,
+                      source=svn_pin("svn://x/pilot/tags/1.0", 4), author="rm", date=now,
                       minisig="sig\n")
     index = dataclasses.replace(EMPTY, serial=serial, generated=now, expires=now + expires_in)
     return move_channel(add_release(index, "pilot", release), "pilot", "latest", "1.0", now)

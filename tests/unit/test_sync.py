@@ -117,7 +117,7 @@ def test_new_tags_become_signed_releases_and_invalid_tags_are_skipped(
     assert report.published == ["pilot 1.0.0", "pilot 1.2.0"]
     assert [line.split(":")[0] for line in report.skipped] == ["pilot nightly"]
     release = on_disk(store, secret).release("pilot", "1.0.0")
-    assert (release.svn_url, release.revision, release.author, release.date) == \
+    assert (release.source.url, release.source.revision, release.author, release.date) == \
         (f"{URL}/tags/1.0.0", 3, "rm", DATE + 3)
     blob = store.blob_path(release.sha256).read_bytes()
     assert hashlib.sha256(blob).hexdigest() == release.sha256 and len(blob) == release.size
@@ -167,13 +167,13 @@ def test_a_mutated_tag_is_reported_and_not_republished(
     exports = len(source.exports)
     report = origin.sync_once()
     assert report.published == []
-    assert [(m.package, m.version, m.published_revision, m.current_revision)
-            for m in report.mutated] == [("pilot", "1.0.0", 3, 9)]
+    assert [(m.package, m.version, m.kind, m.published, m.current)
+            for m in report.mutated] == [("pilot", "1.0.0", "svn", "3", "9")]
     assert len(source.exports) == exports
     assert on_disk(store, secret).release("pilot", "1.0.0") == before
     recorded = store.state.load().mutated_tags
-    assert [(m.version, m.published_revision, m.current_revision) for m in recorded] == \
-        [("1.0.0", 3, 9)]
+    assert [(m.version, m.fields()) for m in recorded] == \
+        [("1.0.0", {"published_revision": 3, "current_revision": 9})]
     origin.sync_once()   # still reported, recorded once
     assert store.state.load().mutated_tags == recorded
 
@@ -302,4 +302,4 @@ def test_mutated_tag_record_keeps_when_it_was_first_detected(
     source.tag("1.0.0", 11)   # moved again
     origin.sync_once()
     [again] = store.state.load().mutated_tags
-    assert again == MutatedTag("pilot", "1.0.0", 3, 11, first.detected_at)
+    assert again == MutatedTag("pilot", "1.0.0", "svn", "3", "11", first.detected_at)

@@ -11,6 +11,7 @@ import pytest
 from codecache.core.errors import IndexRefused, Refusal
 from codecache.core.history import EMPTY_HISTORY, Action, Actor, Change, History
 from codecache.core.index import EMPTY, Index, Release, add_release
+from codecache.core.pin import svn_pin
 from codecache.core.signing import SecretKey, canonical_json, generate_key, sign_document
 from codecache.core.trust import (
     Mark,
@@ -35,7 +36,7 @@ def key() -> SecretKey:
 
 def index(serial: int, *, author: str = "rm", expires: int = NOW + 3600) -> Index:
     release = Release(version="1.0", sha256="a" * 64, size=3, tar_sha256="b" * 64,
-                      svn_url="svn://x/p/tags/1.0", revision=4, author=author, date=NOW,
+                      source=svn_pin("svn://x/p/tags/1.0", 4), author=author, date=NOW,
                       minisig="sig\n")
     base = dataclasses.replace(EMPTY, serial=serial, generated=NOW, expires=expires)
     return add_release(base, "pilot", release)

@@ -9,6 +9,7 @@ import pytest
 
 from codecache.core.errors import SignatureError
 from codecache.core.index import parse_release_comment, release_comment
+from codecache.core.pin import svn_pin
 from codecache.core.signing import (
     SecretKey,
     blake2b_file,
@@ -28,7 +29,7 @@ def signed(secret: SecretKey, comment: str, data: bytes = DATA) -> str:
 
 def comment_of(data: bytes = DATA, version: str = "1.0") -> str:
     return release_comment("pilot", version, hashlib.sha256(data).hexdigest(), len(data),
-                           "svn://x/pilot/tags/1.0", 7)
+                           svn_pin("svn://x/pilot/tags/1.0", 7))
 
 
 def test_the_comment_parser_reads_what_the_builder_writes() -> None:

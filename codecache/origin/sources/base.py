@@ -1,15 +1,12 @@
 """The ``Source`` interface: where the origin's releases come from, whatever the system.
 
-Owns the two calls the writer and the audit make of a source (list a package's tags, export
-one into a directory) and the **source reference** they speak of: an opaque record of what
-a tag named when it was listed (kind, URL, id, time, author). The writer compares ids
-(a tag whose id changed after it was published is a mutated tag) and hands a reference back
-to ``export``; only the source that made it reads its URL and id. One class per client
-implements it (``svn_cli``, ``pysvn``; the git source is one more).
-
-Also owns the one mapping between a reference and what the index records of it (the index
-and the trusted comment say ``svn_url`` and ``revision``, DESIGN.md §3), so neither the
-index format nor the signatures change with the interface.
+Owns the calls the writer and the audit make of a source (list a package's tags, make the
+new ones ready, export one into a directory) and the **source reference** they speak of: a
+record of what a tag named when it was listed (its ``core.pin.Pin``: kind, URL, id; and
+its time and author). The writer compares ids (a tag whose id changed after it was
+published is a mutated tag) and hands a reference back to ``export``; only the source that
+made it reads its URL and id. One class per client implements it (``svn_cli``, ``pysvn``,
+``git``); ``chooser.Sources`` sends each package to its own.
 """
 
 from __future__ import annotations
@@ -21,8 +18,7 @@ from typing import Protocol
 
 from codecache.core.config import PackageConfig
 from codecache.core.index import Release
-
-SVN = "svn"   # the kind of a Subversion reference
+from codecache.core.pin import GIT, SVN, Pin
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +26,9 @@ class SourceRef:
     """What one tag names in its source, as listed: enough to export exactly that tree.
 
     Subversion: ``url`` is the tag's URL and ``id`` its last-changed revision (as text).
+    git: ``url`` is the package's ``git_url`` and ``id`` the commit the tag peels to; its
+    ``time`` (committer time) and ``author`` are known once the commit is fetched
+    (``Source.prepare``), 0 and "" before.
     """
 
     kind: str
@@ -37,6 +36,11 @@ class SourceRef:
     id: str
     time: int       # commit time, seconds since the epoch (every archived entry's mtime)
     author: str
+
+    @property
+    def pin(self) -> Pin:
+        """What the index and the trusted comment record of this reference."""
+        return Pin(self.kind, self.url, self.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,21 @@ class Source(abc.ABC):
             UpstreamError: the source is unreachable, refuses, times out or answers garbage
                 (``SvnNotFound``: the package's tags are not there).
         """
+
+    def prepare(self, package: PackageConfig, tags: list[Tag]) -> list[Tag]:
+        """Make the new ``tags`` of ``package`` ready to export, in one go where the source
+        can (git: one fetch of their commits), and return them with complete references
+        (git: the commit's time and author). Subversion needs nothing: as listed.
+
+        Raises:
+            UpstreamError: the source is unreachable, refuses or times out.
+        """
+        return tags
+
+    def for_kind(self, kind: str) -> Source:
+        """The source that handles references of ``kind`` (a single client: itself;
+        ``chooser.Sources``: the one of that kind)."""
+        return self
 
     @property
     def reports_progress(self) -> bool:
@@ -110,4 +129,9 @@ def svn_ref(url: str, revision: int, time: int, author: str) -> SourceRef:
 
 def release_ref(release: Release) -> SourceRef:
     """The reference a release was built from, as its index record says."""
-    return svn_ref(release.svn_url, release.revision, release.date, release.author)
+    pin = release.source
+    return SourceRef(pin.kind, pin.url, pin.id, release.date, release.author)
+
+
+__all__ = ["GIT", "SVN", "ExportProgress", "Source", "SourceRef", "Tag", "release_ref",
+           "svn_location", "svn_ref"]

@@ -30,7 +30,7 @@ from codecache.core.index import (
     to_payload,
     yank,
 )
-from codecache.core.pin import svn_pin
+from codecache.core.pin import git_pin, svn_pin
 
 NOW = 1_800_000_000
 
@@ -214,7 +214,7 @@ def _delete(path: str) -> Callable[[dict[str, Any]], None]:
 
 REL = "packages/pilot/releases/1.0.0"
 MALFORMED = {
-    "format 2": _set("format", 2),
+    "format 2 without git": _set("format", 2),
     "serial missing": _delete("serial"),
     "serial string": _set("serial", "5"),
     "serial bool": _set("serial", True),
@@ -276,3 +276,67 @@ def test_a_record_parsed_before_does_not_let_a_near_copy_pass(index: Index, fiel
     bad["packages"]["pilot"]["releases"]["1.0.0"][field] = value
     with pytest.raises(IntegrityError):
         from_payload(bad)
+
+
+# --- git releases: format 2 (DESIGN.md §3) --------------------------------------------------
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+GIT_URL = "https://git.example.org/pilot3.git"
+
+
+def git_release(version: str) -> Release:
+    return dataclasses.replace(release(version, "d"), source=git_pin(GIT_URL, COMMIT),
+                               author="A Dev <dev@example.org>")
+
+
+def test_an_index_of_subversion_releases_stays_format_1(index: Index) -> None:
+    payload = to_payload(index)
+    assert payload["format"] == 1
+    rel = payload["packages"]["pilot"]["releases"]["1.0.0"]
+    assert "git_url" not in rel and "commit" not in rel
+
+
+def test_a_git_release_records_its_url_and_commit_and_makes_the_index_format_2(
+        index: Index) -> None:
+    mixed = add_release(index, "pilot3", git_release("3.0"))
+    payload = to_payload(mixed)
+    assert payload["format"] == 2
+    rel = payload["packages"]["pilot3"]["releases"]["3.0"]
+    assert (rel["git_url"], rel["commit"]) == (GIT_URL, COMMIT)
+    assert "svn_url" not in rel and "revision" not in rel
+    assert "svn_url" in payload["packages"]["pilot"]["releases"]["1.0.0"]
+    assert from_payload(copy.deepcopy(payload)) == mixed
+    assert git_release("3.0").trusted_comment("pilot3").endswith(f" git={GIT_URL}@{COMMIT}")
+
+
+GIT_REL = "packages/pilot3/releases/3.0"
+MALFORMED_GIT = {
+    "format 1 with a git release": _set("format", 1),
+    "format 3": _set("format", 3),
+    "format string": _set("format", "2"),
+    "both sources": _set(f"{GIT_REL}/svn_url", "svn://x"),
+    "svn half": _set(f"{GIT_REL}/revision", 7),
+    "no source": lambda p: [_delete(f"{GIT_REL}/git_url")(p), _delete(f"{GIT_REL}/commit")(p)],
+    "commit short": _set(f"{GIT_REL}/commit", COMMIT[:12]),
+    "commit upper": _set(f"{GIT_REL}/commit", COMMIT.upper()),
+    "commit missing": _delete(f"{GIT_REL}/commit"),
+    "git_url number": _set(f"{GIT_REL}/git_url", 5),
+    "git_url empty": _set(f"{GIT_REL}/git_url", ""),
+}
+
+
+@pytest.mark.parametrize("edit", MALFORMED_GIT.values(), ids=MALFORMED_GIT.keys())
+def test_a_malformed_git_release_is_an_integrity_error(
+        index: Index, edit: Callable[[dict[str, Any]], None]) -> None:
+    payload = to_payload(add_release(index, "pilot3", git_release("3.0")))
+    from_payload(copy.deepcopy(payload))   # the unedited one parses
+    edit(payload)
+    with pytest.raises(IntegrityError, match="malformed index"):
+        from_payload(payload)
+
+
+def test_format_2_without_a_git_release_is_refused(index: Index) -> None:
+    payload = to_payload(index)
+    payload["format"] = 2
+    with pytest.raises(IntegrityError, match="does not match its releases"):
+        from_payload(payload)

@@ -20,6 +20,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from codecache.core.pin import GIT, SVN
     from codecache.core.signing import load_minisig, load_public_key, load_trusted_keys
     from codecache.core.verify import verify_tarball
 
@@ -37,7 +38,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise ConfigError(f"file {args.file} does not exist") from None
     except OSError as err:
         raise ConfigError(f"cannot read {args.file}: {err.strerror}") from err
+    # Where it was built from, as signed: svn=URL@REV or git=URL@COMMIT (the full id).
+    source = next((f"{kind}={fields[kind]}" for kind in (SVN, GIT) if kind in fields),
+                  "source=?")
     print(f"OK {args.file}: package={fields.get('package', '?')} "
           f"version={fields.get('version', '?')} sha256={fields.get('sha256', '?')} "
-          f"key={minisig.keyid}")
+          f"{source} key={minisig.keyid}")
     return Exit.OK

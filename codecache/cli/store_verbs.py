@@ -154,11 +154,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     mutated = [{"package": m.package, "version": m.version, **m.fields(),
                 "detected_at": format_time(m.detected_at), "change": m.change()}
                for m in state.mutated_tags]
+    # Tags the sync worker cannot publish as they are (DESIGN.md §3), origin only.
+    refused = [{**r.record(), "refused_at": format_time(r.refused_at)}
+               for r in state.refused_tags]
     if args.json:
-        print(json.dumps({**to_payload(index), "local": local, "mutated_tags": mutated},
-                         indent=2, sort_keys=True))
+        print(json.dumps({**to_payload(index), "local": local, "mutated_tags": mutated,
+                          "refused_tags": refused}, indent=2, sort_keys=True))
     else:
-        _print_status(index, local, mutated)
+        _print_status(index, local, mutated, refused)
     if expired:
         print(f"codecache: error: index serial {index.serial} expired at "
               f"{format_time(index.expires)}", file=sys.stderr)
@@ -181,7 +184,8 @@ def _edge_status(config: Config, index: Index) -> dict[str, Any]:
             "channel_targets_over_limit": edge.reserved_bytes > edge.cache_limit_bytes}
 
 
-def _print_status(index: Index, local: dict[str, Any], mutated: list[dict[str, Any]]) -> None:
+def _print_status(index: Index, local: dict[str, Any], mutated: list[dict[str, Any]],
+                  refused: list[dict[str, Any]]) -> None:
     from codecache.core.index import format_time
     from codecache.core.names import version_key
 
@@ -225,3 +229,7 @@ def _print_status(index: Index, local: dict[str, Any], mutated: list[dict[str, A
     for m in mutated:
         print(f"WARNING: tag {m['package']} {m['version']} changed after publishing "
               f"({m['change']}); not republished")
+    for t in refused:
+        print(f"WARNING: tag {t['package']} {t['version']} refused since {t['refused_at']} "
+              f"({t['source']}): {t['reason']}; not published until the tag names a tree "
+              "that builds")

@@ -104,6 +104,7 @@ class Facts:
     verified: int = 0                    # tarballs downloaded and verified
     blobs_unavailable: int | None = None
     mutated_tags: tuple[str, ...] = ()   # "package version" (or "?" when only counted)
+    refused_tags: tuple[str, ...] = ()   # new tags not published: as mutated_tags
     disk_free: int | None = None         # bytes available on the store's file system
     disk_total: int | None = None
     # A replica's facts (None on an origin).
@@ -147,7 +148,7 @@ def assess(facts: Facts, limits: Thresholds) -> Result:
     _served(facts, findings, perf)
     _replica(facts, limits, findings, perf)
     _edge(facts, findings, perf)
-    _mutated(facts, findings, perf)
+    _tags(facts, findings, perf)
     _disk(facts, limits, findings, perf)
     if facts.elapsed is not None:
         perf.append(perfdata("time", facts.elapsed, "s", minimum=0))
@@ -306,15 +307,20 @@ def _refusal(name: str) -> Refusal | None:
         return None
 
 
-def _mutated(facts: Facts, findings: list[tuple[State, str]], perf: list[str]) -> None:
-    if facts.role in PULLING and not facts.mutated_tags:
+def _tags(facts: Facts, findings: list[tuple[State, str]], perf: list[str]) -> None:
+    """Tags the origin's sync will not serve as they are (WARNING: what is served is fine,
+    but a release manager's tag is not, and only a new tag mends it)."""
+    if facts.role in PULLING and not (facts.mutated_tags or facts.refused_tags):
         return   # only an origin's sync sees tags
-    perf.append(perfdata("mutated_tags", len(facts.mutated_tags), "", warn="0", minimum=0))
-    if facts.mutated_tags:
-        named = [t for t in facts.mutated_tags if t != "?"]
-        findings.append((State.WARNING, f"{len(facts.mutated_tags)} mutated tag(s)"
-                         + (f": {', '.join(named)}" if named else "")
-                         + " (not republished; make a new tag)"))
+    for key, tags, advice in (
+            ("mutated_tags", facts.mutated_tags, "not republished; make a new tag"),
+            ("refused_tags", facts.refused_tags, "not published; codecache status says why")):
+        perf.append(perfdata(key, len(tags), "", warn="0", minimum=0))
+        if tags:
+            named = [t for t in tags if t != "?"]
+            what = key.replace("_tags", " tag(s)")
+            findings.append((State.WARNING, f"{len(tags)} {what}"
+                             + (f": {', '.join(named)}" if named else "") + f" ({advice})"))
 
 
 def _disk(facts: Facts, limits: Thresholds, findings: list[tuple[State, str]],

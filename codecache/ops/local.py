@@ -59,7 +59,8 @@ def probe_store(config: Config, keys: Mapping[str, PublicKey], *, timeout: float
     now = clock()
     state = store.state.load()
     facts = Facts(source=str(store.root), now=now, role=config.role.value,
-                  mutated_tags=tuple(f"{m.package} {m.version}" for m in state.mutated_tags))
+                  mutated_tags=tuple(f"{m.package} {m.version}" for m in state.mutated_tags),
+                  refused_tags=tuple(f"{r.package} {r.version}" for r in state.refused_tags))
     # A refused index is the readiness verdict's reason (not ready), as on /readyz.
     index, problem = _stored_index(store, keys, state.highest_serial, now)
     blob_problems: dict[str, str] = {}

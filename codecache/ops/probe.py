@@ -172,7 +172,8 @@ def _ask(client: Client, keys: Mapping[str, PublicKey], facts: Facts,
     facts = replace(facts, edge=_edge(body.get("edge")))
     metrics = _metrics(client.get("/metrics").body)
     mutated = int(metrics.get("codecache_mutated_tags", 0))
-    facts = replace(facts, mutated_tags=("?",) * mutated)
+    refused = int(metrics.get("codecache_refused_tags", 0))
+    facts = replace(facts, mutated_tags=("?",) * mutated, refused_tags=("?",) * refused)
     if "codecache_store_free_bytes" in metrics:
         free, total = metrics["codecache_store_free_bytes"], \
             metrics.get("codecache_store_filesystem_size_bytes", 0.0)

@@ -3,8 +3,10 @@
 Owns which tags are published (new ones that are valid versions matching the package's
 ``tag_pattern``, in version order), building each (export, tarball, sign, file the blob),
 committing them in batches (``_Batch``), moving the package's auto channel to the highest
-new release, and noticing tags that changed after they were published (mutated tags:
-reported in the log and ``state.json``, never republished). One pass is one locked store
+new release, noticing tags that changed after they were published (mutated tags:
+reported in the log and ``state.json``, never republished), and keeping the tags it cannot
+build as they are (refused tags: an unsafe tree, a file it cannot archive) in ``state.json``
+until they build or are gone, so ``status`` and ``check`` show them. One pass is one locked store
 transaction per commit (``writer``); the sync worker records its changes as ``sync``.
 """
 
@@ -31,7 +33,7 @@ from codecache.origin.build import build_release
 from codecache.origin.signer import Signer
 from codecache.origin.sources.base import Source, Tag, release_ref
 from codecache.origin.writer import StoreWriter
-from codecache.store.state import MutatedTag
+from codecache.store.state import MutatedTag, RefusedTag
 from codecache.store.store import Store
 
 log = logging.getLogger("codecache.sync")
@@ -42,6 +44,9 @@ class SyncReport:
     published: list[str] = field(default_factory=list)     # "package version"
     skipped: list[str] = field(default_factory=list)       # "package tag: reason"
     mutated: list[MutatedTag] = field(default_factory=list)
+    refused: list[RefusedTag] = field(default_factory=list)
+    # Per package synced: its new tags that the pass did not try (it ended early).
+    untried: dict[str, set[str]] = field(default_factory=dict)
     serial: int = 0
 
 
@@ -56,6 +61,7 @@ class Syncer:
         self._signer = signer
         self._source = source
         self._warned: set[tuple[str, str]] = set()  # skipped tags already logged as warnings
+        self._refused: dict[tuple[str, str], tuple[str, str]] = {}  # recorded: (source, code)
         self.progress: Callable[[], None] = _nothing  # called before each tag is built
 
     def sync_once(self, only: str | None = None) -> SyncReport:
@@ -87,6 +93,8 @@ class Syncer:
         writer = self._writer
         writer.acting = Actor(SYNC_ACTOR, writer.actor.uid)
         with writer.locked():
+            self._refused = {(r.package, r.version): (r.source, r.code)
+                             for r in self._store.state.load().refused_tags}
             index = writer.load()
             if index is EMPTY:
                 index = writer.commit(index)
@@ -102,6 +110,10 @@ class Syncer:
                     failures.append(err)
                     index = writer.load()   # what it committed before failing stays
             self._record_mutations(report.mutated)
+            self._store.state.settle_refusals(
+                {name: ([r for r in report.refused if r.package == name], untried)
+                 for name, untried in report.untried.items()},
+                [p.name for p in self._config.packages])
             # Even while the source is away: pilots need an index that does not expire.
             index = writer.resign_if_due(index)
             report.serial = index.serial
@@ -155,6 +167,8 @@ class Syncer:
                 log.log(level, "tag skipped package=%s tag=%r: %s", pkg.name, tag.name, reason)
                 continue
             new.append(tag)
+        # Until tried, each new tag keeps what state.json says of it (a refusal).
+        untried = report.untried[pkg.name] = {t.name for t in new}
         if new:
             new = self._source.prepare(pkg, new)
         published: list[str] = []
@@ -170,11 +184,10 @@ class Syncer:
                 except (UpstreamError, ConfigError, StoreError):
                     raise  # the environment, not this tag: end the pass (disk full is exit 3)
                 except CodecacheError as err:
-                    report.skipped.append(f"{pkg.name} {tag.name}: {err}")
-                    log.error("tag not published package=%s tag=%r: %s", pkg.name, tag.name,
-                              err, extra={"package": pkg.name, "version": tag.name,
-                                          "error": str(err)})
+                    untried.discard(tag.name)
+                    self._refuse(pkg, tag, err, report)
                     continue
+                untried.discard(tag.name)
                 batch.tags.append(tag)
                 if is_last or batch.due():
                     self._commit_batch(batch, pkg, published, report)
@@ -184,6 +197,21 @@ class Syncer:
             if batch.tags:
                 self._commit_batch(batch, pkg, published, report)
         return self._auto_move_after_failure(batch.index, pkg, published)
+
+    def _refuse(self, pkg: PackageConfig, tag: Tag, err: CodecacheError,
+                report: SyncReport) -> None:
+        """Tag ``tag`` cannot be built as it is: reported, kept in ``state.json`` (news
+        logged as an error; a refusal already recorded at the same source only at debug
+        level, so a refused tag does not fill the log every pass)."""
+        refused = RefusedTag(pkg.name, tag.name, tag.ref.pin.label, err.code, str(err),
+                             self._writer.now())
+        report.refused.append(refused)
+        report.skipped.append(f"{pkg.name} {tag.name}: {err}")
+        known = self._refused.get((pkg.name, tag.name)) == (refused.source, refused.code)
+        log.log(logging.DEBUG if known else logging.ERROR,
+                "tag not published package=%s tag=%r %s: %s", pkg.name, tag.name,
+                refused.source, err, extra={"package": pkg.name, "version": tag.name,
+                                            "source": refused.source, "error": str(err)})
 
     def _commit_batch(self, batch: _Batch, pkg: PackageConfig, published: list[str],
                       report: SyncReport) -> None:

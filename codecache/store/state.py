@@ -1,9 +1,9 @@
 """The store's local facts, outside the signed index: ``state.json`` and ``replica.json``.
 
 ``StateFile`` is the one owner of ``state.json`` (the highest serial ever accepted, the
-marks of each upstream, the mutated tags): every read, change and write goes through it, so
-its rules (the serial floor only rises, except by the operator's override) live here.
-Changes are made by a writer holding the store's lock; reads never lock.
+marks of each upstream, the mutated tags, the refused tags): every read, change and write
+goes through it, so its rules (the serial floor only rises, except by the operator's
+override) live here. Changes are made by a writer holding the store's lock; reads never lock.
 
 ``replica.json`` holds a replica's lag facts, rewritten by its pull loop after every pull.
 """
@@ -63,12 +63,40 @@ class MutatedTag:
 
 
 @dataclass(frozen=True, slots=True)
+class RefusedTag:
+    """A new tag that the sync worker cannot publish as it is (DESIGN.md §3): its tree has
+    an entry unsafe to extract, or a file it cannot archive. Kept until the tag builds, or
+    is deleted, or names another tree that builds; tried again every pass meanwhile."""
+
+    package: str
+    version: str
+    source: str        # what was refused: ``svn=URL@REV`` or ``git=URL@COMMIT`` (Pin.label)
+    code: str          # the error's code: ``unsafe_tree``, ``unsupported_file``, ...
+    reason: str        # the error's message
+    refused_at: int    # first refused at this source and for this reason
+
+    def record(self) -> dict[str, str | int]:
+        """As ``state.json`` holds it (``status --json`` prints the time as RFC 3339)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_record(cls, raw: Mapping[str, object]) -> RefusedTag:
+        """Raises: KeyError, TypeError: malformed."""
+        refused_at = raw["refused_at"]
+        if not isinstance(refused_at, int):
+            raise TypeError(f"refused_at: {refused_at!r}")
+        return cls(str(raw["package"]), str(raw["version"]), str(raw["source"]),
+                   str(raw["code"]), str(raw["reason"]), refused_at)
+
+
+@dataclass(frozen=True, slots=True)
 class LocalState:
     """Facts about this store that are not part of the signed index."""
 
     highest_serial: int = 0
     mutated_tags: tuple[MutatedTag, ...] = ()
     marks: Mapping[str, Mark] = field(default_factory=dict)   # per upstream (trust.offered)
+    refused_tags: tuple[RefusedTag, ...] = ()
 
 
 class StateFile:
@@ -88,7 +116,9 @@ class StateFile:
             mutated = tuple(MutatedTag.from_fields(m) for m in raw.get("mutated_tags", []))
             marks = {url: Mark(int(m["serial"]), str(m["digest"]))
                      for url, m in raw.get("marks", {}).items()}
-            return LocalState(int(raw.get("highest_serial", 0)), mutated, marks)
+            # A file written before refusals were kept has none.
+            refused = tuple(RefusedTag.from_record(r) for r in raw.get("refused_tags", []))
+            return LocalState(int(raw.get("highest_serial", 0)), mutated, marks, refused)
         except FileNotFoundError:
             return LocalState()
         except (ValueError, TypeError, KeyError, AttributeError) as err:
@@ -104,6 +134,7 @@ class StateFile:
             ],
             "marks": {url: {"serial": m.serial, "digest": m.digest}
                       for url, m in sorted(state.marks.items())},
+            "refused_tags": [r.record() for r in state.refused_tags],
             # The file's shape as before (an empty object where it held unused extras).
             "extra": {},
         }
@@ -144,6 +175,38 @@ class StateFile:
             if announce is not None:
                 announce(news)
             self.save(dataclasses.replace(state, mutated_tags=tuple(known.values())))
+        return news
+
+    def settle_refusals(self, outcomes: Mapping[str, tuple[list[RefusedTag], set[str]]],
+                        configured: Iterable[str]) -> list[RefusedTag]:
+        """A sync pass's refusals: ``outcomes`` maps each package the pass synced to the
+        tags it refused and the versions it left untried (still new, not built: a pass that
+        ended early). A package's refusals become those found plus those of its untried
+        versions; any other of its refusals is settled (published, deleted, or no longer
+        a tag to publish). Packages the pass did not reach keep theirs; packages no longer
+        configured lose theirs. Returns the news (a tag refused for the first time, or at
+        another source or for another reason); saved only when something changed."""
+        state = self.load()
+        names = set(configured)
+        kept: list[RefusedTag] = []
+        news: list[RefusedTag] = []
+        for r in state.refused_tags:
+            if r.package in names and (r.package not in outcomes
+                                       or r.version in outcomes[r.package][1]):
+                kept.append(r)
+        before = {(r.package, r.version): r for r in state.refused_tags}
+        for found, _ in outcomes.values():
+            for r in found:
+                old = before.get((r.package, r.version))
+                if old is not None and (old.source, old.code) == (r.source, r.code):
+                    # The same refusal: when it was first seen stays.
+                    kept.append(dataclasses.replace(r, refused_at=old.refused_at))
+                else:
+                    news.append(r)
+                    kept.append(r)
+        kept.sort(key=lambda r: (r.package, r.version))
+        if tuple(kept) != state.refused_tags:
+            self.save(dataclasses.replace(state, refused_tags=tuple(kept)))
         return news
 
 

@@ -49,6 +49,7 @@ class Metrics:
     blobs_unavailable: Gauge
     memory_bytes: Gauge
     mutated_tags: Gauge
+    refused_tags: Gauge
     store_free: Gauge
     store_size: Gauge
     redirects: Counter        # labels: site, target (DESIGN.md §5)
@@ -312,7 +313,10 @@ def create_metrics(*, generated: Callable[[], float | None], now: Callable[[], f
         memory_bytes=Gauge("codecache_blob_memory_bytes", "Verified blob bytes held in memory "
                            "(all workers)", registry=target, multiprocess_mode="livesum"),
         mutated_tags=Gauge("codecache_mutated_tags",
-                           "Published tags that changed in Subversion afterwards",
+                           "Published tags that changed in their source afterwards",
+                           registry=target, multiprocess_mode="livemostrecent"),
+        refused_tags=Gauge("codecache_refused_tags",
+                           "New tags not published: their tree is unsafe or cannot be archived",
                            registry=target, multiprocess_mode="livemostrecent"),
         store_free=Gauge("codecache_store_free_bytes", "Bytes available to the server on the "
                          "file system of the store", registry=target,

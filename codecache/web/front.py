@@ -122,6 +122,7 @@ class Front:
             return web.Response(body=state.metrics.render(), headers={
                 "Cache-Control": NO_STORE, "Content-Type": CONTENT_TYPE})
         html = render_status_page(state.catalog.index if state.catalog else None,
-                                  state.readiness()[1], state.blob_problems, now=time.time())
+                                  state.readiness()[1], state.blob_problems, now=time.time(),
+                                  refused=state.refused_tags)
         return web.Response(text=html, content_type="text/html",
                             headers={"Cache-Control": "public, max-age=5"})

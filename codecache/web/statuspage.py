@@ -13,11 +13,12 @@ integer key (``heapq.nlargest``); the natural version order is computed for the 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from html import escape
 
 from codecache.core.index import Index, Package, Release, format_time
 from codecache.core.names import version_key
+from codecache.store.state import RefusedTag
 
 RELEASES_SHOWN = 20
 
@@ -37,8 +38,10 @@ _STYLE = (
 
 def render_status_page(index: Index | None, readiness: Mapping[str, object],
                        blob_problems: Mapping[str, str], *, now: float,
-                       releases_shown: int = RELEASES_SHOWN) -> str:
-    """The status page as one HTML document (``readiness``: the ``/readyz`` body)."""
+                       releases_shown: int = RELEASES_SHOWN,
+                       refused: Sequence[RefusedTag] = ()) -> str:
+    """The status page as one HTML document (``readiness``: the ``/readyz`` body;
+    ``refused``: the tags an origin's sync did not publish, from its ``state.json``)."""
     role = _text(readiness.get("role") or "")
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>"
              "<meta name='viewport' content='width=device-width,initial-scale=1'>"
@@ -48,6 +51,8 @@ def render_status_page(index: Index | None, readiness: Mapping[str, object],
     for sha256, reason in sorted(blob_problems.items()):
         parts.append(f"<p class='bad'>blob <code>{escape(sha256)}</code>: "
                      f"{escape(reason)}</p>")
+    if refused:
+        parts.append(_refused(refused))
     if index is None:
         parts.append("<p class='bad'>no verified index yet</p>")
     else:
@@ -130,6 +135,16 @@ def _facts(index: Index | None, readiness: Mapping[str, object], now: float) -> 
                              for k, v in sorted(refusals.items()))
             rows.append(_row("refused indexes", text))
     return f"<div class='scroll'><table class='facts'>{''.join(rows)}</table></div>"
+
+
+def _refused(refused: Sequence[RefusedTag]) -> str:
+    rows = "".join(f"<tr><td>{escape(r.package)}</td><td>{escape(r.version)}</td>"
+                   f"<td>{_when(r.refused_at)}</td><td><code>{escape(r.source)}</code><br>"
+                   f"<span class='bad'>{escape(r.reason)}</span></td></tr>" for r in refused)
+    return ("<h2>tags not published</h2><p class='note'>Their trees cannot be published as "
+            "they are; tried again every sync until the tag names a tree that builds.</p>"
+            "<div class='scroll'><table class='refused'><tr><th>package</th><th>tag</th>"
+            f"<th>since</th><th>source, reason</th></tr>{rows}</table></div>")
 
 
 def _shown(package: Package, limit: int) -> tuple[list[Release], int]:

@@ -24,7 +24,7 @@ from codecache.core.signing import load_trusted_keys
 from codecache.store.edgecache import EdgeCache
 from codecache.store.edgestats import EdgeStats
 from codecache.store.files import file_identity
-from codecache.store.state import PullStatus
+from codecache.store.state import PullStatus, RefusedTag
 from codecache.store.store import Store
 from codecache.store.trusted import read_trusted_index
 from codecache.telemetry.metrics import Metrics, create_metrics
@@ -57,6 +57,8 @@ class StoreView:
         self.confirmed_at: float = 0.0             # last time the index was confirmed current
         self.pull: PullStatus | None = None        # a replica's lag facts
         self.mutated_tags = 0
+        # Tags the origin's sync did not publish (state.json): the status page lists them.
+        self.refused_tags: tuple[RefusedTag, ...] = ()
         self._index_id: tuple[int, int, int] | None = None
         self._history_body: bytes | None = None   # history.json as last read
         self._history_id: tuple[int, int, int] | None = None
@@ -180,7 +182,9 @@ class StoreView:
         identity = file_identity(self.store.state_path)
         if identity != self._state_id:
             self._state_id = identity
-            self.mutated_tags = len(self.store.state.load().mutated_tags)
+            state = self.store.state.load()
+            self.mutated_tags = len(state.mutated_tags)
+            self.refused_tags = state.refused_tags
 
     def _refresh_pull_status(self) -> None:
         identity = file_identity(self.store.pull_status_path)
@@ -206,6 +210,7 @@ class StoreView:
         m.blobs_unavailable.set(len(self.blob_problems))
         m.memory_bytes.set(self.blobs.memory_bytes)
         m.mutated_tags.set(self.mutated_tags)
+        m.refused_tags.set(len(self.refused_tags))
         try:
             disk = shutil.disk_usage(self.store.root)
             m.store_free.set(disk.free)

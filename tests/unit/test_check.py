@@ -248,6 +248,19 @@ def test_mutated_tags_warn_with_their_names() -> None:
     assert "2 mutated tag(s) (not republished" in counted.message
 
 
+def test_refused_tags_warn_with_their_names() -> None:
+    # A tag whose tree cannot be published: what is served is fine, the tag is not.
+    result = assess(origin(refused_tags=("pilot 2.0.0",)), LIMITS)
+    assert result.state is State.WARNING
+    assert "1 refused tag(s): pilot 2.0.0 (not published; codecache status says why)" \
+        in result.message
+    assert perf(result.perfdata, "refused_tags") == "refused_tags=1;0;;0"
+    assert perf(assess(origin(), LIMITS).perfdata, "refused_tags") == "refused_tags=0;0;;0"
+    counted = assess(replica(refused_tags=("?",)), LIMITS)   # from /metrics: only counted
+    assert counted.state is State.WARNING and "1 refused tag(s) (not published" in \
+        counted.message
+
+
 @pytest.mark.parametrize(("free", "state"), [(60, State.OK), (10, State.OK),
                                              (9, State.WARNING), (4, State.CRITICAL)])
 def test_disk_space_of_the_store(free: int, state: State) -> None:

@@ -33,7 +33,7 @@ from codecache.core.index import (
     to_payload,
     yank,
 )
-from codecache.core.pin import svn_pin
+from codecache.core.pin import git_pin, svn_pin
 from codecache.core.signing import canonical_json
 from codecache.core.trust import accept_history
 
@@ -210,6 +210,26 @@ def test_diff_records_a_yank_with_its_reason_and_a_new_channel_without_from() ->
         Change(Action.YANK, "pilot", "1.1", reason="broken")]
     assert diff(old, move_channel(old, "pilot", "rc", "1.1", NOW)) == [
         Change(Action.MOVE, "pilot", "1.1", channel="rc")]
+
+
+def test_a_git_release_is_recorded_with_its_commit_author_as_svn_author() -> None:
+    """DESIGN.md §9: the field keeps its name (old histories still verify); for a git
+    package it holds the tag commit's author, ``Name <email>`` as the index records it."""
+    author = "Ann Example <ann@example.org>"
+    git = dataclasses.replace(release("2.0", author),
+                              source=git_pin("https://git.example.org/p.git", "ab" * 20))
+    old = base()
+    new = add_release(old, "pilot", git)
+    assert to_payload(new)["format"] == 2 and to_payload(old)["format"] == 1
+    assert diff(old, new) == [Change(Action.RELEASE, "pilot", "2.0", svn_author=author)]
+    history = sample(1).append(diff(old, new), time=NOW + 5, actor=RM, serial=200)
+    entry = json.loads(history.render())["entries"][-1]
+    assert entry["svn_author"] == author and set(entry) == set(
+        json.loads(history.render())["entries"][0])     # no new field: same shape as svn
+    assert verify(parse_document(history.render()), history.head) == history
+    imported = import_history(dataclasses.replace(new, serial=9), 0)
+    assert [(e.change.version, e.change.svn_author) for e in imported.entries
+            if e.change.action is Action.RELEASE] == [("1.0", "bob"), ("2.0", author)]
 
 
 def test_resigning_records_nothing() -> None:

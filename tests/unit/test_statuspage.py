@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 
 from codecache.core.index import Channel, Index, Package, Release
 from codecache.core.pin import svn_pin
+from codecache.store.state import RefusedTag
 from codecache.web.statuspage import RELEASES_SHOWN, ago, render_status_page
 
 NOW = 1_000_000
@@ -89,6 +90,18 @@ def test_status_page_escapes_index_content() -> None:
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "<i>x</i>" not in html
     assert "corrupt &lt;x&gt;" in html
+
+
+def test_status_page_lists_the_tags_the_origin_refused_escaped() -> None:
+    refused = RefusedTag("pilot", "2.0.0", "git=file:///srv/p.git@" + "b" * 40, "unsafe_tree",
+                         "unsafe entry name '..' <x>", NOW - 60)
+    assert "tags not published" not in _page()
+    html = render_status_page(_index(), {"status": "ok", "role": "origin"}, {}, now=NOW,
+                              refused=[refused])
+    table = html.split("<table class='refused'>", 1)[1].split("</table>", 1)[0]
+    assert "<td>pilot</td><td>2.0.0</td>" in table
+    assert f"<code>git=file:///srv/p.git@{'b' * 40}</code>" in table
+    assert "unsafe entry name &#x27;..&#x27; &lt;x&gt;" in table
 
 
 def test_status_page_without_an_index() -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+from pathlib import Path
 
 import pytest
 
 from codecache.core.errors import SignatureError
 from codecache.core.index import parse_release_comment, release_comment
-from codecache.core.pin import svn_pin
+from codecache.core.pin import Pin, git_pin, svn_pin
 from codecache.core.signing import (
     SecretKey,
     blake2b_file,
@@ -18,6 +19,7 @@ from codecache.core.signing import (
     sign_prehashed,
 )
 from codecache.core.verify import verify_tarball
+from tests.conftest import run_cli
 
 DATA = b"pilot tarball\n" * 50
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -82,3 +84,23 @@ def test_a_digest_the_caller_has_stands_for_the_bytes_and_is_held_to_the_comment
         verify_tarball(keys, minisig, io.BytesIO(DATA), digest=(SHA, len(DATA) + 1))
     with pytest.raises(SignatureError, match="does not match"):   # still over the bytes
         verify_tarball(keys, minisig, io.BytesIO(DATA + b"!"), digest=(SHA, len(DATA)))
+
+
+@pytest.mark.parametrize("pin", [
+    svn_pin("svn://svn.example.org/repo/pilot/tags/1.0", 7),
+    git_pin("https://git.example.org/pilot.git", "0123456789abcdef" * 2 + "01234567")],
+    ids=["svn", "git"])
+def test_the_verify_command_prints_the_source_it_was_signed_with(
+        pin: Pin, tmp_path: Path) -> None:
+    """``codecache verify`` (the real command) names the source exactly as signed: the
+    Subversion URL@REV or the git URL@COMMIT with the full commit id (DESIGN.md §6)."""
+    secret = generate_key()
+    tarball = tmp_path / "pilot-1.0.tar.gz"
+    tarball.write_bytes(DATA)
+    comment = release_comment("pilot", "1.0", SHA, len(DATA), pin)
+    (tmp_path / "pilot-1.0.tar.gz.minisig").write_text(signed(secret, comment))
+    public = tmp_path / "codecache.pub"
+    public.write_text(secret.public.to_minisign())
+    result = run_cli("verify", str(tarball), "--key", str(public), check=True)
+    assert result.stdout == (f"OK {tarball}: package=pilot version=1.0 sha256={SHA} "
+                             f"{pin.kind}={pin.url}@{pin.id} key={secret.public.keyid}\n")

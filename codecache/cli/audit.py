@@ -15,6 +15,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from codecache.core.trust import verify as verify_index
     from codecache.origin.audit import Auditor  # the rebuild needs only svn and the public keys
     from codecache.origin.sources.chooser import Sources
+    from codecache.origin.sources.git import Git
     from codecache.origin.sources.svn import Svn
     from codecache.store.store import Store
     from codecache.store.trusted import read_trusted_index
@@ -33,7 +34,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
         source = str(store.index_path)
     prefixes = {p.name: p.prefix for p in config.packages}
     print(f"auditing index serial {index.serial} from {source}", flush=True)
-    sources = Sources({"svn": lambda: Svn(config.svn)})
+    # git: a private temporary repository, never the origin's cache (removed with it).
+    sources = Sources({"svn": lambda: Svn(config.svn),
+                       "git": lambda: Git(config.git, None, config.packages)})
     findings = Auditor(sources, keys, prefixes).audit(
         index, args.package, args.release_version,
         report=lambda f: print(f.line(), flush=True))

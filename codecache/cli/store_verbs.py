@@ -43,6 +43,7 @@ def _actor(args: argparse.Namespace) -> Actor:
 def _origin(config: Config, args: argparse.Namespace) -> Origin:
     from codecache.core.signing import load_secret_key, load_trusted_keys
     from codecache.origin.sources.chooser import Sources
+    from codecache.origin.sources.git import Git
     from codecache.origin.sources.svn import Svn
     from codecache.origin.sync import Origin
     from codecache.store.store import Store
@@ -60,8 +61,10 @@ def _origin(config: Config, args: argparse.Namespace) -> Origin:
         seen[secret.public.keyid] = path
     trusted = load_trusted_keys(config.signing.trusted_keys) \
         if config.signing.trusted_keys else {}
-    sources = Sources({"svn": lambda: Svn(config.svn)})
-    return Origin(config, Store(config.store.path), secrets, trusted, sources, _actor(args))
+    store = Store(config.store.path)
+    sources = Sources({"svn": lambda: Svn(config.svn),
+                       "git": lambda: Git(config.git, store.git_dir, config.packages)})
+    return Origin(config, store, secrets, trusted, sources, _actor(args))
 
 
 def cmd_sync(args: argparse.Namespace) -> int:

@@ -1,12 +1,14 @@
-"""The one build rule of a release: Subversion ``URL@REV`` → reproducible ``tar.gz``.
+"""The one build rule of a release: a source reference → reproducible ``tar.gz``.
 
 Owns the step the origin's sync worker publishes with and ``codecache audit`` checks with,
 so the two can never build differently: export a source reference (Subversion ``URL@REV``:
 ``svn export --ignore-externals --native-eol LF``, ``TZ=UTC``; ``sources.base.Source``)
-into a scratch directory, archive it with ``tarball.build_tarball`` under the package's
-prefix with the reference's commit time as every mtime, and return the archive with its
-hashes (DESIGN.md §3). Where the archive goes afterwards (the store, or nowhere) is the
-caller's business.
+into a scratch directory and archive it with ``tarball.build_tarball``, or (git
+``URL@COMMIT``) archive the tree the source reads straight from its repository
+(``Source.tree``) with ``tarball.write_tarball``, the same entry writer; under the
+package's prefix with the reference's commit time as every mtime, and return the archive
+with its hashes (DESIGN.md §3). Where the archive goes afterwards (the store, or nowhere)
+is the caller's business.
 
 With a source that reports its progress (pysvn) the archive is built *behind* the export:
 the export lists the tree first and then names each path once it is complete on disk, and
@@ -21,6 +23,7 @@ anything differs, the tag is exported again and archived after the export.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import logging
@@ -28,12 +31,18 @@ import os
 import shutil
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from codecache.core.errors import StoreError
-from codecache.core.tarball import Sink, TarballInfo, build_tarball, sorted_entries
+from codecache.core.tarball import (
+    Sink,
+    TarballInfo,
+    build_tarball,
+    sorted_entries,
+    write_tarball,
+)
 from codecache.origin.sources.base import Source, SourceRef
 
 log = logging.getLogger("codecache.build")
@@ -63,13 +72,19 @@ def build_release(source: Source, ref: SourceRef, prefix: str, scratch: Path,
     bytes or more and where the size is unknown, not for a bulk import of small tags.
 
     Raises:
-        UpstreamError: the source is unreachable, or (``SvnNotFound``) has no such tree.
+        UpstreamError: the source is unreachable, or (``SourceNotFound``) has no such tree.
         UnsupportedFile: the tree holds a device, fifo or socket.
+        UnsafeTree: the tree holds an entry unsafe to extract (git).
         StoreError: the archive cannot be written (disk full).
     """
     source = source.for_kind(ref.kind)
     tree = scratch / "tree"
     archive = scratch / "archive.tar.gz"
+    read = source.tree(ref)
+    if read is not None:
+        with read as entries:
+            return _write(ref, archive, lambda sink: write_tarball(entries, prefix, ref.time,
+                                                                   sink))
     if source.reports_progress and (expected_size is None or expected_size >= STREAM_FROM):
         built = _build_behind_export(source, ref, prefix, tree, archive)
         if built is not None:
@@ -87,14 +102,26 @@ def _archive(ref: SourceRef, tree: Path, prefix: str, archive: Path,
     Raises:
         UnsupportedFile, StoreError (see ``build_release``).
     """
+    built = _write(ref, archive,
+                   lambda sink: build_tarball(tree, prefix, ref.time, sink, entries))
+    return dataclasses.replace(built, streamed=entries is not None)
+
+
+def _write(ref: SourceRef, archive: Path, write: Callable[[Sink], TarballInfo]) -> Built:
+    """``write`` the archive into ``archive``, hashing the compressed bytes as they are
+    written.
+
+    Raises:
+        StoreError: the archive cannot be written.
+    """
     try:
         with archive.open("wb") as out:
             sink = _Blake2bWriter(out)
-            info = build_tarball(tree, prefix, ref.time, sink, entries)
+            info = write(sink)
     except OSError as err:
         raise StoreError(f"cannot write the tarball of {ref.url}@{ref.id}: "
                          f"{err.strerror}") from err
-    return Built(archive, info, sink.digest.digest(), streamed=entries is not None)
+    return Built(archive, info, sink.digest.digest())
 
 
 def _build_behind_export(source: Source, ref: SourceRef, prefix: str, tree: Path,

@@ -136,9 +136,11 @@ class Syncer:
         if reason is not None:
             raise ConfigError(f"cannot publish {package} {version}: {reason}")
         tag = next((t for t in self._source.list_tags(pkg) if t.name == version), None)
-        if tag is None:
+        # prepared: a git tag's commit fetched, its time and author read
+        ready = [] if tag is None else self._source.prepare(pkg, [tag])
+        if not ready:
             raise ReleaseNotFound(package, version)
-        return self._writer.commit(self._add_tag(index, pkg, tag, move_auto=True))
+        return self._writer.commit(self._add_tag(index, pkg, ready[0], move_auto=True))
 
     def _packages(self, only: str | None) -> list[PackageConfig]:
         if only is None:

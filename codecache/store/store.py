@@ -64,6 +64,9 @@ class Store:
         self.blob_dir = root / "blobs" / "sha256"
         self.signature_dir = root / "signatures"
         self.tmp_dir = root / "tmp"
+        # An origin's git caches, one bare repository per git package (origin.sources.git):
+        # objects fetched to build releases, never served, rebuilt from the server if lost.
+        self.git_dir = root / "git"
         self.lock_path = root / ".lock"
 
     # --- layout ---------------------------------------------------------------------------

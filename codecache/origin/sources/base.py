@@ -12,6 +12,8 @@ made it reads its URL and id. One class per client implements it (``svn_cli``, `
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -19,6 +21,7 @@ from typing import Protocol
 from codecache.core.config import PackageConfig
 from codecache.core.index import Release
 from codecache.core.pin import GIT, SVN, Pin
+from codecache.core.tarball import Entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,17 @@ class Source(abc.ABC):
         """The source that handles references of ``kind`` (a single client: itself;
         ``chooser.Sources``: the one of that kind)."""
         return self
+
+    def tree(self, ref: SourceRef) -> AbstractContextManager[Iterable[Entry]] | None:
+        """The tree ``ref`` names as archive entries in archive order, read straight from
+        the source (git: the commit's tree, never a checkout); None where the source
+        exports into a directory instead (Subversion: ``export``).
+
+        Raises (on entering):
+            UpstreamError: the source is unreachable, or (``SourceNotFound``) has no such
+                tree; UnsafeTree: the tree has an entry unsafe to extract.
+        """
+        return None
 
     @property
     def reports_progress(self) -> bool:

@@ -9,12 +9,14 @@ starts nothing of git and the other way round.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from codecache.core.config import PackageConfig
 from codecache.core.errors import ConfigError
 from codecache.core.pin import GIT, SVN
+from codecache.core.tarball import Entry
 from codecache.origin.sources.base import ExportProgress, Source, SourceRef, Tag
 
 
@@ -44,6 +46,9 @@ class Sources(Source):
 
     def prepare(self, package: PackageConfig, tags: list[Tag]) -> list[Tag]:
         return self.for_kind(package.kind).prepare(package, tags)
+
+    def tree(self, ref: SourceRef) -> AbstractContextManager[Iterable[Entry]] | None:
+        return self.for_kind(ref.kind).tree(ref)
 
     def export(self, ref: SourceRef, destination: Path,
                progress: ExportProgress | None = None) -> None:

@@ -45,7 +45,14 @@ from codecache.core.errors import (
 )
 from codecache.core.history import Entry, History, first_difference
 from codecache.core.history import verify as verify_history
-from codecache.core.index import FORMAT_VERSION, HistoryHead, Index, from_payload, to_payload
+from codecache.core.index import (
+    FORMAT_VERSION,
+    FORMAT_WITH_GIT,
+    HistoryHead,
+    Index,
+    from_payload,
+    to_payload,
+)
 from codecache.core.signing import (
     PublicKey,
     SecretKey,
@@ -115,11 +122,13 @@ def verify(raw: bytes, keys: Mapping[str, PublicKey]) -> SignedIndex:
         payload = verify_document(keys, document, message=message)
     except SignatureError as err:
         raise IndexRefused(Refusal.BAD_SIGNATURE, str(err)) from None
+    # Both formats (DESIGN.md §3: 2 = it holds a git release); whether the format
+    # matches the releases is the payload's own consistency (``from_payload``: malformed).
     fmt = payload.get("format", FORMAT_VERSION)
-    if fmt != FORMAT_VERSION:
+    if type(fmt) is not int or fmt not in (FORMAT_VERSION, FORMAT_WITH_GIT):
         raise IndexRefused(Refusal.UNSUPPORTED_FORMAT,
                            f"index format {fmt!r} is not supported (this version reads "
-                           f"format {FORMAT_VERSION}); upgrade this node")
+                           f"formats {FORMAT_VERSION} and {FORMAT_WITH_GIT}); upgrade this node")
     try:
         index = from_payload(payload)
     except IntegrityError as err:

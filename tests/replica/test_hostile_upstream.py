@@ -205,7 +205,7 @@ def expired(world: World) -> dict[str, Responder]:
 
 
 def unknown_format(world: World) -> dict[str, Responder]:
-    payload = {**good_payload(world), "format": 2, "serial": world.serial + 1}
+    payload = {**good_payload(world), "format": 3, "serial": world.serial + 1}
     return {"/index.json": index(world.publisher.sign_payload(payload))}
 
 

@@ -10,7 +10,9 @@ send what no well-behaved server would.
 
 ``Publisher`` signs index documents with a key the test generates, the way an origin does
 (``trust.sign_index``); blobs are arbitrary bytes whose sha256 and size the release records
-(a replica checks sha256 and size only).
+(a replica checks sha256 and size only). Its releases are Subversion releases, or git ones
+(``git_url`` + ``commit``, the commit author) for the versions a test names: an index that
+holds one is format 2, as an origin writes it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,7 +30,7 @@ from typing import Any
 
 from codecache.core.index import EMPTY, Index, Release, add_release, move_channel, release_comment
 from codecache.core.names import blob_url_path, etag_for
-from codecache.core.pin import svn_pin
+from codecache.core.pin import git_pin, svn_pin
 from codecache.core.signing import SecretKey, generate_key, sign_document, sign_prehashed
 from codecache.core.trust import sign_index
 from tests.replica.conftest import write_replica_config
@@ -247,24 +249,40 @@ class Publisher:
         path.write_text(self.secret.public.to_minisign())
         return path
 
-    def release(self, version: str, data: bytes, date: int = 1_700_000_000) -> Release:
+    def release(self, version: str, data: bytes, date: int = 1_700_000_000, *,
+                git: bool = False) -> Release:
+        """A signed release of ``data``: from Subversion, or (``git``) from a git commit."""
         sha256 = hashlib.sha256(data).hexdigest()
-        svn_url = f"svn://svn.example.org/repo/{self.package}/tags/{version}"
-        comment = release_comment(self.package, version, sha256, len(data),
-                                  svn_pin(svn_url, 1))
+        if git:
+            source = git_pin(f"https://git.example.org/{self.package}.git",
+                             self.commit_of(version))
+            author = "Ann Example <ann@example.org>"
+        else:
+            source = svn_pin(f"svn://svn.example.org/repo/{self.package}/tags/{version}", 1)
+            author = "releasemgr"
+        comment = release_comment(self.package, version, sha256, len(data), source)
         minisig = sign_prehashed(self.secret, hashlib.blake2b(data, digest_size=64).digest(),
                                  comment)
         return Release(version=version, sha256=sha256, size=len(data),
                        tar_sha256=hashlib.sha256(b"tar:" + data).hexdigest(),
-                       source=svn_pin(svn_url, 1), author="releasemgr", date=date, minisig=minisig)
+                       source=source, author=author, date=date, minisig=minisig)
+
+    @staticmethod
+    def commit_of(version: str) -> str:
+        """The commit a git release of ``version`` names: made up, but well-formed."""
+        return hashlib.sha256(version.encode()).hexdigest()[:40]
 
     def make_index(self, serial: int, releases: dict[str, bytes], latest: str, *,
-                   expires_in: int = 3600, generated: int | None = None) -> Index:
-        """An index of ``releases`` (version → tarball bytes), ``channel`` → ``latest``."""
+                   expires_in: int = 3600, generated: int | None = None,
+                   git: Collection[str] = (), dates: Mapping[str, int] | None = None) -> Index:
+        """An index of ``releases`` (version → tarball bytes), ``channel`` → ``latest``;
+        the versions in ``git`` are git releases; ``dates``: commit times by version."""
         now = int(time.time()) if generated is None else generated
         index = EMPTY
         for version, data in releases.items():
-            index = add_release(index, self.package, self.release(version, data))
+            date = (dates or {}).get(version, 1_700_000_000)
+            index = add_release(index, self.package,
+                                self.release(version, data, date, git=version in git))
         index = move_channel(index, self.package, self.channel, latest, now)
         return Index(serial=serial, generated=now, expires=now + expires_in,
                      packages=index.packages)

@@ -95,9 +95,14 @@ def test_any_one_trusted_signature_suffices(key: SecretKey) -> None:
 
 def test_an_unknown_format_is_unsupported(key: SecretKey) -> None:
     payload = json.loads(signed(key, 5).document)["signed"]
+    for unknown in (3, "2", 2.0):
+        payload["format"] = unknown
+        raw = json.dumps(sign_document(key, payload)).encode()
+        assert reason(raw, keys(key), TrustState()) is Refusal.UNSUPPORTED_FORMAT, unknown
+    # Format 2 is known (an index that holds a git release); one without any is malformed.
     payload["format"] = 2
     raw = json.dumps(sign_document(key, payload)).encode()
-    assert reason(raw, keys(key), TrustState()) is Refusal.UNSUPPORTED_FORMAT
+    assert reason(raw, keys(key), TrustState()) is Refusal.MALFORMED
 
 
 def test_expired_is_refused_from_an_upstream_but_read_from_the_store(key: SecretKey) -> None:

@@ -28,6 +28,10 @@ def test_demo_without_serving_syncs_and_prints_status(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "published pilot 1.2.0" in out
+    # The git package beside it (a bare repository read by file://), its source shown.
+    assert "published gitpilot 1.2.0" in out
+    assert re.search(r"release 1\.1\.0 sha256=[0-9a-f]{64} size=\d+ git=file://\S+/gitpilot"
+                     r"\.git@[0-9a-f]{40}\n", out), out
     assert "skipped pilot experimental" in out
     assert "pilot production -> 1.1.0" in out
     assert "channel latest -> 1.2.0" in out
@@ -72,8 +76,12 @@ def test_demo_serves_what_a_pilot_downloads_until_interrupted(tmp_path: Path) ->
                    300, "the demo says Ctrl-C to stop", interval=0.2)
         text = log.read_text()
         assert process.poll() is None, text
-        assert "latest.tar.gz: OK" in text  # the demo's own sha256sum -c
-        assert "Signature and comment signature verified" in text  # and minisign -V
+        # The demo's own sha256sum -c and minisign -V, of the svn and of the git package.
+        assert text.count("latest.tar.gz: OK") == 2
+        assert text.count("Signature and comment signature verified") == 2
+        assert re.search(r"OK latest\.tar\.gz: package=gitpilot version=1\.2\.0 "
+                         r"sha256=[0-9a-f]{64} git=file://\S+/gitpilot\.git@[0-9a-f]{40} ",
+                         text), text
         # The site's pilot (wget --bind-address=127.0.0.2): a 302 from the VIP to the site's
         # edge, which served it (its access line names the site's address).
         edge = re.search(r"  Location: (http://127\.0\.0\.1:\d+)/pilot/production\.tar\.gz", text)

@@ -314,7 +314,7 @@ def _tags(facts: Facts, findings: list[tuple[State, str]], perf: list[str]) -> N
         return   # only an origin's sync sees tags
     for key, tags, advice in (
             ("mutated_tags", facts.mutated_tags, "not republished; make a new tag"),
-            ("refused_tags", facts.refused_tags, "not published; codecache status says why")):
+            ("refused_tags", facts.refused_tags, "not published; the origin's status says why")):
         perf.append(perfdata(key, len(tags), "", warn="0", minimum=0))
         if tags:
             named = [t for t in tags if t != "?"]

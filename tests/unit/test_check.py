@@ -252,7 +252,7 @@ def test_refused_tags_warn_with_their_names() -> None:
     # A tag whose tree cannot be published: what is served is fine, the tag is not.
     result = assess(origin(refused_tags=("pilot 2.0.0",)), LIMITS)
     assert result.state is State.WARNING
-    assert "1 refused tag(s): pilot 2.0.0 (not published; codecache status says why)" \
+    assert "1 refused tag(s): pilot 2.0.0 (not published; the origin's status says why)" \
         in result.message
     assert perf(result.perfdata, "refused_tags") == "refused_tags=1;0;;0"
     assert perf(assess(origin(), LIMITS).perfdata, "refused_tags") == "refused_tags=0;0;;0"

@@ -53,6 +53,7 @@ FINDINGS = [
     (_facts(refused_at={"conflict": NOW}), "two writers or a restored origin"),
     (_facts(refused_at={"bad_signature": NOW}), "upstream index refused"),
     (_facts(role="origin", mutated_tags=("pilot 1.2.0",)), "mutated tag(s)"),
+    (_facts(role="origin", refused_tags=("pilot 2.0.0",)), "refused tag(s)"),
     (_facts(disk_free=1), "store disk"),
     (_facts(readiness=Readiness(Health.DEGRADED, ("odd",))), "degraded: "),
 ]
@@ -69,7 +70,8 @@ def test_every_finding_of_check_is_in_the_runbook_table(facts: Facts, words: str
 
 @pytest.mark.parametrize("mode", ["Replica down", "Origin down", "Subversion down",
                                   "Bad release", "Signature or expiry failure", "Disk full",
-                                  "Mutated tag", "Two writers"])
+                                  "Mutated tag", "Two writers", "Git source down",
+                                  "Refused tag"])
 def test_every_failure_mode_has_a_section(mode: str) -> None:
     assert f"\n## {mode}\n" in RUNBOOK
     section = RUNBOOK.split(f"\n## {mode}\n", 1)[1].split("\n## ", 1)[0]

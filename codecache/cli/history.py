@@ -83,7 +83,7 @@ def _print_history(args: argparse.Namespace, serial: int, history: History | Non
         actor = e.actor if e.uid is None else f"{e.actor} (uid {e.uid})"
         moved = f"{c.from_ or '-'} -> {c.version}" if c.action is Action.MOVE else c.version
         note = f"reason: {c.reason}" if c.reason else \
-            (f"svn author: {c.svn_author}" if c.svn_author else "")
+            (f"author: {c.svn_author}" if c.svn_author else "")   # svn or git (DESIGN §9)
         rows.append((format_time(e.time), actor, c.action.value, c.package, c.channel or "-",
                      moved, str(e.serial), note))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]

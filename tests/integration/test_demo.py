@@ -37,6 +37,9 @@ def test_demo_without_serving_syncs_and_prints_status(tmp_path: Path) -> None:
     assert "channel latest -> 1.2.0" in out
     assert "channel production -> 1.1.0" in out
     assert re.search(r"demo-rm \(uid \d+\)\s+move\s+pilot\s+production\s+- -> 1\.1\.0", out), out
+    # history names a git release's commit author (the JSON's svn_author, DESIGN.md §9).
+    assert re.search(r"release\s+gitpilot\s+-\s+1\.2\.0\s+\d+\s+author: Release Manager "
+                     r"<rm@example\.org>", out), out
     assert not _svnserve_alive(tmp_path / "demo")  # the demo cleans up after itself
 
 

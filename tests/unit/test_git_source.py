@@ -5,6 +5,7 @@ a cache left broken by a kill -9 made again (DESIGN.md §2, §3)."""
 from __future__ import annotations
 
 import logging
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,30 @@ def test_a_cache_broken_by_a_kill_is_made_again_and_its_locks_go(
     assert "not a usable repository" in caplog.text
     assert sorted(p.name for p in caches.iterdir()) == ["pilot.git"]
     build(fresh, repo.url, ready.ref.id, tmp_path / "scratch")
+
+
+def pack_objects(cache: Path) -> list[int]:
+    """The number of objects of each pack of ``cache``, oldest first."""
+    packs = sorted((cache / "objects" / "pack").glob("*.idx"), key=lambda p: p.stat().st_mtime_ns)
+    return [len(subprocess.run(["git", "show-index"], input=idx.read_bytes(), check=True,
+                               capture_output=True).stdout.splitlines()) for idx in packs]
+
+
+def test_a_new_tag_brings_only_what_changed_and_packs_are_merged(
+        repo: GitRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {f"src/m{n}.py": (FILE, f"N = {n}\n".encode()) for n in range(40)}
+    first = repo.commit(repo.tree(files))
+    second = repo.commit(repo.tree({**files, "src/m0.py": (FILE, b"N = 'changed'\n")}),
+                         (first,))
+    git, package = source_of(repo, tmp_path / "caches")
+    cache = tmp_path / "caches" / "pilot.git"
+    git.prepare(package, [tag("n1", repo.url, first)])
+    git.prepare(package, [tag("n2", repo.url, second)])
+    # The first fetch brings the whole tree (40 blobs, 2 trees, the commit); the second,
+    # offered the first commit, little more than the commit, 2 trees and the changed blob.
+    assert pack_objects(cache)[0] == 43 and pack_objects(cache)[1] <= 5
+    monkeypatch.setattr("codecache.origin.sources.git._PACKS_MAX", 2)
+    third = repo.commit(repo.tree({**files, "src/m1.py": (FILE, b"N = 'also'\n")}), (second,))
+    (ready,) = git.prepare(package, [tag("n3", repo.url, third)])
+    assert len(pack_objects(cache)) == 1    # three packs merged into one
+    build(git, repo.url, ready.ref.id, tmp_path / "scratch")

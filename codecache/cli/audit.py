@@ -13,9 +13,9 @@ from codecache.core.errors import AuditMismatch, ConfigError, Exit
 def cmd_audit(args: argparse.Namespace) -> int:
     from codecache.core.signing import load_trusted_keys
     from codecache.core.trust import verify as verify_index
-    from codecache.origin.audit import Auditor  # the rebuild needs only svn and the public keys
+    from codecache.origin.audit import Auditor  # the rebuild needs the sources and public keys
+    from codecache.origin.audit_git import AuditGit
     from codecache.origin.sources.chooser import Sources
-    from codecache.origin.sources.git import Git
     from codecache.origin.sources.svn import Svn
     from codecache.store.store import Store
     from codecache.store.trusted import read_trusted_index
@@ -32,18 +32,19 @@ def cmd_audit(args: argparse.Namespace) -> int:
         store = Store(config.store.path)
         index = read_trusted_index(store, keys, now=time.time()).index
         source = str(store.index_path)
-    prefixes = {p.name: p.prefix for p in config.packages}
     print(f"auditing index serial {index.serial} from {source}", flush=True)
-    # git: a private temporary repository, never the origin's cache (removed with it).
-    sources = Sources({"svn": lambda: Svn(config.svn),
-                       "git": lambda: Git(config.git, None, config.packages)})
-    findings = Auditor(sources, keys, prefixes).audit(
-        index, args.package, args.release_version,
-        report=lambda f: print(f.line(), flush=True))
+    # git: private temporary repositories, never the origin's cache (removed by close).
+    sources = Sources({"svn": lambda: Svn(config.svn), "git": lambda: AuditGit(config.git)})
+    try:
+        findings = Auditor(sources, keys, config.packages).audit(
+            index, args.package, args.release_version,
+            report=lambda f: print(f.line(), flush=True))
+    finally:
+        sources.close()
     failed = [f"{f.package} {f.version}" for f in findings if f.verdict.failed]
     notes = sum(1 for f in findings if not f.verdict.failed and f.verdict.value == "NOTE")
     print(f"audited {len(findings)} release(s): {len(findings) - len(failed)} match "
-          f"Subversion ({notes} with other gzip bytes), {len(failed)} do not")
+          f"their source ({notes} with other gzip bytes), {len(failed)} do not")
     if failed:
         raise AuditMismatch(failed)
     return Exit.OK

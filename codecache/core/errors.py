@@ -169,7 +169,7 @@ class AuditMismatch(IntegrityError):
     code = "audit_mismatch"
 
     def __init__(self, releases: list[str]) -> None:
-        super().__init__(f"{len(releases)} release(s) do not match Subversion: "
+        super().__init__(f"{len(releases)} release(s) do not match their source: "
                          + ", ".join(releases))
         self.releases = releases
 

@@ -1,13 +1,17 @@
-"""``codecache audit``: rebuild releases from Subversion and compare them with what was signed.
+"""``codecache audit``: rebuild releases from their sources and compare them with what was signed.
 
 Owns the audit of a verified index: each release (or a chosen one) is rebuilt from its
-recorded ``svn URL@REV`` by ``build.build_release``, the very step the sync worker
-publishes with, and compared with the signed record. ``tar_sha256`` (the uncompressed tar)
+recorded ``svn URL@REV`` or ``git URL@COMMIT`` by ``build.build_release``, the very step
+the sync worker publishes with, and compared with the signed record. A git release is
+reached with the credentials of the configured package of that name when its ``git_url``
+is the recorded URL; a recorded URL that differs is fetched without credentials, and the
+finding says so (``reach``). ``tar_sha256`` (the uncompressed tar)
 decides, because another zlib may compress the same tar differently (DESIGN.md §3); a
 differing ``sha256`` alone is reported, not failed. Where the gzip bytes are identical,
 every release signature by a trusted key is also checked over the rebuilt bytes, with its
-trusted comment. Needs only public keys and read access to Subversion: it never signs and
-never writes a store (the rebuild happens in a private temporary directory).
+trusted comment. Needs only public keys and read access to the sources: it never signs and
+never writes a store (the rebuild happens in a private temporary directory; a git commit is
+fetched into a private temporary repository, ``audit_git``).
 
 Where the index comes from (the local store or an upstream's ``/index.json``) and how the
 findings are printed is the caller's business (``cli``).
@@ -15,21 +19,24 @@ findings are printed is the caller's business (``cli``).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from codecache.core.config import PackageConfig
 from codecache.core.errors import SignatureError, SourceNotFound, StoreError
 from codecache.core.index import Index, Release
 from codecache.core.names import version_key
+from codecache.core.pin import GIT
 from codecache.core.signing import PublicKey, parse_minisig
 from codecache.core.verify import verify_tarball
 from codecache.origin.build import Built, build_release
-from codecache.origin.sources.base import Source, release_ref
+from codecache.origin.sources.base import Source, Tag, release_ref
 
 log = logging.getLogger("codecache.audit")
 
@@ -37,8 +44,9 @@ log = logging.getLogger("codecache.audit")
 class Verdict(enum.Enum):
     MATCH = "OK"                  # the tar and the gzip bytes are what was signed
     RECOMPRESSED = "NOTE"         # the same tar, other gzip bytes: reported, not failed
-    MISMATCH = "MISMATCH"         # Subversion holds other content than was signed
-    MISSING = "MISSING"           # Subversion has no such path or revision
+    MISMATCH = "MISMATCH"         # the source holds other content than was signed
+    MISSING = "MISSING"           # the source has no such path or revision (git: no ref
+                                  # reaches the commit)
 
     @property
     def failed(self) -> bool:
@@ -76,6 +84,24 @@ def compare(package: str, release: Release, built_sha256: str, built_tar_sha256:
     return finding(Verdict.MATCH, f"tar_sha256 {release.tar_sha256}, sha256 {release.sha256}")
 
 
+def reach(configured: PackageConfig | None, name: str,
+          release: Release) -> tuple[PackageConfig, str]:
+    """The package to reach ``release``'s source with (its URL, its credentials) and what
+    the finding adds about it (pure).
+
+    A git release gets the configured package's credentials only where its ``git_url`` is
+    the recorded URL: a token for one server is never sent to another.
+    """
+    pin = release.source
+    if pin.kind != GIT:
+        return configured or PackageConfig(name, svn_url=pin.url), ""
+    if configured is not None and configured.git_url == pin.url:
+        return configured, ""
+    note = "" if configured is None else \
+        "fetched from the recorded URL without credentials: the configured git_url differs"
+    return PackageConfig(name, git_url=pin.url), note
+
+
 def check_signatures(package: str, release: Release, built: Built,
                      keys: Mapping[str, PublicKey]) -> list[str]:
     """Problems of the release's signatures by trusted keys, checked over the rebuilt bytes."""
@@ -94,13 +120,14 @@ def check_signatures(package: str, release: Release, built: Built,
 
 
 class Auditor:
-    """Rebuilds releases from one source; ``prefixes``: tar prefix per package."""
+    """Rebuilds releases from ``source``; ``packages``: the configured ones (tar prefix,
+    credentials)."""
 
     def __init__(self, source: Source, keys: Mapping[str, PublicKey],
-                 prefixes: Mapping[str, str], scratch_parent: Path | None = None) -> None:
+                 packages: Iterable[PackageConfig], scratch_parent: Path | None = None) -> None:
         self._source = source
         self._keys = keys
-        self._prefixes = prefixes
+        self._packages = {p.name: p for p in packages}
         self._scratch_parent = scratch_parent
 
     def audit(self, index: Index, package: str | None = None, version: str | None = None,
@@ -109,7 +136,8 @@ class Auditor:
 
         Raises:
             PackageNotFound, ReleaseNotFound: the selection names nothing.
-            SvnError: Subversion cannot be reached (``SvnNotFound`` is a finding, not raised).
+            UpstreamError: a source cannot be reached (``SourceNotFound`` is a finding, not
+                raised).
             StoreError: the rebuild cannot be written to the temporary directory.
         """
         findings = []
@@ -123,15 +151,26 @@ class Auditor:
 
     def audit_release(self, package: str, release: Release) -> Finding:
         """Rebuild one release and judge it (see ``audit``)."""
+        configured = self._packages.get(package)
+        reached, note = reach(configured, package, release)
+        finding = self._rebuild(package, release, reached,
+                                configured.prefix if configured is not None else package)
+        if note:
+            finding = dataclasses.replace(finding, detail=f"{finding.detail}; {note}")
+        return finding
+
+    def _rebuild(self, package: str, release: Release, reached: PackageConfig,
+                 prefix: str) -> Finding:
         try:
             scratch = Path(tempfile.mkdtemp(prefix="codecache-audit-", dir=self._scratch_parent))
         except OSError as err:
             raise StoreError(f"cannot create a temporary directory: {err.strerror}") from err
         try:
+            ref = release_ref(release)
             try:
-                built = build_release(self._source, release_ref(release),
-                                      self._prefixes.get(package, package), scratch,
-                                      release.size)
+                # git: the commit fetched from its URL with ``reached``'s credentials
+                self._source.prepare(reached, [Tag(release.version, ref)])
+                built = build_release(self._source, ref, prefix, scratch, release.size)
             except SourceNotFound as err:
                 return Finding(package, release.version, _where(release), Verdict.MISSING,
                                f"not in its source: {err}")

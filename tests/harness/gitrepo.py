@@ -122,14 +122,31 @@ _GIT_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "GIT_CONFIG_NOSYSTEM": "1",
 
 
 @contextlib.contextmanager
-def served(base: Path) -> Iterator[str]:
+def served(base: Path, *, v0_only: bool = False) -> Iterator[str]:
     """``git daemon --export-all`` over ``base`` on a free loopback port: the URL prefix
-    (``git://127.0.0.1:PORT``; a repository ``base/NAME`` is ``PREFIX/NAME``)."""
+    (``git://127.0.0.1:PORT``; a repository ``base/NAME`` is ``PREFIX/NAME``).
+
+    ``v0_only``: the daemon's ``upload-pack`` never hears the client ask for protocol v2
+    (a ``git`` first on the daemon's PATH unsets ``GIT_PROTOCOL``), as a server before git
+    2.18 or with v2 off: it then refuses any commit that no ref points to, where v2 hands
+    out any object it has. The daemon runs as ``git-daemon`` itself there: started as
+    ``git daemon`` it would find git's own directory first on its PATH.
+    """
+    env, daemon = dict(_GIT_ENV), [require("git"), "daemon"]
+    if v0_only:
+        shim = base.parent / f"{base.name}-v0-shim"
+        shim.mkdir(exist_ok=True)
+        (shim / "git").write_text(f'#!/bin/sh\nunset GIT_PROTOCOL\nexec {require("git")} "$@"\n')
+        (shim / "git").chmod(0o755)
+        env["PATH"] = f"{shim}:{env['PATH']}"
+        exec_path = subprocess.run([require("git"), "--exec-path"], capture_output=True,
+                                   text=True, check=True).stdout.strip()
+        daemon = [f"{exec_path}/git-daemon"]
     port = free_port()
     process = subprocess.Popen(
-        [require("git"), "daemon", "--export-all", "--reuseaddr", "--informative-errors",
+        [*daemon, "--export-all", "--reuseaddr", "--informative-errors",
          f"--base-path={base}", "--listen=127.0.0.1", f"--port={port}"],
-        env=_GIT_ENV, stderr=subprocess.DEVNULL)
+        env=env, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port)
         yield f"git://127.0.0.1:{port}"

@@ -133,7 +133,7 @@ def test_audit_passes_on_an_honest_store(site: AuditSite) -> None:
     lines = result.stdout.splitlines()
     assert any(line.startswith(f"OK {PACKAGE} 1.0.0 svn://") for line in lines), lines
     assert any(line.startswith(f"OK {PACKAGE} 1.2.0 svn://") for line in lines), lines
-    assert "audited 2 release(s): 2 match Subversion" in result.stdout
+    assert "audited 2 release(s): 2 match their source" in result.stdout
     assert result.stderr.count("codecache: error") == 0
 
 

@@ -107,6 +107,7 @@ NOT_FOUND = [
     "error: Server does not allow request for unadvertised object 0123456789abcdef0123456789a"
     "bcdef01234567\n",
     "ERROR: Repository not found.\nfatal: Could not read from remote repository.\n",
+    "fatal: remote error: access denied or repository not exported: /p.git\n",
 ]
 FAILED = [
     "fatal: unable to access 'https://h/p.git/': Failed to connect to h port 443 after 0 ms: "
@@ -116,7 +117,7 @@ FAILED = [
     "git@127.0.0.1: Permission denied (publickey).\nfatal: Could not read from remote "
     "repository.\n",
     "fatal: unable to access 'https://h/p.git/': server certificate verification failed.\n",
-    "fatal: remote error: access denied or repository not exported: /p.git\n",
+    "fatal: unable to access 'https://h/p.git/': The requested URL returned error: 403\n",
 ]
 
 

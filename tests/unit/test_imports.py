@@ -42,7 +42,7 @@ MODULES: dict[str, tuple[tuple[str, ...], ...]] = {
                ("sources.svn_access", "sources.git_access", "sources.git_tree"),
                ("sources.svn_cli", "sources.pysvn", "sources.git"), ("sources.svn",),
                ("sources.chooser",),
-               ("build",),
+               ("build", "audit_git"),
                ("signer",), ("writer",), ("syncer", "audit"), ("service",), ("sync",)),
     "replica": (("history_mirror", "fetcher", "record", "held", "edgekeep"),
                 ("puller", "edgefill")),

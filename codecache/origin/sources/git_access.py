@@ -52,13 +52,14 @@ _KEPT_GIT_ENV = re.compile(r"GIT_(SSL_\w+|PROXY_\w+|HTTP_PROXY_AUTHMETHOD|HTTP_U
 _DROPPED_ENV = frozenset({"SSH_ASKPASS", "LANGUAGE", "LC_MESSAGES"})
 
 # stderr of a git that reached its server and was told the thing is not there (git's own
-# wording, LC_ALL=C): smart http 404, git daemon/ssh/file without that repository, a ref
-# or commit the server does not have (or will not hand out: protocol v0 without
-# allowAnySHA1InWant; the audit then looks for the commit through the refs).
+# wording, LC_ALL=C): smart http 404, git daemon/ssh/file without that repository (git
+# daemon has no authentication: its "access denied or repository not exported" means not
+# exported, i.e. not there), a ref or commit the server does not have (or will not hand
+# out: protocol v0 without allowAnySHA1InWant; the audit then looks through the refs).
 _NOT_FOUND = re.compile(
     r"repository '[^']*' not found|repository not found|does not appear to be a git "
     r"repository|couldn't find remote ref|not our ref|unknown object|no such remote ref|"
-    r"does not allow request for unadvertised object|"
+    r"does not allow request for unadvertised object|repository not exported|"
     r"remote error: .*(?:no such repository|not found)", re.IGNORECASE)
 # A userinfo with a password in any URL git prints (git_url cannot carry one, but a
 # redirect target or a recorded URL might).

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -114,10 +115,15 @@ def test_a_tree_with_an_unsafe_entry_is_refused(
 
 
 def test_a_symlink_whose_target_is_not_utf8_is_refused(repo: GitRepo, tmp_path: Path) -> None:
-    commit = repo.commit(repo.raw_tree([(SYMLINK, b"link", repo.put("blob", b"caf\xe9"))]))
+    # Found while archiving, with more blobs asked for than the pipe holds: the cat-file
+    # process and its feeder end with the refusal.
+    files = [(FILE, f"a{n}".encode(), repo.put("blob", bytes([n]) * 70_000)) for n in range(9)]
+    link = (SYMLINK, b"0link", repo.put("blob", b"caf\xe9"))
+    commit = repo.commit(repo.raw_tree([link, *files]))
     git, _ = source_of(repo, tmp_path / "caches")
     with pytest.raises(UnsafeTree, match="not UTF-8"):
         build(git, repo.url, commit, tmp_path / "scratch")
+    assert not [t for t in threading.enumerate() if t.name in ("git-cat-file", "gzip")]
 
 
 def tag(name: str, url: str, oid: str) -> Tag:

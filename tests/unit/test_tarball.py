@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from codecache.core.errors import CodecacheError, UnsupportedFile
-from codecache.core.tarball import TarballInfo, build_tarball
+from codecache.core.tarball import DIRECTORY, Entry, TarballInfo, build_tarball, write_tarball
 
 MTIME = 1_700_000_000
 FILES = {
@@ -232,4 +232,14 @@ def test_a_refused_entry_after_large_files_leaves_no_thread(tmp_path: Path) -> N
     os.mkfifo(big / "zz-pipe")
     with pytest.raises(UnsupportedFile, match="zz-pipe"):
         archive(big)
+    assert not [t for t in threading.enumerate() if t.name == "gzip"]
+
+
+@pytest.mark.parametrize("paths", [["", "b", "a"], ["", "a", "a"], ["a"], ["", "a", "", "b"]])
+def test_entries_out_of_archive_order_are_refused(paths: list[str]) -> None:
+    # A source hands its entries in the archive's order, top directory first (git_tree
+    # sorts them); anything else is a bug that would change the bytes: refused, no thread.
+    entries = [Entry(p, DIRECTORY) for p in paths]
+    with pytest.raises(ValueError, match="out of order"):
+        write_tarball(entries, "p", MTIME, io.BytesIO())
     assert not [t for t in threading.enumerate() if t.name == "gzip"]

@@ -71,6 +71,10 @@ def test_tags_are_listed_peeled_and_prepared_with_committer_time_and_author(
     caplog.clear()
     git.prepare(package, [listed["p-tree"]])
     assert not caplog.records
+    # Two tags of one commit: each builds (the second from the cache, as it is).
+    for n, ready_tag in enumerate(ready):
+        (tmp_path / f"s{n}").mkdir()
+        build_release(git, ready_tag.ref, "p", tmp_path / f"s{n}")
 
 
 def tree_with(repo: GitRepo, name: bytes, kind: str) -> str:

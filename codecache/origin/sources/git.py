@@ -67,6 +67,8 @@ class Git(Source):
         self._config = config
         self._caches = caches
         self._packages = {p.git_url: p for p in packages if p.git_url}
+        self._accesses: dict[str, GitAccess] = {}   # package name -> its access, made once
+        # (URL, commit) -> the cache holding it, from ``prepare`` until its tree is read
         self._ready: dict[tuple[str, str], tuple[GitAccess, Path]] = {}
         self._warned: set[tuple[str, str]] = set()   # (package, tag) logged as not a commit
 
@@ -123,7 +125,7 @@ class Git(Source):
             if kind != "commit":
                 raise GitError(f"{ref.pin.label}: a {kind}, not a commit")
             self._ready[(ref.url, ref.id)] = (access, repo)
-        access, repo = self._ready[(ref.url, ref.id)]
+        access, repo = self._ready.pop((ref.url, ref.id))
         with commit_entries(repo, ref.id, access.env(), ref.pin.label) as entries:
             yield entries
 
@@ -151,27 +153,33 @@ class Git(Source):
         return {oid: kind for oid, kind in kinds.items() if kind is not None}
 
     def _cache(self, package: PackageConfig, access: GitAccess) -> Path:
-        """The package's bare cache repository: usable, else made (again)."""
+        """The package's bare cache repository: usable, else made (again).
+
+        Raises:
+            GitError: it cannot be made (the disk, permissions).
+        """
         root = self._root()
         path = root / f"{package.name}.git"
-        if path.exists():
-            if _usable(access, path):
-                return path
-            log.warning("git cache %s is not a usable repository: made again", path,
-                        extra={"package": package.name})
-            shutil.rmtree(path)
-        for leftover in root.glob(f".{package.name}.git.*"):   # a creation killed mid-way
-            shutil.rmtree(leftover, ignore_errors=True)
-        scratch = Path(tempfile.mkdtemp(prefix=f".{package.name}.git.", dir=root))
-        access.run(["init", "--quiet", "--bare", str(scratch)])
-        # Nothing in the cache is referenced: no gc or maintenance may prune what a pass
-        # fetched before it is built.
-        # Every fetch one pack (not loose objects), merged once there are many (``_keep``).
-        for key, value in (("gc.auto", "0"), ("maintenance.auto", "false"),
-                           ("fetch.unpackLimit", "1")):
-            access.run(["config", key, value], cwd=scratch)
-        scratch.chmod(0o755)
-        scratch.rename(path)
+        if path.exists() and _usable(access, path):
+            return path
+        try:
+            if path.exists():
+                log.warning("git cache %s is not a usable repository: made again", path,
+                            extra={"package": package.name})
+                shutil.rmtree(path)
+            for leftover in root.glob(f".{package.name}.git.*"):   # a creation killed
+                shutil.rmtree(leftover, ignore_errors=True)
+            scratch = Path(tempfile.mkdtemp(prefix=f".{package.name}.git.", dir=root))
+            access.run(["init", "--quiet", "--bare", str(scratch)])
+            # No automatic gc or maintenance (a detached one would outlive the step): every
+            # fetch makes one pack (not loose objects), merged once there are many (_keep).
+            for key, value in (("gc.auto", "0"), ("maintenance.auto", "false"),
+                               ("fetch.unpackLimit", "1")):
+                access.run(["config", key, value], cwd=scratch)
+            scratch.chmod(0o755)
+            scratch.rename(path)
+        except OSError as err:
+            raise GitError(f"cannot make the git cache {path}: {err.strerror}") from err
         return path
 
     def _root(self) -> Path:
@@ -193,7 +201,9 @@ class Git(Source):
         return PackageConfig(name=name, git_url=url)
 
     def _access(self, package: PackageConfig) -> GitAccess:
-        return GitAccess(self._config, package)
+        if package.name not in self._accesses:
+            self._accesses[package.name] = GitAccess(self._config, package)
+        return self._accesses[package.name]
 
 
 def parse_ls_remote(url: str, out: bytes) -> list[Tag]:

@@ -63,7 +63,7 @@ def _origin(config: Config, args: argparse.Namespace) -> Origin:
         if config.signing.trusted_keys else {}
     store = Store(config.store.path)
     sources = Sources({"svn": lambda: Svn(config.svn),
-                       "git": lambda: Git(config.git, store.git_dir, config.packages)})
+                       "git": lambda: Git(config.git, store.git_dir)})
     return Origin(config, store, secrets, trusted, sources, _actor(args))
 
 

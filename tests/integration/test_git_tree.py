@@ -78,7 +78,7 @@ def test_the_tarball_is_the_commit_tree_as_git_gives_it(
         caplog: pytest.LogCaptureFixture) -> None:
     repo, url, top = served_repo
     package = PackageConfig(name="pilot", git_url=url)
-    git = Git(GitConfig(timeout=30), tmp_path / "caches", [package])
+    git = Git(GitConfig(timeout=30), tmp_path / "caches")
     caplog.set_level(logging.INFO, logger="codecache.git")
     (tag,) = git.prepare(package, git.list_tags(package))
     assert (tag.name, tag.ref.id, tag.ref.time) == ("2.0", top, TOP)

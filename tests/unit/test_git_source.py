@@ -42,7 +42,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> GitRepo:
 
 def source_of(repo: GitRepo, caches: Path) -> tuple[Git, PackageConfig]:
     package = PackageConfig(name="pilot", git_url=repo.url)
-    return Git(GitConfig(timeout=20), caches, [package]), package
+    return Git(GitConfig(timeout=20), caches), package
 
 
 def test_tags_are_listed_peeled_and_prepared_with_committer_time_and_author(
@@ -67,14 +67,14 @@ def test_tags_are_listed_peeled_and_prepared_with_committer_time_and_author(
     assert len(skipped) == 2
     assert "tag='p-blob': it names a blob, not a commit" in skipped[0]
     assert "tag='p-tree': it names a tree, not a commit" in skipped[1]
+    # Two tags of one commit: each builds.
+    for n, ready_tag in enumerate(ready):
+        (tmp_path / f"s{n}").mkdir()
+        build_release(git, ready_tag.ref, "p", tmp_path / f"s{n}")
     # Warned once per process: the tag is new again at every pass.
     caplog.clear()
     git.prepare(package, [listed["p-tree"]])
     assert not caplog.records
-    # Two tags of one commit: each builds (the second from the cache, as it is).
-    for n, ready_tag in enumerate(ready):
-        (tmp_path / f"s{n}").mkdir()
-        build_release(git, ready_tag.ref, "p", tmp_path / f"s{n}")
 
 
 def tree_with(repo: GitRepo, name: bytes, kind: str) -> str:
@@ -89,8 +89,11 @@ def tree_with(repo: GitRepo, name: bytes, kind: str) -> str:
 
 
 def build(git: Git, url: str, commit: str, scratch: Path) -> None:
+    """Prepare the commit (as the sync does) and build it."""
+    (ready,) = git.prepare(PackageConfig(name="pilot", git_url=url), [tag("b", url, commit)])
+    assert ready.ref == SourceRef("git", url, commit, 1_700_000_000, AUTHOR)
     scratch.mkdir()
-    build_release(git, SourceRef("git", url, commit, 1_700_000_000, AUTHOR), "p", scratch)
+    build_release(git, ready.ref, "p", scratch)
 
 
 # (An empty name, or a tree entry that is a blob, cannot be had: git's pack-objects refuses

@@ -37,7 +37,7 @@ def test_the_reference_commit_gives_the_same_bytes(tmp_path: Path, annotated: bo
     repo.tag("1.0", repo.commit(tree, time=reftree.MTIME, author_time=12345),
              annotated=annotated)
     package = PackageConfig(name="ref", git_url=repo.url)
-    git = Git(GitConfig(), tmp_path / "caches", [package])
+    git = Git(GitConfig(), tmp_path / "caches")
     (tag,) = git.prepare(package, git.list_tags(package))
     assert tag.ref.time == reftree.MTIME
     (tmp_path / "scratch").mkdir()

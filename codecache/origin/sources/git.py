@@ -16,8 +16,8 @@ whole (initialised under a temporary name, then renamed), its stale lock files r
 before a fetch (a ``kill -9`` leaves them; the store's lock makes this process the only
 user), and removed and created again when it is not a usable repository. Its only refs
 name the commits it fetched (``refs/codecache/ID``), so the next fetch brings only what
-changed; nothing in it is needed again once a release is built. Where no cache directory
-is given (``audit``), a private temporary one is used and removed with the source.
+changed; nothing in it is needed again once a release is built. (``audit`` never uses it:
+``origin.audit_git``.)
 
 Every git process goes through ``git_access.GitAccess`` (environment, credentials, the
 ``[git] timeout`` of network steps, errors).
@@ -26,13 +26,11 @@ Every git process goes through ``git_access.GitAccess`` (environment, credential
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import re
 import shutil
 import tempfile
-import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
@@ -55,20 +53,14 @@ _PACKS_MAX = 50   # one pack per fetch; object lookups slow down with many
 
 
 class Git(Source):
-    """git through the ``git`` command, one bare cache repository per package.
+    """git through the ``git`` command, one bare cache repository per package in
+    ``caches`` (``{store}/git``)."""
 
-    ``caches``: the directory of the caches (``{store}/git``); None: a private temporary
-    one. ``packages``: the configured packages, whose credentials fetch a commit asked for
-    by URL (``tree`` of a reference no ``prepare`` made ready: ``audit``, a publish).
-    """
-
-    def __init__(self, config: GitConfig, caches: Path | None,
-                 packages: Sequence[PackageConfig] = ()) -> None:
+    def __init__(self, config: GitConfig, caches: Path) -> None:
         self._config = config
         self._caches = caches
-        self._packages = {p.git_url: p for p in packages if p.git_url}
         self._accesses: dict[str, GitAccess] = {}   # package name -> its access, made once
-        # (URL, commit) -> the cache holding it, from ``prepare`` until its tree is read
+        # (URL, commit) -> the cache holding it: the commits of the last ``prepare``
         self._ready: dict[tuple[str, str], tuple[GitAccess, Path]] = {}
         self._warned: set[tuple[str, str]] = set()   # (package, tag) logged as not a commit
 
@@ -87,6 +79,7 @@ class Git(Source):
         kinds = self._fetched(access, repo, [tag.ref.id for tag in tags])
         commits = [oid for oid, kind in kinds.items() if kind == "commit"]
         stamps = _commit_stamps(access, repo, commits)
+        self._ready = {}   # the previous package's tags are built by now
         ready = []
         for tag in tags:
             kind = kinds[tag.ref.id]
@@ -116,16 +109,11 @@ class Git(Source):
 
     @contextmanager
     def _tree(self, ref: SourceRef) -> Iterator[Iterable[Entry]]:
-        """The entries of ``ref``'s commit (fetched first if no ``prepare`` did it)."""
+        """The entries of ``ref``'s commit, made ready by the last ``prepare``."""
         if (ref.url, ref.id) not in self._ready:
-            package = self._package_of(ref.url)
-            access = self._access(package)
-            repo = self._cache(package, access)
-            kind = self._fetched(access, repo, [ref.id])[ref.id]
-            if kind != "commit":
-                raise GitError(f"{ref.pin.label}: a {kind}, not a commit")
-            self._ready[(ref.url, ref.id)] = (access, repo)
-        access, repo = self._ready.pop((ref.url, ref.id))
+            raise GitError(f"{ref.pin.label}: not fetched (a tag is prepared before it is "
+                           "built)")
+        access, repo = self._ready[(ref.url, ref.id)]
         with commit_entries(repo, ref.id, access.env(), ref.pin.label) as entries:
             yield entries
 
@@ -183,22 +171,11 @@ class Git(Source):
         return path
 
     def _root(self) -> Path:
-        if self._caches is None:
-            self._caches = Path(tempfile.mkdtemp(prefix="codecache-git-"))
-            weakref.finalize(self, shutil.rmtree, self._caches, ignore_errors=True)
         try:
             self._caches.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise GitError(f"cannot create {self._caches}: {err.strerror}") from err
         return self._caches
-
-    def _package_of(self, url: str) -> PackageConfig:
-        """The configured package of ``url`` (its credentials), else one without any."""
-        found = self._packages.get(url)
-        if found is not None:
-            return found
-        name = "url-" + hashlib.sha256(url.encode()).hexdigest()[:16]
-        return PackageConfig(name=name, git_url=url)
 
     def _access(self, package: PackageConfig) -> GitAccess:
         if package.name not in self._accesses:

@@ -1,8 +1,9 @@
 """The git side of the config: ``[git]`` and a package's ``git_*`` keys (DESIGN.md §7).
 
 Owns what makes a ``git_url`` acceptable: an ``https``, ``http``, ``ssh``, ``git`` or
-``file`` URL with no password and no whitespace (the URL is signed into the public index
-exactly as written, so a secret in it would be published), a ``git_token_file`` only with
+``file`` URL with no password and no whitespace, and a user name only in an ssh URL (the URL
+is signed into the public index exactly as written, so a secret in it would be published;
+a forge takes a token as an https user name too), a ``git_token_file`` only with
 https (the token is the password of ``git_user``, sent only over TLS), a ``git_ssh_key``
 only with ssh. The credentials themselves are read where they are used, never here.
 """
@@ -52,6 +53,12 @@ def check_git_url(url: str, key: str) -> str:
     if userinfo is not None and (":" in userinfo or not _USER.fullmatch(userinfo)):
         raise ConfigError(f"{key}: the URL carries a password or a malformed user; it would "
                           "be signed into the public index (use git_token_file)")
+    if userinfo is not None and scheme != "ssh":
+        # A forge takes a token as the user name too (https://TOKEN@host/...): only ssh
+        # URLs name a user (ssh://git@host/...); for https that is git_user.
+        raise ConfigError(f"{key}: a user name in a {scheme}:// URL could be a token and "
+                          "would be signed into the public index (https: use git_user and "
+                          "git_token_file)")
     if scheme == "file":
         if match["host"] or userinfo is not None or not match["path"]:
             raise ConfigError(f"{key}: expected file:///absolute/path, got {url!r}")

@@ -244,9 +244,10 @@ def test_a_bad_token_fails_its_package_alone_and_the_next_sync_catches_up(
 
 @pytest.mark.parametrize(("keys", "message"), [
     ({"git_url": f"https://{USER}:{TOKEN}@127.0.0.1:1/p.git"}, "password"),
+    ({"git_url": f"https://{TOKEN}@127.0.0.1:1/p.git"}, "user name"),
     ({"git_url": "https://127.0.0.1:1/p .git"}, "whitespace"),
     ({"git_url": "http://127.0.0.1:1/p.git", "git_token_file": "token"}, "only over https"),
-], ids=["password", "whitespace", "token-over-http"])
+], ids=["password", "token-as-user", "whitespace", "token-over-http"])
 def test_a_git_url_that_would_publish_or_leak_a_secret_is_a_config_error(
         world: World, tmp_path: Path, keys: dict[str, str], message: str) -> None:
     origin = git_origin(world, tmp_path / "origin", [{"name": "p", **keys}])

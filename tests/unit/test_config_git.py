@@ -42,6 +42,9 @@ def test_accepted_git_urls_are_kept_exactly_as_written(tmp_path: Path, url: str)
 @pytest.mark.parametrize(("url", "message"), [
     ("https://user:secret@git.example.org/p.git", "password"),
     ("https://:secret@git.example.org/p.git", "password"),
+    ("https://ghp_0123456789abcdef@github.com/p.git", "user name in a https"),
+    ("http://deploy@git.example.org/p.git", "user name in a http"),
+    ("git://anon@git.example.org/p.git", "user name in a git"),
     ("https://git.example.org/p .git", "whitespace"),
     ("https://git.example.org/p.git\n", "whitespace"),
     ("git@git.example.org:pilot3.git", "scp-like"),

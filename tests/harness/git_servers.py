@@ -7,6 +7,10 @@ auth), and one named fake for a fault that cannot be made real (``git daemon``:
   it speaks https; with ``users`` it asks for basic auth. It passes no ``Git-Protocol``
   header, so clients speak protocol v0 (stateless): commits reachable from a ref are handed
   out by id, others are refused ("not our ref").
+* ``ssh_server``: a real ``sshd`` on a free loopback port with its own host key and one
+  user key (the test runner's own account runs ``git-upload-pack``); as root it runs in a
+  private mount namespace whose ``/run`` is its own, so the privilege separation directory
+  it needs is made there and not on the machine.
 * ``silent_server`` (a FAKE, named as such): a socket that accepts connections and never
   answers, the hung server no real one can be made into.
 """
@@ -14,12 +18,14 @@ auth), and one named fake for a fault that cannot be made real (``git daemon``:
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import signal
 import socket
 import subprocess
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.harness.binaries import require
@@ -121,6 +127,69 @@ def http_backend(root: Path, prefix: Path, *, tls: LocalCa | None = None,
         with contextlib.suppress(ProcessLookupError):
             os.killpg(wrapper.pid, signal.SIGTERM)
         _stop(wrapper)
+
+
+_SSHD_CONF = """\
+Port {port}
+ListenAddress 127.0.0.1
+HostKey {directory}/host_key
+AuthorizedKeysFile {directory}/authorized_keys
+PidFile {directory}/sshd.pid
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin prohibit-password
+LogLevel ERROR
+"""
+
+
+@dataclass(frozen=True)
+class SshServer:
+    port: int
+    user: str             # the account the key logs into (this test run's own)
+    key: Path             # the user's private key (authorized)
+    other_key: Path       # a private key the server does not know
+    known_hosts: Path     # the server's host key, for the client's UserKnownHostsFile
+
+    def url(self, repository: Path) -> str:
+        return f"ssh://{self.user}@127.0.0.1:{self.port}{repository}"
+
+    def ssh_command(self) -> str:
+        """A ``GIT_SSH_COMMAND`` an operator would set: no user ssh config, this known_hosts."""
+        return (f"ssh -F /dev/null -o UserKnownHostsFile={self.known_hosts} "
+                "-o StrictHostKeyChecking=yes")
+
+
+@contextlib.contextmanager
+def ssh_server(directory: Path) -> Iterator[SshServer]:
+    """A real ``sshd`` on loopback that lets ``key`` (made here) in."""
+    sshd, keygen = require("sshd"), require("ssh-keygen")
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("host_key", "user_key", "other_key"):
+        subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", name,
+                        "-f", str(directory / name)], check=True, capture_output=True)
+    (directory / "authorized_keys").write_text((directory / "user_key.pub").read_text())
+    port = free_port()
+    host_key = (directory / "host_key.pub").read_text().split()[:2]
+    (directory / "known_hosts").write_text(f"[127.0.0.1]:{port} {' '.join(host_key)}\n")
+    conf = directory / "sshd_config"
+    conf.write_text(_SSHD_CONF.format(port=port, directory=directory))
+    command = [sshd, "-D", "-e", "-f", str(conf)]
+    if os.geteuid() == 0:   # sshd needs /run/sshd: made in a /run of its own
+        command = [require("unshare"), "--mount", "--propagation", "private", "sh", "-c",
+                   'mount -t tmpfs codecache-test /run && mkdir -m 755 /run/sshd && exec "$@"',
+                   "sh", *command]
+    with (directory / "sshd.log").open("ab") as log:
+        server = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=log,
+                                  preexec_fn=restore_signals)
+    try:
+        wait_for_port(port)
+        yield SshServer(port, getpass.getuser(), directory / "user_key",
+                        directory / "other_key", directory / "known_hosts")
+    finally:
+        _stop(server)
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ from tests.conftest import (
     run_cli,
 )
 from tests.harness import config as harness_config
-from tests.harness.git_servers import closed_port, http_backend, silent_server
+from tests.harness.git_servers import closed_port, http_backend, silent_server, ssh_server
 from tests.harness.gitrepo import FILE, GitRepo, served
 from tests.harness.timing import scaled, wait_until
 from tests.harness.tls import LocalCa, make_ca
@@ -240,6 +240,26 @@ def test_a_bad_token_fails_its_package_alone_and_the_next_sync_catches_up(
     token.write_text(f"{TOKEN}\n")
     origin.cli("sync", "--once", env=world.env(), check=True)
     assert releases(origin, "badtoken", world.env()) == {"1.0.0", "1.1.0"}
+
+
+def test_ssh_with_a_deploy_key_and_the_operators_known_hosts(world: World,
+                                                              tmp_path: Path) -> None:
+    releases_repo(world, "viassh")
+    with ssh_server(tmp_path / "sshd") as sshd:
+        url = sshd.url(world.repos / "viassh.git")
+        # The operator's GIT_SSH_COMMAND (here: the server's host key) is kept; codecache
+        # adds the key, BatchMode and IdentitiesOnly after it.
+        env = {"GIT_SSH_COMMAND": sshd.ssh_command()}
+        origin = git_origin(world, tmp_path / "origin", [
+            {"name": "viassh", "git_url": url, "git_ssh_key": sshd.key}])
+        origin.cli("sync", "--once", env=env, check=True)
+        assert releases(origin, "viassh", env) == {"1.0.0", "1.1.0"}
+        # The same with a key the server does not know: exit 3, one line, nothing published.
+        other = git_origin(world, tmp_path / "other", [
+            {"name": "viassh", "git_url": url, "git_ssh_key": sshd.other_key}])
+        line = assert_one_line_error(other.cli("sync", "--once", env=env), 3)
+        assert "Permission denied (publickey)" in line, line
+        assert not (other.store / "index.json").exists()
 
 
 @pytest.mark.parametrize(("keys", "message"), [

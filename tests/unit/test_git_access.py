@@ -148,3 +148,20 @@ def test_errors_are_scrubbed_of_the_token_and_of_passwords(tmp_path: Path) -> No
     text = str(with_token(tmp_path).failure("git fetch", stderr))
     assert TOKEN not in text and "pw@" not in text
     assert "https://***@h/p.git/" in text and "https://***@elsewhere" in text
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "cannot read git_token_file"), ("", "expected one token"),
+    ("  \n", "expected one token"), ("two words\n", "expected one token"),
+])
+def test_a_token_file_that_cannot_be_a_token_fails_before_git_runs(
+        tmp_path: Path, content: str | None, message: str) -> None:
+    token_file = tmp_path / "token"
+    if content is not None:
+        token_file.write_text(content)
+    # Loopback, closed: were the check missing, git would fail otherwise, and nowhere else.
+    url = "https://127.0.0.1:1/pilot3.git"
+    git = access(tmp_path, url, git_token_file=token_file)
+    with pytest.raises(GitError, match=message) as raised:
+        git.run(["ls-remote", url], network=True)   # raised before any process starts
+    assert type(raised.value) is GitError and "\n" not in str(raised.value)

@@ -121,14 +121,17 @@ def test_a_tree_with_an_unsafe_entry_is_refused(
     assert not (tmp_path / "scratch" / "archive.tar.gz").exists()   # refused before a byte
 
 
-def test_a_symlink_whose_target_is_not_utf8_is_refused(repo: GitRepo, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("target", "reason"), [
+    (b"caf\xe9", "not UTF-8"), (b"a\0b", "a NUL"), (b"x/" * 2048, "a target of 4096 bytes")])
+def test_a_symlink_with_an_unsafe_target_is_refused(
+        repo: GitRepo, tmp_path: Path, target: bytes, reason: str) -> None:
     # Found while archiving, with more blobs asked for than the pipe holds: the cat-file
     # process and its feeder end with the refusal.
     files = [(FILE, f"a{n}".encode(), repo.put("blob", bytes([n]) * 70_000)) for n in range(9)]
-    link = (SYMLINK, b"0link", repo.put("blob", b"caf\xe9"))
+    link = (SYMLINK, b"0link", repo.put("blob", target))
     commit = repo.commit(repo.raw_tree([link, *files]))
     git, _ = source_of(repo, tmp_path / "caches")
-    with pytest.raises(UnsafeTree, match="not UTF-8"):
+    with pytest.raises(UnsafeTree, match=reason):
         build(git, repo.url, commit, tmp_path / "scratch")
     assert not [t for t in threading.enumerate() if t.name in ("git-cat-file", "gzip")]
 

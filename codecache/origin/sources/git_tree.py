@@ -11,7 +11,8 @@ A tree with an entry unsafe to extract is refused (``UnsafeTree``) before any by
 archived: a name that is empty, ``.``, ``..``, ``.git`` in any case (on a case-insensitive
 file system, the default of macOS and Windows, ``.GIT`` *is* ``.git``; git itself refuses
 such names there), holds a ``/`` (a git name cannot hold a NUL), is not UTF-8, or
-appears twice in its tree; a symlink whose target is not UTF-8 or holds a NUL.
+appears twice in its tree; a symlink whose target is not UTF-8, holds a NUL or is longer
+than any system makes one.
 
 Everything is read from ONE ``git cat-file --batch`` process: the trees one by one (their
 raw entries, so a crafted name holding a ``/`` is seen as such, which ``ls-tree -r`` would
@@ -38,6 +39,7 @@ log = logging.getLogger("codecache.git")
 
 _TREE, _BLOB, _LINK, _GITLINK = 0o040000, 0o100000, 0o120000, 0o160000
 _CHUNK = 1 << 16
+_TARGET_MAX = 4095   # PATH_MAX less its NUL: a longer symlink target cannot be made
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,9 @@ def _entries(cat: _CatFile, nodes: list[_Node], where: str) -> Iterator[Entry]:
             yield Entry(node.path, FILE, executable=node.executable, size=size,
                         data=cast(IO[bytes], _Blob(cat, size)))
             continue
+        if size > _TARGET_MAX:
+            raise UnsafeTree(f"{where}: the symlink {node.path!r} has a target of {size} "
+                             "bytes (no system extracts one past 4095)")
         target = cat.read_exactly(size)
         cat.end_of_object()
         try:

@@ -47,7 +47,8 @@ log = logging.getLogger("codecache.git")
 _OID = re.compile(r"[0-9a-f]{40}")
 _TAGS = "refs/tags/"
 _PEELED = "^{}"
-# Left by a git process killed mid-way (kill -9); harmless to remove under the store lock.
+# Left by a git process killed mid-way (kill -9); harmless to remove under the store lock
+# (a killed sync's git children die with it: systemd kills the service's whole cgroup).
 _LOCKS = ("shallow.lock", "config.lock", "HEAD.lock", "packed-refs.lock")
 _PACKS_MAX = 50   # one pack per fetch; object lookups slow down with many
 
@@ -127,8 +128,9 @@ class Git(Source):
         kinds = _object_kinds(access, repo, oids)
         missing = [oid for oid in dict.fromkeys(oids) if kinds.get(oid) is None]
         if missing:
-            for lock in _LOCKS:
-                (repo / lock).unlink(missing_ok=True)
+            for lock in [*(repo / name for name in _LOCKS),
+                         *(repo / "refs" / "codecache").glob("*.lock")]:
+                lock.unlink(missing_ok=True)
             access.run(["fetch", "--quiet", "--depth=1", "--no-tags", "--no-write-fetch-head",
                         "--no-recurse-submodules", "--", access.package.git_url, *missing],
                        cwd=repo, network=True)

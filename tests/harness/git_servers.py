@@ -67,6 +67,11 @@ http {{
             fastcgi_param CONTENT_LENGTH $content_length;
         }}
     }}
+    server {{
+        listen 127.0.0.1:{redirect_port}{ssl};
+{tls}
+        return 302 {scheme}://127.0.0.1:{port}$request_uri;
+    }}
 }}
 """
 
@@ -81,10 +86,17 @@ def _stop(process: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> Non
         process.wait()
 
 
+@dataclass(frozen=True)
+class HttpGit:
+    url: str        # http(s)://127.0.0.1:PORT: the repositories
+    redirect: str   # http(s)://127.0.0.1:OTHER: redirects every request to the same path on url
+
+
 @contextlib.contextmanager
 def http_backend(root: Path, prefix: Path, *, tls: LocalCa | None = None,
-                 users: dict[str, str] | None = None, rate: int = 0) -> Iterator[str]:
-    """Serve the repositories under ``root`` over http(s); yields ``http(s)://127.0.0.1:PORT``.
+                 users: dict[str, str] | None = None, rate: int = 0) -> Iterator[HttpGit]:
+    """Serve the repositories under ``root`` over http(s), and a redirect to them from
+    another port (another host as far as credentials go).
 
     ``users``: name -> password for basic auth (none: no auth). ``rate``: bytes per second
     of each response (0: unlimited), so a large pack takes a while to fetch.
@@ -97,11 +109,12 @@ def http_backend(root: Path, prefix: Path, *, tls: LocalCa | None = None,
         # nginx reads "{PLAIN}" passwords as they are: enough for a loopback test server.
         (prefix / "htpasswd").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users.items()))
         auth = f'        auth_basic "git";\n        auth_basic_user_file {prefix}/htpasswd;'
-    port = free_port()
+    port, redirect_port = free_port(), free_port()
+    scheme = "https" if tls else "http"
     conf = prefix / "nginx.conf"
     conf.write_text(_NGINX_CONF.format(
-        prefix=prefix, port=port, socket=sock, rate=rate, backend=HTTP_BACKEND, root=root,
-        auth=auth,
+        prefix=prefix, port=port, redirect_port=redirect_port, scheme=scheme, socket=sock,
+        rate=rate, backend=HTTP_BACKEND, root=root, auth=auth,
         # The pytest temporary directories are private to their owner: root's workers stay
         # root to reach them (a non-root run needs no user line).
         user="user root;" if os.geteuid() == 0 else "",
@@ -120,7 +133,8 @@ def http_backend(root: Path, prefix: Path, *, tls: LocalCa | None = None,
         server = subprocess.Popen([nginx, "-p", str(prefix), "-c", str(conf),
                                    "-g", "daemon off;"], preexec_fn=restore_signals)
         wait_for_port(port)
-        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+        wait_for_port(redirect_port)
+        yield HttpGit(f"{scheme}://127.0.0.1:{port}", f"{scheme}://127.0.0.1:{redirect_port}")
     finally:
         if server is not None:
             _stop(server, signal.SIGQUIT)

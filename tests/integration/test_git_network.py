@@ -52,6 +52,7 @@ class World:
     ca: LocalCa
     repos: Path        # every served repository (https and git daemon)
     https: str         # https://127.0.0.1:PORT (basic auth: USER / TOKEN)
+    redirect: str      # https://127.0.0.1:OTHER, redirecting every request to https
     daemon: str        # git://127.0.0.1:PORT, protocol v0 only
     token: Path
     keys: Path
@@ -75,7 +76,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "--public-key", str(keys / "codecache.pub"), check=True)
     with http_backend(repos, base / "nginx", tls=ca, users={USER: TOKEN}, rate=RATE) as https, \
             served(repos, v0_only=True) as daemon:
-        yield World(base, ca, repos, https, daemon, token, keys)
+        yield World(base, ca, repos, https.url, https.redirect, daemon, token, keys)
 
 
 def releases_repo(world: World, name: str, big: bool = False) -> tuple[GitRepo, list[str]]:
@@ -207,6 +208,19 @@ def test_a_token_reaches_the_server_and_nowhere_else(world: World, tmp_path: Pat
     for path in origin.dir.rglob("*"):     # the store, its index and its git cache
         if path.is_file():
             assert TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_the_token_is_not_given_to_the_host_a_redirect_leads_to(world: World,
+                                                                 tmp_path: Path) -> None:
+    # The configured URL redirects to another host:port (the real repository, whose
+    # password the token is): git asks for credentials there, and gets none.
+    releases_repo(world, "redirected")
+    url = f"{world.redirect}/redirected.git"
+    origin = git_origin(world, tmp_path / "origin", [
+        {"name": "redirected", "git_url": url, "git_token_file": world.token,
+         "git_user": USER}])
+    line = assert_one_line_error(origin.cli("sync", "--once", env=world.env()), 3)
+    assert f"could not read Username for '{world.https}'" in line, line
 
 
 def test_a_bad_token_fails_its_package_alone_and_the_next_sync_catches_up(

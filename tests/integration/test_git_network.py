@@ -151,6 +151,7 @@ class Watcher(threading.Thread):
                     self.seen.add(text)
                 if self.secret in command or self.secret in environ:
                     self.leaks.append(text)
+            self.stop.wait(0.01)    # a scan every ~20 ms: many during a one-second fetch
 
 
 # --- the hung server (started by the module's first test) ----------------------------------

@@ -32,7 +32,7 @@ from pathlib import Path
 from codecache.core.config import GitConfig, PackageConfig
 from codecache.core.errors import GitError, GitNotFound
 from codecache.core.tarball import Entry
-from codecache.origin.sources.base import ExportProgress, Source, SourceRef, Tag
+from codecache.origin.sources.base import Source, SourceRef, Tag
 from codecache.origin.sources.git_access import GitAccess
 from codecache.origin.sources.git_tree import commit_entries
 
@@ -68,10 +68,6 @@ class AuditGit(Source):
 
     def tree(self, ref: SourceRef) -> AbstractContextManager[Iterable[Entry]]:
         return self._tree(ref)
-
-    def export(self, ref: SourceRef, destination: Path,
-               progress: ExportProgress | None = None) -> None:
-        raise NotImplementedError("a git tree is archived from the repository (tree)")
 
     def close(self) -> None:
         if self._root is not None:

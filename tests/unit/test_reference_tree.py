@@ -4,6 +4,7 @@ whether the tree comes from a directory (a Subversion export) or from a git comm
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,25 @@ def test_the_documentation_gives_the_reference_hashes() -> None:
     for path in reftree.ENTRIES:
         if len(path) < 60:
             assert f"`{path}`" in section, path
+
+
+def test_a_git_tree_exported_to_a_directory_archives_to_the_same_bytes(
+        tmp_path: Path) -> None:
+    # ``export`` of a tree source writes its entries as files: the directory build (the
+    # Subversion path) of that export gives the reference bytes too, whatever the umask.
+    repo = GitRepo(tmp_path / "ref.git")
+    tree = repo.tree({path: (GIT_MODES[kind], data)
+                      for path, (kind, data) in reftree.ENTRIES.items()},
+                     reftree.EMPTY_DIRECTORIES)
+    repo.tag("1.0", repo.commit(tree, time=reftree.MTIME))
+    package = PackageConfig(name="ref", git_url=repo.url)
+    git = Git(GitConfig(), tmp_path / "caches")
+    (tag,) = git.prepare(package, git.list_tags(package))
+    old = os.umask(0o077)
+    try:
+        git.export(tag.ref, tmp_path / "export")
+    finally:
+        os.umask(old)
+    out = io.BytesIO()
+    info = build_tarball(tmp_path / "export", reftree.PREFIX, reftree.MTIME, out)
+    assert (info.tar_sha256, info.sha256) == (reftree.TAR_SHA256, reftree.SHA256)

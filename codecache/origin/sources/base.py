@@ -12,6 +12,7 @@ made it reads its URL and id. One class per client implements it (``svn_cli``, `
 from __future__ import annotations
 
 import abc
+import shutil
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Protocol
 from codecache.core.config import PackageConfig
 from codecache.core.index import Release
 from codecache.core.pin import GIT, SVN, Pin
-from codecache.core.tarball import Entry
+from codecache.core.tarball import DIRECTORY, SYMLINK, Entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +108,13 @@ class Source(abc.ABC):
         """Whether ``export`` tells a ``progress`` watcher what it writes as it goes."""
         return False
 
-    @abc.abstractmethod
     def export(self, ref: SourceRef, destination: Path,
                progress: ExportProgress | None = None) -> None:
         """Write the tree ``ref`` names into ``destination`` (which must not exist yet).
+
+        A source implements ``export`` (Subversion), or ``tree`` and inherits this one,
+        which writes the tree's entries (git: a tree as the archive holds it, for a person
+        or a tool that wants the files; the build archives ``tree`` directly).
 
         ``progress`` (with a source that ``reports_progress``; others ignore it) hears the
         listing of the tree first, then each path once it is complete on disk, called from
@@ -119,6 +123,11 @@ class Source(abc.ABC):
         Raises:
             UpstreamError: unreachable, timeout (``SvnNotFound``: no such path or revision).
         """
+        read = self.tree(ref)
+        if read is None:   # a bug: a source must give its trees one way or the other
+            raise NotImplementedError(f"{type(self).__name__} gives no tree of {ref.pin.label}")
+        with read as entries:
+            write_entries(entries, destination)
 
     def close(self) -> None:  # noqa: B027 - most sources hold nothing to release
         """Release what the source holds (a worker process); it may be used again after."""
@@ -149,3 +158,22 @@ def release_ref(release: Release) -> SourceRef:
 
 __all__ = ["GIT", "SVN", "ExportProgress", "Source", "SourceRef", "Tag", "release_ref",
            "svn_location", "svn_ref"]
+
+
+def write_entries(entries: Iterable[Entry], destination: Path) -> None:
+    """Write archive ``entries`` (archive order: the top directory first, every parent
+    before its children) as files under ``destination``, which must not exist yet; modes
+    as the archive gives them (0755 directories and executables, 0644 files, symlinks)."""
+    for entry in entries:
+        path = destination / entry.path if entry.path else destination
+        if entry.kind == DIRECTORY:
+            path.mkdir(mode=0o755)
+            path.chmod(0o755)   # whatever the umask
+        elif entry.kind == SYMLINK:
+            path.symlink_to(entry.target)
+        else:
+            if entry.data is None:
+                raise ValueError(f"file entry {entry.path!r} without its bytes")
+            with entry.data as data, path.open("xb") as out:
+                shutil.copyfileobj(data, out)
+            path.chmod(0o755 if entry.executable else 0o644)

@@ -38,7 +38,7 @@ from codecache.core.config import GitConfig, PackageConfig
 from codecache.core.errors import GitError
 from codecache.core.pin import GIT
 from codecache.core.tarball import Entry
-from codecache.origin.sources.base import ExportProgress, Source, SourceRef, Tag
+from codecache.origin.sources.base import Source, SourceRef, Tag
 from codecache.origin.sources.git_access import GitAccess
 from codecache.origin.sources.git_tree import commit_entries
 
@@ -100,11 +100,6 @@ class Git(Source):
 
     def tree(self, ref: SourceRef) -> AbstractContextManager[Iterable[Entry]]:
         return self._tree(ref)
-
-    def export(self, ref: SourceRef, destination: Path,
-               progress: ExportProgress | None = None) -> None:
-        raise NotImplementedError("a git tree is archived from the repository (tree), "
-                                  "never checked out")
 
     # --- the cache ----------------------------------------------------------------------------
 

@@ -764,7 +764,7 @@ def machine(workers: int, replicas: int) -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**30, 1),
             "kernel": os.uname().release, "python": sys.version.split()[0],
             "nginx": version(["nginx", "-v"]), "wrk": version(["wrk", "--version"]),
-            "svn": version(["svn", "--version", "--quiet"]),
+            "svn": version(["svn", "--version", "--quiet"]), "git": version(["git", "--version"]),
             "commit": commit.stdout.strip() or "?", "loadavg_at_start": [round(x, 2)
                                                                          for x in load],
             "replica_workers": workers, "replicas": replicas,
@@ -822,14 +822,20 @@ def main() -> int:
     parser.add_argument("--slow", type=int, help="slow pilots held (default 10000; quick 200)")
     parser.add_argument("--burst", type=int, help="pilots in a burst (default 2000; quick 100)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    parser.add_argument("--only", choices=["sync-path", "redirect", "edge", "cold-burst"],
+    parser.add_argument("--first-rounds", type=int, help="rounds of the git first sync "
+                        "(default 1: minutes each)")
+    parser.add_argument("--only", choices=["sync-path", "redirect", "edge", "cold-burst",
+                                           "git"],
                         help="run one "
                         "part alone and print its JSON (no report written): sync-path = "
                         "publishing a new tag vs svn export + tar czf, --rounds rounds "
                         "(default 5); redirect = a redirect's cost (302 vs 304 req/s, "
                         "--rounds default 3); edge = an edge's hit vs a replica direct "
                         "(--rounds default 3) and its disk against cache_size; cold-burst = "
-                        "a site's pilots within 1 s of a publish (--rounds default 3)")
+                        "a site's pilots within 1 s of a publish (--rounds default 3); git = "
+                        "a first sync of 500 tags vs git clone + archive | gzip of each "
+                        "(--first-rounds, default 1) and one new tag vs git fetch + archive "
+                        "| gzip (--rounds default 5)")
     args = parser.parse_args()
     if args.only == "sync-path":
         return only_sync_path(args.rounds or 5, args.quick, args.keep)
@@ -849,6 +855,11 @@ def main() -> int:
 
         return benchburst.only_cold_burst(args.rounds or (1 if args.quick else 3),
                                           args.quick, args.keep)
+    if args.only == "git":
+        import benchgit
+
+        return benchgit.only_git(args.first_rounds or 1, args.rounds or (2 if args.quick else 5),
+                                 args.quick, args.keep)
     started = time.monotonic()
     quick = args.quick
     out = args.out or (Path(tempfile.mkdtemp(prefix="codecache-bench-")) if quick
@@ -885,6 +896,11 @@ def main() -> int:
         origin.start()
         log("sync path: publishing a new tag vs svn export + tar czf")
         report["sync_path"] = sync_path(origin, 1 if quick else 3)
+        import benchgit
+
+        log("git: a first sync of many tags, and one new tag, vs git clone/fetch + archive")
+        report["git_sync"] = benchgit.git_sync(work, quick, args.first_rounds or 1,
+                                               2 if quick else 5)
 
         log("cluster: origin, replicas, nginx VIP (scripts/cluster up --origin-config)")
         up_args = ["up", "--dir", str(cluster_dir), "--origin-config", str(origin.config),

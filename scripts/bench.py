@@ -24,6 +24,9 @@ propagation of a publish (scripts/propagation.py). A redirect's cost: the 302 a 
 An edge's hit against a replica direct, and its blob bytes on disk against ``[edge]
 cache_size`` (``benchedge``; ``--only edge``). A cold burst: 1,000 pilots of a site within
 1 s of a publish, through the VIP to the site's edge (``benchburst``; ``--only cold-burst``).
+The git source: a first sync of 500 tags against ``git clone`` + ``git archive | gzip`` of
+each, and one new tag against ``git fetch`` + ``git archive | gzip`` (``benchgit``; ``--only
+git``).
 ``benchreport`` writes the report.
 """
 

@@ -209,14 +209,13 @@ def git_sync(work: Path, quick: bool, first_rounds: int, rounds: int) -> dict[st
     blobs = sorted((g.origin / "store" / "blobs").rglob("*"))
     sizes = [p.stat().st_size for p in blobs if p.is_file()]
     theirs_sizes = [p.stat().st_size for p in g.out.glob("*.tar.gz")]
-    result = {"files": g.shape.files, "commits": g.shape.commits, "tags": len(g.tags),
-              "served_by": "git daemon (git://, loopback)", "setup_s": setup,
-              "tarball_median_bytes": statistics.median(sizes) if sizes else 0,
-              "baseline_tarball_median_bytes": (statistics.median(theirs_sizes)
-                                                if theirs_sizes else 0),
-              "first_sync": _summary(first, FIRST_TARGET),
-              "one_tag": _summary(one, ONE_TAG_TARGET)}
-    return result
+    return {"files": g.shape.files, "commits": g.shape.commits, "tags": len(g.tags),
+            "served_by": "git daemon (git://, loopback)", "setup_s": setup,
+            "tarball_median_bytes": statistics.median(sizes) if sizes else 0,
+            "baseline_tarball_median_bytes": (statistics.median(theirs_sizes)
+                                              if theirs_sizes else 0),
+            "first_sync": _summary(first, FIRST_TARGET),
+            "one_tag": _summary(one, ONE_TAG_TARGET)}
 
 
 def only_git(first_rounds: int, rounds: int, quick: bool, keep: bool) -> int:

@@ -19,6 +19,7 @@ MB = 1e6
 KEPT = "<!-- Sections below are written by hand; scripts/bench keeps them when it rewrites " \
     "this file. -->"
 GENERATED = ("Targets", "Throughput (wrk)", "Publish burst", "Sync path: publishing a new tag",
+             "Git: a first sync and one new tag",
              "Propagation of a publish", "Commands", "An edge's hit", "An edge's disk")
 
 
@@ -74,6 +75,7 @@ def verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
                          f"{sync['bytes'] / MB:.0f} MB) / svn export + tar czf",
                  "target": f"<= {SYNC_TARGET}x", "measured": f"{sync['ratio']:.2f}x",
                  "met": sync["ratio"] <= SYNC_TARGET})
+    rows += _git_verdicts(report.get("git_sync"))
     burst = report["burst"]
     rows.append({"what": f"{burst['pilots']:,}-pilot burst within 1 s of a channel move: "
                          "failed", "target": "0",
@@ -217,6 +219,7 @@ def markdown(report: dict[str, Any], png: str) -> str:
         *_redirect_section(report.get("redirect")),
         *_edge_sections(report.get("edge_hit"), report.get("edge_disk")),
         *_cold_burst_section(report.get("cold_burst")),
+        *_git_section(report.get("git_sync")),
         "", "## Sync path: publishing a new tag", "",
         f"A tree of {sync['files']:,} files, {sync['bytes'] / MB:.0f} MB, tagged anew each "
         "round (`svn copy` on the server), published into an origin store of its own (not the "
@@ -255,6 +258,54 @@ def markdown(report: dict[str, Any], png: str) -> str:
         "```", "",
         "The full JSON of this run is [benchmark.json](benchmark.json).", ""]
     return "\n".join(lines)
+
+
+def _git_verdicts(git: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Issue 20's two targets: a first sync of many tags, one new tag."""
+    if git is None:
+        return []
+    first, one = git["first_sync"], git["one_tag"]
+    return [{"what": f"git: first sync of {git['tags']} tags ({git['files']:,} files) / git "
+                     "clone + archive | gzip of each", "target": f"<= {first['target']}x",
+             "measured": f"{first['ratio']:.2f}x", "met": first["ratio"] <= first["target"]},
+            {"what": "git: one new tag / git fetch + archive | gzip",
+             "target": f"<= {one['target']}x", "measured": f"{one['ratio']:.2f}x",
+             "met": one["ratio"] <= one["target"]}]
+
+
+def _git_section(git: dict[str, Any] | None) -> list[str]:
+    """The git source against git's own clone/fetch + archive | gzip (scripts/benchgit.py)."""
+    if git is None:
+        return []
+    lines = ["", "## Git: a first sync and one new tag", "",
+             f"A repository of {git['files']:,} files, {git['commits']:,} commits and "
+             f"{git['tags']} tags (`scripts/gitrepo.py`), served by {git['served_by']}. "
+             "**First sync**: `codecache sync --once` into a fresh store (list, one shallow "
+             "fetch of every tag's commit, each tree read by `git cat-file --batch` and "
+             "archived, gzip level 9, signed, committed in batches) against `git clone "
+             "--bare` + `git archive --format=tar TAG | gzip` (level 6) of every tag; "
+             f"{git['first_sync']['rounds']} round(s), a round takes minutes. **One new "
+             "tag**: a new commit and annotated tag upstream, then `codecache sync --once` "
+             "into the store holding every earlier tag against `git fetch --tags` + `git "
+             f"archive TAG | gzip` in that clone; {git['one_tag']['rounds']} rounds, the order "
+             "alternating. Wall time and CPU (user + system of the commands and their "
+             "children; the daemon's on neither side), medians:", "",
+             "| case | codecache s | baseline s | ratio | target | codecache CPU s | "
+             "baseline CPU s | CPU ratio |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for label, case in (("first sync", git["first_sync"]), ("one new tag", git["one_tag"])):
+        lines.append(f"| {label} | {case['codecache_median_s']:.2f} | "
+                     f"{case['baseline_median_s']:.2f} | {case['ratio']:.2f} | "
+                     f"<= {case['target']} | {case['codecache_cpu_median_s']:.2f} | "
+                     f"{case['baseline_cpu_median_s']:.2f} | {case['cpu_ratio']:.2f} |")
+    lines += ["", f"Tarballs: median {git['tarball_median_bytes'] / MB:.2f} MB (level 9) vs "
+              f"{git['baseline_tarball_median_bytes'] / MB:.2f} MB (`gzip`, level 6). Raw "
+              "seconds per round: " + "; ".join(
+                  f"{label} codecache {[round(x, 2) for x in case['codecache_s']]}, baseline "
+                  f"{[round(x, 2) for x in case['baseline_s']]}"
+                  for label, case in (("first sync", git["first_sync"]),
+                                      ("one new tag", git["one_tag"]))) + "."]
+    return lines
 
 
 def _redirect_section(cost: dict[str, Any] | None) -> list[str]:

@@ -89,12 +89,23 @@ def test_quick_bench_reports_every_case_for_every_server(
     assert disk["cache_size"] == disk["release_bytes"] // 3
     assert disk["samples"] > 0 and disk["peak_blob_bytes"] > 0
     assert disk["edge_cache"]["evictions"] > 0    # the stream was bigger than the bound
-    # 13, and the cold burst's two (failed pilots, edge upstream bytes over the blob)
-    assert len(report["verdicts"]) == 15
+    # git: a first sync of the quick repository's 20 tags, then one new tag per round, each
+    # against its git baseline, both sides having done the work
+    git = report["git_sync"]
+    assert git["tags"] == 20 and git["files"] == 200
+    assert git["first_sync"]["rounds"] == 1 and git["one_tag"]["rounds"] == 2
+    for case in (git["first_sync"], git["one_tag"]):
+        assert all(case[f"{k}_median_s"] > 0 for k in ("codecache", "codecache_cpu",
+                                                        "baseline", "baseline_cpu"))
+        assert case["ratio"] > 0 and case["cpu_ratio"] > 0
+    assert git["tarball_median_bytes"] > 0 and git["baseline_tarball_median_bytes"] > 0
+    # 13, the git source's two (first sync, one new tag) and the cold burst's two (failed
+    # pilots, edge upstream bytes over the blob)
+    assert len(report["verdicts"]) == 17
     assert all(isinstance(v["met"], bool) for v in report["verdicts"])
     # the progress of every step went to stderr
-    for step in ("setting up", "sync path", "throughput", "a redirect's cost", "slow pilots",
-                 "publish burst", "propagation", "done in"):
+    for step in ("setting up", "sync path", "git first sync", "git one new tag", "throughput",
+                 "a redirect's cost", "slow pilots", "publish burst", "propagation", "done in"):
         assert step in stderr, step
 
 
@@ -108,12 +119,12 @@ def test_quick_bench_writes_markdown_that_shows_the_plot(
     assert "--quick" in text and "![benchmark](benchmark.png)" in text
     for heading in ("## Targets", "## Throughput (wrk)", "slow pilots through the VIP",
                     "## Publish burst", "## A redirect's cost", "## An edge's hit",
-                    "## An edge's disk", "## Sync path",
+                    "## An edge's disk", "## Sync path", "## Git: a first sync",
                     "## Propagation of a publish",
                     "## Commands"):
         assert heading in text, heading
     rows = [line for line in text.splitlines() if line.startswith("| ")]
-    assert len(rows) >= 2 + 13 + 2 + 4 + 2 + 4 + 2 + 1
+    assert len(rows) >= 2 + 15 + 2 + 4 + 2 + 4 + 2 + 1 + 2 + 2
     assert "µs/request nginx / replica / VIP" in text
     assert all(row.endswith("|") for row in rows)
     assert "wrk -t1" in text and "scripts/cluster up" in text

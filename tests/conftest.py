@@ -44,9 +44,19 @@ SKIP_ALLOWED = {
 _skipped: list[pytest.TestReport] = []
 
 
+# The leak reports of the pytest-xdist workers, gathered by the controller as each ends.
+_worker_problems: list[str] = []
+
+
+def _worker_id(config: pytest.Config) -> str | None:
+    """The pytest-xdist worker's id (``gw0``) in a worker, None in the controller or alone."""
+    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    return None if workerinput is None else str(workerinput["workerid"])
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Every process started from here on carries this run's mark (the leak check's)."""
-    mark_run()
+    mark_run(_worker_id(config))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -74,15 +84,29 @@ def _skip_reason(report: pytest.TestReport) -> str:
     return reason.removeprefix("Skipped: ")
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """(pytest-xdist controller) A worker ended: keep the leaks its own check found."""
+    _worker_problems.extend(getattr(node, "workeroutput", {}).get("run_problems", []))
+
+
 @pytest.hookimpl(trylast=True)  # after pytest's own teardown of the session's fixtures,
 def pytest_sessionfinish(session: pytest.Session) -> None:  # which an interrupted run leaves
-    """Fail the run on a process a test left alive, and (in CI) on a skip not allowed."""
+    """Fail the run on a process a test left alive, and (in CI) on a skip not allowed.
+
+    Under pytest-xdist each worker checks its own processes (its mark, its basetemp) and
+    hands what it found to the controller, which reports every worker's with its own
+    (every skip reaches the controller's ``pytest_runtest_logreport``).
+    """
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    problems: list[str] = []
+    problems: list[str] = [*_worker_problems]
     basetemp = session.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
     leaked = leaked_processes(mark_run(), grace=scaled(5), paths=(basetemp,))
     problems += [f"process left alive (killed now): {pid} {command}"
                  for pid, command in leaked]
+    if _worker_id(session.config) is not None:
+        session.config.workeroutput["run_problems"] = problems  # type: ignore[attr-defined]
+        return
     if os.environ.get("CI") == "true":
         problems += [f"skipped in CI: {r.nodeid}: {_skip_reason(r)}" for r in _skipped
                      if not any(r.nodeid.startswith(prefix) and text in _skip_reason(r)

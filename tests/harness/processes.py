@@ -4,7 +4,8 @@ A test run may inherit SIGINT ignored (``nohup scripts/test &``), and an ignored
 stays ignored across exec: a child that must be stopped with SIGINT gets its default
 disposition back from ``restore_signals``. Every process started during the run inherits
 ``MARK`` in its environment (set once at the start of the session), so the end of the run
-can find any that is still alive, even one re-parented to init.
+can find any that is still alive, even one re-parented to init. Under pytest-xdist each
+worker has a mark of its own (``mark_run(worker)``).
 """
 
 from __future__ import annotations
@@ -27,9 +28,17 @@ def restore_signals() -> None:
         signal.signal(signum, signal.SIG_DFL)
 
 
-def mark_run() -> str:
-    """Put this run's mark in the environment children inherit; return it."""
-    return os.environ.setdefault(MARK, f"{os.getpid()}-{time.time_ns()}")
+def mark_run(worker: str | None = None) -> str:
+    """Put this run's mark in the environment children inherit; return it.
+
+    ``worker`` (once, at the start of a pytest-xdist worker): the worker's children get the
+    run's mark plus the worker's id, so one worker's leak check never takes a sibling's
+    live processes for its own leftovers.
+    """
+    mark = os.environ.setdefault(MARK, f"{os.getpid()}-{time.time_ns()}")
+    if worker is not None:
+        mark = os.environ[MARK] = f"{mark}-{worker}"
+    return mark
 
 
 def _read(path: Path) -> bytes:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -77,22 +79,44 @@ def timed_wait(predicate: Callable[[], object], timeout: float, what: str, *,
     return time.monotonic() - start
 
 
+# Where the kernel picks the local port of an outgoing connection (and of a bind to port 0).
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_FREE_PORTS = 12000      # how many ports just below that range free_port draws from
+
+
+def _free_port_candidates() -> range:
+    """The ports ``free_port`` draws from: just below the kernel's ephemeral range.
+
+    A port from inside that range (what a bind to port 0 returns) can be taken between the
+    check and the server's own bind by any connection's local port: with two workers
+    running downloads and load tests at once, "Address already in use" happened. Below the
+    range only another ``free_port`` caller competes, and a random draw from 12,000 ports
+    makes that unlikely.
+    """
+    try:
+        low = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768          # Linux's default
+    return range(max(1024, low - _FREE_PORTS), low)
+
+
 def free_port(*, ipv6: bool = False) -> int:
     """A loopback TCP port nothing listens on right now (on 127.0.0.1, and on ::1 too
-    with ``ipv6``)."""
+    with ``ipv6``), outside the ephemeral range (see ``_free_port_candidates``)."""
+    candidates = _free_port_candidates()
     for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-            if not ipv6:
-                return port
-            try:
+        port = candidates[secrets.randbelow(len(candidates))]
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))
+            if ipv6:
                 with socket.socket(socket.AF_INET6) as s6:
                     s6.bind(("::1", port))
-            except OSError:
-                continue
-            return port
-    raise OSError("no loopback port free on both 127.0.0.1 and ::1")
+        except OSError:
+            continue
+        return port
+    raise OSError(f"no loopback port free in {candidates.start}-{candidates.stop - 1}"
+                  + (" on both 127.0.0.1 and ::1" if ipv6 else ""))
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -6,6 +6,7 @@ import dataclasses
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -114,6 +115,17 @@ def test_wait_until_returns_the_value_or_fails_naming_the_bound(
 # Python installs its KeyboardInterrupt handler only where SIGINT is not ignored at start.
 CHILD_SIGINT = ("import signal, sys; "
                 "sys.exit(1 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else 0)")
+
+
+def test_free_ports_are_outside_the_range_of_outgoing_connections_local_ports() -> None:
+    # Inside it, any connection of a parallel test could take the port before the server
+    # binds it ("Address already in use" in a two-worker run).
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = [timing.free_port() for _ in range(20)]
+    assert all(1024 <= port < low for port in ports), (ports, low, high)
+    assert len(set(ports)) > 1        # drawn, not one fixed port
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[0]))
 
 
 def test_a_child_gets_sigint_back_even_when_the_run_ignores_it() -> None:

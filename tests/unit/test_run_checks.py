@@ -36,11 +36,12 @@ def _pytest(directory: Path, test: str | dict[str, str], *args: str,
 SKIPS = "import pytest\n\ndef test_it() -> None:\n    pytest.skip('no such capability')\n"
 
 
-def test_a_skip_fails_a_ci_run_only(tmp_path: Path) -> None:
-    ci = _pytest(tmp_path, SKIPS, CI="true")
+@pytest.mark.parametrize("workers", [(), ("-n", "1")], ids=["alone", "xdist-worker"])
+def test_a_skip_fails_a_ci_run_only(tmp_path: Path, workers: tuple[str, ...]) -> None:
+    ci = _pytest(tmp_path, SKIPS, *workers, CI="true")
     assert ci.returncode == 1, ci.stdout + ci.stderr
     assert "skipped in CI: test_inner.py::test_it: no such capability" in ci.stdout
-    local = _pytest(tmp_path, SKIPS)
+    local = _pytest(tmp_path, SKIPS, *workers)
     assert local.returncode == 0, local.stdout + local.stderr
 
 

@@ -793,6 +793,22 @@ def workers_supported() -> bool:
 # --- main -----------------------------------------------------------------------------------
 
 
+def merge_section(out: Path, key: str, result: dict[str, Any]) -> list[Path]:
+    """Put one section measured alone (``--only git --out DIR``) into the report already in
+    ``out`` and write it again: the other sections' figures are the earlier run's, in the
+    order that run wrote them (benchmark.json keeps its keys sorted)."""
+    import benchedge
+
+    report: dict[str, Any] = json.loads((out / "benchmark.json").read_text())
+    report.pop("verdicts", None)
+    report["throughput"] = {c: report["throughput"][c] for c in CASES}
+    hit = report.get("edge_hit")
+    if hit is not None:
+        hit["cases"] = {c: hit["cases"][c] for c in benchedge.HIT_CASES if c in hit["cases"]}
+    report[key] = result
+    return benchreport.write(report, out)
+
+
 def only_sync_path(rounds: int, quick: bool, keep: bool) -> int:
     """``--only sync-path``: the sync path alone, its JSON on stdout (about a minute)."""
     result = alone(lambda origin, _: sync_path(origin, rounds), quick=quick, pilot=False,
@@ -838,7 +854,8 @@ def main() -> int:
                         "a site's pilots within 1 s of a publish (--rounds default 3); git = "
                         "a first sync of 500 tags vs git clone + archive | gzip of each "
                         "(--first-rounds, default 1) and one new tag vs git fetch + archive "
-                        "| gzip (--rounds default 5)")
+                        "| gzip (--rounds default 5); with --out DIR, put into DIR's "
+                        "existing report, marked as a run of its own")
     args = parser.parse_args()
     if args.only == "sync-path":
         return only_sync_path(args.rounds or 5, args.quick, args.keep)
@@ -861,8 +878,10 @@ def main() -> int:
     if args.only == "git":
         import benchgit
 
+        if args.quick and args.out and args.out.resolve() == (REPO / "docs").resolve():
+            raise SystemExit("bench: --quick never writes over docs/")
         return benchgit.only_git(args.first_rounds or 1, args.rounds or (2 if args.quick else 5),
-                                 args.quick, args.keep)
+                                 args.quick, args.keep, args.out)
     started = time.monotonic()
     quick = args.quick
     out = args.out or (Path(tempfile.mkdtemp(prefix="codecache-bench-")) if quick

@@ -218,13 +218,20 @@ def git_sync(work: Path, quick: bool, first_rounds: int, rounds: int) -> dict[st
             "one_tag": _summary(one, ONE_TAG_TARGET)}
 
 
-def only_git(first_rounds: int, rounds: int, quick: bool, keep: bool) -> int:
-    """``scripts/bench --only git``: both measurements alone, their JSON on stdout."""
+def only_git(first_rounds: int, rounds: int, quick: bool, keep: bool,
+             merge: Path | None) -> int:
+    """``scripts/bench --only git``: both measurements alone, their JSON on stdout;
+    ``merge``: also put them into the report in that directory (``bench.merge_section``),
+    marked with this run's command, date and load."""
+    import datetime
     import json
     import os
     import tempfile
 
     work = Path(tempfile.mkdtemp(prefix="codecache-bench-work-"))
+    load = os.getloadavg()
+    command = (f"scripts/bench --only git --rounds {rounds} --first-rounds {first_rounds}"
+               + (" --quick" if quick else "") + (f" --out {merge}" if merge else ""))
     try:
         bench.run([bench.PY, "-m", "compileall", "-q", str(bench.REPO / "codecache")])
         result = git_sync(work, quick, first_rounds, rounds)
@@ -233,9 +240,20 @@ def only_git(first_rounds: int, rounds: int, quick: bool, keep: bool) -> int:
             bench.log(f"work directory kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+    commit = bench.run(["git", "-C", str(bench.REPO), "rev-parse", "--short", "HEAD"],
+                       check=False).stdout.strip()
+    result["run"] = {
+        "command": command, "commit": commit or "?",
+        "git": bench.run(["git", "--version"]).stdout.strip(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "loadavg_at_start": [round(x, 2) for x in load],
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]}
     first, one = result["first_sync"], result["one_tag"]
     bench.log(f"git: first sync of {result['tags']} tags ratio {first['ratio']:.2f} (target "
               f"{FIRST_TARGET}), one new tag ratio {one['ratio']:.2f} (target "
               f"{ONE_TAG_TARGET}); CPU ratios {first['cpu_ratio']:.2f}, {one['cpu_ratio']:.2f}")
-    print(json.dumps({**result, "loadavg": [round(x, 2) for x in os.getloadavg()]}))
+    if merge is not None:
+        paths = bench.merge_section(merge, "git_sync", result)
+        bench.log(f"merged into {', '.join(str(p) for p in paths)}")
+    print(json.dumps(result))
     return 0

@@ -13,9 +13,12 @@ transaction per commit (``writer``); the sync worker records its changes as ``sy
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 
 from codecache.core.config import Config, PackageConfig
 from codecache.core.errors import (
@@ -29,7 +32,8 @@ from codecache.core.errors import (
 from codecache.core.history import SYNC_ACTOR, Actor
 from codecache.core.index import EMPTY, Index, Package, Release, add_release, release_comment
 from codecache.core.names import is_version, version_key
-from codecache.origin.build import build_release
+from codecache.origin.ahead import Ahead, build_workers
+from codecache.origin.build import Built, build_release
 from codecache.origin.signer import Signer
 from codecache.origin.sources.base import Source, Tag, release_ref
 from codecache.origin.writer import StoreWriter
@@ -140,7 +144,8 @@ class Syncer:
         ready = [] if tag is None else self._source.prepare(pkg, [tag])
         if not ready:
             raise ReleaseNotFound(package, version)
-        return self._writer.commit(self._add_tag(index, pkg, ready[0], move_auto=True))
+        build = partial(self._build, pkg, ready[0], _size_hint(index, pkg), self._writer.discard)
+        return self._writer.commit(self._add_tag(index, pkg, ready[0], build, move_auto=True))
 
     def _packages(self, only: str | None) -> list[PackageConfig]:
         if only is None:
@@ -175,24 +180,40 @@ class Syncer:
             new = self._source.prepare(pkg, new)
         published: list[str] = []
         batch = _Batch(index)
+        # Trees a source may read concurrently (git: a cat-file process each) are built
+        # ahead, a few at once, and taken in version order: signing, the index, batches and
+        # refusals are as in a serial pass. Otherwise (Subversion) each is built when taken.
+        concurrent = self._source.for_kind(pkg.kind).concurrent_trees
+        workers = build_workers() if concurrent else 1
+
+        def build(tag: Tag) -> Built:
+            # Sizes only matter to a source that exports (serial: the index as of now). Its
+            # thousands of unlinks are done while the release is signed and committed (the
+            # commit waits for them), not before.
+            hint = None if concurrent else _size_hint(batch.index, pkg)
+            return self._build(pkg, tag, hint, _remove if concurrent else self._writer.discard)
+
         try:
-            for position, tag in enumerate(new, start=1):
-                self.progress()
-                # The auto channel moves once, with the last (highest) new tag, in the same
-                # commit: a crash before it leaves that tag unsynced, so the next pass moves it.
-                is_last = position == len(new)
-                try:
-                    batch.index = self._add_tag(batch.index, pkg, tag, move_auto=is_last)
-                except (UpstreamError, ConfigError, StoreError):
-                    raise  # the environment, not this tag: end the pass (disk full is exit 3)
-                except CodecacheError as err:
+            with Ahead(new, build, workers, f"build-{pkg.name}") as builds:
+                for position, tag in enumerate(new, start=1):
+                    self.progress()
+                    # The auto channel moves once, with the last (highest) new tag, in the
+                    # same commit: a crash before it leaves that tag unsynced, so the next
+                    # pass moves it.
+                    is_last = position == len(new)
+                    try:
+                        batch.index = self._add_tag(batch.index, pkg, tag, builds.take,
+                                                    move_auto=is_last)
+                    except (UpstreamError, ConfigError, StoreError):
+                        raise  # the environment, not this tag: end the pass (disk full: 3)
+                    except CodecacheError as err:
+                        untried.discard(tag.name)
+                        self._refuse(pkg, tag, err, report)
+                        continue
                     untried.discard(tag.name)
-                    self._refuse(pkg, tag, err, report)
-                    continue
-                untried.discard(tag.name)
-                batch.tags.append(tag)
-                if is_last or batch.due():
-                    self._commit_batch(batch, pkg, published, report)
+                    batch.tags.append(tag)
+                    if is_last or batch.due():
+                        self._commit_batch(batch, pkg, published, report)
         finally:
             # An error of the environment ends the pass: what was built before it is
             # still published (its blobs are on disk already), as it was tag by tag.
@@ -243,32 +264,34 @@ class Syncer:
             return index
         return self._writer.commit(self._writer.move(index, pkg.name, pkg.auto_channel, target))
 
-    def _add_tag(self, index: Index, pkg: PackageConfig, tag: Tag, *, move_auto: bool) -> Index:
-        # The size of the release added last (or last in the file): tags of one package
-        # are about the same size, and this is O(1) in a bulk import of thousands.
-        releases = index.packages.get(pkg.name, Package()).releases
-        hint = next(reversed(releases.values())).size if releases else None
-        release = self._build_release(pkg, tag, hint)
+    def _add_tag(self, index: Index, pkg: PackageConfig, tag: Tag, build: Callable[[], Built],
+                 *, move_auto: bool) -> Index:
+        """``index`` with ``tag`` built (``build``: its archive filed), signed and added."""
+        release = self._sign(pkg, tag, build())
         index = add_release(index, pkg.name, release)
         auto = pkg.auto_channel
         if move_auto and auto and index.packages[pkg.name].highest_live() == tag.name:
             index = self._writer.move(index, pkg.name, auto, tag.name)
         return index
 
-    def _build_release(self, pkg: PackageConfig, tag: Tag, expected_size: int | None) -> Release:
-        """Export, archive, sign and file one tag; returns its release record.
+    def _build(self, pkg: PackageConfig, tag: Tag, expected_size: int | None,
+               discard: Callable[[Path], None]) -> Built:
+        """Export and archive one tag and file its blob (any thread: no index, no key).
 
-        ``expected_size``: the size of the package's latest release (``build_release``).
+        ``expected_size``: the size of the package's latest release (``build_release``);
+        ``discard`` removes the scratch directory.
         """
-        pin = tag.ref.pin   # what the index and the comment record
         scratch = self._store.scratch_dir(f"export-{pkg.name}-")
         try:
             built = build_release(self._source, tag.ref, pkg.prefix, scratch, expected_size)
             self._store.add_blob(built.archive, built.info.sha256)
         finally:
-            # Thousands of unlinks: done while the release is signed and committed
-            # (the commit waits for them), not before.
-            self._writer.discard(scratch)
+            discard(scratch)
+        return built
+
+    def _sign(self, pkg: PackageConfig, tag: Tag, built: Built) -> Release:
+        """The release record of ``tag``, built (its blob filed) and signed."""
+        pin = tag.ref.pin   # what the index and the comment record
         info = built.info
         comment = release_comment(pkg.name, tag.name, info.sha256, info.size, pin)
         minisig, signatures = self._signer.sign_release(built.prehash, comment)
@@ -298,6 +321,20 @@ def _report_mutations(news: list[MutatedTag]) -> None:
 
 def _nothing() -> None:
     pass
+
+
+def _size_hint(index: Index, pkg: PackageConfig) -> int | None:
+    """The size of the release added last (or last in the file): tags of one package are
+    about the same size, and this is O(1) in a bulk import of thousands."""
+    releases = index.packages.get(pkg.name, Package()).releases
+    return next(reversed(releases.values())).size if releases else None
+
+
+def _remove(scratch: Path) -> None:
+    # A build ahead runs in a worker of its own already: its scratch directory (the tree is
+    # read from the source, only the archive was there, now filed) goes right away. The
+    # writer's sweeper (one directory at a time, from the main thread) is for exports.
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 class _Batch:

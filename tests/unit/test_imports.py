@@ -38,7 +38,7 @@ MODULES: dict[str, tuple[tuple[str, ...], ...]] = {
     "telemetry": (("metrics", "notify"), ("logs",)),
     "store": (("files",), ("state", "edgestats", "edgedisk", "edgeverified"), ("edgerecover",),
               ("edgecache",), ("store",), ("trusted",)),
-    "origin": (("sources.base", "sources.pysvn_worker"),
+    "origin": (("sources.base", "sources.pysvn_worker", "ahead"),
                ("sources.svn_access", "sources.git_access", "sources.git_tree"),
                ("sources.svn_cli", "sources.pysvn", "sources.git"), ("sources.svn",),
                ("sources.chooser",),

@@ -104,6 +104,12 @@ class Source(abc.ABC):
         return None
 
     @property
+    def concurrent_trees(self) -> bool:
+        """Whether several of its trees may be built at once, from several threads (git:
+        each ``tree`` reads through a process of its own; Subversion: no, one client)."""
+        return False
+
+    @property
     def reports_progress(self) -> bool:
         """Whether ``export`` tells a ``progress`` watcher what it writes as it goes."""
         return False

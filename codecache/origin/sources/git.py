@@ -101,6 +101,12 @@ class Git(Source):
     def tree(self, ref: SourceRef) -> AbstractContextManager[Iterable[Entry]]:
         return self._tree(ref)
 
+    @property
+    def concurrent_trees(self) -> bool:
+        # Each tree is read by a cat-file process of its own from a cache ``prepare`` filled;
+        # ``_ready`` is only read meanwhile (the next ``prepare`` replaces it whole, after).
+        return True
+
     # --- the cache ----------------------------------------------------------------------------
 
     @contextmanager

@@ -38,6 +38,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import weakref
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -112,6 +113,7 @@ class GitAccess:
         self.package = package
         self.executable = executable
         self._dir: Path | None = None
+        self._made = threading.Lock()   # builds ahead ask ``env`` from several threads
 
     @property
     def timeout(self) -> float:
@@ -221,13 +223,14 @@ class GitAccess:
         url, token_file = self.package.git_url, self.package.git_token_file
         if token_file is None or not url.startswith("https://"):
             return None
-        helper = self._private_dir() / "credential-helper"
-        if not helper.exists():
-            host = urlsplit(url).netloc.rpartition("@")[2]
-            helper.write_text(_HELPER.format(
-                host=shlex.quote(host), token_file=shlex.quote(str(token_file.absolute())),
-                user=shlex.quote(self.package.git_user)))
-            helper.chmod(0o700)
+        with self._made:   # one directory, and no git started on a half-written helper
+            helper = self._private_dir() / "credential-helper"
+            if not helper.exists():
+                host = urlsplit(url).netloc.rpartition("@")[2]
+                helper.write_text(_HELPER.format(
+                    host=shlex.quote(host), token_file=shlex.quote(str(token_file.absolute())),
+                    user=shlex.quote(self.package.git_user)))
+                helper.chmod(0o700)
         return helper
 
     def _private_dir(self) -> Path:

@@ -69,9 +69,15 @@ class ReadyzPoller:
         self._thread = threading.Thread(target=self._run, name="readyz-poller", daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(0.01):
+        # The last read starts after the block ends, so ``seen`` ends with what the edge
+        # answers then (a starved thread's last read could predate the block's last step).
+        while True:
+            stopping = self._stop.is_set()
             reply = self._edge.request("/readyz")
             self.seen.append((reply.status, json.loads(reply.body).get("serial")))
+            if stopping:
+                return
+            self._stop.wait(0.01)
 
     def __enter__(self) -> ReadyzPoller:
         self._thread.start()

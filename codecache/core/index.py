@@ -29,6 +29,19 @@ from codecache.core.signing import normalise_keyid, parse_minisig
 
 FORMAT_VERSION = 1          # an index of Subversion releases only (byte for byte as ever)
 FORMAT_WITH_GIT = 2         # an index that holds a git release (DESIGN.md §3)
+FORMATS = (FORMAT_VERSION, FORMAT_WITH_GIT)   # what this version reads
+
+
+def format_read(payload: dict[str, Any]) -> int | None:
+    """The format a signed payload says, if this version reads it (None: it does not)."""
+    form = payload.get("format", FORMAT_VERSION)
+    return form if type(form) is int and form in FORMATS else None
+
+
+def format_of(packages: dict[str, Package]) -> int:
+    """The format an index of ``packages`` says: 2 if and only if it holds a git release."""
+    has_git = any(r.source.kind == GIT for pkg in packages.values() for r in pkg.releases.values())
+    return FORMAT_WITH_GIT if has_git else FORMAT_VERSION
 
 
 def format_time(seconds: int) -> str:
@@ -240,10 +253,8 @@ def to_payload(index: Index) -> dict[str, Any]:
     ``history`` is present only when the index has one, so an index of a store that
     predates history round-trips to the very payload that was signed.
     """
-    has_git = any(r.source.kind == GIT for pkg in index.packages.values()
-                  for r in pkg.releases.values())
     payload: dict[str, Any] = {
-        "format": FORMAT_WITH_GIT if has_git else FORMAT_VERSION,
+        "format": format_of(index.packages),
         "serial": index.serial,
         "generated": format_time(index.generated),
         "expires": format_time(index.expires),
@@ -292,9 +303,9 @@ def from_payload(payload: object) -> Index:
 def _parse(payload: object) -> Index:
     if not isinstance(payload, dict):
         raise TypeError("payload is not an object")
-    form = payload.get("format", FORMAT_VERSION)
-    if form not in (FORMAT_VERSION, FORMAT_WITH_GIT) or type(form) is not int:
-        raise ValueError(f"unsupported index format {form!r}")
+    form = format_read(payload)
+    if form is None:
+        raise ValueError(f"unsupported index format {payload.get('format')!r}")
     packages = {}
     for name, pkg in _dict(payload["packages"]).items():
         if not is_package(name):
@@ -302,8 +313,7 @@ def _parse(payload: object) -> Index:
         releases = {v: _parse_release(v, r) for v, r in _dict(pkg["releases"]).items()}
         channels = {c: _parse_channel(c, ch, releases) for c, ch in _dict(pkg["channels"]).items()}
         packages[name] = Package(releases, channels)
-    has_git = any(r.source.kind == GIT for pkg in packages.values() for r in pkg.releases.values())
-    if form != (FORMAT_WITH_GIT if has_git else FORMAT_VERSION):
+    if form != format_of(packages):
         raise ValueError(f"index format {form} does not match its releases (format "
                          f"{FORMAT_WITH_GIT} if and only if it holds a git release)")
     return Index(serial=_int(payload["serial"]), generated=parse_time(payload["generated"]),

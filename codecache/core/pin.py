@@ -46,10 +46,15 @@ class Pin:
             raise ValueError(f"not a source pin: {self.kind} {self.url!r}@{self.id!r}")
 
     @property
+    def location(self) -> str:
+        """``URL@REV`` or ``URL@COMMIT`` (what ``audit``'s findings name)."""
+        return f"{self.url}@{self.id}"
+
+    @property
     def label(self) -> str:
         """``svn=URL@REV`` or ``git=URL@COMMIT``: the trusted comment's field, also what
-        ``verify``, ``audit`` and ``status`` print."""
-        return f"{self.kind}={self.url}@{self.id}"
+        ``verify`` and ``status`` print."""
+        return f"{self.kind}={self.location}"
 
     @property
     def revision(self) -> int:
@@ -64,13 +69,18 @@ class Pin:
 
     def short(self) -> str:
         """For people: ``r123`` or the commit's first 12 digits."""
-        return f"r{self.id}" if self.kind == SVN else self.id[:12]
+        return short_id(self.kind, self.id)
 
     def record(self) -> dict[str, Any]:
         """The release record's source fields (the index, ``status --json``)."""
         if self.kind == SVN:
             return {"svn_url": self.url, "revision": int(self.id)}
         return {"git_url": self.url, "commit": self.id}
+
+
+def short_id(kind: str, ident: str) -> str:
+    """An id of ``kind`` for people: ``r123``, or a commit's first 12 digits."""
+    return f"r{ident}" if kind == SVN else ident[:12]
 
 
 def svn_pin(url: str, revision: int) -> Pin:
@@ -100,14 +110,3 @@ def pin_of_record(record: Mapping[str, Any]) -> Pin:
     if not isinstance(url, str) or not isinstance(commit, str):
         raise TypeError(f"bad git source {url!r}@{commit!r}")
     return git_pin(url, commit)
-
-
-def pin_of_label(label: str) -> Pin | None:
-    """The pin a trusted comment's ``svn=``/``git=`` field names (``kind``, ``value``);
-    None when it names none."""
-    kind, _, value = label.partition("=")
-    url, _, ident = value.rpartition("@")
-    try:
-        return Pin(kind, url, ident)
-    except ValueError:
-        return None

@@ -46,10 +46,10 @@ from codecache.core.errors import (
 from codecache.core.history import Entry, History, first_difference
 from codecache.core.history import verify as verify_history
 from codecache.core.index import (
-    FORMAT_VERSION,
-    FORMAT_WITH_GIT,
+    FORMATS,
     HistoryHead,
     Index,
+    format_read,
     from_payload,
     to_payload,
 )
@@ -124,11 +124,11 @@ def verify(raw: bytes, keys: Mapping[str, PublicKey]) -> SignedIndex:
         raise IndexRefused(Refusal.BAD_SIGNATURE, str(err)) from None
     # Both formats (DESIGN.md §3: 2 = it holds a git release); whether the format
     # matches the releases is the payload's own consistency (``from_payload``: malformed).
-    fmt = payload.get("format", FORMAT_VERSION)
-    if type(fmt) is not int or fmt not in (FORMAT_VERSION, FORMAT_WITH_GIT):
+    if format_read(payload) is None:
         raise IndexRefused(Refusal.UNSUPPORTED_FORMAT,
-                           f"index format {fmt!r} is not supported (this version reads "
-                           f"formats {FORMAT_VERSION} and {FORMAT_WITH_GIT}); upgrade this node")
+                           f"index format {payload.get('format')!r} is not supported (this "
+                           f"version reads formats {' and '.join(map(str, FORMATS))}); "
+                           "upgrade this node")
     try:
         index = from_payload(payload)
     except IntegrityError as err:

@@ -70,7 +70,7 @@ def compare(package: str, release: Release, built_sha256: str, built_tar_sha256:
             signature_problems: list[str]) -> Finding:
     """The verdict on one rebuilt release (pure)."""
     def finding(verdict: Verdict, detail: str) -> Finding:
-        return Finding(package, release.version, _where(release), verdict, detail)
+        return Finding(package, release.version, release.source.location, verdict, detail)
 
     if built_tar_sha256 != release.tar_sha256:
         return finding(Verdict.MISMATCH, f"tar_sha256 signed {release.tar_sha256}, rebuilt "
@@ -172,7 +172,7 @@ class Auditor:
                 self._source.prepare(reached, [Tag(release.version, ref)])
                 built = build_release(self._source, ref, prefix, scratch, release.size)
             except SourceNotFound as err:
-                return Finding(package, release.version, _where(release), Verdict.MISSING,
+                return Finding(package, release.version, release.source.location, Verdict.MISSING,
                                f"not in its source: {err}")
             problems = check_signatures(package, release, built, self._keys) \
                 if built.info.sha256 == release.sha256 else []
@@ -192,9 +192,3 @@ class Auditor:
             releases = index.package(name).releases
             for v in sorted(releases, key=version_key):
                 yield name, releases[v]
-
-
-def _where(release: Release) -> str:
-    """``URL@REV`` or ``URL@COMMIT``: what a finding names (the lines audit has always
-    printed for Subversion; a commit id says git)."""
-    return f"{release.source.url}@{release.source.id}"

@@ -119,7 +119,7 @@ def _write(ref: SourceRef, archive: Path, write: Callable[[Sink], TarballInfo]) 
             sink = _Blake2bWriter(out)
             info = write(sink)
     except OSError as err:
-        raise StoreError(f"cannot write the tarball of {ref.url}@{ref.id}: "
+        raise StoreError(f"cannot write the tarball of {ref.pin.location}: "
                          f"{err.strerror}") from err
     return Built(archive, info, sink.digest.digest())
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from codecache.core.errors import StoreError
+from codecache.core.pin import GIT, SVN, short_id
 from codecache.core.trust import Mark
 from codecache.store.files import atomic_write
 
@@ -36,16 +37,15 @@ class MutatedTag:
         """Its two ids under their names (state.json, ``status --json``, the log):
         ``published_revision``/``current_revision`` (numbers) for Subversion,
         ``published_commit``/``current_commit`` for git."""
-        if self.kind == "git":
+        if self.kind == GIT:
             return {"published_commit": self.published, "current_commit": self.current}
         return {"published_revision": int(self.published),
                 "current_revision": int(self.current)}
 
     def change(self) -> str:
-        """For people: ``r4 -> r6``, or the two commits' first 12 digits."""
-        if self.kind == "git":
-            return f"commit {self.published[:12]} -> {self.current[:12]}"
-        return f"r{self.published} -> r{self.current}"
+        """For people: ``r4 -> r6``, or ``commit`` and the two commits' first 12 digits."""
+        change = f"{short_id(self.kind, self.published)} -> {short_id(self.kind, self.current)}"
+        return f"commit {change}" if self.kind == GIT else change
 
     @classmethod
     def from_fields(cls, raw: Mapping[str, object]) -> MutatedTag:
@@ -54,7 +54,7 @@ class MutatedTag:
         Raises:
             KeyError, TypeError, ValueError: malformed.
         """
-        kind, word = ("git", "commit") if "published_commit" in raw else ("svn", "revision")
+        kind, word = (GIT, "commit") if "published_commit" in raw else (SVN, "revision")
         detected = raw["detected_at"]
         if not isinstance(detected, int):
             raise TypeError(f"detected_at: {detected!r}")

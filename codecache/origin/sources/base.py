@@ -146,9 +146,9 @@ def svn_location(ref: SourceRef) -> tuple[str, int]:
     Raises:
         ValueError: ``ref`` is not a Subversion reference (a bug: sources map their own).
     """
-    if ref.kind != SVN or not ref.id.isdigit():
+    if ref.kind != SVN:
         raise ValueError(f"not a Subversion reference: {ref.kind} {ref.url}@{ref.id}")
-    return ref.url, int(ref.id)
+    return ref.url, ref.pin.revision
 
 
 def svn_ref(url: str, revision: int, time: int, author: str) -> SourceRef:

@@ -33,10 +33,10 @@ from codecache.core.config import GitConfig, PackageConfig
 from codecache.core.errors import GitError, GitNotFound
 from codecache.core.tarball import Entry
 from codecache.origin.sources.base import Source, SourceRef, Tag
+from codecache.origin.sources.git import FETCH, object_kinds
 from codecache.origin.sources.git_access import GitAccess
 from codecache.origin.sources.git_tree import commit_entries
 
-_FETCH = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules"]
 # Every branch and tag with its full history: what "a ref reaches the commit" looks through.
 _ALL_REFS = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
 
@@ -93,14 +93,14 @@ class AuditGit(Source):
             if _is_commit(access, repo, commit):
                 return repo
         try:
-            access.run([*_FETCH, "--depth=1", "--", url, commit], cwd=by_id, network=True)
+            access.run([*FETCH, "--depth=1", "--", url, commit], cwd=by_id, network=True)
             refused = "fetched by id but absent"
         except GitNotFound as err:     # no such commit, or not handed out by id
             refused = str(err)
         if _is_commit(access, by_id, commit):
             return by_id
         if by_refs not in self._refs_fetched:
-            access.run([*_FETCH, "--", url, *_ALL_REFS], cwd=by_refs, network=True)
+            access.run([*FETCH, "--", url, *_ALL_REFS], cwd=by_refs, network=True)
             self._refs_fetched.add(by_refs)
         if _is_commit(access, by_refs, commit):
             return by_refs
@@ -109,7 +109,7 @@ class AuditGit(Source):
 
     def _access(self, package: PackageConfig) -> GitAccess:
         """One access per URL and credentials (its credential helper is made once)."""
-        key = (package.git_url, package.git_token_file, package.git_user, package.git_ssh_key)
+        key = _reached_as(package)
         if key not in self._accesses:
             self._accesses[key] = GitAccess(self._config, package)
         return self._accesses[key]
@@ -119,20 +119,20 @@ class AuditGit(Source):
         if self._root is None:
             self._root = Path(tempfile.mkdtemp(prefix="codecache-audit-git-"))
             weakref.finalize(self, shutil.rmtree, self._root, ignore_errors=True)
-        package = access.package
-        name = hashlib.sha256(repr((package.git_url, package.git_token_file, package.git_user,
-                                    package.git_ssh_key)).encode()).hexdigest()[:16]
+        name = hashlib.sha256(repr(_reached_as(access.package)).encode()).hexdigest()[:16]
         path = self._root / f"{name}-{kind}.git"
         if not path.exists():
             access.run(["init", "--quiet", "--bare", str(path)])
         return path
 
 
+def _reached_as(package: PackageConfig) -> tuple[object, ...]:
+    """What a repository is reached as: its URL and the credentials."""
+    return package.git_url, package.git_token_file, package.git_user, package.git_ssh_key
+
+
 def _is_commit(access: GitAccess, repo: Path, oid: str) -> bool:
-    try:
-        return access.run(["cat-file", "-t", oid], cwd=repo).strip() == b"commit"
-    except GitError:   # not in this repository
-        return False
+    return object_kinds(access, repo, [oid]).get(oid) == "commit"
 
 
 __all__ = ["AuditGit"]

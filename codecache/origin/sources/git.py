@@ -47,6 +47,8 @@ log = logging.getLogger("codecache.git")
 _OID = re.compile(r"[0-9a-f]{40}")
 _TAGS = "refs/tags/"
 _PEELED = "^{}"
+# A fetch of given commits only: no tags, no FETCH_HEAD, no submodules (the audit's too).
+FETCH = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules"]
 # Left by a git process killed mid-way (kill -9); harmless to remove under the store lock
 # (a killed sync's git children die with it: systemd kills the service's whole cgroup).
 _LOCKS = ("shallow.lock", "config.lock", "HEAD.lock", "packed-refs.lock")
@@ -126,16 +128,15 @@ class Git(Source):
             GitError: the fetch failed, or did not bring them all (``GitNotFound``: the
                 server has no such object, or will not hand it out).
         """
-        kinds = _object_kinds(access, repo, oids)
+        kinds = object_kinds(access, repo, oids)
         missing = [oid for oid in dict.fromkeys(oids) if kinds.get(oid) is None]
         if missing:
             for lock in [*(repo / name for name in _LOCKS),
                          *(repo / "refs" / "codecache").glob("*.lock")]:
                 lock.unlink(missing_ok=True)
-            access.run(["fetch", "--quiet", "--depth=1", "--no-tags", "--no-write-fetch-head",
-                        "--no-recurse-submodules", "--", access.package.git_url, *missing],
+            access.run([*FETCH, "--depth=1", "--", access.package.git_url, *missing],
                        cwd=repo, network=True)
-            kinds.update(_object_kinds(access, repo, missing))
+            kinds.update(object_kinds(access, repo, missing))
             lacking = [oid for oid in missing if kinds.get(oid) is None]
             if lacking:
                 raise GitError(f"git fetch of {access.package.git_url} did not bring "
@@ -233,7 +234,7 @@ def _usable(access: GitAccess, path: Path) -> bool:
         return False
 
 
-def _object_kinds(access: GitAccess, repo: Path, oids: list[str]) -> dict[str, str | None]:
+def object_kinds(access: GitAccess, repo: Path, oids: list[str]) -> dict[str, str | None]:
     """The type of each of ``oids`` in ``repo``; None where it lacks it."""
     if not oids:
         return {}
@@ -275,4 +276,4 @@ def _stamp(oid: str, body: bytes) -> tuple[int, str]:
     return time, author
 
 
-__all__ = ["Git", "parse_ls_remote"]
+__all__ = ["FETCH", "Git", "object_kinds", "parse_ls_remote"]

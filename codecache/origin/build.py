@@ -27,7 +27,6 @@ import dataclasses
 import errno
 import hashlib
 import logging
-import os
 import shutil
 import stat
 import threading
@@ -39,6 +38,7 @@ from codecache.core.errors import StoreError
 from codecache.core.tarball import (
     Sink,
     TarballInfo,
+    archive_key,
     build_tarball,
     sorted_entries,
     write_tarball,
@@ -215,7 +215,7 @@ class _Arrivals:
     # --- the export's thread --------------------------------------------------------------
 
     def listed(self, paths: list[str]) -> None:
-        ordered = sorted(paths, key=os.fsencode)   # the archive's order (tarball.py)
+        ordered = sorted(paths, key=archive_key)
         with self._changed:
             self._listed = ordered
             self._changed.notify_all()
